@@ -1,0 +1,99 @@
+//! The one door through which the model reaches shared memory.
+//!
+//! Every atomic, fence, lock and scheduling point that the kernel model uses
+//! comes from this crate, never from `std::sync` directly (a `clippy.toml`
+//! `disallowed-types` entry holds that line). That is what lets one model run
+//! three ways:
+//!
+//! * **native**: real OS threads, one per model CPU, std atomics. A scheduling
+//!   point costs a store to a `Cell` and one predictable branch.
+//! * **explored**: every model CPU is a [shuttle] task, all on one OS thread.
+//!   Atomics are still std atomics (there is only one OS thread, so any
+//!   interleaving of whole steps is sequentially consistent); a scheduling
+//!   point hands the choice of the next CPU to shuttle's scheduler, and every
+//!   wait (a contended lock, a grace period, a TLB-flush IPI) blocks the shuttle
+//!   task on a *wait channel* until another CPU wakes that channel.
+//! * **loom** (`--cfg loom`): atomics, fences and locks are loom's, so small
+//!   protocol kernels can be checked under the C11 memory model; scheduling
+//!   points do nothing (loom switches at every atomic access).
+//!
+//! The modes are picked per machine at run time (see [`sched::Mode`]); the
+//! `loom` facade is picked at compile time.
+//!
+//! Kernel barrier vocabulary maps as follows: `smp_mb()` is [`smp_mb`]
+//! (`fence(SeqCst)`); `READ_ONCE`/`WRITE_ONCE` are `Relaxed` loads and stores;
+//! `smp_load_acquire`/`smp_store_release` are `Acquire`/`Release`. The
+//! asymmetric fences of liburcu's "memb" flavour, which keep the RCU read side
+//! nearly free, are in [`membarrier`].
+
+#![allow(clippy::disallowed_types)] // This crate is where the disallowed types are wrapped.
+
+pub mod membarrier;
+pub mod sched;
+
+#[cfg(not(loom))]
+pub use std::sync::Arc;
+#[cfg(not(loom))]
+pub use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering, compiler_fence, fence,
+};
+
+#[cfg(loom)]
+pub use loom::sync::Arc;
+#[cfg(loom)]
+pub use loom::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering, fence,
+};
+#[cfg(loom)]
+pub use std::sync::atomic::compiler_fence;
+
+/// Kernel: `smp_mb()`. A full barrier.
+#[inline]
+pub fn smp_mb() {
+    fence(Ordering::SeqCst);
+}
+
+/// Kernel: `smp_mb__after_atomic()`. On x86 every locked RMW is already a full
+/// barrier; the model keeps the fence so that loom sees it.
+#[inline]
+#[allow(non_snake_case)] // The kernel's name.
+pub fn smp_mb__after_atomic() {
+    fence(Ordering::SeqCst);
+}
+
+mod lock;
+pub use lock::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A lock for the model's own bookkeeping (callback queues, free lists of
+/// quarantine slots): never held across a scheduling point, so never
+/// contended under the explorer, and not a step of any protocol.
+#[derive(Debug)]
+pub struct RawLock<T>(#[cfg(not(loom))] std::sync::Mutex<T>, #[cfg(loom)] loom::sync::Mutex<T>);
+
+#[cfg(not(loom))]
+impl<T> RawLock<T> {
+    /// A new lock.
+    pub fn new(v: T) -> Self {
+        RawLock(std::sync::Mutex::new(v))
+    }
+
+    /// Takes the lock, ignoring poison (see [`sched::lock_ignoring_poison`]).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        sched::lock_ignoring_poison(&self.0)
+    }
+}
+
+#[cfg(loom)]
+impl<T> RawLock<T> {
+    /// A new lock.
+    pub fn new(v: T) -> Self {
+        RawLock(loom::sync::Mutex::new(v))
+    }
+
+    /// Takes the lock.
+    pub fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,611 @@
+//! Scheduling points, waits and wake-ups: where the model meets a scheduler.
+//!
+//! Each model CPU owns a [`Sched`]. The model calls [`Sched::point`] right
+//! before every step that another CPU could observe (a lockless load, store or
+//! read-modify-write of a protocol, a lock acquisition), naming the step with a
+//! static [`Point`] (`point!("gup_fast_pte_range", "ptep_get_lockless")`).
+//! What a point does depends on the machine's [`Mode`]:
+//!
+//! * `Native`: it remembers the point (so a detector can say where a CPU was)
+//!   and returns. Nothing else: the cost is one `Cell` store and one branch.
+//! * `Jitter`: as native, plus a random pause now and then, and rarely a long
+//!   stall while interrupts are off: the way a preempted vCPU keeps its IRQs
+//!   disabled for milliseconds, which is what opens races in practice.
+//! * `Explore`: the step is appended to the machine's trace and shuttle's
+//!   scheduler decides which CPU runs next.
+//!
+//! A CPU that must wait for another (a grace period, an IPI, a contended lock)
+//! calls [`Sched::wait`] with a condition and a *wait channel* (the address of
+//! the thing waited on). Natively it spins, then yields, then sleeps. Under the
+//! explorer it blocks its shuttle task until some CPU calls [`Sched::wake`] on
+//! that channel, so the explorer never wastes a schedule on a CPU that cannot
+//! make progress, and a CPU that can never be woken is a deadlock that shuttle
+//! reports. Natively, a wait that lasts longer than [`Ctx::stuck_after`]
+//! unwinds with a [`Stuck`] payload, which the model reports as a deadlock.
+//!
+//! Tests can *hold* a CPU at a named point ([`Ctx::hold`]) and release it
+//! later, to force one interleaving without the explorer.
+//!
+//! Per-CPU state lives in `Sched` and is passed explicitly: under the explorer
+//! all CPUs share one OS thread, so a `thread_local` would be shared too.
+
+#![allow(clippy::disallowed_types)] // The facade itself uses std's locks for bookkeeping.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A labelled step of a kernel function: where a CPU can be preempted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Point {
+    /// The kernel function the step belongs to, e.g. `gup_fast_pte_range`.
+    pub func: &'static str,
+    /// The step within it, e.g. `ptep_get_lockless`.
+    pub step: &'static str,
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.func, self.step)
+    }
+}
+
+/// A `&'static Point` for a function and step.
+#[macro_export]
+macro_rules! point {
+    ($func:expr, $step:expr) => {{
+        static P: $crate::sched::Point = $crate::sched::Point {
+            func: $func,
+            step: $step,
+        };
+        &P
+    }};
+}
+
+/// The point a CPU is at before it has passed any.
+pub static IDLE: Point = Point {
+    func: "idle",
+    step: "start",
+};
+
+/// How a machine's CPUs are scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Real threads, no interference.
+    Native,
+    /// Real threads with random delays at scheduling points.
+    Jitter,
+    /// Shuttle tasks on one OS thread; points are scheduling decisions.
+    Explore,
+}
+
+/// What happened at a trace entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The CPU passed a point.
+    Step,
+    /// The CPU found its condition false and blocked.
+    Wait,
+    /// The CPU was woken and found its condition true.
+    Resume,
+    /// A detector fired.
+    Report,
+}
+
+/// One line of an explored run's timeline.
+#[derive(Clone, Debug)]
+pub struct TraceEntry {
+    /// The model CPU.
+    pub cpu: u32,
+    /// Where it was.
+    pub point: &'static Point,
+    /// What happened.
+    pub event: Event,
+    /// A value the step names (a pfn, a PTE, a count), if any.
+    pub arg: Option<u64>,
+    /// Free text, for waits ("for cpu0") and reports.
+    pub note: Option<String>,
+}
+
+/// The payload a CPU unwinds with when the explorer stops a run early
+/// (a violation was found and the rest of the schedule does not matter).
+#[derive(Debug)]
+pub struct Stopped;
+
+/// The payload a CPU unwinds with when a native wait exceeds its limit.
+#[derive(Debug)]
+pub struct Stuck {
+    /// Where it waited.
+    pub point: &'static Point,
+}
+
+struct Hold {
+    cpu: u32,
+    point: &'static str,
+    func: &'static str,
+    /// How many more passes of the point go through before it holds.
+    skip: u32,
+    reached: bool,
+    released: bool,
+}
+
+/// A handle on a hold placed with [`Ctx::hold`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldId(usize);
+
+/// State shared by all CPUs of one machine: mode, trace, waiters, holds.
+pub struct Ctx {
+    mode: Mode,
+    hooks: bool,
+    tracing: bool,
+    stop: AtomicBool,
+    trace: StdMutex<Vec<TraceEntry>>,
+    #[cfg(not(loom))]
+    waiters: StdMutex<Vec<(usize, shuttle::scheduler::TaskId)>>,
+    holds: StdMutex<Vec<Hold>>,
+    /// Jitter: one pause in `jitter_every` points on average.
+    jitter_every: u64,
+    /// Jitter: the longest IRQs-off stall, in microseconds.
+    jitter_stall_us: u64,
+    /// Native waits longer than this are deadlocks.
+    pub stuck_after: Duration,
+    seed: AtomicU64,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("mode", &self.mode)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// A context for a machine run in `mode`. `hooks` enables [`Ctx::hold`]
+    /// in native runs (it costs each point a lookup, so it is opt-in).
+    pub fn new(mode: Mode, hooks: bool) -> Self {
+        Ctx {
+            mode,
+            hooks,
+            tracing: mode == Mode::Explore,
+            stop: AtomicBool::new(false),
+            trace: StdMutex::new(Vec::new()),
+            #[cfg(not(loom))]
+            waiters: StdMutex::new(Vec::new()),
+            holds: StdMutex::new(Vec::new()),
+            jitter_every: 64,
+            jitter_stall_us: 3000,
+            stuck_after: Duration::from_secs(20),
+            seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// Sets the jitter: a pause once in `every` points, IRQs-off stalls of up
+    /// to `stall_us` microseconds, random choices from `seed`.
+    pub fn set_jitter(&mut self, every: u64, stall_us: u64, seed: u64) {
+        self.jitter_every = every.max(1);
+        self.jitter_stall_us = stall_us;
+        self.seed = AtomicU64::new(seed | 1);
+    }
+
+    /// The scheduling mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Records every step in the trace even natively (tests use it to see
+    /// which path a CPU took).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.tracing = on || self.mode == Mode::Explore;
+    }
+
+    /// Asks every CPU to unwind at its next point (explorer only).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the trace so far.
+    pub fn trace(&self) -> Vec<TraceEntry> {
+        lock_ignoring_poison(&self.trace).clone()
+    }
+
+    /// Appends a line to the trace (detectors use it for their reports).
+    pub fn record(&self, e: TraceEntry) {
+        if self.tracing {
+            lock_ignoring_poison(&self.trace).push(e);
+        }
+    }
+
+    /// Holds `cpu` the `nth` (0-based) time it reaches `func: step`, until
+    /// [`Ctx::release`]. Needs a context made with `hooks`.
+    pub fn hold(&self, cpu: u32, func: &'static str, step: &'static str, nth: u32) -> HoldId {
+        assert!(self.hooks, "holds need a context made with hooks");
+        let mut h = lock_ignoring_poison(&self.holds);
+        h.push(Hold {
+            cpu,
+            func,
+            point: step,
+            skip: nth,
+            reached: false,
+            released: false,
+        });
+        HoldId(h.len() - 1)
+    }
+
+    /// Whether the held CPU has reached its hold and is waiting there.
+    pub fn reached(&self, id: HoldId) -> bool {
+        lock_ignoring_poison(&self.holds)[id.0].reached
+    }
+
+    /// Waits (natively, from a test's own thread) until the hold is reached.
+    /// Returns false if it is not reached within `limit`.
+    pub fn wait_reached(&self, id: HoldId, limit: Duration) -> bool {
+        let t = Instant::now();
+        while !self.reached(id) {
+            if t.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        true
+    }
+
+    /// Lets a held CPU go on.
+    pub fn release(&self, id: HoldId) {
+        lock_ignoring_poison(&self.holds)[id.0].released = true;
+    }
+
+    fn next_random(&self) -> u64 {
+        // A shared xorshift: good enough to spread pauses; contention on this
+        // line is part of the jitter.
+        let mut x = self.seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed.store(x, Ordering::Relaxed);
+        x
+    }
+}
+
+/// Locks a bookkeeping mutex, ignoring poison: a CPU that unwound (a model
+/// oops) while holding one left nothing half-done in these simple vectors.
+pub fn lock_ignoring_poison<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One model CPU's scheduling handle.
+///
+/// # Invariants
+/// Used only by the thread (or shuttle task) that runs this CPU.
+pub struct Sched {
+    cpu: u32,
+    slow: bool,
+    ctx: std::sync::Arc<Ctx>,
+    cur: Cell<&'static Point>,
+    irqs_off: Cell<bool>,
+}
+
+impl fmt::Debug for Sched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sched")
+            .field("cpu", &self.cpu)
+            .field("at", &self.cur.get())
+            .finish()
+    }
+}
+
+impl Sched {
+    /// The handle of model CPU `cpu` in `ctx`.
+    pub fn new(cpu: u32, ctx: std::sync::Arc<Ctx>) -> Self {
+        let slow = ctx.mode != Mode::Native || ctx.hooks || ctx.tracing;
+        Sched {
+            cpu,
+            slow,
+            ctx,
+            cur: Cell::new(&IDLE),
+            irqs_off: Cell::new(false),
+        }
+    }
+
+    /// The model CPU number.
+    pub fn cpu(&self) -> u32 {
+        self.cpu
+    }
+
+    /// The shared context.
+    pub fn ctx(&self) -> &std::sync::Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Whether this CPU runs under the explorer.
+    #[inline]
+    pub fn exploring(&self) -> bool {
+        self.ctx.mode == Mode::Explore
+    }
+
+    /// The last point this CPU passed.
+    pub fn at(&self) -> &'static Point {
+        self.cur.get()
+    }
+
+    /// Tells the jitter whether IRQs are off (long stalls happen only then).
+    #[inline]
+    pub fn set_irqs_off(&self, off: bool) {
+        self.irqs_off.set(off);
+    }
+
+    /// A scheduling point.
+    #[inline(always)]
+    pub fn point(&self, p: &'static Point) {
+        self.cur.set(p);
+        if self.slow {
+            self.point_slow(p, None);
+        }
+    }
+
+    /// A scheduling point that names a value (a pfn, an entry).
+    #[inline(always)]
+    pub fn point_arg(&self, p: &'static Point, arg: u64) {
+        self.cur.set(p);
+        if self.slow {
+            self.point_slow(p, Some(arg));
+        }
+    }
+
+    /// Adds a note to the trace without a scheduling decision.
+    pub fn note(&self, p: &'static Point, event: Event, arg: Option<u64>, note: Option<String>) {
+        self.ctx.record(TraceEntry {
+            cpu: self.cpu,
+            point: p,
+            event,
+            arg,
+            note,
+        });
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn point_slow(&self, p: &'static Point, arg: Option<u64>) {
+        if std::thread::panicking() {
+            // A CPU unwinding an oops or a stop passes points in destructors;
+            // they are not steps.
+            return;
+        }
+        if self.ctx.tracing {
+            self.note(p, Event::Step, arg, None);
+        }
+        if self.ctx.hooks {
+            self.check_holds(p);
+        }
+        match self.ctx.mode {
+            Mode::Native => {}
+            Mode::Jitter => self.jitter(),
+            Mode::Explore => {
+                self.check_stop();
+                explore::switch();
+                self.check_stop();
+            }
+        }
+    }
+
+    fn check_stop(&self) {
+        if self.ctx.stop.load(Ordering::Relaxed) {
+            std::panic::panic_any(Stopped);
+        }
+    }
+
+    fn jitter(&self) {
+        let r = self.ctx.next_random();
+        if r % self.ctx.jitter_every != 0 {
+            return;
+        }
+        let r2 = self.ctx.next_random();
+        if self.irqs_off.get() && r2 % 64 == 0 && self.ctx.jitter_stall_us > 0 {
+            // A preempted vCPU with interrupts disabled.
+            std::thread::sleep(Duration::from_micros(r2 % self.ctx.jitter_stall_us + 1));
+        } else if r2 % 4 == 0 {
+            std::thread::yield_now();
+        } else {
+            for _ in 0..(r2 % 512) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn check_holds(&self, p: &'static Point) {
+        let idx = {
+            let mut holds = lock_ignoring_poison(&self.ctx.holds);
+            let mut found = None;
+            for (i, h) in holds.iter_mut().enumerate() {
+                if h.cpu == self.cpu && !h.released && h.func == p.func && h.point == p.step {
+                    if h.skip > 0 {
+                        h.skip -= 1;
+                    } else {
+                        h.reached = true;
+                        found = Some(i);
+                    }
+                    break;
+                }
+            }
+            match found {
+                Some(i) => i,
+                None => return,
+            }
+        };
+        let ctx = self.ctx.clone();
+        self.wait(p, hold_channel(idx), None, move || {
+            lock_ignoring_poison(&ctx.holds)[idx].released
+        });
+    }
+
+    /// Waits until `cond` holds. `chan` names what is waited on; whoever
+    /// changes it calls [`Sched::wake`] with the same channel.
+    /// `arg` names what is waited for in the trace (a CPU number, say).
+    pub fn wait(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        arg: Option<u64>,
+        mut cond: impl FnMut() -> bool,
+    ) {
+        if cond() {
+            return;
+        }
+        #[cfg(loom)]
+        {
+            let _ = (p, chan, arg);
+            while !cond() {
+                loom::thread::yield_now();
+            }
+        }
+        #[cfg(not(loom))]
+        match self.ctx.mode {
+            Mode::Explore => self.wait_explore(p, chan, arg, &mut cond),
+            Mode::Native | Mode::Jitter => self.wait_native(p, &mut cond),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn wait_native(&self, p: &'static Point, cond: &mut dyn FnMut() -> bool) {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while !cond() {
+            spins = spins.saturating_add(1);
+            if spins < 128 {
+                std::hint::spin_loop();
+            } else if spins < 2048 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+                if start.elapsed() > self.ctx.stuck_after && !std::thread::panicking() {
+                    std::panic::panic_any(Stuck { point: p });
+                }
+            }
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn wait_explore(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        arg: Option<u64>,
+        cond: &mut dyn FnMut() -> bool,
+    ) {
+        self.cur.set(p);
+        let mut noted = false;
+        loop {
+            if cond() {
+                if noted {
+                    self.note(p, Event::Resume, arg, None);
+                }
+                return;
+            }
+            if std::thread::panicking() {
+                // Destructors of an unwinding CPU never wait: the run is over.
+                return;
+            }
+            if !noted {
+                self.note(p, Event::Wait, arg, None);
+                noted = true;
+            }
+            self.check_stop();
+            lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
+            explore::block_and_switch();
+        }
+    }
+
+    /// Wakes every CPU waiting on `chan` (explorer only; native waits poll).
+    #[inline]
+    pub fn wake(&self, chan: usize) {
+        if self.ctx.mode == Mode::Explore {
+            self.wake_slow(chan);
+        }
+    }
+
+    #[cfg(not(loom))]
+    #[cold]
+    fn wake_slow(&self, chan: usize) {
+        let mut w = lock_ignoring_poison(&self.ctx.waiters);
+        w.retain(|&(c, t)| {
+            if c == chan {
+                explore::unblock(t);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    #[cfg(loom)]
+    fn wake_slow(&self, _chan: usize) {}
+
+    /// Wakes every waiter on every channel; used when a CPU finishes or
+    /// dies, since its leaving may satisfy conditions nobody signals.
+    pub fn wake_all(&self) {
+        #[cfg(not(loom))]
+        if self.ctx.mode == Mode::Explore && !explore::stopping() {
+            let mut w = lock_ignoring_poison(&self.ctx.waiters);
+            for (_, t) in w.drain(..) {
+                explore::unblock(t);
+            }
+        }
+    }
+}
+
+fn hold_channel(idx: usize) -> usize {
+    // Channels are addresses; hold channels live in a range no allocation uses.
+    usize::MAX - idx
+}
+
+/// The wait channel for a value: its address.
+pub fn chan<T>(v: &T) -> usize {
+    v as *const T as usize
+}
+
+#[cfg(not(loom))]
+mod explore {
+    //! The few shuttle engine calls the explorer needs.
+    use shuttle::scheduler::TaskId;
+    use shuttle_engine::runtime::execution::ExecutionState;
+
+    pub(super) fn switch() {
+        shuttle_engine::runtime::thread::switch();
+    }
+
+    pub(super) fn me() -> TaskId {
+        ExecutionState::me()
+    }
+
+    pub(super) fn block_and_switch() {
+        ExecutionState::with(|s| s.current_mut().block(false));
+        shuttle_engine::runtime::thread::switch();
+    }
+
+    pub(super) fn unblock(t: TaskId) {
+        ExecutionState::with(|s| {
+            if let Some(task) = s.try_get_mut(t)
+                && !task.finished()
+            {
+                task.unblock();
+            }
+        });
+    }
+
+    pub(super) fn stopping() -> bool {
+        ExecutionState::should_stop()
+    }
+}
+
+#[cfg(loom)]
+mod explore {
+    pub(super) fn switch() {}
+}

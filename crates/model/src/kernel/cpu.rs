@@ -1,0 +1,168 @@
+//! Model CPUs.
+//!
+//! A [`Cpu`] is one CPU of a [`Machine`]: its number, its scheduling handle
+//! and the per-CPU state that only it writes (how deeply it nests RCU
+//! read-side sections and IRQ-disabled regions). Every model function takes
+//! `cpu: &Cpu` first, the way kernel code runs on `smp_processor_id()`: under
+//! the explorer all CPUs share one OS thread, so per-CPU state is passed,
+//! never kept in a `thread_local`.
+//!
+//! [`Cpu::run`] is the boundary of one operation (a system call, a kernel
+//! thread's work item): a CPU that oopses unwinds to it and its guards are
+//! dropped on the way (IRQs back on, locks released), as `do_exit()` after an
+//! oops would leave the rest of the machine running.
+
+use crate::detect::{Kind, Oops, Violation};
+use crate::machine::Machine;
+use crate::types::Pfn;
+use mmsim_facade::Arc;
+use mmsim_facade::sched::{Event, Point, Sched, Stopped, Stuck};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+/// One model CPU.
+///
+/// # Invariants
+/// Used by one thread (or shuttle task) at a time; `rcu_nesting` and
+/// `irq_nesting` equal the number of live read-side and IRQ guards.
+pub struct Cpu {
+    id: u32,
+    /// The machine this CPU belongs to.
+    pub m: Arc<Machine>,
+    /// Its scheduling handle.
+    pub sched: Sched,
+    pub(crate) rcu_nesting: Cell<u32>,
+    pub(crate) irq_nesting: Cell<u32>,
+    pub(crate) in_softirq: Cell<bool>,
+}
+
+impl std::fmt::Debug for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cpu{}", self.id)
+    }
+}
+
+/// How an operation ended when it did not return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Died {
+    /// The CPU oopsed (a fatal violation was recorded).
+    Oops,
+    /// The explorer stopped the run.
+    Stopped,
+    /// A wait never ended (recorded as a deadlock).
+    Stuck,
+}
+
+impl Cpu {
+    pub(crate) fn new(id: u32, m: Arc<Machine>, sched: Sched) -> Cpu {
+        Cpu {
+            id,
+            m,
+            sched,
+            rcu_nesting: Cell::new(0),
+            irq_nesting: Cell::new(0),
+            in_softirq: Cell::new(false),
+        }
+    }
+
+    /// Kernel: `smp_processor_id()`.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The index of this CPU's per-CPU data.
+    #[inline]
+    pub(crate) fn idx(&self) -> usize {
+        self.id as usize
+    }
+
+    /// Whether IRQs are disabled here (`irqs_disabled()`).
+    #[inline]
+    pub fn irqs_disabled(&self) -> bool {
+        self.irq_nesting.get() > 0
+    }
+
+    /// A scheduling point. Pending RCU callbacks whose grace period has
+    /// passed run first, as softirq work would on a CPU with IRQs on.
+    #[inline]
+    pub fn point(&self, p: &'static Point) {
+        self.softirq();
+        self.sched.point(p);
+    }
+
+    /// A scheduling point naming a value.
+    #[inline]
+    pub fn point_arg(&self, p: &'static Point, arg: u64) {
+        self.softirq();
+        self.sched.point_arg(p, arg);
+    }
+
+    #[inline]
+    fn softirq(&self) {
+        if !self.irqs_disabled() && self.m.rcu.has_pending() {
+            crate::kernel::rcupdate::rcu_core(self);
+        }
+    }
+
+    /// Records a violation at the current step; a fatal one oopses this CPU
+    /// (see [`crate::detect`]).
+    #[cold]
+    pub fn report(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
+        let at = self.sched.at();
+        self.m.detect.record(Violation {
+            kind,
+            cpu: Some(self.id),
+            function: at.func,
+            step: at.step,
+            pfn,
+            detail: detail.into(),
+        });
+        self.sched.note(
+            at,
+            Event::Report,
+            pfn.map(|p| p.as_u64()),
+            Some(kind.name().to_string()),
+        );
+        if kind.fatal() && !std::thread::panicking() {
+            if self.sched.exploring() {
+                self.sched.ctx().request_stop();
+            }
+            std::panic::panic_any(Oops);
+        }
+    }
+
+    /// Runs one operation to its end, or to this CPU's oops.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> Result<R, Died> {
+        let r = catch_unwind(AssertUnwindSafe(f));
+        // INVARIANT: every guard was dropped on the way out.
+        debug_assert_eq!(self.irq_nesting.get(), 0);
+        debug_assert_eq!(self.rcu_nesting.get(), 0);
+        match r {
+            Ok(v) => Ok(v),
+            Err(p) if p.is::<Oops>() => Err(Died::Oops),
+            Err(p) if p.is::<Stopped>() => Err(Died::Stopped),
+            Err(p) => match p.downcast::<Stuck>() {
+                Ok(s) => {
+                    self.m.detect.record(Violation {
+                        kind: Kind::Deadlock,
+                        cpu: Some(self.id),
+                        function: s.point.func,
+                        step: s.point.step,
+                        pfn: None,
+                        detail: "waited longer than the deadlock limit".into(),
+                    });
+                    Err(Died::Stuck)
+                }
+                Err(p) => resume_unwind(p),
+            },
+        }
+    }
+
+    /// Marks the end of this CPU's work: runs any callbacks it can and wakes
+    /// every waiter (its leaving may satisfy conditions nobody signals).
+    pub fn finish(&self) {
+        self.softirq();
+        self.sched.wake_all();
+    }
+}

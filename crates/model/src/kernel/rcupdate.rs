@@ -1,0 +1,412 @@
+//! RCU: read-side critical sections and grace periods.
+//!
+//! Kernel: `include/linux/rcupdate.h`, `kernel/rcu/tree.c`.
+//!
+//! Since v5.0 every region that disables preemption, softirqs or interrupts
+//! is an RCU read-side critical section, so `local_irq_save()` protects a
+//! reader exactly as `rcu_read_lock()` does. GUP-fast relies on that: it
+//! disables IRQs and never calls `rcu_read_lock()`.
+//!
+//! # Mechanism
+//!
+//! Each CPU owns two counters, `rcu_ctr` and `irq_ctr`, that are odd while it
+//! is inside an `rcu_read_lock()` section or an IRQ-disabled region
+//! (outermost level only; nesting is counted in the [`Cpu`]). Only the owner
+//! writes them, with a plain load and store: no read-modify-write, no shared
+//! cache line. Entering is `store(odd)` and a [`light`] fence, leaving is a
+//! [`light`] fence and `store(even, Release)`.
+//!
+//! [`synchronize_rcu`] issues a [`heavy`] fence (a process-wide memory
+//! barrier: liburcu's "memb" flavour), snapshots every CPU's counters, and
+//! waits until each counter that was odd has changed: each section that had
+//! begun has ended. Sections that begin after the snapshot see every store
+//! made before the heavy fence. That is the grace-period guarantee: a reader
+//! that can see an object before its removal has finished before the
+//! grace period does. A snapshot is a grace-period *cookie*
+//! ([`get_state_synchronize_rcu`]); [`call_rcu`] queues a callback with one,
+//! and whichever CPU next passes a scheduling point with IRQs on after the
+//! cookie completes runs it, as the softirq would ([`rcu_core`]).
+//!
+//! IPI-based waits are the same machinery restricted to `irq_ctr`:
+//! [`wait_for_irqs_enabled`] returns once every CPU in a set that had IRQs off
+//! has turned them back on, which is when an IPI sent to it would have run.
+//!
+//! # Simplifications
+//!
+//! One callback queue for the whole machine, invoked in order; expedited
+//! grace periods are ordinary ones (their speed is not modelled); no
+//! `rcu_read_lock_bh`/`_sched` flavours (they are read-side sections too, and
+//! where the kernel uses them the model uses `rcu_read_lock`).
+
+use crate::kernel::cpu::Cpu;
+use mmsim_facade::membarrier::{heavy, light};
+use mmsim_facade::sched::{Event, chan};
+use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
+use std::collections::VecDeque;
+
+/// Per-CPU reader state, alone on its cache line pair.
+#[repr(align(128))]
+#[derive(Debug)]
+struct RcuData {
+    rcu_ctr: AtomicU64,
+    irq_ctr: AtomicU64,
+}
+
+type Callback = Box<dyn FnOnce(&Cpu) + Send>;
+
+struct Queued {
+    cookie: GpCookie,
+    what: &'static str,
+    f: Callback,
+}
+
+/// The RCU state of a machine.
+pub struct Rcu {
+    cpus: Box<[RcuData]>,
+    cbs: RawLock<VecDeque<Queued>>,
+    pending: AtomicUsize,
+}
+
+impl std::fmt::Debug for Rcu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rcu")
+            .field("cpus", &self.cpus.len())
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Which counter of a CPU a cookie waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ctr {
+    Rcu,
+    Irq,
+}
+
+/// A grace-period cookie: the read-side sections in progress when it was
+/// taken. The grace period has passed once each of them has ended.
+#[derive(Clone, Debug, Default)]
+pub struct GpCookie {
+    open: Vec<(u32, Ctr, u64)>,
+}
+
+impl Rcu {
+    /// RCU for `nr_cpus` CPUs.
+    pub fn new(nr_cpus: usize) -> Rcu {
+        Rcu {
+            cpus: (0..nr_cpus)
+                .map(|_| RcuData {
+                    rcu_ctr: AtomicU64::new(0),
+                    irq_ctr: AtomicU64::new(0),
+                })
+                .collect(),
+            cbs: RawLock::new(VecDeque::new()),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether callbacks are queued (a cheap, racy hint).
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        // READ_ONCE: a stale answer only delays a callback to the next point.
+        self.pending.load(Ordering::Relaxed) != 0
+    }
+
+    /// The number of queued callbacks.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    fn ctr(&self, cpu: u32, c: Ctr) -> &AtomicU64 {
+        let d = &self.cpus[cpu as usize];
+        match c {
+            Ctr::Rcu => &d.rcu_ctr,
+            Ctr::Irq => &d.irq_ctr,
+        }
+    }
+
+    fn snapshot(&self, which: &[Ctr], only: Option<&dyn Fn(u32) -> bool>) -> GpCookie {
+        let mut open = Vec::new();
+        for i in 0..self.cpus.len() as u32 {
+            if let Some(f) = only
+                && !f(i)
+            {
+                continue;
+            }
+            for &c in which {
+                // Acquire pairs with the Release store that ended the
+                // CPU's previous section: what it did there is visible.
+                let v = self.ctr(i, c).load(Ordering::Acquire);
+                if v & 1 == 1 {
+                    open.push((i, c, v));
+                }
+            }
+        }
+        GpCookie { open }
+    }
+
+    fn cookie_done(&self, c: &GpCookie) -> bool {
+        c.open
+            .iter()
+            .all(|&(i, w, v)| self.ctr(i, w).load(Ordering::Acquire) != v)
+    }
+
+    /// The wait channel every change of reader state wakes.
+    fn chan(&self) -> usize {
+        chan(self)
+    }
+
+    /// Whether `cpu` is inside a read-side section or IRQ-disabled region,
+    /// as another CPU would see it.
+    pub fn cpu_in_reader(&self, cpu: u32) -> bool {
+        self.ctr(cpu, Ctr::Rcu).load(Ordering::Acquire) & 1 == 1
+            || self.ctr(cpu, Ctr::Irq).load(Ordering::Acquire) & 1 == 1
+    }
+}
+
+/// Held `rcu_read_lock()`.
+#[must_use = "the section ends when the guard is dropped"]
+pub struct RcuReadGuard<'a> {
+    cpu: &'a Cpu,
+}
+
+/// Kernel: `rcu_read_lock()`.
+#[inline]
+pub fn rcu_read_lock(cpu: &Cpu) -> RcuReadGuard<'_> {
+    let n = cpu.rcu_nesting.get();
+    if n == 0 {
+        let c = &cpu.m.rcu.cpus[cpu.idx()].rcu_ctr;
+        // Only this CPU writes its counter, so load + store is enough.
+        let v = c.load(Ordering::Relaxed);
+        c.store(v + 1, Ordering::Relaxed);
+        // Pairs with heavy() in synchronize_rcu()/call_rcu(): either the
+        // writer sees the odd counter, or this section sees its stores.
+        light();
+    }
+    cpu.rcu_nesting.set(n + 1);
+    RcuReadGuard { cpu }
+}
+
+impl Drop for RcuReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Kernel: rcu_read_unlock().
+        let cpu = self.cpu;
+        let n = cpu.rcu_nesting.get() - 1;
+        cpu.rcu_nesting.set(n);
+        if n == 0 {
+            let c = &cpu.m.rcu.cpus[cpu.idx()].rcu_ctr;
+            light();
+            let v = c.load(Ordering::Relaxed);
+            // Release pairs with the Acquire loads of a waiting writer: the
+            // section's accesses happen before whatever it frees next.
+            c.store(v + 1, Ordering::Release);
+            cpu.sched.wake(cpu.m.rcu.chan());
+        }
+    }
+}
+
+/// IRQs disabled on this CPU (`local_irq_save(flags)` ...
+/// `local_irq_restore(flags)`): an RCU read-side section that also holds
+/// off IPIs.
+#[must_use = "IRQs come back on when the guard is dropped"]
+pub struct IrqGuard<'a> {
+    cpu: &'a Cpu,
+}
+
+/// Kernel: `local_irq_save()`.
+#[inline]
+pub fn local_irq_save(cpu: &Cpu) -> IrqGuard<'_> {
+    let n = cpu.irq_nesting.get();
+    if n == 0 {
+        let c = &cpu.m.rcu.cpus[cpu.idx()].irq_ctr;
+        let v = c.load(Ordering::Relaxed);
+        c.store(v + 1, Ordering::Relaxed);
+        // Pairs with heavy() in synchronize_rcu() and wait_for_irqs_enabled().
+        light();
+        cpu.sched.set_irqs_off(true);
+    }
+    cpu.irq_nesting.set(n + 1);
+    IrqGuard { cpu }
+}
+
+impl Drop for IrqGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Kernel: local_irq_restore(). Pending IPIs run here: a waiting
+        // flusher sees the even counter.
+        let cpu = self.cpu;
+        let n = cpu.irq_nesting.get() - 1;
+        cpu.irq_nesting.set(n);
+        if n == 0 {
+            cpu.sched.set_irqs_off(false);
+            let c = &cpu.m.rcu.cpus[cpu.idx()].irq_ctr;
+            light();
+            let v = c.load(Ordering::Relaxed);
+            c.store(v + 1, Ordering::Release);
+            cpu.sched.wake(cpu.m.rcu.chan());
+        }
+    }
+}
+
+fn might_sleep(cpu: &Cpu, what: &'static str) -> bool {
+    if cpu.rcu_nesting.get() > 0 || cpu.irq_nesting.get() > 0 {
+        // A grace period cannot end while its own caller is a reader.
+        cpu.report(
+            crate::detect::Kind::Deadlock,
+            None,
+            format!("{what} called inside an RCU read-side section"),
+        );
+        return false;
+    }
+    true
+}
+
+fn wait_cookie(cpu: &Cpu, cookie: &GpCookie, what: &'static mmsim_facade::sched::Point) {
+    let rcu = &cpu.m.rcu;
+    for &(i, w, v) in &cookie.open {
+        cpu.sched.wait(what, rcu.chan(), Some(i as u64), || {
+            rcu.ctr(i, w).load(Ordering::Acquire) != v
+        });
+    }
+}
+
+/// Kernel: `get_state_synchronize_rcu()`.
+pub fn get_state_synchronize_rcu(cpu: &Cpu) -> GpCookie {
+    heavy();
+    cpu.m.rcu.snapshot(&[Ctr::Rcu, Ctr::Irq], None)
+}
+
+/// Kernel: `poll_state_synchronize_rcu()`.
+pub fn poll_state_synchronize_rcu(cpu: &Cpu, cookie: &GpCookie) -> bool {
+    let done = cpu.m.rcu.cookie_done(cookie);
+    if done {
+        // Pairs with the light() fences of the readers that just ended.
+        heavy();
+    }
+    done
+}
+
+/// Kernel: `synchronize_rcu()`. Waits for every read-side section (and
+/// IRQ-disabled region) that began before the call to end.
+pub fn synchronize_rcu(cpu: &Cpu) {
+    cpu.point(point!("synchronize_rcu", "start grace period"));
+    if !might_sleep(cpu, "synchronize_rcu") {
+        return;
+    }
+    let cookie = get_state_synchronize_rcu(cpu);
+    wait_cookie(cpu, &cookie, point!("synchronize_rcu", "wait for reader on cpu"));
+    // Pairs with the readers' light() fences: their accesses happen before
+    // whatever the caller does next (typically a free).
+    heavy();
+    cpu.point(point!("synchronize_rcu", "grace period ended"));
+}
+
+/// Kernel: `synchronize_rcu_expedited()`. Same guarantee; its speed is
+/// not modelled.
+pub fn synchronize_rcu_expedited(cpu: &Cpu) {
+    cpu.point(point!("synchronize_rcu_expedited", "start grace period"));
+    if !might_sleep(cpu, "synchronize_rcu_expedited") {
+        return;
+    }
+    let cookie = get_state_synchronize_rcu(cpu);
+    wait_cookie(
+        cpu,
+        &cookie,
+        point!("synchronize_rcu_expedited", "wait for reader on cpu"),
+    );
+    heavy();
+    cpu.point(point!("synchronize_rcu_expedited", "grace period ended"));
+}
+
+/// Kernel: `call_rcu()`. `f` runs on some CPU after a grace period that
+/// starts now; `what` names it in traces.
+pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'static) {
+    let cookie = get_state_synchronize_rcu(cpu);
+    let rcu = &cpu.m.rcu;
+    let mut q = rcu.cbs.lock();
+    q.push_back(Queued {
+        cookie,
+        what,
+        f: Box::new(f),
+    });
+    rcu.pending.store(q.len(), Ordering::Relaxed);
+}
+
+/// The RCU softirq: runs, in order, the queued callbacks whose grace period
+/// has passed. Does nothing with IRQs off or when already running here.
+pub fn rcu_core(cpu: &Cpu) {
+    if cpu.irqs_disabled() || cpu.in_softirq.get() || std::thread::panicking() {
+        return;
+    }
+    let rcu = &cpu.m.rcu;
+    cpu.in_softirq.set(true);
+    loop {
+        let next = {
+            let mut q = rcu.cbs.lock();
+            match q.front() {
+                Some(c) if rcu.cookie_done(&c.cookie) => {
+                    let c = q.pop_front();
+                    rcu.pending.store(q.len(), Ordering::Relaxed);
+                    c
+                }
+                _ => None,
+            }
+        };
+        let Some(c) = next else { break };
+        heavy();
+        cpu.sched.note(
+            point!("rcu_core", "invoke callback"),
+            Event::Step,
+            None,
+            Some(c.what.to_string()),
+        );
+        (c.f)(cpu);
+    }
+    cpu.in_softirq.set(false);
+    // A callback may have ended someone's wait (rcu_barrier, rcu_sync).
+    cpu.sched.wake(rcu.chan());
+}
+
+/// Kernel: `rcu_barrier()`. Waits until every callback queued so far has
+/// run (here: until the queue is empty).
+pub fn rcu_barrier(cpu: &Cpu) {
+    cpu.point(point!("rcu_barrier", "start"));
+    if !might_sleep(cpu, "rcu_barrier") {
+        return;
+    }
+    let rcu = &cpu.m.rcu;
+    loop {
+        rcu_core(cpu);
+        if rcu.cbs.lock().is_empty() {
+            return;
+        }
+        cpu.sched
+            .wait(point!("rcu_barrier", "wait for callbacks"), rcu.chan(), None, || {
+                let q = rcu.cbs.lock();
+                match q.front() {
+                    None => true,
+                    Some(c) => rcu.cookie_done(&c.cookie),
+                }
+            });
+    }
+}
+
+/// Waits until every CPU for which `target` holds, and that had IRQs
+/// disabled when this was called, has enabled them: when an IPI sent to it
+/// now would have been handled. Used by `tlb_remove_table_sync_one()` and the
+/// IPI-based TLB flush.
+pub fn wait_for_irqs_enabled(cpu: &Cpu, target: &dyn Fn(u32) -> bool, what: &'static mmsim_facade::sched::Point) {
+    heavy();
+    let me = cpu.id();
+    let not_me = |i: u32| i != me && target(i);
+    let cookie = cpu.m.rcu.snapshot(&[Ctr::Irq], Some(&not_me));
+    wait_cookie(cpu, &cookie, what);
+    heavy();
+}
+
+/// Kernel: `kfree_rcu()`: `free` runs after a grace period. With the
+/// grace period skipped it runs at once (for safeguards that switch it off).
+pub fn kfree_rcu(cpu: &Cpu, what: &'static str, free: impl FnOnce(&Cpu) + Send + 'static) {
+    call_rcu(cpu, what, free);
+}

@@ -1,0 +1,333 @@
+//! The machine: one booted kernel and its CPUs.
+//!
+//! A [`Machine`] owns every global of the model kernel (RCU, the sections,
+//! the zones, the detector, the safeguard switches) and hands out [`Cpu`]s.
+//! Physical memory is a list of named ranges laid out from pfn 0 in order,
+//! each a whole number of sections: boot memory is online in `ZONE_NORMAL`
+//! when the machine starts; hot-pluggable and device ranges start absent and
+//! are added by the hotplug and `memremap` code.
+
+use crate::detect::{Detector, Kind, Violation, install_panic_filter};
+use crate::kernel::cpu::Cpu;
+use crate::kernel::rcupdate::{Rcu, rcu_barrier};
+use crate::mm::memory_hotplug::memmap_init_range;
+use crate::mm::mm_types::{PageRef, pgty};
+use crate::mm::mmzone::{Zone, ZoneType};
+use crate::mm::page_alloc::{free_blocks, free_range_core};
+use crate::mm::sparse::{Sparse, online_mem_sections, sparse_init_early_section};
+use crate::safeguards::Safeguards;
+use crate::types::{MAX_PAGE_ORDER, PAGE_SHIFT, Pfn};
+use mmsim_facade::Arc;
+use mmsim_facade::sched::{Ctx, Mode, Sched};
+
+/// How TLB flushes reach other CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// x86 on bare metal: a flush IPIs every CPU of the mm and waits for each
+    /// to handle it, which a CPU with IRQs off does only when it enables them.
+    Ipi,
+    /// arm64's TLBI, x86's INVLPGB, a paravirt flush under a hypervisor: the
+    /// flush does not wait for CPUs with IRQs off.
+    Broadcast,
+}
+
+impl Arch {
+    /// The scenario-file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Ipi => "ipi",
+            Arch::Broadcast => "broadcast",
+        }
+    }
+
+    /// The architecture with that name.
+    pub fn from_name(s: &str) -> Option<Arch> {
+        match s {
+            "ipi" => Some(Arch::Ipi),
+            "broadcast" => Some(Arch::Broadcast),
+            _ => None,
+        }
+    }
+}
+
+/// What a physical range is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeKind {
+    /// Boot memory: online in `ZONE_NORMAL` from the start.
+    Boot,
+    /// A hot-pluggable DIMM.
+    Hotplug,
+    /// Device memory for `memremap_pages()`.
+    Device,
+}
+
+/// A physical range as configured.
+#[derive(Clone, Debug)]
+pub struct RangeConfig {
+    /// Its name (scenario files refer to it).
+    pub name: String,
+    /// What it is.
+    pub kind: RangeKind,
+    /// Its size in bytes, a whole number of sections.
+    pub bytes: u64,
+}
+
+/// A physical range as laid out.
+#[derive(Clone, Debug)]
+pub struct MemRange {
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub kind: RangeKind,
+    /// Its first pfn.
+    pub start: Pfn,
+    /// Its length in pages.
+    pub nr_pages: u64,
+}
+
+impl MemRange {
+    /// One past its last pfn.
+    pub fn end(&self) -> Pfn {
+        self.start.add(self.nr_pages)
+    }
+}
+
+/// How to build a machine.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Model CPUs (a boot CPU is added for set-up and teardown).
+    pub nr_cpus: u32,
+    /// `SECTION_SIZE_BITS`, 16 (64 KiB) to 27 (128 MiB).
+    pub section_shift: u32,
+    /// Physical memory, in layout order.
+    pub ranges: Vec<RangeConfig>,
+    /// TLB flush flavour.
+    pub arch: Arch,
+    /// Safeguard switches.
+    pub safeguards: Safeguards,
+    /// How CPUs are scheduled.
+    pub mode: Mode,
+    /// Whether tests may hold CPUs at points.
+    pub hooks: bool,
+    /// Whether to record a trace natively.
+    pub tracing: bool,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            nr_cpus: 2,
+            section_shift: 27,
+            ranges: vec![RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 128 << 20,
+            }],
+            arch: Arch::Ipi,
+            safeguards: Safeguards::default(),
+            mode: Mode::Native,
+            hooks: false,
+            tracing: false,
+        }
+    }
+}
+
+/// The model kernel's globals.
+pub struct Machine {
+    /// The configuration it was built from.
+    pub cfg: MachineConfig,
+    /// Safeguard switches (fixed for the machine's life).
+    pub sg: Safeguards,
+    /// TLB flush flavour.
+    pub arch: Arch,
+    /// Scheduling context shared by the CPUs.
+    pub ctx: std::sync::Arc<Ctx>,
+    /// RCU.
+    pub rcu: Rcu,
+    /// The sections and memmap.
+    pub sparse: Sparse,
+    zones: [Zone; 3],
+    /// The oracle.
+    pub detect: Detector,
+    /// Physical memory layout.
+    pub ranges: Vec<MemRange>,
+    max_order: u32,
+    pageblock_order: u32,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("ranges", &self.ranges)
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Machine {
+    /// Builds and boots a machine.
+    pub fn new(cfg: MachineConfig) -> Result<Arc<Machine>, String> {
+        install_panic_filter();
+        mmsim_facade::membarrier::init();
+        if !(16..=27).contains(&cfg.section_shift) {
+            return Err(format!(
+                "section size 2^{} is out of range (64K to 128M)",
+                cfg.section_shift
+            ));
+        }
+        if cfg.nr_cpus == 0 || cfg.nr_cpus > 64 {
+            return Err(format!("{} CPUs: the model runs 1 to 64", cfg.nr_cpus));
+        }
+        let sec_bytes = 1u64 << cfg.section_shift;
+        let mut ranges = Vec::new();
+        let mut next = 0u64;
+        for r in &cfg.ranges {
+            if r.bytes == 0 || r.bytes % sec_bytes != 0 {
+                return Err(format!(
+                    "memory `{}`: {} bytes is not a whole number of {} KiB sections",
+                    r.name,
+                    r.bytes,
+                    sec_bytes >> 10
+                ));
+            }
+            let nr_pages = r.bytes >> PAGE_SHIFT;
+            ranges.push(MemRange {
+                name: r.name.clone(),
+                kind: r.kind,
+                start: Pfn::try_new(next).ok_or("physical memory too large")?,
+                nr_pages,
+            });
+            next = next
+                .checked_add(nr_pages)
+                .filter(|&n| n <= Pfn::MAX)
+                .ok_or("physical memory too large")?;
+        }
+        if !ranges.iter().any(|r| r.kind == RangeKind::Boot) {
+            return Err("a machine needs some boot memory".into());
+        }
+        let nr_sections = (next >> (cfg.section_shift - PAGE_SHIFT)) as usize;
+        let max_order = MAX_PAGE_ORDER.min(cfg.section_shift - PAGE_SHIFT);
+        let pageblock_order = 9.min(cfg.section_shift - PAGE_SHIFT);
+        let mut ctx = Ctx::new(cfg.mode, cfg.hooks);
+        ctx.set_tracing(cfg.tracing);
+        let m = Arc::new(Machine {
+            sg: cfg.safeguards,
+            arch: cfg.arch,
+            ctx: std::sync::Arc::new(ctx),
+            rcu: Rcu::new(cfg.nr_cpus as usize + 1),
+            sparse: Sparse::new(cfg.section_shift, nr_sections),
+            zones: ZoneType::ALL.map(|z| Zone::new(z, max_order)),
+            detect: Detector::default(),
+            ranges,
+            max_order,
+            pageblock_order,
+            cfg,
+        });
+        m.boot();
+        Ok(m)
+    }
+
+    fn boot(self: &Arc<Self>) {
+        let cpu = self.boot_cpu();
+        for r in self.ranges.iter().filter(|r| r.kind == RangeKind::Boot) {
+            let first = self.sparse.pfn_to_section_nr(r.start);
+            let last = self.sparse.pfn_to_section_nr(r.end().checked_sub(1).unwrap_or(r.start));
+            for nr in first..=last {
+                sparse_init_early_section(&cpu, nr);
+            }
+            online_mem_sections(&cpu, r.start, r.end());
+            memmap_init_range(&cpu, r.start, r.nr_pages, ZoneType::Normal);
+            free_range_core(&cpu, r.start, r.nr_pages);
+        }
+        rcu_barrier(&cpu);
+    }
+
+    /// Model CPU `id` (0-based, below `nr_cpus`).
+    pub fn cpu(self: &Arc<Self>, id: u32) -> Cpu {
+        assert!(id < self.cfg.nr_cpus, "cpu{id} does not exist");
+        Cpu::new(id, self.clone(), Sched::new(id, self.ctx.clone()))
+    }
+
+    /// The boot CPU: runs set-up and teardown, outside any exploration (it
+    /// is never preempted and never traced).
+    pub fn boot_cpu(self: &Arc<Self>) -> Cpu {
+        let quiet = std::sync::Arc::new(Ctx::new(Mode::Native, false));
+        Cpu::new(self.cfg.nr_cpus, self.clone(), Sched::new(self.cfg.nr_cpus, quiet))
+    }
+
+    /// The buddy allocator's largest order on this machine (a block never
+    /// spans sections).
+    pub fn max_order(&self) -> u32 {
+        self.max_order
+    }
+
+    /// `pageblock_order`.
+    pub fn pageblock_order(&self) -> u32 {
+        self.pageblock_order
+    }
+
+    /// A zone.
+    pub fn zone(&self, z: ZoneType) -> &Zone {
+        &self.zones[z as usize]
+    }
+
+    /// `page_zone()`.
+    pub fn zone_of(&self, cpu: &Cpu, page: PageRef<'_>) -> &Zone {
+        let z = page.zonenum(cpu).min(2);
+        &self.zones[z]
+    }
+
+    /// The range named `name`.
+    pub fn range(&self, name: &str) -> Option<&MemRange> {
+        self.ranges.iter().find(|r| r.name == name)
+    }
+
+    /// Teardown check: every page of every zone is back in the allocator,
+    /// or offline. Reports a `leak` for each block of pages that is not and
+    /// returns how many pages leaked.
+    pub fn check_leaks(self: &Arc<Self>) -> u64 {
+        let cpu = self.boot_cpu();
+        rcu_barrier(&cpu);
+        let mut leaked = 0;
+        for z in &self.zones {
+            let mut free = std::collections::HashSet::new();
+            for (p, o) in free_blocks(z) {
+                for i in 0..(1u64 << o) {
+                    free.insert(p + i);
+                }
+            }
+            for r in &self.ranges {
+                for pfn in r.start.as_u64()..r.end().as_u64() {
+                    let page = self.sparse.pfn_to_page(Pfn::new(pfn));
+                    if !page.is_live()
+                        || page.zonenum(&cpu) != z.zone_type as usize
+                        || page.page_type(&cpu) == pgty::OFFLINE
+                        || free.contains(&pfn)
+                    {
+                        continue;
+                    }
+                    let ms = self.sparse.pfn_to_section(Pfn::new(pfn));
+                    if !ms.is_some_and(|m| m.online()) || z.zone_type == ZoneType::Device {
+                        continue;
+                    }
+                    if leaked < 8 {
+                        self.detect.record(Violation {
+                            kind: Kind::Leak,
+                            cpu: None,
+                            function: "check_leaks",
+                            step: "page not returned to the allocator",
+                            pfn: Some(Pfn::new(pfn)),
+                            detail: format!(
+                                "refcount {}, mapcount {}",
+                                page.ref_count(&cpu),
+                                page.mapcount(&cpu)
+                            ),
+                        });
+                    }
+                    leaked += 1;
+                }
+            }
+        }
+        leaked
+    }
+}

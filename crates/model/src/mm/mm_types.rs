@@ -1,0 +1,485 @@
+//! `struct page` and `struct folio`: the memmap.
+//!
+//! Kernel: `include/linux/mm_types.h`, `include/linux/page-flags.h`.
+//!
+//! A [`Page`] is 64 bytes, as in the kernel, and lives in its section's
+//! memmap ([`crate::mm::sparse`]). Code never holds a `&Page`: it holds a
+//! [`PageRef`], which is what `pfn_to_page()` returns in a `SPARSEMEM_VMEMMAP`
+//! kernel — a pointer computed from the pfn, valid or not. Every access
+//! through a `PageRef` first asks the section's shadow whether that part of
+//! the memmap is populated; if it is not, the access is a
+//! `memmap-use-after-free` (KASAN's job, had KASAN covered the vmemmap), and
+//! the CPU oopses, as a load through an unmapped vmemmap would fault. The
+//! storage itself is never returned to Rust's allocator while the machine
+//! lives (it is poisoned and quarantined), so the check is exact and the
+//! model stays free of undefined behaviour.
+//!
+//! A folio is its head page. As in the kernel, a large folio keeps its order
+//! in the low byte of the first tail page's flags (`_flags_1`) and its
+//! `_pincount`, `_entire_mapcount` and `_large_mapcount` in that page too;
+//! every tail page's `compound_head` holds the head's pfn shifted left by one,
+//! with bit 0 set (the kernel stores the head's address there).
+
+use crate::kernel::cpu::Cpu;
+use crate::mm::sparse::MemSection;
+use crate::types::Pfn;
+use mmsim_facade::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::fmt;
+
+/// Page flags (`enum pageflags`), the bits the model uses.
+pub mod pg {
+    /// `PG_locked`.
+    pub const LOCKED: u64 = 1 << 0;
+    /// `PG_referenced`.
+    pub const REFERENCED: u64 = 1 << 1;
+    /// `PG_uptodate`.
+    pub const UPTODATE: u64 = 1 << 2;
+    /// `PG_dirty`.
+    pub const DIRTY: u64 = 1 << 3;
+    /// `PG_lru`.
+    pub const LRU: u64 = 1 << 4;
+    /// `PG_head`.
+    pub const HEAD: u64 = 1 << 5;
+    /// `PG_reserved`.
+    pub const RESERVED: u64 = 1 << 6;
+    /// `PG_swapbacked`.
+    pub const SWAPBACKED: u64 = 1 << 7;
+    /// `PG_anon_exclusive` (an alias of `PG_mappedtodisk` in the kernel).
+    pub const ANON_EXCLUSIVE: u64 = 1 << 8;
+    /// `PG_isolated`: taken off the LRU for migration.
+    pub const ISOLATED: u64 = 1 << 9;
+    /// The zone number lives in the top bits, as `ZONES_PGSHIFT` does.
+    pub const ZONE_SHIFT: u32 = 60;
+    /// Mask of the zone field.
+    pub const ZONE_MASK: u64 = 0x3 << ZONE_SHIFT;
+    /// What `page_init_poison()` writes (`PAGE_POISON_PATTERN`).
+    pub const POISON: u64 = !0;
+}
+
+/// Page types (`enum pagetype`), kept in their own word.
+pub mod pgty {
+    /// Not typed.
+    pub const NONE: u32 = 0;
+    /// `PGTY_buddy`: free in the buddy allocator; `private` holds the order.
+    pub const BUDDY: u32 = 1;
+    /// `PGTY_table`: a page-table page.
+    pub const TABLE: u32 = 2;
+    /// `PGTY_offline`: a page of an offlined range.
+    pub const OFFLINE: u32 = 3;
+}
+
+/// `struct page`.
+///
+/// # Invariants
+/// Only [`PageRef`] reads or writes these fields, after checking the shadow.
+#[repr(C)]
+pub struct Page {
+    flags: AtomicU64,
+    compound_head: AtomicU64,
+    mapping: AtomicU64,
+    index: AtomicU64,
+    private: AtomicU64,
+    mapcount: AtomicI32,
+    refcount: AtomicI32,
+    pincount: AtomicI32,
+    entire_mapcount: AtomicI32,
+    large_mapcount: AtomicI32,
+    page_type: AtomicU32,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Page>() <= 64, "struct page must fit in 64 bytes");
+
+impl Page {
+    /// A poisoned page, as `page_init_poison()` leaves it.
+    pub(crate) fn poisoned() -> Page {
+        Page {
+            flags: AtomicU64::new(pg::POISON),
+            compound_head: AtomicU64::new(pg::POISON),
+            mapping: AtomicU64::new(pg::POISON),
+            index: AtomicU64::new(pg::POISON),
+            private: AtomicU64::new(pg::POISON),
+            mapcount: AtomicI32::new(-1),
+            refcount: AtomicI32::new(-1),
+            pincount: AtomicI32::new(-1),
+            entire_mapcount: AtomicI32::new(-1),
+            large_mapcount: AtomicI32::new(-1),
+            page_type: AtomicU32::new(u32::MAX),
+        }
+    }
+
+    /// Overwrites every field with poison (used when a memmap is freed or
+    /// newly populated).
+    pub(crate) fn poison(&self) {
+        self.flags.store(pg::POISON, Ordering::Relaxed);
+        self.compound_head.store(pg::POISON, Ordering::Relaxed);
+        self.mapping.store(pg::POISON, Ordering::Relaxed);
+        self.index.store(pg::POISON, Ordering::Relaxed);
+        self.private.store(pg::POISON, Ordering::Relaxed);
+        self.mapcount.store(-1, Ordering::Relaxed);
+        self.refcount.store(-1, Ordering::Relaxed);
+        self.pincount.store(-1, Ordering::Relaxed);
+        self.entire_mapcount.store(-1, Ordering::Relaxed);
+        self.large_mapcount.store(-1, Ordering::Relaxed);
+        self.page_type.store(u32::MAX, Ordering::Relaxed);
+    }
+}
+
+/// A pointer to a `struct page`, as `pfn_to_page()` computes it.
+#[derive(Clone, Copy)]
+pub struct PageRef<'m> {
+    pfn: Pfn,
+    sec: &'m MemSection,
+    page: &'m Page,
+}
+
+impl PartialEq for PageRef<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.pfn == o.pfn
+    }
+}
+impl Eq for PageRef<'_> {}
+
+impl fmt::Debug for PageRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "page(pfn {})", self.pfn)
+    }
+}
+
+macro_rules! checked_load {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $t:ty) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(&self, cpu: &Cpu) -> $t {
+            self.check(cpu);
+            self.page.$field.load(Ordering::Relaxed)
+        }
+    };
+}
+
+impl<'m> PageRef<'m> {
+    pub(crate) fn new(pfn: Pfn, sec: &'m MemSection, page: &'m Page) -> Self {
+        PageRef { pfn, sec, page }
+    }
+
+    /// Kernel: `page_to_pfn()`: pointer arithmetic, no access.
+    #[inline]
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+
+    /// The shadow check every access makes first.
+    #[inline]
+    pub fn check(&self, cpu: &Cpu) {
+        if !self.sec.memmap_live(self.pfn) {
+            memmap_use_after_free(cpu, self.pfn);
+        }
+    }
+
+    /// Whether the memmap under this pointer is populated (no access made).
+    pub fn is_live(&self) -> bool {
+        self.sec.memmap_live(self.pfn)
+    }
+
+    checked_load!(
+        /// `READ_ONCE(page->flags)`.
+        flags, flags, u64);
+    checked_load!(
+        /// `READ_ONCE(page->compound_head)`.
+        compound_head_raw, compound_head, u64);
+    checked_load!(
+        /// `page->mapping`.
+        mapping, mapping, u64);
+    checked_load!(
+        /// `page->index`.
+        index, index, u64);
+    checked_load!(
+        /// `page->private`.
+        private, private, u64);
+    checked_load!(
+        /// `page->_mapcount` (-1 when unmapped).
+        mapcount, mapcount, i32);
+    checked_load!(
+        /// `page->page_type`.
+        page_type, page_type, u32);
+
+    /// `page_ref_count()`: `atomic_read(&page->_refcount)`.
+    #[inline]
+    pub fn ref_count(&self, cpu: &Cpu) -> i32 {
+        self.check(cpu);
+        self.page.refcount.load(Ordering::Relaxed)
+    }
+
+    /// Sets flag bits (`SetPageX`, an atomic `set_bit`).
+    #[inline]
+    pub fn set_flags(&self, cpu: &Cpu, bits: u64) {
+        self.check(cpu);
+        self.page.flags.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// Clears flag bits (`ClearPageX`).
+    #[inline]
+    pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {
+        self.check(cpu);
+        self.page.flags.fetch_and(!bits, Ordering::Relaxed);
+    }
+
+    /// Tests flag bits.
+    #[inline]
+    pub fn test_flags(&self, cpu: &Cpu, bits: u64) -> bool {
+        self.flags(cpu) & bits != 0
+    }
+
+    /// Replaces the whole flags word.
+    pub fn store_flags(&self, cpu: &Cpu, v: u64) {
+        self.check(cpu);
+        self.page.flags.store(v, Ordering::Relaxed);
+    }
+
+    /// `WRITE_ONCE(page->compound_head, ...)`. Release: a reader that sees
+    /// the new head (Acquire in `page_folio`) sees the head initialised.
+    pub fn store_compound_head(&self, cpu: &Cpu, v: u64) {
+        self.check(cpu);
+        self.page.compound_head.store(v, Ordering::Release);
+    }
+
+    /// `page->mapping = v`.
+    pub fn set_mapping(&self, cpu: &Cpu, v: u64) {
+        self.check(cpu);
+        self.page.mapping.store(v, Ordering::Relaxed);
+    }
+
+    /// `page->index = v`.
+    pub fn set_index(&self, cpu: &Cpu, v: u64) {
+        self.check(cpu);
+        self.page.index.store(v, Ordering::Relaxed);
+    }
+
+    /// `set_page_private()`.
+    pub fn set_private(&self, cpu: &Cpu, v: u64) {
+        self.check(cpu);
+        self.page.private.store(v, Ordering::Relaxed);
+    }
+
+    /// `page->_mapcount` store.
+    pub fn set_mapcount(&self, cpu: &Cpu, v: i32) {
+        self.check(cpu);
+        self.page.mapcount.store(v, Ordering::Relaxed);
+    }
+
+    /// `atomic_add_return(d, &page->_mapcount)`.
+    pub fn mapcount_add(&self, cpu: &Cpu, d: i32) -> i32 {
+        self.check(cpu);
+        self.page.mapcount.fetch_add(d, Ordering::AcqRel) + d
+    }
+
+    /// Sets the page type (`__SetPageBuddy` and friends).
+    pub fn set_page_type(&self, cpu: &Cpu, t: u32) {
+        self.check(cpu);
+        self.page.page_type.store(t, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
+        self.check(cpu);
+        &self.page.refcount
+    }
+
+    pub(crate) fn pincount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
+        self.check(cpu);
+        &self.page.pincount
+    }
+
+    pub(crate) fn entire_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
+        self.check(cpu);
+        &self.page.entire_mapcount
+    }
+
+    pub(crate) fn large_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
+        self.check(cpu);
+        &self.page.large_mapcount
+    }
+
+    /// `__init_single_page()`: the state `memmap_init_range()` leaves a page
+    /// in: reserved, refcount 1, unmapped, in `zone`.
+    pub fn init_single_page(&self, cpu: &Cpu, zone: u64) {
+        self.check(cpu);
+        let p = self.page;
+        p.flags
+            .store(pg::RESERVED | (zone << pg::ZONE_SHIFT), Ordering::Relaxed);
+        p.compound_head.store(0, Ordering::Relaxed);
+        p.mapping.store(0, Ordering::Relaxed);
+        p.index.store(0, Ordering::Relaxed);
+        p.private.store(0, Ordering::Relaxed);
+        p.mapcount.store(-1, Ordering::Relaxed);
+        p.pincount.store(0, Ordering::Relaxed);
+        p.entire_mapcount.store(-1, Ordering::Relaxed);
+        p.large_mapcount.store(-1, Ordering::Relaxed);
+        p.page_type.store(pgty::NONE, Ordering::Relaxed);
+        p.refcount.store(1, Ordering::Release);
+    }
+
+    /// `page_zonenum()`.
+    pub fn zonenum(&self, cpu: &Cpu) -> usize {
+        ((self.flags(cpu) & pg::ZONE_MASK) >> pg::ZONE_SHIFT) as usize
+    }
+
+    /// `PageTail()`.
+    pub fn is_tail(&self, cpu: &Cpu) -> bool {
+        self.compound_head_raw(cpu) & 1 == 1
+    }
+
+    /// The page `n` frames on (`nth_page()`), no access made.
+    pub fn nth(&self, cpu: &'m Cpu, n: u64) -> PageRef<'m> {
+        match self.pfn.checked_add(n) {
+            Some(p) => cpu.m.sparse.pfn_to_page(p),
+            None => cpu.m.sparse.pfn_to_page(Pfn::new(Pfn::MAX)),
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn memmap_use_after_free(cpu: &Cpu, pfn: Pfn) {
+    cpu.report(
+        crate::detect::Kind::MemmapUseAfterFree,
+        Some(pfn),
+        "access to a struct page whose memmap was freed (vmemmap depopulated)",
+    );
+}
+
+/// `struct folio`: a head page (or a small page, which is its own folio).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Folio<'m>(PageRef<'m>);
+
+impl fmt::Debug for Folio<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "folio(pfn {})", self.0.pfn())
+    }
+}
+
+impl<'m> Folio<'m> {
+    /// The folio whose head is `page` (the caller knows it is a head).
+    pub fn from_head(page: PageRef<'m>) -> Folio<'m> {
+        Folio(page)
+    }
+
+    /// `&folio->page`.
+    pub fn page(&self) -> PageRef<'m> {
+        self.0
+    }
+
+    /// `folio_pfn()`.
+    pub fn pfn(&self) -> Pfn {
+        self.0.pfn()
+    }
+
+    /// `folio_test_large()`.
+    pub fn test_large(&self, cpu: &Cpu) -> bool {
+        self.0.test_flags(cpu, pg::HEAD)
+    }
+
+    /// `folio_order()`.
+    pub fn order(&self, cpu: &Cpu) -> u32 {
+        if !self.test_large(cpu) {
+            return 0;
+        }
+        (self.0.nth(cpu, 1).flags(cpu) & 0xff) as u32
+    }
+
+    /// `folio_nr_pages()`.
+    pub fn nr_pages(&self, cpu: &Cpu) -> u64 {
+        1 << self.order(cpu)
+    }
+
+    /// `folio_page(folio, n)`.
+    pub fn nth_page(&self, cpu: &'m Cpu, n: u64) -> PageRef<'m> {
+        self.0.nth(cpu, n)
+    }
+
+    /// `folio_has_pincount()`: large folios count pins exactly.
+    pub fn has_pincount(&self, cpu: &Cpu) -> bool {
+        self.test_large(cpu)
+    }
+
+    /// `&folio->_pincount` (in the first tail page).
+    pub(crate) fn pincount_atomic(&self, cpu: &'m Cpu) -> &'m AtomicI32 {
+        self.0.nth(cpu, 1).pincount_atomic(cpu)
+    }
+
+    /// `&folio->_entire_mapcount`.
+    pub(crate) fn entire_mapcount_atomic(&self, cpu: &'m Cpu) -> &'m AtomicI32 {
+        self.0.nth(cpu, 1).entire_mapcount_atomic(cpu)
+    }
+
+    /// `&folio->_large_mapcount`.
+    pub(crate) fn large_mapcount_atomic(&self, cpu: &'m Cpu) -> &'m AtomicI32 {
+        self.0.nth(cpu, 1).large_mapcount_atomic(cpu)
+    }
+
+    /// `folio_mapped()`.
+    pub fn mapped(&self, cpu: &Cpu) -> bool {
+        if self.test_large(cpu) {
+            self.large_mapcount_atomic(cpu).load(Ordering::Relaxed) >= 0
+        } else {
+            self.0.mapcount(cpu) >= 0
+        }
+    }
+
+    /// `folio_set_referenced()`.
+    pub fn set_referenced(&self, cpu: &Cpu) {
+        self.0.set_flags(cpu, pg::REFERENCED);
+    }
+}
+
+/// Kernel: `page_folio()`: `READ_ONCE(page->compound_head)`, and the head
+/// it names if bit 0 is set.
+#[inline]
+pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
+    let head = page.compound_head_raw(cpu);
+    if head & 1 == 0 {
+        return Folio(page);
+    }
+    match Pfn::try_new(head >> 1) {
+        Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
+        // A garbage head (never written by the model) is treated as the page.
+        None => Folio(page),
+    }
+}
+
+/// Kernel: `compound_head()` as a page.
+pub fn compound_head<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> PageRef<'m> {
+    page_folio(cpu, page).page()
+}
+
+/// Kernel: `prep_compound_page()`: makes `head` the head of an
+/// order-`order` folio.
+pub fn prep_compound_page(cpu: &Cpu, head: PageRef<'_>, order: u32) {
+    debug_assert!(order > 0);
+    head.set_flags(cpu, pg::HEAD);
+    let tail_val = (head.pfn().as_u64() << 1) | 1;
+    for i in 1..(1u64 << order) {
+        let t = head.nth(cpu, i);
+        t.set_mapcount(cpu, -1);
+        t.store_compound_head(cpu, tail_val);
+    }
+    let p1 = head.nth(cpu, 1);
+    // _flags_1 carries the order in its low byte (folio_set_order()).
+    let f1 = p1.flags(cpu) & !0xff;
+    p1.store_flags(cpu, f1 | order as u64);
+    p1.pincount_atomic(cpu).store(0, Ordering::Relaxed);
+    p1.entire_mapcount_atomic(cpu).store(-1, Ordering::Relaxed);
+    p1.large_mapcount_atomic(cpu).store(-1, Ordering::Relaxed);
+}
+
+/// Undoes [`prep_compound_page`] when a folio is freed (the tail pages'
+/// `compound_head` is cleared as `free_tail_page_prepare()` does).
+pub fn destroy_compound_page(cpu: &Cpu, head: PageRef<'_>, order: u32) {
+    for i in 1..(1u64 << order) {
+        let t = head.nth(cpu, i);
+        t.store_compound_head(cpu, 0);
+        t.set_mapcount(cpu, -1);
+        let f = t.flags(cpu) & !0xff;
+        t.store_flags(cpu, f);
+    }
+    head.clear_flags(cpu, pg::HEAD);
+}

@@ -1,0 +1,13 @@
+//! Memory management: one module per file of the kernel's `mm/`.
+//!
+//! From the bottom up: [`sparse`] (sections and the memmap),
+//! [`mm_types`] (`struct page`, `struct folio`), [`page_ref`] (reference
+//! counts), [`mmzone`] and [`page_alloc`] (zones and the buddy allocator),
+//! [`memory_hotplug`] (adding and removing memmap).
+
+pub mod memory_hotplug;
+pub mod mm_types;
+pub mod mmzone;
+pub mod page_alloc;
+pub mod page_ref;
+pub mod sparse;

@@ -1,0 +1,177 @@
+//! Folio reference counts.
+//!
+//! Kernel: `include/linux/page_ref.h`, `include/linux/mm.h` (`folio_put`).
+//!
+//! The refcount lives in the head page. A speculative reference
+//! (`folio_try_get`, `folio_ref_try_add`) succeeds only if the count is not
+//! zero, so a free page (count zero) is never resurrected; a folio whose
+//! count is frozen at zero (`folio_ref_freeze`, for migration or split)
+//! rejects speculative references until it is unfrozen. The grace of the
+//! scheme is that a failed or undone speculative reference is harmless —
+//! provided the memmap under it still exists.
+//!
+//! These are primitives: they carry no scheduling point. The protocol that
+//! calls them places the point, named after its own function and step.
+
+use crate::detect::Kind;
+use crate::kernel::cpu::Cpu;
+use crate::mm::mm_types::Folio;
+use mmsim_facade::Ordering;
+
+/// Kernel: `folio_ref_count()`.
+#[inline]
+pub fn folio_ref_count(cpu: &Cpu, folio: Folio<'_>) -> i32 {
+    folio.page().ref_count(cpu)
+}
+
+/// Kernel: `folio_ref_add()`.
+#[inline]
+pub fn folio_ref_add(cpu: &Cpu, folio: Folio<'_>, nr: i32) {
+    let old = folio
+        .page()
+        .refcount_atomic(cpu)
+        .fetch_add(nr, Ordering::Relaxed);
+    if old.checked_add(nr).is_none() {
+        cpu.report(
+            Kind::RefcountOverflow,
+            Some(folio.pfn()),
+            format!("refcount {old} + {nr} overflows"),
+        );
+    }
+}
+
+/// Kernel: `folio_ref_sub()`.
+#[inline]
+pub fn folio_ref_sub(cpu: &Cpu, folio: Folio<'_>, nr: i32) {
+    let _ = folio_ref_sub_return(cpu, folio, nr);
+}
+
+/// Kernel: `folio_ref_sub_return()`. Release: what this CPU did with the
+/// folio happens before whoever frees it after seeing zero (Acquire there).
+#[inline]
+pub fn folio_ref_sub_return(cpu: &Cpu, folio: Folio<'_>, nr: i32) -> i32 {
+    let old = folio
+        .page()
+        .refcount_atomic(cpu)
+        .fetch_sub(nr, Ordering::AcqRel);
+    let new = old.wrapping_sub(nr);
+    if new < 0 {
+        cpu.report(
+            Kind::RefcountUnderflow,
+            Some(folio.pfn()),
+            format!("refcount {old} - {nr} goes below zero"),
+        );
+    }
+    new
+}
+
+/// Kernel: `folio_ref_sub_and_test()`.
+#[inline]
+pub fn folio_ref_sub_and_test(cpu: &Cpu, folio: Folio<'_>, nr: i32) -> bool {
+    folio_ref_sub_return(cpu, folio, nr) == 0
+}
+
+/// Kernel: `folio_ref_inc()`.
+#[inline]
+pub fn folio_ref_inc(cpu: &Cpu, folio: Folio<'_>) {
+    folio_ref_add(cpu, folio, 1);
+}
+
+/// Kernel: `folio_ref_dec_and_test()` (and `folio_put_testzero()`).
+#[inline]
+pub fn folio_ref_dec_and_test(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio_ref_sub_and_test(cpu, folio, 1)
+}
+
+/// Kernel: `folio_ref_add_unless()`: `atomic_add_unless(&_refcount, nr, u)`.
+/// Acquire on success: the reference orders the caller's later loads of the
+/// folio (and its recheck of the page table) after it.
+#[inline]
+pub fn folio_ref_add_unless(cpu: &Cpu, folio: Folio<'_>, nr: i32, u: i32) -> bool {
+    let rc = folio.page().refcount_atomic(cpu);
+    let mut cur = rc.load(Ordering::Relaxed);
+    loop {
+        if cur == u {
+            return false;
+        }
+        let Some(new) = cur.checked_add(nr) else {
+            cpu.report(
+                Kind::RefcountOverflow,
+                Some(folio.pfn()),
+                format!("refcount {cur} + {nr} overflows"),
+            );
+            return false;
+        };
+        match rc.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(v) => cur = v,
+        }
+    }
+}
+
+/// Kernel: `folio_ref_try_add()`: add `count` references unless the folio is
+/// free (count zero) or frozen.
+#[inline]
+pub fn folio_ref_try_add(cpu: &Cpu, folio: Folio<'_>, count: i32) -> bool {
+    folio_ref_add_unless(cpu, folio, count, 0)
+}
+
+/// Kernel: `folio_try_get()`.
+#[inline]
+pub fn folio_try_get(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio_ref_add_unless(cpu, folio, 1, 0)
+}
+
+/// Kernel: `folio_ref_freeze()`: `atomic_cmpxchg(&_refcount, count, 0)`;
+/// succeeds only if the caller's expected references are the only ones.
+#[inline]
+pub fn folio_ref_freeze(cpu: &Cpu, folio: Folio<'_>, count: i32) -> bool {
+    folio
+        .page()
+        .refcount_atomic(cpu)
+        .compare_exchange(count, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Kernel: `folio_ref_unfreeze()`: `atomic_set_release(&_refcount, count)`.
+/// Release pairs with the Acquire of a later `folio_try_get()`: whoever gets
+/// a reference sees the folio as the freezer left it.
+#[inline]
+pub fn folio_ref_unfreeze(cpu: &Cpu, folio: Folio<'_>, count: i32) {
+    let rc = folio.page().refcount_atomic(cpu);
+    if rc.load(Ordering::Relaxed) != 0 {
+        cpu.report(
+            Kind::BadPage,
+            Some(folio.pfn()),
+            "folio_ref_unfreeze() of a folio that is not frozen",
+        );
+    }
+    rc.store(count, Ordering::Release);
+}
+
+/// Kernel: `set_page_count()` (used by the allocator on pages it owns).
+#[inline]
+pub fn set_folio_count(cpu: &Cpu, folio: Folio<'_>, v: i32) {
+    folio
+        .page()
+        .refcount_atomic(cpu)
+        .store(v, Ordering::Release);
+}
+
+/// Kernel: `folio_put()`: drops a reference, and frees the folio if it was
+/// the last.
+pub fn folio_put(cpu: &Cpu, folio: Folio<'_>) {
+    folio_put_refs(cpu, folio, 1);
+}
+
+/// Kernel: `folio_put_refs()`.
+pub fn folio_put_refs(cpu: &Cpu, folio: Folio<'_>, refs: i32) {
+    if folio_ref_sub_and_test(cpu, folio, refs) {
+        crate::mm::page_alloc::__folio_put(cpu, folio);
+    }
+}
+
+/// Kernel: `folio_get()`: a reference the caller already knows is safe.
+pub fn folio_get(cpu: &Cpu, folio: Folio<'_>) {
+    folio_ref_inc(cpu, folio);
+}

@@ -1,0 +1,145 @@
+//! Safeguards: every protective step of every lockless protocol, by name.
+//!
+//! A safeguard is a step the kernel takes so that a lockless reader cannot
+//! go wrong: a recheck, a grace period, an IPI. Each has a stable name
+//! (`layer.what`), a default (what Linux v6.18 does) and one line on what it
+//! protects. A run can switch any of them off to see what it protects
+//! against, or switch on a fix that upstream does not have. Protocols ask
+//! [`Safeguards::on`] at the step itself, so switching one off removes exactly
+//! that step and nothing else.
+
+use std::fmt;
+
+/// One safeguard's identity.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sg(u8);
+
+/// What the registry knows about a safeguard.
+#[derive(Debug)]
+pub struct SafeguardInfo {
+    /// Stable name, e.g. `sparse.usage_kfree_rcu`.
+    pub name: &'static str,
+    /// Whether Linux v6.18 has it.
+    pub default: bool,
+    /// What it protects, in one line.
+    pub protects: &'static str,
+}
+
+macro_rules! safeguards {
+    ($( $(#[$doc:meta])* $id:ident = $idx:expr, $name:expr, $default:expr, $protects:expr; )*) => {
+        impl Sg {
+            $( $(#[$doc])* pub const $id: Sg = Sg($idx); )*
+        }
+        /// Every safeguard in the model, in a stable order.
+        pub static REGISTRY: &[SafeguardInfo] = &[
+            $( SafeguardInfo { name: $name, default: $default, protects: $protects }, )*
+        ];
+    };
+}
+
+safeguards! {
+    /// `section_deactivate()` frees `ms->usage` with `kfree_rcu`, so a
+    /// `pfn_valid()` that loaded the pointer under `rcu_read_lock_sched()`
+    /// may still read it (the fix for CVE-2023-52489).
+    USAGE_KFREE_RCU = 0, "sparse.usage_kfree_rcu", true,
+        "pfn_valid() readers of ms->usage against section_deactivate() freeing it (CVE-2023-52489)";
+}
+
+/// A set of switches, one per registered safeguard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Safeguards {
+    bits: u64,
+}
+
+impl Default for Safeguards {
+    /// Linux v6.18: every safeguard at its default.
+    fn default() -> Self {
+        let mut s = Safeguards { bits: 0 };
+        for (i, info) in REGISTRY.iter().enumerate() {
+            if info.default {
+                s.bits |= 1 << i;
+            }
+        }
+        s
+    }
+}
+
+impl Safeguards {
+    /// Whether the step runs.
+    #[inline]
+    pub fn on(&self, sg: Sg) -> bool {
+        self.bits & (1 << sg.0) != 0
+    }
+
+    /// Switches one safeguard.
+    pub fn set(&mut self, sg: Sg, on: bool) {
+        if on {
+            self.bits |= 1 << sg.0;
+        } else {
+            self.bits &= !(1 << sg.0);
+        }
+    }
+
+    /// Switches one safeguard by name; `Err` names the unknown safeguard.
+    pub fn set_by_name(&mut self, name: &str, on: bool) -> Result<(), String> {
+        let i = lookup(name).ok_or_else(|| format!("unknown safeguard `{name}`"))?;
+        self.set(Sg(i as u8), on);
+        Ok(())
+    }
+
+    /// Every safeguard with its state, in registry order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static SafeguardInfo, bool)> + '_ {
+        REGISTRY
+            .iter()
+            .enumerate()
+            .map(|(i, info)| (info, self.bits & (1 << i) != 0))
+    }
+
+    /// The safeguards that differ from v6.18, as `name=on|off`.
+    pub fn overrides(&self) -> Vec<String> {
+        let d = Safeguards::default();
+        self.iter()
+            .zip(d.iter())
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((info, a), _)| format!("{}={}", info.name, if a { "on" } else { "off" }))
+            .collect()
+    }
+}
+
+/// The registry index of a safeguard name.
+pub fn lookup(name: &str) -> Option<usize> {
+    REGISTRY.iter().position(|i| i.name == name)
+}
+
+impl fmt::Debug for Safeguards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(i, on)| (i.name, on)))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_v6_18_and_names_are_unique() {
+        let s = Safeguards::default();
+        assert!(s.on(Sg::USAGE_KFREE_RCU));
+        let mut names: Vec<_> = REGISTRY.iter().map(|i| i.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+        assert!(REGISTRY.len() <= 64);
+    }
+
+    #[test]
+    fn set_by_name_round_trips() {
+        let mut s = Safeguards::default();
+        s.set_by_name("sparse.usage_kfree_rcu", false).unwrap();
+        assert!(!s.on(Sg::USAGE_KFREE_RCU));
+        assert_eq!(s.overrides(), vec!["sparse.usage_kfree_rcu=off".to_string()]);
+        assert!(s.set_by_name("no.such", true).is_err());
+    }
+}
