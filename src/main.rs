@@ -1,1 +1,47 @@
-fn main() {}
+//! `mmsim`: the command line.
+//!
+//! Exit status: 0 = ran and found no violation, 1 = a violation was found,
+//! 2 = bad input or usage. Every command takes `--json` and then prints
+//! exactly one JSON object on stdout.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// An executable, checkable model of Linux v6.18's lockless memory-management paths.
+#[derive(Parser, Debug)]
+#[command(name = "mmsim", version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Model constants: kernel baseline, page and section size, struct page size.
+    Info(cli::info::InfoArgs),
+    /// The seed's story: a speculative reference against a freed memmap.
+    Demo(cli::demo::DemoArgs),
+    /// Every safeguard, its v6.18 default and what it protects.
+    Safeguards(cli::JsonArg),
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match args.cmd {
+        Cmd::Info(a) => cli::info::run(&a),
+        Cmd::Demo(a) => cli::demo::run(&a),
+        Cmd::Safeguards(a) => cli::safeguards(&a),
+    };
+    ExitCode::from(code)
+}
