@@ -14,6 +14,7 @@ use crate::mm::memory_hotplug::memmap_init_range;
 use crate::mm::mm_types::{PageRef, pgty};
 use crate::mm::mmzone::{Zone, ZoneType};
 use crate::mm::page_alloc::{free_blocks, free_range_core};
+use crate::mm::pgtable::PtStore;
 use crate::mm::sparse::{Sparse, online_mem_sections, sparse_init_early_section};
 use crate::safeguards::Safeguards;
 use crate::types::{MAX_PAGE_ORDER, PAGE_SHIFT, Pfn};
@@ -153,6 +154,10 @@ pub struct Machine {
     pub ranges: Vec<MemRange>,
     max_order: u32,
     pageblock_order: u32,
+    /// Page-table contents, by table page.
+    pub pt: PtStore,
+    zero_pfn: std::sync::OnceLock<Pfn>,
+    next_id: mmsim_facade::AtomicU64,
 }
 
 impl std::fmt::Debug for Machine {
@@ -208,6 +213,14 @@ impl Machine {
         let nr_sections = (next >> (cfg.section_shift - PAGE_SHIFT)) as usize;
         let max_order = MAX_PAGE_ORDER.min(cfg.section_shift - PAGE_SHIFT);
         let pageblock_order = 9.min(cfg.section_shift - PAGE_SHIFT);
+        let boot = ranges
+            .iter()
+            .find(|r| r.kind == RangeKind::Boot)
+            .map(|r| (r.start, r.nr_pages))
+            .ok_or("a machine needs some boot memory")?;
+        if ranges.iter().filter(|r| r.kind == RangeKind::Boot).count() > 1 {
+            return Err("one boot range at most".into());
+        }
         let mut ctx = Ctx::new(cfg.mode, cfg.hooks);
         ctx.set_tracing(cfg.tracing);
         let m = Arc::new(Machine {
@@ -221,6 +234,9 @@ impl Machine {
             ranges,
             max_order,
             pageblock_order,
+            pt: PtStore::new(boot.0, boot.1),
+            zero_pfn: std::sync::OnceLock::new(),
+            next_id: mmsim_facade::AtomicU64::new(1),
             cfg,
         });
         m.boot();
@@ -239,7 +255,22 @@ impl Machine {
             memmap_init_range(&cpu, r.start, r.nr_pages, ZoneType::Normal);
             free_range_core(&cpu, r.start, r.nr_pages);
         }
+        // The shared zero page: reserved, never freed.
+        if let Some(z) = crate::mm::page_alloc::alloc_pages(&cpu, crate::mm::page_alloc::Gfp::ZERO, 0) {
+            z.set_flags(&cpu, crate::mm::mm_types::pg::RESERVED);
+            let _ = self.zero_pfn.set(z.pfn());
+        }
         rcu_barrier(&cpu);
+    }
+
+    /// `my_zero_pfn()`: the shared zero page.
+    pub fn zero_pfn(&self) -> Pfn {
+        self.zero_pfn.get().copied().unwrap_or(Pfn::new(Pfn::MAX))
+    }
+
+    /// A fresh id for an mm or a shared object.
+    pub fn next_mm_id(&self) -> u64 {
+        self.next_id.fetch_add(1, mmsim_facade::Ordering::Relaxed)
     }
 
     /// Model CPU `id` (0-based, below `nr_cpus`).
@@ -300,6 +331,7 @@ impl Machine {
                 for pfn in r.start.as_u64()..r.end().as_u64() {
                     let page = self.sparse.pfn_to_page(Pfn::new(pfn));
                     if !page.is_live()
+                        || pfn == self.zero_pfn().as_u64()
                         || page.zonenum(&cpu) != z.zone_type as usize
                         || page.page_type(&cpu) == pgty::OFFLINE
                         || free.contains(&pfn)

@@ -43,6 +43,23 @@ safeguards! {
     /// may still read it (the fix for CVE-2023-52489).
     USAGE_KFREE_RCU = 0, "sparse.usage_kfree_rcu", true,
         "pfn_valid() readers of ms->usage against section_deactivate() freeing it (CVE-2023-52489)";
+    /// GUP-fast rechecks the PTE after taking its reference
+    /// (`gup_fast_pte_range()`).
+    GUP_FAST_PTE_RECHECK = 1, "gup_fast.pte_recheck", true,
+        "GUP-fast against the page being unmapped, freed and reused after its PTE was read";
+    /// GUP-fast rechecks the PMD after taking its reference.
+    GUP_FAST_PMD_RECHECK = 2, "gup_fast.pmd_recheck", true,
+        "GUP-fast against the PTE table being detached (THP collapse, 70cbc3cc78a9)";
+    /// `try_get_folio()` rechecks `page_folio()` after its reference.
+    GUP_FAST_FOLIO_RECHECK = 3, "gup_fast.folio_recheck", true,
+        "GUP-fast against a folio split between page_folio() and the reference";
+    /// GUP-fast with `FOLL_PIN` checks `mm->write_protect_seq`.
+    GUP_FAST_WRITE_PROTECT_SEQ = 4, "gup_fast.write_protect_seq", true,
+        "FOLL_PIN GUP-fast against fork() write-protecting the mm (COW of pinned pages)";
+    /// Page-table pages are freed after an RCU grace period
+    /// (`MMU_GATHER_RCU_TABLE_FREE`).
+    RCU_TABLE_FREE = 5, "mmu_gather.rcu_table_free", true,
+        "GUP-fast's walk against page-table pages being freed (needed where TLB flushes are not IPIs)";
 }
 
 /// A set of switches, one per registered safeguard.
@@ -127,6 +144,8 @@ mod tests {
     fn defaults_are_v6_18_and_names_are_unique() {
         let s = Safeguards::default();
         assert!(s.on(Sg::USAGE_KFREE_RCU));
+        assert!(s.on(Sg::GUP_FAST_PTE_RECHECK));
+        assert!(s.on(Sg::RCU_TABLE_FREE));
         let mut names: Vec<_> = REGISTRY.iter().map(|i| i.name).collect();
         names.sort();
         names.dedup();

@@ -48,11 +48,13 @@ pub enum Kind {
     /// The allocator was about to hand out a page that is still in use
     /// (`bad_page()` in `check_new_pages()`).
     BadPage,
+    /// A page-table walk read a table page that had been freed.
+    PageTableUseAfterFree,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::MemmapUseAfterFree,
         Kind::SectionUsageUseAfterFree,
         Kind::PfnNotValid,
@@ -64,6 +66,7 @@ impl Kind {
         Kind::Leak,
         Kind::Deadlock,
         Kind::BadPage,
+        Kind::PageTableUseAfterFree,
     ];
 
     /// The stable name.
@@ -80,6 +83,7 @@ impl Kind {
             Kind::Leak => "leak",
             Kind::Deadlock => "deadlock",
             Kind::BadPage => "bad-page",
+            Kind::PageTableUseAfterFree => "page-table-use-after-free",
         }
     }
 
@@ -97,6 +101,7 @@ impl Kind {
                 | Kind::RefcountUnderflow
                 | Kind::RefcountOverflow
                 | Kind::Deadlock
+                | Kind::PageTableUseAfterFree
         )
     }
 }

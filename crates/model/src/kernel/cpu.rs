@@ -34,6 +34,7 @@ pub struct Cpu {
     pub(crate) rcu_nesting: Cell<u32>,
     pub(crate) irq_nesting: Cell<u32>,
     pub(crate) in_softirq: Cell<bool>,
+    in_run: Cell<u32>,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -62,6 +63,7 @@ impl Cpu {
             rcu_nesting: Cell::new(0),
             irq_nesting: Cell::new(0),
             in_softirq: Cell::new(false),
+            in_run: Cell::new(0),
         }
     }
 
@@ -110,14 +112,19 @@ impl Cpu {
     #[cold]
     pub fn report(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
         let at = self.sched.at();
-        self.m.detect.record(Violation {
+        let v = Violation {
             kind,
             cpu: Some(self.id),
             function: at.func,
             step: at.step,
             pfn,
             detail: detail.into(),
-        });
+        };
+        if kind.fatal() && self.in_run.get() == 0 && !std::thread::panicking() {
+            // No operation boundary to unwind to: this is a plain panic.
+            panic!("oops outside Cpu::run: {v}");
+        }
+        self.m.detect.record(v);
         self.sched.note(
             at,
             Event::Report,
@@ -134,7 +141,9 @@ impl Cpu {
 
     /// Runs one operation to its end, or to this CPU's oops.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> Result<R, Died> {
+        self.in_run.set(self.in_run.get() + 1);
         let r = catch_unwind(AssertUnwindSafe(f));
+        self.in_run.set(self.in_run.get() - 1);
         // INVARIANT: every guard was dropped on the way out.
         debug_assert_eq!(self.irq_nesting.get(), 0);
         debug_assert_eq!(self.rcu_nesting.get(), 0);

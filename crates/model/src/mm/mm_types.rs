@@ -406,6 +406,11 @@ impl<'m> Folio<'m> {
         self.0.nth(cpu, 1).pincount_atomic(cpu)
     }
 
+    /// `atomic_read(&folio->_pincount)`.
+    pub fn pincount_atomic_for_tests(&self, cpu: &'m Cpu) -> i32 {
+        self.pincount_atomic(cpu).load(Ordering::Relaxed)
+    }
+
     /// `&folio->_entire_mapcount`.
     pub(crate) fn entire_mapcount_atomic(&self, cpu: &'m Cpu) -> &'m AtomicI32 {
         self.0.nth(cpu, 1).entire_mapcount_atomic(cpu)

@@ -3,9 +3,17 @@
 //! From the bottom up: [`sparse`] (sections and the memmap),
 //! [`mm_types`] (`struct page`, `struct folio`), [`page_ref`] (reference
 //! counts), [`mmzone`] and [`page_alloc`] (zones and the buddy allocator),
-//! [`memory_hotplug`] (adding and removing memmap).
+//! [`memory_hotplug`] (adding and removing memmap); then address spaces:
+//! [`pgtable`] (page tables), [`mmap`] (`mm_struct`, VMAs), [`memory`]
+//! (faults, unmapping), [`mmu_gather`] (TLB flushes and deferred frees) and
+//! [`gup`] (get_user_pages, slow and fast).
 
+pub mod gup;
+pub mod memory;
 pub mod memory_hotplug;
+pub mod mmap;
+pub mod mmu_gather;
+pub mod pgtable;
 pub mod mm_types;
 pub mod mmzone;
 pub mod page_alloc;

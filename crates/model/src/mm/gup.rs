@@ -1,0 +1,711 @@
+//! get_user_pages: the slow path under `mmap_lock`, and GUP-fast.
+//!
+//! Kernel: `mm/gup.c` (v6.18), `include/linux/mm.h` (`GUP_PIN_COUNTING_BIAS`,
+//! `folio_maybe_dma_pinned`).
+//!
+//! # GUP-fast: grab a reference, then revalidate
+//!
+//! [`gup_fast`] walks the page tables with no lock at all, only with IRQs
+//! disabled (`local_irq_save`), which is an RCU read-side section and also
+//! holds off TLB-flush IPIs: page-table pages cannot be freed under the walk
+//! (they go through `tlb_remove_table()`, see [`crate::mm::mmu_gather`]). For
+//! each PTE it
+//!
+//! 1. loads the entry locklessly (`ptep_get_lockless`);
+//! 2. goes from the PTE to the `struct page` and from the page to its folio
+//!    (`page_folio`, `READ_ONCE(page->compound_head)`);
+//! 3. tries to add a reference to the folio, which fails if the count is
+//!    zero (`folio_ref_try_add`) — and then bails;
+//! 4. rechecks that the page still belongs to that folio (a split may have
+//!    moved it; safeguard `gup_fast.folio_recheck`);
+//! 5. rechecks that the PMD and the PTE still hold the values read in step
+//!    1 (safeguards `gup_fast.pmd_recheck`, `gup_fast.pte_recheck`); if not,
+//!    drops the reference (`gup_put_folio`) and bails.
+//!
+//! Whatever the fast walk could not do, the slow path finishes
+//! ([`gup_fast_fallback`]). Steps 2 and 3 may touch a folio that was freed
+//! and reallocated meanwhile, which is harmless only because the memmap is
+//! never freed — except by memory hot-remove, which is the seed's hole.
+//!
+//! For `FOLL_PIN` the walk is bracketed by `mm->write_protect_seq`: if fork
+//! write-protected the mm meanwhile, every pin is dropped and GUP-fast gives
+//! up (safeguard `gup_fast.write_protect_seq`).
+//!
+//! Each lockless step is a labelled scheduling point; the detector checks of
+//! the model (`VM_WARN_ON_ONCE(!pfn_valid())`, the shadow check of every
+//! memmap access, and the data-integrity check that a pinned page is the
+//! page the process maps there) are part of the walk.
+//!
+//! # Pins
+//!
+//! A `FOLL_PIN` reference on a small folio adds `GUP_PIN_COUNTING_BIAS`
+//! (1024) to its refcount; on a large folio it adds one to the refcount and
+//! one to `_pincount`. `FOLL_GET` adds one. [`gup_put_folio`] undoes either.
+
+use crate::detect::Kind;
+use crate::errno::Errno;
+use crate::kernel::cpu::Cpu;
+use crate::kernel::rcupdate::local_irq_save;
+use crate::mm::memory::{Mapped, handle_mm_fault, lookup, pte_offset};
+use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
+use crate::mm::mmap::{MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Vma, next_level, pgd_offset};
+use crate::mm::mmzone::ZoneType;
+use crate::mm::page_ref::{folio_put_refs, folio_ref_add, folio_ref_count, folio_ref_try_add};
+use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT};
+use crate::mm::sparse::pfn_valid;
+use crate::safeguards::Sg;
+use crate::types::{PAGE_SHIFT, PMD_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
+use mmsim_facade::{Ordering, fence, point, smp_mb__after_atomic};
+
+/// `FOLL_WRITE`: the pages will be written to.
+pub const FOLL_WRITE: u32 = 1 << 0;
+/// `FOLL_GET`: take a plain reference.
+pub const FOLL_GET: u32 = 1 << 1;
+/// `FOLL_PIN`: take a DMA pin.
+pub const FOLL_PIN: u32 = 1 << 2;
+/// `FOLL_LONGTERM`: the pin lasts indefinitely (not in movable memory).
+pub const FOLL_LONGTERM: u32 = 1 << 3;
+/// `FOLL_FORCE`: override VMA permissions (ptrace).
+pub const FOLL_FORCE: u32 = 1 << 4;
+/// `FOLL_FAST_ONLY`: never fall back to the slow path.
+pub const FOLL_FAST_ONLY: u32 = 1 << 5;
+/// `FOLL_NOWAIT`: do not wait in faults.
+pub const FOLL_NOWAIT: u32 = 1 << 6;
+/// `FOLL_TOUCH`: mark pages accessed.
+pub const FOLL_TOUCH: u32 = 1 << 7;
+/// `FOLL_UNLOCKABLE`: the slow path may drop `mmap_lock`.
+pub const FOLL_UNLOCKABLE: u32 = 1 << 8;
+
+/// `GUP_PIN_COUNTING_BIAS`.
+pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
+
+/// Kernel: `folio_maybe_dma_pinned()`.
+pub fn folio_maybe_dma_pinned(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    if folio.has_pincount(cpu) {
+        return folio.pincount_atomic(cpu).load(Ordering::Acquire) > 0;
+    }
+    folio_ref_count(cpu, folio) >= GUP_PIN_COUNTING_BIAS
+}
+
+fn is_zero_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
+    page.pfn() == cpu.m.zero_pfn()
+}
+
+/// Kernel: `folio_is_longterm_pinnable()`: not in `ZONE_MOVABLE`.
+pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio.page().zonenum(cpu) != ZoneType::Movable as usize
+}
+
+/// Kernel: `gup_put_folio()`.
+pub fn gup_put_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) {
+    let mut refs = refs;
+    if flags & FOLL_PIN != 0 {
+        if is_zero_page(cpu, folio.page()) {
+            return;
+        }
+        if folio.has_pincount(cpu) {
+            let old = folio.pincount_atomic(cpu).fetch_sub(refs, Ordering::AcqRel);
+            if old < refs {
+                cpu.report(Kind::RefcountUnderflow, Some(folio.pfn()), "_pincount below zero");
+            }
+        } else {
+            refs *= GUP_PIN_COUNTING_BIAS;
+        }
+    }
+    folio_put_refs(cpu, folio, refs);
+}
+
+/// Kernel: `try_grab_folio()`: the slow path's grab, on a folio the page
+/// table lock keeps stable.
+pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Result<(), Errno> {
+    if folio_ref_count(cpu, folio) <= 0 {
+        return Err(Errno::ENOMEM);
+    }
+    if flags & FOLL_GET != 0 {
+        folio_ref_add(cpu, folio, refs);
+    } else if flags & FOLL_PIN != 0 {
+        if is_zero_page(cpu, folio.page()) {
+            return Ok(());
+        }
+        if folio.has_pincount(cpu) {
+            folio_ref_add(cpu, folio, refs);
+            folio.pincount_atomic(cpu).fetch_add(refs, Ordering::AcqRel);
+        } else {
+            folio_ref_add(cpu, folio, refs * GUP_PIN_COUNTING_BIAS);
+        }
+    }
+    Ok(())
+}
+
+/// Kernel: `try_get_folio()`: a speculative reference on the folio of
+/// `page`, rechecking that the page still belongs to it.
+fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio<'m>> {
+    loop {
+        cpu.point_arg(point!("try_get_folio", "page_folio"), page.pfn().as_u64());
+        let folio = page_folio(cpu, page);
+        if folio_ref_count(cpu, folio) < 0 {
+            // WARN_ON_ONCE(folio_ref_count(folio) < 0)
+            return None;
+        }
+        cpu.point_arg(point!("try_get_folio", "folio_ref_try_add"), folio.pfn().as_u64());
+        if !folio_ref_try_add(cpu, folio, refs) {
+            return None;
+        }
+        if !cpu.m.sg.on(Sg::GUP_FAST_FOLIO_RECHECK) {
+            return Some(folio);
+        }
+        // The folio is stable now; was the page split off it meanwhile?
+        cpu.point_arg(point!("try_get_folio", "page_folio recheck"), page.pfn().as_u64());
+        if page_folio(cpu, page) != folio {
+            folio_put_refs(cpu, folio, refs);
+            continue;
+        }
+        return Some(folio);
+    }
+}
+
+/// Kernel: `try_grab_folio_fast()`.
+fn try_grab_folio_fast<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32, flags: u32) -> Option<Folio<'m>> {
+    debug_assert!(cpu.irqs_disabled());
+    if flags & (FOLL_GET | FOLL_PIN) == 0 {
+        return None;
+    }
+    if flags & FOLL_GET != 0 {
+        return try_get_folio(cpu, page, refs);
+    }
+    // FOLL_PIN: no pin on the zero page, it is not going anywhere.
+    if is_zero_page(cpu, page) {
+        return Some(page_folio(cpu, page));
+    }
+    let folio = try_get_folio(cpu, page, refs)?;
+    if flags & FOLL_LONGTERM != 0 && !folio_is_longterm_pinnable(cpu, folio) {
+        folio_put_refs(cpu, folio, refs);
+        return None;
+    }
+    cpu.point_arg(point!("try_grab_folio_fast", "pin"), folio.pfn().as_u64());
+    if folio.has_pincount(cpu) {
+        folio.pincount_atomic(cpu).fetch_add(refs, Ordering::AcqRel);
+    } else {
+        folio_ref_add(cpu, folio, refs * (GUP_PIN_COUNTING_BIAS - 1));
+    }
+    // Pairs with the barrier in folio_try_share_anon_rmap_*(): the pin is
+    // visible before the PTE recheck.
+    smp_mb__after_atomic();
+    Some(folio)
+}
+
+/// Kernel: `gup_fast_folio_allowed()`: a long-term writable pin of a
+/// file-backed folio is refused (anonymous and shmem are fine).
+fn gup_fast_folio_allowed(cpu: &Cpu, folio: Folio<'_>, flags: u32) -> bool {
+    if flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) != (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) {
+        return true;
+    }
+    let mapping = folio.page().mapping(cpu);
+    if mapping == 0 {
+        return false;
+    }
+    // Anonymous, or the model's shmem-like objects: both allowed.
+    true
+}
+
+/// Kernel: `gup_must_unshare()` for GUP-fast (no VMA): a pin of an
+/// anonymous page that may be shared must go through the slow path.
+fn gup_must_unshare(cpu: &Cpu, flags: u32, page: PageRef<'_>) -> bool {
+    if flags & FOLL_PIN == 0 {
+        return false;
+    }
+    let folio = page_folio(cpu, page);
+    let mapping = folio.page().mapping(cpu);
+    if mapping & PAGE_MAPPING_ANON == 0 {
+        return false;
+    }
+    !page.test_flags(cpu, pg::ANON_EXCLUSIVE) && !folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE)
+}
+
+/// The data-integrity detector: a page handed to a GUP caller for `addr`
+/// must be the page `mm` maps there (its reverse map says so). A speculative
+/// reference that lost a race and was not revalidated returns someone
+/// else's page.
+fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>) {
+    if is_zero_page(cpu, page) {
+        return;
+    }
+    let folio = page_folio(cpu, page);
+    let mapping = folio.page().mapping(cpu);
+    if mapping & PAGE_MAPPING_ANON == 0 && mapping != 0 {
+        return; // shmem: indexed by file offset, not address
+    }
+    let sub = page.pfn().as_u64() - folio.pfn().as_u64();
+    let expect_index = addr.vpn() - sub;
+    if mapping != mm.anon_mapping() || folio.page().index(cpu) != expect_index {
+        cpu.report(
+            Kind::PinnedPageMismatch,
+            Some(page.pfn()),
+            format!(
+                "GUP returned pfn {} for {addr} of mm{}, but that page belongs to {}",
+                page.pfn(),
+                mm.id,
+                if mapping == 0 {
+                    "nobody (free)".to_string()
+                } else {
+                    format!("mm{} at {:#x}", mapping >> 1, folio.page().index(cpu) << PAGE_SHIFT)
+                }
+            ),
+        );
+    }
+}
+
+/// Kernel: `gup_fast_pte_range()`.
+#[allow(clippy::too_many_arguments)]
+fn gup_fast_pte_range(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    pmd: Entry,
+    pmdp: EntryPtr,
+    mut addr: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> bool {
+    let sg = &cpu.m.sg;
+    while addr < end {
+        let ptep = pte_offset(pmd, addr);
+        cpu.point_arg(point!("gup_fast_pte_range", "ptep_get_lockless"), addr.as_u64());
+        let pte = pgtable::get_lockless(cpu, ptep);
+        // PROT_NONE and permission failures fall back to the slow path,
+        // which may fault or fail as ordinary GUP would.
+        if pte.protnone() || !pte.access_permitted(flags & FOLL_WRITE != 0) {
+            return false;
+        }
+        if pte.special() {
+            return false;
+        }
+        // If it is not special it must have a valid memmap.
+        if !pfn_valid(cpu, pte.pfn()) {
+            cpu.point_arg(point!("gup_fast_pte_range", "VM_WARN_ON_ONCE(!pfn_valid)"), pte.pfn().as_u64());
+            cpu.report(
+                Kind::PfnNotValid,
+                Some(pte.pfn()),
+                "VM_WARN_ON_ONCE(!pfn_valid(pte_pfn(pte))): the PTE names a pfn without a memmap",
+            );
+        }
+        let page = cpu.m.sparse.pfn_to_page(pte.pfn());
+        let Some(folio) = try_grab_folio_fast(cpu, page, 1, flags) else {
+            return false;
+        };
+        cpu.point_arg(point!("gup_fast_pte_range", "recheck pmd and pte"), addr.as_u64());
+        if (sg.on(Sg::GUP_FAST_PMD_RECHECK) && pmd != pgtable::get_lockless(cpu, pmdp))
+            || (sg.on(Sg::GUP_FAST_PTE_RECHECK) && pte != pgtable::get_lockless(cpu, ptep))
+        {
+            gup_put_folio(cpu, folio, 1, flags);
+            return false;
+        }
+        if !gup_fast_folio_allowed(cpu, folio, flags) {
+            gup_put_folio(cpu, folio, 1, flags);
+            return false;
+        }
+        if !pte.write() && gup_must_unshare(cpu, flags, page) {
+            gup_put_folio(cpu, folio, 1, flags);
+            return false;
+        }
+        folio.set_referenced(cpu);
+        check_pinned_page(cpu, mm, addr, page);
+        pages.push(page.pfn());
+        addr = VirtAddr::new(addr.as_u64() + crate::types::PAGE_SIZE);
+    }
+    true
+}
+
+/// Kernel: `gup_fast_pmd_leaf()`: a THP mapped by one PMD.
+#[allow(clippy::too_many_arguments)]
+fn gup_fast_pmd_leaf(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    orig: Entry,
+    pmdp: EntryPtr,
+    addr: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> bool {
+    if !orig.access_permitted(flags & FOLL_WRITE != 0) || orig.special() {
+        return false;
+    }
+    let refs = ((end.as_u64() - addr.as_u64()) >> PAGE_SHIFT) as i32;
+    let first = orig.pfn().add((addr.as_u64() & (PMD_SIZE - 1)) >> PAGE_SHIFT);
+    let page = cpu.m.sparse.pfn_to_page(first);
+    let Some(folio) = try_grab_folio_fast(cpu, page, refs, flags) else {
+        return false;
+    };
+    cpu.point_arg(point!("gup_fast_pmd_leaf", "recheck pmd"), addr.as_u64());
+    if cpu.m.sg.on(Sg::GUP_FAST_PMD_RECHECK) && orig != pgtable::get_lockless(cpu, pmdp) {
+        gup_put_folio(cpu, folio, refs, flags);
+        return false;
+    }
+    if !gup_fast_folio_allowed(cpu, folio, flags) {
+        gup_put_folio(cpu, folio, refs, flags);
+        return false;
+    }
+    if !orig.write() && gup_must_unshare(cpu, flags, folio.page()) {
+        gup_put_folio(cpu, folio, refs, flags);
+        return false;
+    }
+    check_pinned_page(cpu, mm, addr, page);
+    for i in 0..refs as u64 {
+        pages.push(first.add(i));
+    }
+    folio.set_referenced(cpu);
+    true
+}
+
+/// Kernel: `gup_fast_pmd_range()`.
+#[allow(clippy::too_many_arguments)]
+fn gup_fast_pmd_range(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    pud: Entry,
+    mut addr: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> bool {
+    while addr < end {
+        let pmdp = next_level(pud, addr, PMD_SHIFT);
+        cpu.point_arg(point!("gup_fast_pmd_range", "pmdp_get_lockless"), addr.as_u64());
+        let pmd = pgtable::get_lockless(cpu, pmdp);
+        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+        if !pmd.present() {
+            return false;
+        }
+        if pmd.leaf() {
+            if pmd.protnone() || !gup_fast_pmd_leaf(cpu, mm, pmd, pmdp, addr, next, flags, pages) {
+                return false;
+            }
+        } else if !gup_fast_pte_range(cpu, mm, pmd, pmdp, addr, next, flags, pages) {
+            return false;
+        }
+        addr = next;
+    }
+    true
+}
+
+/// Kernel: `gup_fast_pud_range()` (the P4D level is folded).
+fn gup_fast_pud_range(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    pgd: Entry,
+    mut addr: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> bool {
+    while addr < end {
+        let pudp = next_level(pgd, addr, PUD_SHIFT);
+        cpu.point_arg(point!("gup_fast_pud_range", "READ_ONCE(*pudp)"), addr.as_u64());
+        let pud = pgtable::get_lockless(cpu, pudp);
+        let next = VirtAddr::new(((addr.as_u64() >> PUD_SHIFT) + 1) << PUD_SHIFT).min(end);
+        if !pud.present() {
+            return false;
+        }
+        if !gup_fast_pmd_range(cpu, mm, pud, addr, next, flags, pages) {
+            return false;
+        }
+        addr = next;
+    }
+    true
+}
+
+/// Kernel: `gup_fast_pgd_range()`.
+fn gup_fast_pgd_range(cpu: &Cpu, mm: &MmStruct, mut addr: VirtAddr, end: VirtAddr, flags: u32, pages: &mut Vec<Pfn>) {
+    while addr < end {
+        let pgdp = pgd_offset(mm, addr);
+        cpu.point_arg(point!("gup_fast_pgd_range", "READ_ONCE(*pgdp)"), addr.as_u64());
+        let pgd = pgtable::get_lockless(cpu, pgdp);
+        let next = VirtAddr::new(((addr.as_u64() >> pgtable::PGDIR_SHIFT) + 1) << pgtable::PGDIR_SHIFT).min(end);
+        if pgd.none() {
+            return;
+        }
+        if !gup_fast_pud_range(cpu, mm, pgd, addr, next, flags, pages) {
+            return;
+        }
+        addr = next;
+    }
+}
+
+/// Kernel: `gup_fast_unpin_user_pages()`.
+fn gup_fast_unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
+    for &p in pages {
+        let page = cpu.m.sparse.pfn_to_page(p);
+        gup_put_folio(cpu, page_folio(cpu, page), 1, FOLL_PIN);
+    }
+}
+
+/// Kernel: `gup_fast()`: the lockless walk of `[start, end)`. Returns how
+/// many pages it got, appended to `pages`.
+pub fn gup_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, end: VirtAddr, flags: u32, pages: &mut Vec<Pfn>) -> usize {
+    let before = pages.len();
+    let wps = cpu.m.sg.on(Sg::GUP_FAST_WRITE_PROTECT_SEQ) && flags & FOLL_PIN != 0;
+    let mut seq = 0;
+    if wps {
+        // raw_seqcount_try_begin(): fail if fork is write-protecting now.
+        cpu.point(point!("gup_fast", "raw_seqcount_try_begin(write_protect_seq)"));
+        seq = mm.write_protect_seq.load(Ordering::Acquire);
+        if seq & 1 == 1 {
+            return 0;
+        }
+    }
+    {
+        // Blocks page-table freeing (RCU) and TLB-flush IPIs: see the
+        // module doc.
+        let _irq = local_irq_save(cpu);
+        gup_fast_pgd_range(cpu, mm, start, end, flags, pages);
+    }
+    if wps {
+        // read_seqcount_retry(): smp_rmb() pairs with the smp_wmb() in
+        // raw_write_seqcount_begin/end in fork.
+        fence(Ordering::Acquire);
+        cpu.point(point!("gup_fast", "read_seqcount_retry(write_protect_seq)"));
+        if mm.write_protect_seq.load(Ordering::Relaxed) != seq {
+            let got: Vec<Pfn> = pages.drain(before..).collect();
+            gup_fast_unpin_user_pages(cpu, &got);
+            return 0;
+        }
+    }
+    pages.len() - before
+}
+
+/// Kernel: `gup_fast_fallback()`: GUP-fast, then the slow path for the rest.
+pub fn gup_fast_fallback(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
+    let allowed = FOLL_WRITE | FOLL_LONGTERM | FOLL_FORCE | FOLL_PIN | FOLL_GET | FOLL_FAST_ONLY;
+    if gup_flags & !allowed != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if gup_flags & FOLL_PIN != 0 {
+        mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
+    }
+    let start = start.page_align_down();
+    let len = nr_pages.checked_mul(crate::types::PAGE_SIZE).ok_or(Errno::EOVERFLOW)?;
+    let end = start.as_u64().checked_add(len).ok_or(Errno::EOVERFLOW)?;
+    if end > TASK_SIZE_MAX {
+        return Err(Errno::EFAULT);
+    }
+    let end = VirtAddr::new(end);
+    let nr_pinned = gup_fast(cpu, mm, start, end, gup_flags, pages) as u64;
+    if nr_pinned == nr_pages || gup_flags & FOLL_FAST_ONLY != 0 {
+        return Ok(nr_pinned as usize);
+    }
+    let rest = VirtAddr::new(start.as_u64() + (nr_pinned << PAGE_SHIFT));
+    match __gup_longterm_locked(cpu, mm, rest, nr_pages - nr_pinned, pages, gup_flags | FOLL_TOUCH | FOLL_UNLOCKABLE) {
+        Ok(n) => Ok(n + nr_pinned as usize),
+        Err(_) if nr_pinned > 0 => Ok(nr_pinned as usize),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kernel: `get_user_pages_fast()`.
+pub fn get_user_pages_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+    if gup_flags & FOLL_PIN != 0 {
+        return Err(Errno::EINVAL);
+    }
+    gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_GET, pages)
+}
+
+/// Kernel: `pin_user_pages_fast()`.
+pub fn pin_user_pages_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+    if gup_flags & FOLL_GET != 0 {
+        return Err(Errno::EINVAL);
+    }
+    gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_PIN, pages)
+}
+
+/// Kernel: `check_vma_flags()`.
+fn check_vma_flags(vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
+    let vm = vma.flags;
+    if vm & (VM_IO | VM_PFNMAP) != 0 {
+        return Err(Errno::EFAULT);
+    }
+    if gup_flags & FOLL_WRITE != 0 {
+        if vm & VM_WRITE == 0 {
+            if gup_flags & FOLL_FORCE == 0 {
+                return Err(Errno::EFAULT);
+            }
+            // FOLL_FORCE writes only to private (COW) mappings.
+            if vm & VM_MAYWRITE == 0 || vm & VM_SHARED != 0 {
+                return Err(Errno::EFAULT);
+            }
+        }
+    } else if vm & VM_READ == 0 && gup_flags & FOLL_FORCE == 0 {
+        return Err(Errno::EFAULT);
+    }
+    Ok(())
+}
+
+/// Kernel: `follow_page_mask()` (with `follow_page_pte()` and
+/// `follow_huge_pmd()`): the page at `addr` with a reference grabbed, or
+/// `None` if a fault is needed.
+fn follow_page_mask(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: u32) -> Result<Option<Pfn>, Errno> {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    cpu.point_arg(point!("follow_page_mask", "walk"), addr.as_u64());
+    let write = flags & FOLL_WRITE != 0;
+    let (e, pfn) = match lookup(cpu, mm, addr) {
+        Mapped::None => return Ok(None),
+        Mapped::Pte(e) => (e, e.pfn()),
+        Mapped::Pmd(e, p) => (e, p),
+    };
+    if e.protnone() {
+        return Ok(None);
+    }
+    if write && !e.write() {
+        // can_follow_write_pte(): FOLL_FORCE may write through a read-only
+        // PTE of a private mapping once the fault made the page exclusive.
+        let forced_ok = flags & FOLL_FORCE != 0
+            && vma.flags & VM_WRITE == 0
+            && e.dirty()
+            && !e.special()
+            && cpu.m.sparse.pfn_to_page(pfn).test_flags(cpu, pg::ANON_EXCLUSIVE);
+        if !forced_ok {
+            return Ok(None);
+        }
+    }
+    if e.special() && pfn != cpu.m.zero_pfn() {
+        // vm_normal_page() is NULL and it is not the zero page.
+        return Err(Errno::EFAULT);
+    }
+    let page = cpu.m.sparse.pfn_to_page(pfn);
+    let folio = page_folio(cpu, page);
+    try_grab_folio(cpu, folio, 1, flags)?;
+    if flags & FOLL_TOUCH != 0 {
+        folio.set_referenced(cpu);
+    }
+    check_pinned_page(cpu, mm, addr, page);
+    Ok(Some(pfn))
+}
+
+/// Kernel: `faultin_page()`.
+fn faultin_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: u32) -> Result<(), Errno> {
+    handle_mm_fault(cpu, mm, vma, addr, flags & FOLL_WRITE != 0, flags & FOLL_FORCE != 0)
+}
+
+/// Kernel: `__get_user_pages()`: the caller holds `mmap_lock` for reading.
+pub fn __get_user_pages(cpu: &Cpu, mm: &MmStruct, vmas: &crate::mm::mmap::MmVmas, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+    let mut i = 0u64;
+    while i < nr_pages {
+        let addr = VirtAddr::new(start.as_u64() + (i << PAGE_SHIFT));
+        let vma = match vmas.find(addr) {
+            Some(v) => v,
+            None if i == 0 => return Err(Errno::EFAULT),
+            None => break,
+        };
+        if let Err(e) = check_vma_flags(vma, gup_flags) {
+            if i == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        let mut tries = 0;
+        loop {
+            match follow_page_mask(cpu, mm, vma, addr, gup_flags) {
+                Ok(Some(p)) => {
+                    pages.push(p);
+                    break;
+                }
+                Ok(None) if tries < 3 && gup_flags & FOLL_NOWAIT == 0 => {
+                    tries += 1;
+                    if let Err(e) = faultin_page(cpu, mm, vma, addr, gup_flags) {
+                        return if i == 0 { Err(e) } else { Ok(i as usize) };
+                    }
+                }
+                Ok(None) => return if i == 0 { Err(Errno::EFAULT) } else { Ok(i as usize) },
+                Err(e) => return if i == 0 { Err(e) } else { Ok(i as usize) },
+            }
+        }
+        i += 1;
+    }
+    Ok(i as usize)
+}
+
+/// Kernel: `__gup_longterm_locked()`: takes `mmap_lock`, runs the slow
+/// path, and for `FOLL_LONGTERM` refuses pins of movable folios.
+pub fn __gup_longterm_locked(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, pages: &mut Vec<Pfn>, gup_flags: u32) -> Result<usize, Errno> {
+    let g = mm.mmap_lock.read(&cpu.sched);
+    let before = pages.len();
+    let n = __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)?;
+    if gup_flags & FOLL_LONGTERM == 0 {
+        return Ok(n);
+    }
+    // check_and_migrate_movable_folios(): a long-term pin may not stay in
+    // ZONE_MOVABLE. The model migrates with the hotplug code; here such a
+    // pin is undone and the call fails as migration failure does.
+    let got: Vec<Pfn> = pages[before..].to_vec();
+    let movable = got.iter().any(|&p| {
+        let page = cpu.m.sparse.pfn_to_page(p);
+        !folio_is_longterm_pinnable(cpu, page_folio(cpu, page)) && !is_zero_page(cpu, page)
+    });
+    if movable {
+        pages.truncate(before);
+        for p in got {
+            let page = cpu.m.sparse.pfn_to_page(p);
+            gup_put_folio(cpu, page_folio(cpu, page), 1, gup_flags);
+        }
+        return Err(Errno::ENOMEM);
+    }
+    Ok(n)
+}
+
+/// Kernel: `get_user_pages_remote()` / `get_user_pages()` (slow path only).
+pub fn get_user_pages(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+    if gup_flags & FOLL_PIN != 0 {
+        return Err(Errno::EINVAL);
+    }
+    __gup_longterm_locked(cpu, mm, start.page_align_down(), nr_pages, pages, gup_flags | FOLL_GET | FOLL_TOUCH)
+}
+
+/// Kernel: `pin_user_pages()` / `pin_user_pages_remote()` (slow path only).
+pub fn pin_user_pages(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+    if gup_flags & FOLL_GET != 0 {
+        return Err(Errno::EINVAL);
+    }
+    mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
+    __gup_longterm_locked(cpu, mm, start.page_align_down(), nr_pages, pages, gup_flags | FOLL_PIN | FOLL_TOUCH)
+}
+
+/// Kernel: `unpin_user_page()`.
+pub fn unpin_user_page(cpu: &Cpu, page: Pfn) {
+    let p = cpu.m.sparse.pfn_to_page(page);
+    cpu.point_arg(point!("unpin_user_page", "gup_put_folio"), page.as_u64());
+    gup_put_folio(cpu, page_folio(cpu, p), 1, FOLL_PIN);
+}
+
+/// Kernel: `unpin_user_pages()`.
+pub fn unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
+    for &p in pages {
+        unpin_user_page(cpu, p);
+    }
+}
+
+/// Kernel: `unpin_user_pages_dirty_lock()`.
+pub fn unpin_user_pages_dirty_lock(cpu: &Cpu, pages: &[Pfn], make_dirty: bool) {
+    for &p in pages {
+        if make_dirty {
+            let page = cpu.m.sparse.pfn_to_page(p);
+            page_folio(cpu, page).page().set_flags(cpu, pg::DIRTY);
+        }
+        unpin_user_page(cpu, p);
+    }
+}
+
+/// Kernel: `put_page()` on pages a `FOLL_GET` call returned.
+pub fn put_user_pages(cpu: &Cpu, pages: &[Pfn]) {
+    for &p in pages {
+        let page = cpu.m.sparse.pfn_to_page(p);
+        cpu.point_arg(point!("put_page", "folio_put"), p.as_u64());
+        gup_put_folio(cpu, page_folio(cpu, page), 1, FOLL_GET);
+    }
+}

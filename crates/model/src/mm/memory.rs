@@ -1,0 +1,595 @@
+//! Page faults, unmapping, protection changes, user accesses.
+//!
+//! Kernel: `mm/memory.c`, `mm/huge_memory.c` (the PMD parts), `mm/rmap.c`
+//! (mapcounts), `mm/mprotect.c` (`change_protection`), `mm/shmem.c` (the
+//! shared-anonymous fault).
+//!
+//! Writers of page tables hold the mm's page-table lock; they publish an
+//! entry only after the page or table it names is initialised (Release in
+//! [`pgtable::set_entry`]). A mapped page's references: the mapping holds
+//! one (dropped through the mmu_gather after the TLB flush), each pin holds
+//! `GUP_PIN_COUNTING_BIAS` (or one plus `_pincount` for a large folio).
+//!
+//! Anonymous pages record their owner in `page->mapping` (the mm's id with
+//! `PAGE_MAPPING_ANON`) and their address in `page->index`: the reverse map
+//! that the data-integrity detector checks pins against.
+//!
+//! # Simplifications
+//!
+//! One page-table lock per mm. No swap, no NUMA hinting faults (PROT_NONE
+//! PTEs come only from `mprotect(PROT_NONE)`). THP faults always allocate
+//! (no huge zero page); a partial unmap or protection change of a THP
+//! splits the PMD into PTEs.
+
+use crate::errno::Errno;
+use crate::kernel::cpu::Cpu;
+use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
+use crate::mm::mmap::{Backing, MmStruct, Prot, Shmem, VM_HUGEPAGE, VM_WRITE, Vma, pgd_offset, pte_alloc_one};
+use crate::mm::mmu_gather::{MmuGather, tlb_remove_table};
+use crate::mm::page_alloc::{Gfp, folio_alloc};
+use crate::mm::page_ref::{folio_get, folio_put};
+use crate::mm::pgtable::{
+    self, ACCESSED, DIRTY, Entry, EntryPtr, PMD_SHIFT, PRESENT, PROTNONE, PSE, PUD_SHIFT, RW,
+    SPECIAL, USER,
+};
+use crate::types::{HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, Pfn, VirtAddr};
+use mmsim_facade::{Ordering, point};
+
+/// The PTE flags a VMA's protection gives.
+fn vma_pte_flags(vma: &Vma, prot: Option<Prot>) -> u64 {
+    let flags = match prot {
+        Some(Prot::None) => return PROTNONE | USER,
+        Some(Prot::Read) => crate::mm::mmap::VM_READ,
+        Some(Prot::ReadWrite) => crate::mm::mmap::VM_READ | VM_WRITE,
+        None => vma.flags,
+    };
+    if flags & (crate::mm::mmap::VM_READ | VM_WRITE) == 0 {
+        return PROTNONE | USER;
+    }
+    PRESENT | USER | ACCESSED
+}
+
+/// `RW` if the VMA may be written (not for a `FOLL_FORCE` COW).
+fn writable(vma: &Vma) -> u64 {
+    if vma.flags & VM_WRITE != 0 { RW } else { 0 }
+}
+
+/// Walks to the PMD slot of `addr`, allocating missing tables
+/// (`__pud_alloc()`, `__pmd_alloc()`). Caller holds the page-table lock.
+fn pmd_alloc(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr) -> Result<EntryPtr, Errno> {
+    let pgdp = pgd_offset(mm, addr);
+    let pudp = next_or_alloc(cpu, pgdp, addr, PUD_SHIFT)?;
+    next_or_alloc(cpu, pudp, addr, PMD_SHIFT)
+}
+
+fn next_or_alloc(cpu: &Cpu, p: EntryPtr, addr: VirtAddr, shift: u32) -> Result<EntryPtr, Errno> {
+    let mut e = pgtable::get_lockless(cpu, p);
+    if e.none() {
+        let t = pte_alloc_one(cpu)?;
+        e = Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED);
+        pgtable::set_entry(cpu, p, e);
+    }
+    Ok(crate::mm::mmap::next_level(e, addr, shift))
+}
+
+/// Walks to the PMD slot of `addr` without allocating.
+pub fn pmd_lookup(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr) -> Option<EntryPtr> {
+    let pgd = pgtable::get_lockless(cpu, pgd_offset(mm, addr));
+    if pgd.none() {
+        return None;
+    }
+    let pudp = crate::mm::mmap::next_level(pgd, addr, PUD_SHIFT);
+    let pud = pgtable::get_lockless(cpu, pudp);
+    if pud.none() {
+        return None;
+    }
+    Some(crate::mm::mmap::next_level(pud, addr, PMD_SHIFT))
+}
+
+/// The PTE slot of `addr` under a non-leaf PMD entry.
+pub fn pte_offset(pmd: Entry, addr: VirtAddr) -> EntryPtr {
+    EntryPtr {
+        table: pmd.pfn(),
+        index: pgtable::index(addr, PAGE_SHIFT),
+    }
+}
+
+/// Kernel: `folio_add_new_anon_rmap()`: the first mapping of a new
+/// anonymous folio (`_mapcount` from -1 to 0, exclusive).
+pub fn folio_add_new_anon_rmap(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct, addr: VirtAddr, pmd: bool) {
+    let head = folio.page();
+    head.set_mapping(cpu, mm.anon_mapping());
+    head.set_index(cpu, addr.vpn());
+    head.set_flags(cpu, pg::ANON_EXCLUSIVE | pg::SWAPBACKED | pg::UPTODATE);
+    if folio.test_large(cpu) {
+        folio.large_mapcount_atomic(cpu).store(0, Ordering::Relaxed);
+        if pmd {
+            folio.entire_mapcount_atomic(cpu).store(0, Ordering::Relaxed);
+        } else {
+            head.set_mapcount(cpu, 0);
+        }
+    } else {
+        head.set_mapcount(cpu, 0);
+    }
+}
+
+/// Kernel: `folio_add_file_rmap_pte()` (shmem pages).
+fn folio_add_file_rmap_pte(cpu: &Cpu, page: PageRef<'_>) {
+    page.mapcount_add(cpu, 1);
+}
+
+/// Kernel: `folio_remove_rmap_pte()`.
+pub fn folio_remove_rmap_pte(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) {
+    page.mapcount_add(cpu, -1);
+    if folio.test_large(cpu) {
+        folio.large_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Kernel: `folio_remove_rmap_pmd()`.
+fn folio_remove_rmap_pmd(cpu: &Cpu, folio: Folio<'_>) {
+    folio.entire_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+    folio.large_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Copies a page's contents (`copy_user_highpage()`).
+fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
+    let v = cpu
+        .m
+        .sparse
+        .page_data(from)
+        .map_or(0, |d| d.load(Ordering::Relaxed));
+    if let Some(d) = cpu.m.sparse.page_data(to) {
+        d.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Kernel: `handle_mm_fault()`. The caller holds `mmap_lock` for reading
+/// and has checked that `vma` covers `addr`.
+///
+/// `force` is `FOLL_FORCE`: a write to a read-only private mapping breaks
+/// COW into an exclusive, dirty page whose PTE stays read-only.
+pub fn handle_mm_fault(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    write: bool,
+    force: bool,
+) -> Result<(), Errno> {
+    if write && vma.flags & VM_WRITE == 0 && !(force && vma.is_anon_private()) {
+        return Err(Errno::EFAULT);
+    }
+    if vma.flags & (crate::mm::mmap::VM_READ | VM_WRITE) == 0 && !force {
+        return Err(Errno::EFAULT);
+    }
+    cpu.point_arg(point!("handle_mm_fault", "fault"), addr.as_u64());
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    let pmdp = pmd_alloc(cpu, mm, addr)?;
+    let mut pmd = pgtable::get_lockless(cpu, pmdp);
+    if pmd.none()
+        && vma.flags & VM_HUGEPAGE != 0
+        && vma.is_anon_private()
+        && cpu.m.max_order() >= HPAGE_PMD_ORDER
+    {
+        let haddr = addr.align_down(PMD_SHIFT);
+        if haddr >= vma.start && haddr.as_u64() + PMD_SIZE <= vma.end.as_u64() {
+            // do_huge_pmd_anonymous_page()
+            if let Some(folio) = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), HPAGE_PMD_ORDER) {
+                folio_add_new_anon_rmap(cpu, folio, mm, haddr, true);
+                let mut flags = PRESENT | USER | ACCESSED | PSE;
+                if vma.flags & VM_WRITE != 0 {
+                    flags |= RW | DIRTY;
+                }
+                cpu.point_arg(point!("do_huge_pmd_anonymous_page", "set_pmd_at"), addr.as_u64());
+                pgtable::set_entry(cpu, pmdp, Entry::from_pfn(folio.pfn(), flags));
+                return Ok(());
+            }
+        }
+    }
+    if pmd.leaf() {
+        if write && !pmd.write() {
+            // A write to a read-only THP: split and handle the PTE.
+            split_huge_pmd_locked(cpu, mm, pmdp)?;
+            pmd = pgtable::get_lockless(cpu, pmdp);
+        } else {
+            return Ok(());
+        }
+    }
+    if pmd.none() {
+        let t = pte_alloc_one(cpu)?;
+        pmd = Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED);
+        pgtable::set_entry(cpu, pmdp, pmd);
+    }
+    let ptep = pte_offset(pmd, addr);
+    let pte = pgtable::get_lockless(cpu, ptep);
+    if pte.none() {
+        return match &vma.backing {
+            Backing::Anon => do_anonymous_page(cpu, mm, vma, ptep, addr, write),
+            Backing::Shared(s) => shmem_fault(cpu, vma, s, ptep, addr, write),
+            Backing::PfnMap { .. } => Err(Errno::EFAULT),
+        };
+    }
+    if pte.protnone() {
+        return Err(Errno::EFAULT);
+    }
+    if write && !pte.write() {
+        return do_wp_page(cpu, mm, vma, ptep, pte, addr);
+    }
+    Ok(())
+}
+
+/// Kernel: `do_anonymous_page()`.
+fn do_anonymous_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, ptep: EntryPtr, addr: VirtAddr, write: bool) -> Result<(), Errno> {
+    if !write {
+        // Map the shared zero page, read-only and special.
+        cpu.point_arg(point!("do_anonymous_page", "set_pte_at(zero page)"), addr.as_u64());
+        let flags = vma_pte_flags(vma, None) | SPECIAL;
+        pgtable::set_entry(cpu, ptep, Entry::from_pfn(cpu.m.zero_pfn(), flags));
+        return Ok(());
+    }
+    let folio = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), 0).ok_or(Errno::ENOMEM)?;
+    folio_add_new_anon_rmap(cpu, folio, mm, addr, false);
+    cpu.point_arg(point!("do_anonymous_page", "set_pte_at"), folio.pfn().as_u64());
+    let e = Entry::from_pfn(folio.pfn(), vma_pte_flags(vma, None) | writable(vma) | DIRTY);
+    pgtable::set_entry(cpu, ptep, e);
+    Ok(())
+}
+
+/// Kernel: `shmem_fault()` + `finish_fault()` for a shared mapping.
+fn shmem_fault(cpu: &Cpu, vma: &Vma, s: &Shmem, ptep: EntryPtr, addr: VirtAddr, write: bool) -> Result<(), Errno> {
+    let idx = vma.pgoff_of(addr) as usize;
+    let pfn = {
+        let mut pages = s.pages.lock();
+        let slot = pages.get_mut(idx).ok_or(Errno::EFAULT)?;
+        if *slot == 0 {
+            let f = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), 0).ok_or(Errno::ENOMEM)?;
+            f.page().set_mapping(cpu, s.id << 1);
+            f.page().set_index(cpu, idx as u64);
+            f.page().set_flags(cpu, pg::UPTODATE);
+            *slot = f.pfn().as_u64();
+        }
+        Pfn::new(*slot)
+    };
+    let page = cpu.m.sparse.pfn_to_page(pfn);
+    folio_get(cpu, page_folio(cpu, page));
+    folio_add_file_rmap_pte(cpu, page);
+    let mut flags = vma_pte_flags(vma, None);
+    if vma.flags & VM_WRITE != 0 {
+        flags |= RW;
+        if write {
+            flags |= DIRTY;
+        }
+    }
+    cpu.point_arg(point!("shmem_fault", "set_pte_at"), pfn.as_u64());
+    pgtable::set_entry(cpu, ptep, Entry::from_pfn(pfn, flags));
+    Ok(())
+}
+
+/// Drops the shmem object's page-cache references (`shmem_evict_inode()`).
+pub fn shmem_evict(cpu: &Cpu, s: &Shmem) {
+    let pages: Vec<u64> = std::mem::take(&mut *s.pages.lock());
+    for p in pages.into_iter().filter(|&p| p != 0) {
+        let page = cpu.m.sparse.pfn_to_page(Pfn::new(p));
+        folio_put(cpu, page_folio(cpu, page));
+    }
+}
+
+/// Kernel: `do_wp_page()`: a write to a read-only PTE of a writable
+/// private mapping: reuse the page if this mapping owns it alone, else copy.
+fn do_wp_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, ptep: EntryPtr, pte: Entry, addr: VirtAddr) -> Result<(), Errno> {
+    if !vma.is_anon_private() {
+        // Shared: just make it writable (wp_page_shared()).
+        pgtable::set_entry(cpu, ptep, pte.mkwrite().mkdirty());
+        return Ok(());
+    }
+    let old = pte.pfn();
+    if !pte.special() {
+        let page = cpu.m.sparse.pfn_to_page(old);
+        let folio = page_folio(cpu, page);
+        // wp_can_reuse_anon_folio(): exclusive, one reference, not pinned.
+        if !folio.test_large(cpu)
+            && page.test_flags(cpu, pg::ANON_EXCLUSIVE)
+            && folio.page().ref_count(cpu) == 1
+        {
+            cpu.point_arg(point!("do_wp_page", "wp_page_reuse"), old.as_u64());
+            pgtable::set_entry(cpu, ptep, Entry(pte.mkdirty().0 | writable(vma)));
+            return Ok(());
+        }
+    }
+    // wp_page_copy()
+    let new = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE, 0).ok_or(Errno::ENOMEM)?;
+    if pte.special() {
+        if let Some(d) = cpu.m.sparse.page_data(new.pfn()) {
+            d.store(0, Ordering::Relaxed);
+        }
+    } else {
+        copy_data(cpu, old, new.pfn());
+    }
+    folio_add_new_anon_rmap(cpu, new, mm, addr, false);
+    cpu.point_arg(point!("wp_page_copy", "ptep_clear_flush"), addr.as_u64());
+    pgtable::get_and_clear(cpu, ptep);
+    crate::mm::mmu_gather::flush_tlb_mm_range(cpu, mm);
+    pgtable::set_entry(
+        cpu,
+        ptep,
+        Entry::from_pfn(new.pfn(), vma_pte_flags(vma, None) | writable(vma) | DIRTY),
+    );
+    if !pte.special() {
+        let page = cpu.m.sparse.pfn_to_page(old);
+        let folio = page_folio(cpu, page);
+        folio_remove_rmap_pte(cpu, folio, page);
+        folio_put(cpu, folio);
+    }
+    Ok(())
+}
+
+/// Kernel: `remap_pfn_range()`: special PTEs for every page of a pfnmap.
+pub fn remap_pfn_range(cpu: &Cpu, mm: &MmStruct, vma: &Vma, base: Pfn) -> Result<(), Errno> {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    let mut addr = vma.start;
+    let mut pfn = base;
+    while addr < vma.end {
+        let pmdp = pmd_alloc(cpu, mm, addr)?;
+        let mut pmd = pgtable::get_lockless(cpu, pmdp);
+        if pmd.none() {
+            let t = pte_alloc_one(cpu)?;
+            pmd = Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED);
+            pgtable::set_entry(cpu, pmdp, pmd);
+        }
+        let mut flags = vma_pte_flags(vma, None) | SPECIAL;
+        if vma.flags & VM_WRITE != 0 {
+            flags |= RW;
+        }
+        pgtable::set_entry(cpu, pte_offset(pmd, addr), Entry::from_pfn(pfn, flags));
+        addr = addr.checked_add(PAGE_SIZE).ok_or(Errno::EINVAL)?;
+        pfn = pfn.checked_add(1).ok_or(Errno::EINVAL)?;
+    }
+    Ok(())
+}
+
+/// Kernel: `__split_huge_pmd_locked()`: replaces a PMD leaf by a PTE table
+/// mapping the same 512 pages.
+fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
+    let _ = mm;
+    let pmd = pgtable::get_lockless(cpu, pmdp);
+    if !pmd.leaf() {
+        return Ok(());
+    }
+    let t = pte_alloc_one(cpu)?;
+    let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pmd.pfn()));
+    let flags = pmd.0 & (PRESENT | RW | USER | ACCESSED | DIRTY | PROTNONE);
+    for i in 0..512u64 {
+        let page = folio.nth_page(cpu, i);
+        page.mapcount_add(cpu, 1);
+        let e = Entry::from_pfn(pmd.pfn().add(i), flags);
+        pgtable::set_entry(cpu, EntryPtr { table: t, index: i as usize }, e);
+    }
+    // 512 PTE mappings replace one PMD mapping, each holding a reference.
+    crate::mm::page_ref::folio_ref_add(cpu, folio, 511);
+    folio.large_mapcount_atomic(cpu).fetch_add(511, Ordering::AcqRel);
+    folio.entire_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+    cpu.point_arg(point!("__split_huge_pmd_locked", "pmd_populate"), pmd.pfn().as_u64());
+    // pmdp_invalidate() then populate: a GUP-fast walker that loaded the
+    // old PMD sees it change and backs off.
+    pgtable::get_and_clear(cpu, pmdp);
+    crate::mm::mmu_gather::flush_tlb_mm_range(cpu, mm);
+    pgtable::set_entry(cpu, pmdp, Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED));
+    Ok(())
+}
+
+/// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`:
+/// clears the entries of `[start, end)` in `vma`, queueing each page's
+/// reference in the mmu_gather (freed after the TLB flush).
+pub fn zap_page_range(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma: &Vma, start: VirtAddr, end: VirtAddr) {
+    let ptl = mm.page_table_lock.lock(&cpu.sched);
+    let mut addr = start;
+    while addr < end {
+        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+        let Some(pmdp) = pmd_lookup(cpu, mm, addr) else {
+            addr = next;
+            continue;
+        };
+        let pmd = pgtable::get_lockless(cpu, pmdp);
+        if pmd.none() {
+            addr = next;
+            continue;
+        }
+        if pmd.leaf() {
+            if addr.is_aligned(PMD_SHIFT) && next.as_u64() - addr.as_u64() == PMD_SIZE {
+                // zap_huge_pmd()
+                cpu.point_arg(point!("zap_huge_pmd", "pmdp_huge_get_and_clear"), addr.as_u64());
+                let old = pgtable::get_and_clear(cpu, pmdp);
+                let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(old.pfn()));
+                folio_remove_rmap_pmd(cpu, folio);
+                tlb.remove_folio(folio.pfn());
+                addr = next;
+                continue;
+            }
+            if split_huge_pmd_locked(cpu, mm, pmdp).is_err() {
+                addr = next;
+                continue;
+            }
+        }
+        let pmd = pgtable::get_lockless(cpu, pmdp);
+        let mut a = addr;
+        while a < next {
+            let ptep = pte_offset(pmd, a);
+            let pte = pgtable::get_lockless(cpu, ptep);
+            if !pte.none() {
+                cpu.point_arg(point!("zap_pte_range", "ptep_get_and_clear"), a.as_u64());
+                let old = pgtable::get_and_clear(cpu, ptep);
+                if !old.special() && old.present() {
+                    let page = cpu.m.sparse.pfn_to_page(old.pfn());
+                    let folio = page_folio(cpu, page);
+                    folio_remove_rmap_pte(cpu, folio, page);
+                    tlb.remove_folio(folio.pfn());
+                }
+            }
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        addr = next;
+    }
+    drop(ptl);
+    let _ = vma;
+}
+
+/// Kernel: `free_pgd_range()`: frees the PTE, PMD and PUD tables that map
+/// only `[start, end)` within `[floor, ceiling)`, through the mmu_gather.
+pub fn free_pgd_range(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    start: VirtAddr,
+    end: VirtAddr,
+    floor: VirtAddr,
+    ceiling: VirtAddr,
+) {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    free_level(cpu, tlb, pgd_offset(mm, VirtAddr::new(0)).table, 0, 3, start, end, floor, ceiling);
+}
+
+const SHIFTS: [u32; 4] = [pgtable::PGDIR_SHIFT, PUD_SHIFT, PMD_SHIFT, PAGE_SHIFT];
+
+/// Frees empty tables below `table` (level 0 = PGD) whose span lies inside
+/// `[max(start, floor), min(end, ceiling))`. Returns nothing; the caller's
+/// entry is cleared when its table is freed.
+#[allow(clippy::too_many_arguments)]
+fn free_level(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    table: Pfn,
+    base: u64,
+    levels_below: u32,
+    start: VirtAddr,
+    end: VirtAddr,
+    floor: VirtAddr,
+    ceiling: VirtAddr,
+) {
+    let level = 3 - levels_below as usize;
+    let shift = SHIFTS[level];
+    let lo = start.as_u64().max(floor.as_u64());
+    let hi = end.as_u64().min(ceiling.as_u64());
+    for i in 0..pgtable::PTRS_PER_TABLE {
+        let span_lo = base + ((i as u64) << shift);
+        let span_hi = span_lo + (1u64 << shift);
+        if span_hi <= start.as_u64() || span_lo >= end.as_u64() {
+            continue;
+        }
+        let p = EntryPtr { table, index: i };
+        let e = pgtable::get_lockless(cpu, p);
+        if e.none() || e.leaf() || levels_below == 0 {
+            continue;
+        }
+        if levels_below > 1 {
+            free_level(cpu, tlb, e.pfn(), span_lo, levels_below - 1, start, end, floor, ceiling);
+        }
+        // The child table can go if nothing outside the freed range may use
+        // it and it is empty.
+        if span_lo >= lo && span_hi <= hi && pgtable::table_empty(cpu, e.pfn()) {
+            cpu.point_arg(point!("free_pgtables", "pmd_clear"), span_lo);
+            pgtable::get_and_clear(cpu, p);
+            tlb_remove_table(cpu, tlb, e.pfn());
+        }
+    }
+}
+
+/// Kernel: `change_protection()` for one VMA.
+pub fn change_protection(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma: &Vma, prot: Prot) {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    let mut addr = vma.start;
+    while addr < vma.end {
+        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(vma.end);
+        let Some(pmdp) = pmd_lookup(cpu, mm, addr) else {
+            addr = next;
+            continue;
+        };
+        if pgtable::get_lockless(cpu, pmdp).leaf() && split_huge_pmd_locked(cpu, mm, pmdp).is_err() {
+            addr = next;
+            continue;
+        }
+        let pmd = pgtable::get_lockless(cpu, pmdp);
+        if pmd.none() {
+            addr = next;
+            continue;
+        }
+        let mut a = addr;
+        while a < next {
+            let ptep = pte_offset(pmd, a);
+            let pte = pgtable::get_lockless(cpu, ptep);
+            if !pte.none() {
+                let keep = pte.0 & (pgtable::PFN_MASK | SPECIAL | DIRTY);
+                let mut flags = vma_pte_flags(vma, Some(prot));
+                // A writable PTE stays writable only if it was (no COW break).
+                if prot == Prot::ReadWrite && pte.write() {
+                    flags |= RW;
+                }
+                cpu.point_arg(point!("change_pte_range", "ptep_modify_prot_commit"), a.as_u64());
+                pgtable::set_entry(cpu, ptep, Entry(keep | flags));
+                tlb.need_flush = true;
+            }
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        addr = next;
+    }
+}
+
+/// What a lockless-free, locked walk finds at `addr` (for the slow path and
+/// the detectors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapped {
+    /// Nothing.
+    None,
+    /// A PTE.
+    Pte(Entry),
+    /// A PMD leaf; the pfn is the subpage's.
+    Pmd(Entry, Pfn),
+}
+
+/// Looks up the mapping of `addr` (caller holds the page-table lock or
+/// accepts a racy answer).
+pub fn lookup(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr) -> Mapped {
+    let Some(pmdp) = pmd_lookup(cpu, mm, addr) else {
+        return Mapped::None;
+    };
+    let pmd = pgtable::get_lockless(cpu, pmdp);
+    if pmd.none() {
+        return Mapped::None;
+    }
+    if pmd.leaf() {
+        let off = (addr.as_u64() & (PMD_SIZE - 1)) >> PAGE_SHIFT;
+        return Mapped::Pmd(pmd, pmd.pfn().add(off));
+    }
+    let pte = pgtable::get_lockless(cpu, pte_offset(pmd, addr));
+    if pte.none() { Mapped::None } else { Mapped::Pte(pte) }
+}
+
+/// A user load or store at `addr` through the mapping, faulting as needed
+/// (`get_user()` / `put_user()`). Returns the word read (or written).
+pub fn access_user(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, write: Option<u64>) -> Result<u64, Errno> {
+    let g = mm.mmap_lock.read(&cpu.sched);
+    let vma = g.find(addr).ok_or(Errno::EFAULT)?.clone();
+    for _ in 0..4 {
+        let found = {
+            let _ptl = mm.page_table_lock.lock(&cpu.sched);
+            match lookup(cpu, mm, addr) {
+                Mapped::Pte(e) if e.access_permitted(write.is_some()) => Some(e.pfn()),
+                Mapped::Pmd(e, p) if e.access_permitted(write.is_some()) => Some(p),
+                _ => None,
+            }
+        };
+        if let Some(pfn) = found {
+            cpu.point_arg(point!("access_user", "load/store"), pfn.as_u64());
+            let d = cpu.m.sparse.page_data(pfn).ok_or(Errno::EFAULT)?;
+            return Ok(match write {
+                Some(v) => {
+                    d.store(v, Ordering::Relaxed);
+                    v
+                }
+                None => d.load(Ordering::Relaxed),
+            });
+        }
+        handle_mm_fault(cpu, mm, &vma, addr, write.is_some(), false)?;
+    }
+    Err(Errno::EFAULT)
+}

@@ -1,0 +1,487 @@
+//! Address spaces: `mm_struct`, VMAs, `mmap`, `munmap`, `mprotect`,
+//! `madvise(MADV_DONTNEED)`.
+//!
+//! Kernel: `include/linux/mm_types.h` (`struct mm_struct`,
+//! `struct vm_area_struct`), `mm/mmap.c`, `mm/vma.c`, `mm/mprotect.c`,
+//! `mm/madvise.c`.
+//!
+//! An [`MmStruct`] owns a PGD page, its VMAs under `mmap_lock` (a
+//! reader-writer semaphore that cooperates with the explorer), one
+//! page-table lock, `write_protect_seq` (the seqcount fork bumps while it
+//! write-protects, which GUP-fast checks for `FOLL_PIN`), the `MMF_*` flags
+//! and `mm_cpumask` (the CPUs that have run this mm: the targets of its TLB
+//! flush IPIs).
+//!
+//! Backings: anonymous private memory (the zero page for reads, a fresh
+//! folio on write, copy-on-write after that), anonymous shared memory (a
+//! shmem-like object whose page cache holds one reference per page) and
+//! `VM_PFNMAP` (special PTEs installed at `mmap` time, no `struct page` to be
+//! touched, as `remap_pfn_range()` leaves them).
+//!
+//! # Simplifications
+//!
+//! VMAs are a sorted vector, never merged; `mmap` places a VMA at the
+//! lowest free address above 1 GiB unless asked for an address. No file
+//! mappings beyond the shmem-like shared object.
+
+use crate::errno::Errno;
+use crate::kernel::cpu::Cpu;
+use crate::mm::memory::{free_pgd_range, zap_page_range};
+use crate::mm::mm_types::pgty;
+use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
+use crate::mm::page_alloc::{Gfp, alloc_pages};
+use crate::mm::pgtable::{self, Entry};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
+use mmsim_facade::{Arc, AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
+
+/// `VM_READ`.
+pub const VM_READ: u64 = 1 << 0;
+/// `VM_WRITE`.
+pub const VM_WRITE: u64 = 1 << 1;
+/// `VM_SHARED`.
+pub const VM_SHARED: u64 = 1 << 3;
+/// `VM_MAYWRITE`.
+pub const VM_MAYWRITE: u64 = 1 << 5;
+/// `VM_IO`.
+pub const VM_IO: u64 = 1 << 14;
+/// `VM_PFNMAP`.
+pub const VM_PFNMAP: u64 = 1 << 10;
+/// `VM_HUGEPAGE` (THP allowed, `MADV_HUGEPAGE`).
+pub const VM_HUGEPAGE: u64 = 1 << 29;
+
+/// `MMF_HAS_PINNED`.
+pub const MMF_HAS_PINNED: u64 = 1 << 0;
+
+/// Page protections as `mmap` and `mprotect` take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prot {
+    /// `PROT_NONE`.
+    None,
+    /// `PROT_READ`.
+    Read,
+    /// `PROT_READ | PROT_WRITE`.
+    ReadWrite,
+}
+
+impl Prot {
+    fn vm_flags(self) -> u64 {
+        match self {
+            Prot::None => 0,
+            Prot::Read => VM_READ,
+            Prot::ReadWrite => VM_READ | VM_WRITE,
+        }
+    }
+}
+
+/// What a VMA maps.
+#[derive(Clone, Debug)]
+pub enum Backing {
+    /// `MAP_PRIVATE | MAP_ANONYMOUS`.
+    Anon,
+    /// `MAP_SHARED | MAP_ANONYMOUS`: a shmem object.
+    Shared(Arc<Shmem>),
+    /// `VM_PFNMAP` over physical frames from `base`.
+    PfnMap {
+        /// First frame.
+        base: Pfn,
+    },
+}
+
+/// A shmem-like object: its page cache holds one reference on each page.
+#[derive(Debug)]
+pub struct Shmem {
+    /// Page index → pfn (0: not yet allocated).
+    pub(crate) pages: RawLock<Vec<u64>>,
+    /// Identity for `page->mapping`.
+    pub id: u64,
+}
+
+/// `struct vm_area_struct`.
+#[derive(Clone, Debug)]
+pub struct Vma {
+    /// `vm_start`.
+    pub start: VirtAddr,
+    /// `vm_end`.
+    pub end: VirtAddr,
+    /// `vm_flags`.
+    pub flags: u64,
+    /// What it maps.
+    pub backing: Backing,
+    /// `vm_pgoff`: the offset of `start` in the backing object, in pages.
+    pub pgoff: u64,
+}
+
+impl Vma {
+    /// Whether `addr` is inside.
+    pub fn contains(&self, addr: VirtAddr) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// `vma_is_anonymous()` and private.
+    pub fn is_anon_private(&self) -> bool {
+        matches!(self.backing, Backing::Anon)
+    }
+
+    /// The page offset of `addr` in the backing object.
+    pub fn pgoff_of(&self, addr: VirtAddr) -> u64 {
+        self.pgoff + ((addr.as_u64() - self.start.as_u64()) >> PAGE_SHIFT)
+    }
+}
+
+/// What `mmap_lock` protects.
+#[derive(Debug, Default)]
+pub struct MmVmas {
+    /// The VMAs, sorted by start, disjoint.
+    pub vmas: Vec<Vma>,
+}
+
+impl MmVmas {
+    /// `find_vma()`: the VMA containing `addr`.
+    pub fn find(&self, addr: VirtAddr) -> Option<&Vma> {
+        self.vmas.iter().find(|v| v.contains(addr))
+    }
+}
+
+/// `struct mm_struct`.
+pub struct MmStruct {
+    /// A machine-unique id (also the anon "mapping" of its pages).
+    pub id: u64,
+    /// The PGD table page.
+    pub pgd: Pfn,
+    /// `mmap_lock`.
+    pub mmap_lock: RwLock<MmVmas>,
+    /// `page_table_lock` (and every split PTE lock).
+    pub page_table_lock: Mutex<()>,
+    /// `write_protect_seq`.
+    pub write_protect_seq: AtomicU32,
+    /// `mm->flags` (`MMF_*`).
+    pub flags: AtomicU64,
+    /// `mm_cpumask()`.
+    pub cpumask: AtomicU64,
+}
+
+impl std::fmt::Debug for MmStruct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mm{}", self.id)
+    }
+}
+
+/// Tag bit of `page->mapping` for anonymous pages (`PAGE_MAPPING_ANON`).
+pub const PAGE_MAPPING_ANON: u64 = 1;
+
+impl MmStruct {
+    /// `page->mapping` for this mm's anonymous pages.
+    pub fn anon_mapping(&self) -> u64 {
+        (self.id << 1) | PAGE_MAPPING_ANON
+    }
+
+    /// Whether `cpu` is in `mm_cpumask()`.
+    pub fn cpu_in_mask(&self, cpu: u32) -> bool {
+        self.cpumask.load(Ordering::Relaxed) & (1 << cpu) != 0
+    }
+}
+
+/// Allocates a page-table page (`pagetable_alloc()` + constructor).
+pub fn pte_alloc_one(cpu: &Cpu) -> Result<Pfn, Errno> {
+    let p = alloc_pages(cpu, Gfp::KERNEL, 0).ok_or(Errno::ENOMEM)?;
+    p.set_page_type(cpu, pgty::TABLE);
+    pgtable::clear_table(cpu, p.pfn());
+    Ok(p.pfn())
+}
+
+/// Kernel: `mm_alloc()`: a new, empty address space.
+pub fn mm_alloc(cpu: &Cpu) -> Result<Arc<MmStruct>, Errno> {
+    let pgd = pte_alloc_one(cpu)?;
+    let id = cpu.m.next_mm_id();
+    Ok(Arc::new(MmStruct {
+        id,
+        pgd,
+        mmap_lock: RwLock::new(point!("down_mmap_lock", "mmap_lock"), MmVmas::default()),
+        page_table_lock: Mutex::new(point!("spin_lock", "page_table_lock"), ()),
+        write_protect_seq: AtomicU32::new(0),
+        flags: AtomicU64::new(0),
+        cpumask: AtomicU64::new(0),
+    }))
+}
+
+/// Makes `cpu` run `mm` (`switch_mm()`): it joins `mm_cpumask()`.
+pub fn use_mm(cpu: &Cpu, mm: &MmStruct) {
+    mm.cpumask.fetch_or(1 << cpu.id(), Ordering::Relaxed);
+}
+
+/// What a new mapping looks like.
+#[derive(Clone, Debug)]
+pub struct MmapArgs {
+    /// Where (`MAP_FIXED_NOREPLACE`), or anywhere.
+    pub addr: Option<VirtAddr>,
+    /// Length in bytes (rounded up to pages).
+    pub len: u64,
+    /// Protection.
+    pub prot: Prot,
+    /// What it maps.
+    pub backing: BackingKind,
+    /// `MADV_HUGEPAGE`.
+    pub thp: bool,
+}
+
+/// The kind of backing to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackingKind {
+    /// Private anonymous.
+    Anon,
+    /// Shared anonymous.
+    Shared,
+    /// `VM_PFNMAP` of frames from `base`.
+    PfnMap(Pfn),
+}
+
+/// Kernel: `do_mmap()` (with `remap_pfn_range()` for a pfnmap). Returns the
+/// start address.
+pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno> {
+    if a.len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let len = a.len.checked_add(PAGE_SIZE - 1).ok_or(Errno::ENOMEM)? & !(PAGE_SIZE - 1);
+    let mut g = mm.mmap_lock.write(&cpu.sched);
+    let start = match a.addr {
+        Some(s) => {
+            if !s.is_aligned(PAGE_SHIFT) {
+                return Err(Errno::EINVAL);
+            }
+            let end = s.checked_add(len).ok_or(Errno::ENOMEM)?;
+            if end.as_u64() > TASK_SIZE_MAX
+                || g.vmas.iter().any(|v| v.start < end && s < v.end)
+            {
+                return Err(Errno::EEXIST);
+            }
+            s
+        }
+        None => {
+            // Lowest gap above 1 GiB; THP mappings aligned to 2 MiB.
+            let align = if a.thp { crate::types::PMD_SIZE } else { PAGE_SIZE };
+            let mut cand = 1u64 << 30;
+            for v in &g.vmas {
+                if cand + len <= v.start.as_u64() {
+                    break;
+                }
+                cand = cand.max(v.end.as_u64());
+                cand = cand.div_ceil(align) * align;
+            }
+            if cand + len > TASK_SIZE_MAX {
+                return Err(Errno::ENOMEM);
+            }
+            VirtAddr::new(cand)
+        }
+    };
+    let end = start.checked_add(len).ok_or(Errno::ENOMEM)?;
+    let mut flags = a.prot.vm_flags() | VM_MAYWRITE;
+    if a.thp {
+        flags |= VM_HUGEPAGE;
+    }
+    let backing = match a.backing {
+        BackingKind::Anon => Backing::Anon,
+        BackingKind::Shared => {
+            flags |= VM_SHARED;
+            Backing::Shared(Arc::new(Shmem {
+                pages: RawLock::new(vec![0; (len >> PAGE_SHIFT) as usize]),
+                id: cpu.m.next_mm_id(),
+            }))
+        }
+        BackingKind::PfnMap(base) => {
+            flags |= VM_PFNMAP | VM_IO | VM_SHARED;
+            Backing::PfnMap { base }
+        }
+    };
+    let vma = Vma {
+        start,
+        end,
+        flags,
+        backing,
+        pgoff: 0,
+    };
+    if let Backing::PfnMap { base } = vma.backing {
+        crate::mm::memory::remap_pfn_range(cpu, mm, &vma, base)?;
+    }
+    let pos = g.vmas.partition_point(|v| v.start < start);
+    g.vmas.insert(pos, vma);
+    Ok(start)
+}
+
+/// Splits VMAs so that `[start, end)` is covered by whole VMAs.
+fn split_range(g: &mut MmVmas, start: VirtAddr, end: VirtAddr) {
+    let mut out = Vec::with_capacity(g.vmas.len() + 2);
+    for v in g.vmas.drain(..) {
+        let mut cuts = vec![v.start];
+        for c in [start, end] {
+            if v.start < c && c < v.end {
+                cuts.push(c);
+            }
+        }
+        cuts.push(v.end);
+        for w in cuts.windows(2) {
+            let mut piece = v.clone();
+            piece.start = w[0];
+            piece.end = w[1];
+            piece.pgoff = v.pgoff + ((w[0].as_u64() - v.start.as_u64()) >> PAGE_SHIFT);
+            out.push(piece);
+        }
+    }
+    g.vmas = out;
+}
+
+fn check_range(start: VirtAddr, len: u64) -> Result<VirtAddr, Errno> {
+    if !start.is_aligned(PAGE_SHIFT) || len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let len = len.checked_add(PAGE_SIZE - 1).ok_or(Errno::EINVAL)? & !(PAGE_SIZE - 1);
+    start.checked_add(len).ok_or(Errno::EINVAL)
+}
+
+/// Kernel: `do_munmap()` → `do_vmi_align_munmap()`: unmap, flush, free the
+/// pages and the page tables that became empty.
+pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<(), Errno> {
+    let end = check_range(start, len)?;
+    let mut g = mm.mmap_lock.write(&cpu.sched);
+    split_range(&mut g, start, end);
+    let (gone, kept): (Vec<Vma>, Vec<Vma>) = g
+        .vmas
+        .drain(..)
+        .partition(|v| start <= v.start && v.end <= end);
+    g.vmas = kept;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    cpu.point_arg(point!("do_munmap", "unmap_region"), start.as_u64());
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    for v in &gone {
+        zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
+    }
+    // free_pgtables(): tables that no remaining VMA can use.
+    let floor = g
+        .vmas
+        .iter()
+        .rev()
+        .find(|v| v.end <= start)
+        .map_or(VirtAddr::new(0), |v| v.end);
+    let ceiling = g
+        .vmas
+        .iter()
+        .find(|v| v.start >= end)
+        .map_or(VirtAddr::new(TASK_SIZE_MAX), |v| v.start);
+    free_pgd_range(cpu, &mut tlb, mm, start, end, floor, ceiling);
+    tlb_finish_mmu(cpu, tlb);
+    drop(g);
+    for v in gone {
+        release_backing(cpu, v);
+    }
+    Ok(())
+}
+
+/// Drops what a VMA held on its backing (the shmem object's page cache, once
+/// no VMA maps it).
+fn release_backing(cpu: &Cpu, v: Vma) {
+    if let Backing::Shared(s) = v.backing
+        && Arc::strong_count(&s) == 1
+    {
+        crate::mm::memory::shmem_evict(cpu, &s);
+    }
+}
+
+/// Kernel: `do_mprotect_pkey()` → `change_protection()`.
+pub fn do_mprotect(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    len: u64,
+    prot: Prot,
+) -> Result<(), Errno> {
+    let end = check_range(start, len)?;
+    let mut g = mm.mmap_lock.write(&cpu.sched);
+    // Every page of the range must be mapped.
+    let mut a = start;
+    while a < end {
+        let v = g.find(a).ok_or(Errno::ENOMEM)?;
+        a = v.end;
+    }
+    split_range(&mut g, start, end);
+    for v in g.vmas.iter_mut().filter(|v| start <= v.start && v.end <= end) {
+        v.flags = (v.flags & !(VM_READ | VM_WRITE)) | prot.vm_flags();
+    }
+    let vmas: Vec<Vma> = g
+        .vmas
+        .iter()
+        .filter(|v| start <= v.start && v.end <= end)
+        .cloned()
+        .collect();
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    for v in &vmas {
+        crate::mm::memory::change_protection(cpu, &mut tlb, mm, v, prot);
+    }
+    tlb_finish_mmu(cpu, tlb);
+    Ok(())
+}
+
+/// Kernel: `madvise(MADV_DONTNEED)` → `zap_page_range_single()`.
+pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<(), Errno> {
+    let end = check_range(start, len)?;
+    let g = mm.mmap_lock.read(&cpu.sched);
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    let mut a = start;
+    while a < end {
+        let v = g.find(a).ok_or(Errno::ENOMEM)?;
+        if v.flags & VM_PFNMAP != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let e = v.end.min(end);
+        zap_page_range(cpu, &mut tlb, mm, v, a, e);
+        a = e;
+    }
+    tlb_finish_mmu(cpu, tlb);
+    Ok(())
+}
+
+/// Kernel: `exit_mmap()`: everything unmapped and freed, the PGD too.
+pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
+    let mut g = mm.mmap_lock.write(&cpu.sched);
+    let vmas: Vec<Vma> = g.vmas.drain(..).collect();
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    for v in &vmas {
+        zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
+    }
+    free_pgd_range(
+        cpu,
+        &mut tlb,
+        mm,
+        VirtAddr::new(0),
+        VirtAddr::new(TASK_SIZE_MAX),
+        VirtAddr::new(0),
+        VirtAddr::new(TASK_SIZE_MAX),
+    );
+    tlb_finish_mmu(cpu, tlb);
+    drop(g);
+    for v in vmas {
+        release_backing(cpu, v);
+    }
+    // The PGD itself (pgd_free()).
+    let p = cpu.m.sparse.pfn_to_page(mm.pgd);
+    if p.page_type(cpu) == pgty::TABLE && pgtable::table_empty(cpu, mm.pgd) {
+        p.set_page_type(cpu, pgty::NONE);
+        crate::mm::page_alloc::__free_pages(cpu, p, 0);
+    }
+}
+
+/// The entry pointer of `addr`'s slot in the PGD.
+pub fn pgd_offset(mm: &MmStruct, addr: VirtAddr) -> pgtable::EntryPtr {
+    pgtable::EntryPtr {
+        table: mm.pgd,
+        index: pgtable::index(addr, pgtable::PGDIR_SHIFT),
+    }
+}
+
+/// Follows a non-leaf entry to the next level's slot for `addr`.
+pub fn next_level(e: Entry, addr: VirtAddr, shift: u32) -> pgtable::EntryPtr {
+    pgtable::EntryPtr {
+        table: e.pfn(),
+        index: pgtable::index(addr, shift),
+    }
+}

@@ -1,0 +1,243 @@
+//! Page tables: four levels of atomic 64-bit entries, x86-64 style.
+//!
+//! Kernel: `arch/x86/include/asm/pgtable*.h`, `include/linux/pgtable.h`.
+//!
+//! Levels are PGD (bits 39–47 of the address), PUD (30–38), PMD (21–29)
+//! and PTE (12–20); the P4D is folded, as with 4-level paging. An entry
+//! holds a pfn in bits 12–51 and flag bits below. A table is a page from the
+//! buddy allocator (`PGTY_table`), so a page-table page has a `struct page`
+//! in a section like any other; its 512 entries are kept in a store indexed
+//! by that page's pfn (the page's *contents*, which the model keeps apart
+//! from the memmap). A table page is only ever allocated from `ZONE_NORMAL`
+//! (`GFP_KERNEL`), so the store covers boot memory only.
+//!
+//! Lockless readers (`ptep_get_lockless()`, `pmdp_get_lockless()`) load an
+//! entry with one atomic load, as x86-64 does. Writers hold the page-table
+//! lock of the mm.
+//!
+//! # Simplifications
+//!
+//! No TLB is modelled: user accesses in the model always walk the tables, so
+//! a flush has no effect of its own; what matters, and what is modelled, is
+//! whom the flush waits for (see [`crate::mm::mmu_gather`]). One page-table
+//! lock per mm (the kernel splits PTE locks per table page). No PUD leaves.
+
+use crate::detect::Kind;
+use crate::kernel::cpu::Cpu;
+use crate::mm::mm_types::pgty;
+use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
+use mmsim_facade::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// `_PAGE_PRESENT`.
+pub const PRESENT: u64 = 1 << 0;
+/// `_PAGE_RW`.
+pub const RW: u64 = 1 << 1;
+/// `_PAGE_USER`.
+pub const USER: u64 = 1 << 2;
+/// `_PAGE_ACCESSED` (young).
+pub const ACCESSED: u64 = 1 << 5;
+/// `_PAGE_DIRTY`.
+pub const DIRTY: u64 = 1 << 6;
+/// `_PAGE_PSE`: a leaf at PMD level (a huge page).
+pub const PSE: u64 = 1 << 7;
+/// `_PAGE_PROTNONE` (x86 reuses the global bit for it in non-present PTEs).
+pub const PROTNONE: u64 = 1 << 8;
+/// `_PAGE_SPECIAL`: no `struct page` to be touched (pfnmap, zero page).
+pub const SPECIAL: u64 = 1 << 9;
+/// Mask of the pfn field.
+pub const PFN_MASK: u64 = ((1u64 << 52) - 1) & !((1u64 << PAGE_SHIFT) - 1);
+
+/// Entries per table.
+pub const PTRS_PER_TABLE: usize = 512;
+
+/// Shifts of the levels.
+pub const PGDIR_SHIFT: u32 = 39;
+/// PUD shift.
+pub const PUD_SHIFT: u32 = 30;
+/// PMD shift.
+pub const PMD_SHIFT: u32 = 21;
+
+/// An entry value at any level.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Entry(pub u64);
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Entry({:#x})", self.0)
+    }
+}
+
+impl Entry {
+    /// `pte_none()` / `pmd_none()`.
+    pub fn none(self) -> bool {
+        self.0 == 0
+    }
+    /// `pte_present()`: present, or PROT_NONE (still maps a page).
+    pub fn present(self) -> bool {
+        self.0 & (PRESENT | PROTNONE) != 0
+    }
+    /// `pte_protnone()`.
+    pub fn protnone(self) -> bool {
+        self.0 & (PRESENT | PROTNONE) == PROTNONE
+    }
+    /// `pte_write()`.
+    pub fn write(self) -> bool {
+        self.0 & RW != 0
+    }
+    /// `pte_special()`.
+    pub fn special(self) -> bool {
+        self.0 & SPECIAL != 0
+    }
+    /// `pmd_leaf()`.
+    pub fn leaf(self) -> bool {
+        self.0 & PSE != 0 && self.present()
+    }
+    /// `pte_dirty()`.
+    pub fn dirty(self) -> bool {
+        self.0 & DIRTY != 0
+    }
+    /// `pte_pfn()`.
+    pub fn pfn(self) -> Pfn {
+        Pfn::new((self.0 & PFN_MASK) >> PAGE_SHIFT)
+    }
+    /// `pfn_pte(pfn, prot)`.
+    pub fn from_pfn(pfn: Pfn, flags: u64) -> Entry {
+        Entry((pfn.as_u64() << PAGE_SHIFT) | flags)
+    }
+    /// `pte_mkwrite()`.
+    pub fn mkwrite(self) -> Entry {
+        Entry(self.0 | RW)
+    }
+    /// `pte_wrprotect()`.
+    pub fn wrprotect(self) -> Entry {
+        Entry(self.0 & !RW)
+    }
+    /// `pte_mkdirty()`.
+    pub fn mkdirty(self) -> Entry {
+        Entry(self.0 | DIRTY)
+    }
+    /// `pte_mkyoung()`.
+    pub fn mkyoung(self) -> Entry {
+        Entry(self.0 | ACCESSED)
+    }
+    /// `pte_access_permitted(pte, write)`: present, user, and writable if
+    /// asked for.
+    pub fn access_permitted(self, write: bool) -> bool {
+        self.0 & (PRESENT | USER) == (PRESENT | USER) && (!write || self.write())
+    }
+}
+
+/// The entries of one table page.
+#[derive(Debug)]
+pub struct Table {
+    entries: Box<[AtomicU64]>,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            entries: (0..PTRS_PER_TABLE).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Where table contents live, by the table page's pfn.
+#[derive(Debug)]
+pub struct PtStore {
+    base: u64,
+    tables: Box<[OnceLock<Table>]>,
+}
+
+impl PtStore {
+    /// A store for table pages in `[base, base + n)`.
+    pub fn new(base: Pfn, n: u64) -> PtStore {
+        PtStore {
+            base: base.as_u64(),
+            tables: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The table kept in page `pfn` (`None` outside boot memory).
+    pub fn table(&self, pfn: Pfn) -> Option<&Table> {
+        let i = pfn.as_u64().checked_sub(self.base)? as usize;
+        Some(self.tables.get(i)?.get_or_init(Table::new))
+    }
+}
+
+/// A pointer to one entry (`pte_t *`, `pmd_t *`, ...): the table's pfn and
+/// the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryPtr {
+    /// The table page.
+    pub table: Pfn,
+    /// Index in it.
+    pub index: usize,
+}
+
+/// Index of `addr` at the level with `shift`.
+pub fn index(addr: VirtAddr, shift: u32) -> usize {
+    ((addr.as_u64() >> shift) & (PTRS_PER_TABLE as u64 - 1)) as usize
+}
+
+fn slot<'m>(cpu: &'m Cpu, p: EntryPtr) -> Option<&'m AtomicU64> {
+    let t = cpu.m.pt.table(p.table)?;
+    // A table read through a pointer must still be a table: a freed table
+    // page is a page-table use-after-free (what MMU_GATHER_RCU_TABLE_FREE
+    // and the IPI sync prevent for GUP-fast).
+    let page = cpu.m.sparse.pfn_to_page(p.table);
+    if page.page_type(cpu) != pgty::TABLE {
+        cpu.report(
+            Kind::PageTableUseAfterFree,
+            Some(p.table),
+            "a page-table walk read a table page that was freed",
+        );
+    }
+    t.entries.get(p.index)
+}
+
+/// Lockless read of an entry (`ptep_get_lockless()`, `pmdp_get_lockless()`,
+/// `READ_ONCE(*pudp)`): one atomic load. Acquire pairs with the Release in
+/// [`set_entry`]: a walker that sees an entry sees the table or page it
+/// names initialised (the kernel's `smp_wmb()` before `set_pte_at()` and in
+/// `pmd_populate()`).
+#[inline]
+pub fn get_lockless(cpu: &Cpu, p: EntryPtr) -> Entry {
+    match slot(cpu, p) {
+        Some(s) => Entry(s.load(Ordering::Acquire)),
+        None => Entry(0),
+    }
+}
+
+/// `set_pte_at()` / `pmd_populate()` / `set_pmd_at()`: the caller holds the
+/// page-table lock.
+pub fn set_entry(cpu: &Cpu, p: EntryPtr, e: Entry) {
+    if let Some(s) = slot(cpu, p) {
+        s.store(e.0, Ordering::Release);
+    }
+}
+
+/// `ptep_get_and_clear()` / `pmdp_huge_get_and_clear()`.
+pub fn get_and_clear(cpu: &Cpu, p: EntryPtr) -> Entry {
+    match slot(cpu, p) {
+        Some(s) => Entry(s.swap(0, Ordering::AcqRel)),
+        None => Entry(0),
+    }
+}
+
+/// Zeroes a freshly allocated table page.
+pub fn clear_table(cpu: &Cpu, table: Pfn) {
+    if let Some(t) = cpu.m.pt.table(table) {
+        for e in t.entries.iter() {
+            e.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether every entry of a table is empty.
+pub fn table_empty(cpu: &Cpu, table: Pfn) -> bool {
+    cpu.m
+        .pt
+        .table(table)
+        .is_none_or(|t| t.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+}
