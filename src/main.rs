@@ -27,6 +27,9 @@ enum Cmd {
     Demo(cli::demo::DemoArgs),
     /// Every safeguard, its v6.18 default and what it protects.
     Safeguards(cli::JsonArg),
+    /// The kernel's gup_test selftest (flags and output) against the model.
+    #[command(name = "gup-test")]
+    GupTest(cli::gup_test::GupTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Cmd::Info(a) => cli::info::run(&a),
         Cmd::Demo(a) => cli::demo::run(&a),
         Cmd::Safeguards(a) => cli::safeguards(&a),
+        Cmd::GupTest(a) => cli::gup_test::run(&a),
     };
     ExitCode::from(code)
 }

@@ -12,7 +12,9 @@ use mmsim_facade::sched::Mode;
 use mmsim_facade::{AtomicU64, Ordering, point};
 use mmsim_model::detect::Violation;
 use mmsim_model::kernel::rcupdate::{local_irq_save, synchronize_rcu};
-use mmsim_model::mm::memory_hotplug::{__add_pages, __remove_pages, move_pfn_range_to_zone, online_pages_range};
+use mmsim_model::mm::memory_hotplug::{
+    __add_pages, __remove_pages, move_pfn_range_to_zone, online_pages_range,
+};
 use mmsim_model::mm::mm_types::page_folio;
 use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::mm::page_alloc::{
@@ -47,8 +49,16 @@ pub fn miniature(grace_period: bool) -> Result<MiniRun, String> {
         nr_cpus: 2,
         section_shift: 21,
         ranges: vec![
-            RangeConfig { name: "boot".into(), kind: RangeKind::Boot, bytes: 16 << 20 },
-            RangeConfig { name: "dimm".into(), kind: RangeKind::Hotplug, bytes: 2 << 20 },
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 16 << 20,
+            },
+            RangeConfig {
+                name: "dimm".into(),
+                kind: RangeKind::Hotplug,
+                bytes: 2 << 20,
+            },
         ],
         mode: Mode::Native,
         hooks: true,
@@ -123,7 +133,10 @@ pub fn miniature(grace_period: bool) -> Result<MiniRun, String> {
     m.ctx.release(hold);
     walker.join().map_err(|_| "walker panicked")?;
     remover.join().map_err(|_| "remover panicked")?;
-    Ok(MiniRun { violations: m.detect.violations(), remover_waited })
+    Ok(MiniRun {
+        violations: m.detect.violations(),
+        remover_waited,
+    })
 }
 
 /// Runs `mmsim demo`.
@@ -172,7 +185,11 @@ pub fn run(a: &DemoArgs) -> u8 {
         println!("With synchronize_rcu() between \"page freed\" and \"memmap freed\":");
         println!(
             "  cpu1 {} for cpu0 to enable IRQs; cpu0's folio_try_get() then fails (refcount 0)",
-            if fixed.remover_waited { "waited" } else { "did not wait (unexpected)" }
+            if fixed.remover_waited {
+                "waited"
+            } else {
+                "did not wait (unexpected)"
+            }
         );
         if clean {
             println!("  and nothing is found.");

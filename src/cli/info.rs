@@ -41,12 +41,19 @@ pub fn run(a: &InfoArgs) -> u8 {
         println!("mmsim: a model of Linux v6.18's lockless memory-management paths");
         println!("  kernel baseline    v6.18");
         println!("  page size          {PAGE_SIZE} bytes");
-        println!("  section size       {} MiB (default; 64 KiB to 128 MiB per scenario)", section_size >> 20);
+        println!(
+            "  section size       {} MiB (default; 64 KiB to 128 MiB per scenario)",
+            section_size >> 20
+        );
         println!("  struct page        {spb} bytes");
         println!("  facade             native threads; explorer: shuttle");
         println!(
             "  RCU read side      {}",
-            if membarrier { "compiler fence, membarrier(2) on the writer side" } else { "fence(SeqCst) (membarrier unavailable)" }
+            if membarrier {
+                "compiler fence, membarrier(2) on the writer side"
+            } else {
+                "fence(SeqCst) (membarrier unavailable)"
+            }
         );
     }
     0

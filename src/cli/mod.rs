@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod demo;
+pub mod gup_test;
 pub mod info;
 
 use clap::Args;
@@ -24,11 +25,19 @@ pub fn safeguards(a: &JsonArg) -> u8 {
                 serde_json::json!({"name": i.name, "default": if on {"on"} else {"off"}, "protects": i.protects})
             })
             .collect();
-        println!("{}", serde_json::json!({ "kernel": "v6.18", "safeguards": list }));
+        println!(
+            "{}",
+            serde_json::json!({ "kernel": "v6.18", "safeguards": list })
+        );
     } else {
         println!("Safeguards (default = Linux v6.18):");
         for (i, on) in d.iter() {
-            println!("  {:<36} {:<4} {}", i.name, if on { "on" } else { "off" }, i.protects);
+            println!(
+                "  {:<36} {:<4} {}",
+                i.name,
+                if on { "on" } else { "off" },
+                i.protects
+            );
         }
     }
     0

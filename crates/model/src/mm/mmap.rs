@@ -249,16 +249,18 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
                 return Err(Errno::EINVAL);
             }
             let end = s.checked_add(len).ok_or(Errno::ENOMEM)?;
-            if end.as_u64() > TASK_SIZE_MAX
-                || g.vmas.iter().any(|v| v.start < end && s < v.end)
-            {
+            if end.as_u64() > TASK_SIZE_MAX || g.vmas.iter().any(|v| v.start < end && s < v.end) {
                 return Err(Errno::EEXIST);
             }
             s
         }
         None => {
             // Lowest gap above 1 GiB; THP mappings aligned to 2 MiB.
-            let align = if a.thp { crate::types::PMD_SIZE } else { PAGE_SIZE };
+            let align = if a.thp {
+                crate::types::PMD_SIZE
+            } else {
+                PAGE_SIZE
+            };
             let mut cand = 1u64 << 30;
             for v in &g.vmas {
                 if cand + len <= v.start.as_u64() {
@@ -404,7 +406,11 @@ pub fn do_mprotect(
         a = v.end;
     }
     split_range(&mut g, start, end);
-    for v in g.vmas.iter_mut().filter(|v| start <= v.start && v.end <= end) {
+    for v in g
+        .vmas
+        .iter_mut()
+        .filter(|v| start <= v.start && v.end <= end)
+    {
         v.flags = (v.flags & !(VM_READ | VM_WRITE)) | prot.vm_flags();
     }
     let vmas: Vec<Vma> = g
@@ -421,22 +427,30 @@ pub fn do_mprotect(
     Ok(())
 }
 
-/// Kernel: `madvise(MADV_DONTNEED)` → `zap_page_range_single()`.
+/// Kernel: `madvise(MADV_DONTNEED)` → `zap_page_range_single()` for each
+/// VMA in the range (`madvise_walk_vmas()`); a hole in the range makes the
+/// call fail with `ENOMEM` after the mapped parts were done.
 pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<(), Errno> {
     let end = check_range(start, len)?;
     let g = mm.mmap_lock.read(&cpu.sched);
+    if g
+        .vmas
+        .iter()
+        .any(|v| v.start < end && start < v.end && v.flags & VM_PFNMAP != 0)
+    {
+        return Err(Errno::EINVAL);
+    }
     let mut tlb = tlb_gather_mmu(cpu, mm);
-    let mut a = start;
-    while a < end {
-        let v = g.find(a).ok_or(Errno::ENOMEM)?;
-        if v.flags & VM_PFNMAP != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let e = v.end.min(end);
+    let mut covered = 0;
+    for v in g.vmas.iter().filter(|v| v.start < end && start < v.end) {
+        let (a, e) = (v.start.max(start), v.end.min(end));
         zap_page_range(cpu, &mut tlb, mm, v, a, e);
-        a = e;
+        covered += e.as_u64() - a.as_u64();
     }
     tlb_finish_mmu(cpu, tlb);
+    if covered < end.as_u64() - start.as_u64() {
+        return Err(Errno::ENOMEM);
+    }
     Ok(())
 }
 
