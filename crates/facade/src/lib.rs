@@ -70,7 +70,10 @@ pub use lock::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// quarantine slots): never held across a scheduling point, so never
 /// contended under the explorer, and not a step of any protocol.
 #[derive(Debug)]
-pub struct RawLock<T>(#[cfg(not(loom))] std::sync::Mutex<T>, #[cfg(loom)] loom::sync::Mutex<T>);
+pub struct RawLock<T>(
+    #[cfg(not(loom))] std::sync::Mutex<T>,
+    #[cfg(loom)] loom::sync::Mutex<T>,
+);
 
 #[cfg(not(loom))]
 impl<T> RawLock<T> {

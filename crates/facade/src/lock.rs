@@ -17,14 +17,14 @@ use std::ops::{Deref, DerefMut};
 
 #[cfg(not(loom))]
 use std::sync::{
-    Mutex as Inner, MutexGuard as InnerGuard, RwLock as InnerRw,
-    RwLockReadGuard as InnerReadGuard, RwLockWriteGuard as InnerWriteGuard, TryLockError,
+    Mutex as Inner, MutexGuard as InnerGuard, RwLock as InnerRw, RwLockReadGuard as InnerReadGuard,
+    RwLockWriteGuard as InnerWriteGuard, TryLockError,
 };
 
 #[cfg(loom)]
 use loom::sync::{
-    Mutex as Inner, MutexGuard as InnerGuard, RwLock as InnerRw,
-    RwLockReadGuard as InnerReadGuard, RwLockWriteGuard as InnerWriteGuard,
+    Mutex as Inner, MutexGuard as InnerGuard, RwLock as InnerRw, RwLockReadGuard as InnerReadGuard,
+    RwLockWriteGuard as InnerWriteGuard,
 };
 
 /// A mutex whose acquisition is the scheduling point `point`.

@@ -404,14 +404,14 @@ impl Sched {
 
     fn jitter(&self) {
         let r = self.ctx.next_random();
-        if r % self.ctx.jitter_every != 0 {
+        if !r.is_multiple_of(self.ctx.jitter_every) {
             return;
         }
         let r2 = self.ctx.next_random();
-        if self.irqs_off.get() && r2 % 64 == 0 && self.ctx.jitter_stall_us > 0 {
+        if self.irqs_off.get() && r2.is_multiple_of(64) && self.ctx.jitter_stall_us > 0 {
             // A preempted vCPU with interrupts disabled.
             std::thread::sleep(Duration::from_micros(r2 % self.ctx.jitter_stall_us + 1));
-        } else if r2 % 4 == 0 {
+        } else if r2.is_multiple_of(4) {
             std::thread::yield_now();
         } else {
             for _ in 0..(r2 % 512) {

@@ -26,4 +26,4 @@ pub mod types;
 pub use errno::Errno;
 pub use kernel::cpu::Cpu;
 pub use machine::{Arch, Machine, MachineConfig, RangeConfig, RangeKind};
-pub use types::{PhysAddr, Pfn, VirtAddr};
+pub use types::{Pfn, PhysAddr, VirtAddr};

@@ -18,8 +18,10 @@ use crate::mm::pgtable::PtStore;
 use crate::mm::sparse::{Sparse, online_mem_sections, sparse_init_early_section};
 use crate::safeguards::Safeguards;
 use crate::types::{MAX_PAGE_ORDER, PAGE_SHIFT, Pfn};
-use mmsim_facade::Arc;
+// The machine handle is not a protocol step: std's Arc in every mode (a
+// `self: &Arc<Self>` receiver must be std's, also under loom).
 use mmsim_facade::sched::{Ctx, Mode, Sched};
+use std::sync::Arc;
 
 /// How TLB flushes reach other CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,7 +249,9 @@ impl Machine {
         let cpu = self.boot_cpu();
         for r in self.ranges.iter().filter(|r| r.kind == RangeKind::Boot) {
             let first = self.sparse.pfn_to_section_nr(r.start);
-            let last = self.sparse.pfn_to_section_nr(r.end().checked_sub(1).unwrap_or(r.start));
+            let last = self
+                .sparse
+                .pfn_to_section_nr(r.end().checked_sub(1).unwrap_or(r.start));
             for nr in first..=last {
                 sparse_init_early_section(&cpu, nr);
             }
@@ -256,7 +260,9 @@ impl Machine {
             free_range_core(&cpu, r.start, r.nr_pages);
         }
         // The shared zero page: reserved, never freed.
-        if let Some(z) = crate::mm::page_alloc::alloc_pages(&cpu, crate::mm::page_alloc::Gfp::ZERO, 0) {
+        if let Some(z) =
+            crate::mm::page_alloc::alloc_pages(&cpu, crate::mm::page_alloc::Gfp::ZERO, 0)
+        {
             z.set_flags(&cpu, crate::mm::mm_types::pg::RESERVED);
             let _ = self.zero_pfn.set(z.pfn());
         }
@@ -283,7 +289,11 @@ impl Machine {
     /// is never preempted and never traced).
     pub fn boot_cpu(self: &Arc<Self>) -> Cpu {
         let quiet = std::sync::Arc::new(Ctx::new(Mode::Native, false));
-        Cpu::new(self.cfg.nr_cpus, self.clone(), Sched::new(self.cfg.nr_cpus, quiet))
+        Cpu::new(
+            self.cfg.nr_cpus,
+            self.clone(),
+            Sched::new(self.cfg.nr_cpus, quiet),
+        )
     }
 
     /// The buddy allocator's largest order on this machine (a block never

@@ -158,7 +158,10 @@ mod tests {
         let mut s = Safeguards::default();
         s.set_by_name("sparse.usage_kfree_rcu", false).unwrap();
         assert!(!s.on(Sg::USAGE_KFREE_RCU));
-        assert_eq!(s.overrides(), vec!["sparse.usage_kfree_rcu=off".to_string()]);
+        assert_eq!(
+            s.overrides(),
+            vec!["sparse.usage_kfree_rcu=off".to_string()]
+        );
         assert!(s.set_by_name("no.such", true).is_err());
     }
 }

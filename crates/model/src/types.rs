@@ -64,6 +64,7 @@ impl Pfn {
     }
 
     /// `self + n`, panicking on overflow (for ranges already validated).
+    #[allow(clippy::should_implement_trait)] // Not `Add`: it panics, and says so by name.
     pub fn add(self, n: u64) -> Pfn {
         self.checked_add(n).expect("pfn overflow")
     }
@@ -99,7 +100,11 @@ impl PhysAddr {
 
     /// A physical address, or `None` beyond [`PHYS_BITS`].
     pub const fn try_new(v: u64) -> Option<PhysAddr> {
-        if v < (1 << PHYS_BITS) { Some(PhysAddr(v)) } else { None }
+        if v < (1 << PHYS_BITS) {
+            Some(PhysAddr(v))
+        } else {
+            None
+        }
     }
 
     /// The raw address.
@@ -132,7 +137,11 @@ impl VirtAddr {
 
     /// A user address, or `None` at or above 2^47.
     pub const fn try_new(v: u64) -> Option<VirtAddr> {
-        if v < (1 << 47) { Some(VirtAddr(v)) } else { None }
+        if v < (1 << 47) {
+            Some(VirtAddr(v))
+        } else {
+            None
+        }
     }
 
     /// The raw address.
@@ -199,7 +208,10 @@ mod tests {
     #[test]
     fn virt_addr_bounds() {
         assert!(VirtAddr::try_new(1 << 47).is_none());
-        assert_eq!(VirtAddr::new(0x1234).page_align_down(), VirtAddr::new(0x1000));
+        assert_eq!(
+            VirtAddr::new(0x1234).page_align_down(),
+            VirtAddr::new(0x1000)
+        );
         assert!(VirtAddr::new(0x20_0000).is_aligned(PMD_SHIFT));
         assert_eq!(VirtAddr::new((1 << 47) - 1).checked_add(1), None);
     }

@@ -15,16 +15,38 @@ use std::sync::Arc;
 
 fn machine(mb: u64) -> Arc<Machine> {
     Machine::new(MachineConfig {
-        ranges: vec![RangeConfig { name: "boot".into(), kind: RangeKind::Boot, bytes: mb << 20 }],
+        ranges: vec![RangeConfig {
+            name: "boot".into(),
+            kind: RangeKind::Boot,
+            bytes: mb << 20,
+        }],
         section_shift: 23,
         ..Default::default()
     })
     .unwrap()
 }
 
-fn map(cpu: &Cpu, mm: &MmStruct, pages: u64, prot: Prot, backing: BackingKind, thp: bool) -> VirtAddr {
+fn map(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    pages: u64,
+    prot: Prot,
+    backing: BackingKind,
+    thp: bool,
+) -> VirtAddr {
     use_mm(cpu, mm);
-    do_mmap(cpu, mm, &MmapArgs { addr: None, len: pages * PAGE_SIZE, prot, backing, thp }).unwrap()
+    do_mmap(
+        cpu,
+        mm,
+        &MmapArgs {
+            addr: None,
+            len: pages * PAGE_SIZE,
+            prot,
+            backing,
+            thp,
+        },
+    )
+    .unwrap()
 }
 
 fn mapped_pfn(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> Option<Pfn> {
@@ -42,18 +64,34 @@ fn fast_and_slow_return_the_mapped_pages() {
     let mm = mm_alloc(&cpu).unwrap();
     let a = map(&cpu, &mm, 16, Prot::ReadWrite, BackingKind::Anon, false);
     for i in 0..16 {
-        access_user(&cpu, &mm, VirtAddr::new(a.as_u64() + i * PAGE_SIZE), Some(i + 100)).unwrap();
+        access_user(
+            &cpu,
+            &mm,
+            VirtAddr::new(a.as_u64() + i * PAGE_SIZE),
+            Some(i + 100),
+        )
+        .unwrap();
     }
     let mut fast = Vec::new();
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, a, 16, FOLL_WRITE, &mut fast), Ok(16));
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 16, FOLL_WRITE, &mut fast),
+        Ok(16)
+    );
     let mut slow = Vec::new();
-    assert_eq!(pin_user_pages(&cpu, &mm, a, 16, FOLL_WRITE, &mut slow), Ok(16));
+    assert_eq!(
+        pin_user_pages(&cpu, &mm, a, 16, FOLL_WRITE, &mut slow),
+        Ok(16)
+    );
     for i in 0..16u64 {
         let want = mapped_pfn(&cpu, &mm, VirtAddr::new(a.as_u64() + i * PAGE_SIZE)).unwrap();
         assert_eq!(fast[i as usize], want);
         assert_eq!(slow[i as usize], want);
         // Data written through the mapping is what the pin sees.
-        let d = m.sparse.page_data(want).unwrap().load(std::sync::atomic::Ordering::Relaxed);
+        let d = m
+            .sparse
+            .page_data(want)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(d, i + 100);
         let f = page_folio(&cpu, m.sparse.pfn_to_page(want));
         assert!(folio_maybe_dma_pinned(&cpu, f));
@@ -69,7 +107,11 @@ fn fast_and_slow_return_the_mapped_pages() {
     exit_mmap(&cpu, &mm);
     drop(cpu);
     assert_eq!(m.check_leaks(), 0);
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 #[test]
@@ -79,9 +121,15 @@ fn thp_pins_use_pincount() {
     let mm = mm_alloc(&cpu).unwrap();
     let a = map(&cpu, &mm, 512, Prot::ReadWrite, BackingKind::Anon, true);
     access_user(&cpu, &mm, a, Some(7)).unwrap();
-    assert!(matches!(lookup(&cpu, &mm, a), Mapped::Pmd(..)), "a THP should map the range");
+    assert!(
+        matches!(lookup(&cpu, &mm, a), Mapped::Pmd(..)),
+        "a THP should map the range"
+    );
     let mut pages = Vec::new();
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, a, 512, FOLL_WRITE, &mut pages), Ok(512));
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 512, FOLL_WRITE, &mut pages),
+        Ok(512)
+    );
     let f = page_folio(&cpu, m.sparse.pfn_to_page(pages[0]));
     assert!(f.test_large(&cpu));
     assert_eq!(f.pincount_atomic_for_tests(&cpu), 512);
@@ -94,12 +142,22 @@ fn thp_pins_use_pincount() {
     assert_eq!(f.pincount_atomic_for_tests(&cpu), 0);
     assert!(!folio_maybe_dma_pinned(&cpu, f));
     // Partial munmap splits the PMD.
-    do_munmap(&cpu, &mm, VirtAddr::new(a.as_u64() + PMD_SIZE / 2), PMD_SIZE / 2).unwrap();
+    do_munmap(
+        &cpu,
+        &mm,
+        VirtAddr::new(a.as_u64() + PMD_SIZE / 2),
+        PMD_SIZE / 2,
+    )
+    .unwrap();
     assert!(matches!(lookup(&cpu, &mm, a), Mapped::Pte(_)));
     exit_mmap(&cpu, &mm);
     drop(cpu);
     assert_eq!(m.check_leaks(), 0);
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 #[test]
@@ -114,10 +172,20 @@ fn unmapped_pinned_page_lives_until_last_unpin() {
     do_munmap(&cpu, &mm, a, 4 * PAGE_SIZE).unwrap();
     let f = page_folio(&cpu, m.sparse.pfn_to_page(pages[0]));
     assert_eq!(folio_ref_count(&cpu, f), GUP_PIN_COUNTING_BIAS);
-    assert_eq!(m.sparse.page_data(pages[0]).unwrap().load(std::sync::atomic::Ordering::Relaxed), 42);
-    let free_before = m.zone(mmsim_model::mm::mmzone::ZoneType::Normal).free_pages();
+    assert_eq!(
+        m.sparse
+            .page_data(pages[0])
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        42
+    );
+    let free_before = m
+        .zone(mmsim_model::mm::mmzone::ZoneType::Normal)
+        .free_pages();
     unpin_user_pages(&cpu, &pages);
-    let free_after = m.zone(mmsim_model::mm::mmzone::ZoneType::Normal).free_pages();
+    let free_after = m
+        .zone(mmsim_model::mm::mmzone::ZoneType::Normal)
+        .free_pages();
     assert_eq!(free_after, free_before + 1);
     exit_mmap(&cpu, &mm);
     drop(cpu);
@@ -131,33 +199,71 @@ fn errors_and_fast_only() {
     let mm = mm_alloc(&cpu).unwrap();
     let ro = map(&cpu, &mm, 4, Prot::Read, BackingKind::Anon, false);
     let mut pages = Vec::new();
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, ro, 1, FOLL_WRITE, &mut pages), Err(mmsim_model::Errno::EFAULT));
-    assert_eq!(get_user_pages(&cpu, &mm, ro, 1, FOLL_WRITE, &mut pages), Err(mmsim_model::Errno::EFAULT));
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, ro, 1, FOLL_WRITE, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
+    assert_eq!(
+        get_user_pages(&cpu, &mm, ro, 1, FOLL_WRITE, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
     // FOLL_FORCE may write a private read-only mapping (COW).
-    assert_eq!(get_user_pages(&cpu, &mm, ro, 1, FOLL_WRITE | FOLL_FORCE, &mut pages), Ok(1));
+    assert_eq!(
+        get_user_pages(&cpu, &mm, ro, 1, FOLL_WRITE | FOLL_FORCE, &mut pages),
+        Ok(1)
+    );
     put_user_pages(&cpu, &pages);
     pages.clear();
     // Nothing mapped: GUP-fast alone gets nothing; the fallback faults.
     let rw = map(&cpu, &mm, 8, Prot::ReadWrite, BackingKind::Anon, false);
-    assert_eq!(get_user_pages_fast(&cpu, &mm, rw, 8, FOLL_FAST_ONLY, &mut pages), Ok(0));
+    assert_eq!(
+        get_user_pages_fast(&cpu, &mm, rw, 8, FOLL_FAST_ONLY, &mut pages),
+        Ok(0)
+    );
     for i in 0..4 {
-        access_user(&cpu, &mm, VirtAddr::new(rw.as_u64() + i * PAGE_SIZE), Some(1)).unwrap();
+        access_user(
+            &cpu,
+            &mm,
+            VirtAddr::new(rw.as_u64() + i * PAGE_SIZE),
+            Some(1),
+        )
+        .unwrap();
     }
-    assert_eq!(get_user_pages_fast(&cpu, &mm, rw, 8, FOLL_FAST_ONLY, &mut pages), Ok(4));
+    assert_eq!(
+        get_user_pages_fast(&cpu, &mm, rw, 8, FOLL_FAST_ONLY, &mut pages),
+        Ok(4)
+    );
     put_user_pages(&cpu, &pages);
     pages.clear();
     assert_eq!(get_user_pages_fast(&cpu, &mm, rw, 8, 0, &mut pages), Ok(8));
     put_user_pages(&cpu, &pages);
     pages.clear();
     // pfnmap: GUP refuses it.
-    let pf = map(&cpu, &mm, 2, Prot::ReadWrite, BackingKind::PfnMap(Pfn::new(0x10)), false);
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, pf, 1, 0, &mut pages), Err(mmsim_model::Errno::EFAULT));
+    let pf = map(
+        &cpu,
+        &mm,
+        2,
+        Prot::ReadWrite,
+        BackingKind::PfnMap(Pfn::new(0x10)),
+        false,
+    );
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, pf, 1, 0, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
     // Unmapped address.
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, VirtAddr::new(0x1000), 1, 0, &mut pages), Err(mmsim_model::Errno::EFAULT));
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, VirtAddr::new(0x1000), 1, 0, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
     exit_mmap(&cpu, &mm);
     drop(cpu);
     assert_eq!(m.check_leaks(), 0);
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 #[test]
@@ -168,9 +274,18 @@ fn shared_mapping_pins_see_writes() {
     let a = map(&cpu, &mm, 4, Prot::ReadWrite, BackingKind::Shared, false);
     access_user(&cpu, &mm, a, Some(9)).unwrap();
     let mut pages = Vec::new();
-    assert_eq!(pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages), Ok(1));
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
     access_user(&cpu, &mm, a, Some(10)).unwrap();
-    assert_eq!(m.sparse.page_data(pages[0]).unwrap().load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(
+        m.sparse
+            .page_data(pages[0])
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10
+    );
     unpin_user_pages(&cpu, &pages);
     exit_mmap(&cpu, &mm);
     drop(cpu);
@@ -186,7 +301,11 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
     let mut sg = Safeguards::default();
     sg.set(Sg::GUP_FAST_PTE_RECHECK, pte_recheck);
     let m = Machine::new(MachineConfig {
-        ranges: vec![RangeConfig { name: "boot".into(), kind: RangeKind::Boot, bytes: 64 << 20 }],
+        ranges: vec![RangeConfig {
+            name: "boot".into(),
+            kind: RangeKind::Boot,
+            bytes: 64 << 20,
+        }],
         section_shift: 23,
         arch,
         safeguards: sg,
@@ -200,14 +319,26 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
     let (c0, c1) = (m.cpu(0), m.cpu(1));
     use_mm(&c0, &mm);
     use_mm(&c1, &mm);
-    let a = do_mmap(&boot, &mm, &MmapArgs { addr: None, len: PAGE_SIZE, prot: Prot::ReadWrite, backing: BackingKind::Anon, thp: false }).unwrap();
+    let a = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .unwrap();
     access_user(&boot, &mm, a, Some(1)).unwrap();
     drop(boot);
     let hold = m.ctx.hold(0, "try_get_folio", "folio_ref_try_add", 0);
     let mm0 = mm.clone();
     let walker = std::thread::spawn(move || {
         let mut pages = Vec::new();
-        let r = c0.run(|| pin_user_pages_fast(&c0, &mm0, a, 1, FOLL_WRITE | FOLL_FAST_ONLY, &mut pages));
+        let r = c0
+            .run(|| pin_user_pages_fast(&c0, &mm0, a, 1, FOLL_WRITE | FOLL_FAST_ONLY, &mut pages));
         if let Ok(Ok(1)) = r {
             unpin_user_pages(&c0, &pages);
         }
@@ -218,7 +349,18 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
         c1.run(|| {
             // A second mapping elsewhere, faulted in only after the first
             // page is gone, so that it gets the freed frame.
-            let b = do_mmap(&c1, &mm1, &MmapArgs { addr: None, len: PAGE_SIZE, prot: Prot::ReadWrite, backing: BackingKind::Anon, thp: false }).unwrap();
+            let b = do_mmap(
+                &c1,
+                &mm1,
+                &MmapArgs {
+                    addr: None,
+                    len: PAGE_SIZE,
+                    prot: Prot::ReadWrite,
+                    backing: BackingKind::Anon,
+                    thp: false,
+                },
+            )
+            .unwrap();
             do_munmap(&c1, &mm1, a, PAGE_SIZE).unwrap();
             access_user(&c1, &mm1, b, Some(2)).unwrap();
         })
@@ -243,7 +385,11 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
 fn munmap_reuse_vs_gup_fast_needs_the_pte_recheck() {
     let (v, blocked) = munmap_reuse(Arch::Broadcast, false);
     assert!(!blocked);
-    assert!(v.iter().any(|v| v.kind == Kind::PinnedPageMismatch && v.cpu == Some(0)), "{v:?}");
+    assert!(
+        v.iter()
+            .any(|v| v.kind == Kind::PinnedPageMismatch && v.cpu == Some(0)),
+        "{v:?}"
+    );
     let (v, _) = munmap_reuse(Arch::Broadcast, true);
     assert!(v.is_empty(), "{v:?}");
 }

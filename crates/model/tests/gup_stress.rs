@@ -54,13 +54,13 @@ fn pin_vs_unmap(arch: Arch) {
                 let start = VirtAddr::new(base.as_u64() + (i % PAGES) * PAGE_SIZE);
                 let n = (PAGES - i % PAGES).min(8);
                 let r = cpu.run(|| {
-                    let r = if i % 2 == 0 {
+                    let r = if i.is_multiple_of(2) {
                         pin_user_pages_fast(&cpu, &mm, start, n, FOLL_WRITE, &mut pages)
                     } else {
                         get_user_pages_fast(&cpu, &mm, start, n, 0, &mut pages)
                     };
                     if r.is_ok() {
-                        if i % 2 == 0 {
+                        if i.is_multiple_of(2) {
                             unpin_user_pages(&cpu, &pages);
                         } else {
                             put_user_pages(&cpu, &pages);
@@ -209,4 +209,3 @@ proptest! {
         prop_assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
     }
 }
-

@@ -17,5 +17,9 @@ fn boot_alloc_free_no_leak() {
     assert!(!folio_try_get(&cpu, f));
     drop(cpu);
     assert_eq!(m.check_leaks(), 0);
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }

@@ -132,7 +132,11 @@ pub struct Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.cpu {
-            Some(c) => write!(f, "{} on cpu{} in {}: {}", self.kind, c, self.function, self.step)?,
+            Some(c) => write!(
+                f,
+                "{} on cpu{} in {}: {}",
+                self.kind, c, self.function, self.step
+            )?,
             None => write!(f, "{} at {}: {}", self.kind, self.function, self.step)?,
         }
         if let Some(p) = self.pfn {
@@ -170,8 +174,7 @@ impl Detector {
     /// the same function are kept once, as `VM_WARN_ON_ONCE` would.
     pub fn record(&self, v: Violation) {
         let mut l = self.list.lock();
-        if l
-            .iter()
+        if l.iter()
             .any(|o| o.kind == v.kind && o.pfn == v.pfn && o.function == v.function)
         {
             return;

@@ -15,10 +15,12 @@
 use crate::detect::{Kind, Oops, Violation};
 use crate::machine::Machine;
 use crate::types::Pfn;
-use mmsim_facade::Arc;
+// The machine handle is not a protocol step: std's Arc in every mode (a
+// `self: &Arc<Self>` receiver must be std's, also under loom).
 use mmsim_facade::sched::{Event, Point, Sched, Stopped, Stuck};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
 
 /// One model CPU.
 ///

@@ -33,7 +33,8 @@
 //!
 //! # Simplifications
 //!
-//! One callback queue for the whole machine, invoked in order; expedited
+//! One callback queue for the whole machine, invoked in order and one at a
+//! time (as by a single `rcuo` kthread); expedited
 //! grace periods are ordinary ones (their speed is not modelled); no
 //! `rcu_read_lock_bh`/`_sched` flavours (they are read-side sections too, and
 //! where the kernel uses them the model uses `rcu_read_lock`).
@@ -65,6 +66,9 @@ pub struct Rcu {
     cpus: Box<[RcuData]>,
     cbs: RawLock<VecDeque<Queued>>,
     pending: AtomicUsize,
+    /// Callbacks taken off `cbs` whose function has not returned yet:
+    /// `rcu_barrier()` waits for them too.
+    running: AtomicUsize,
 }
 
 impl std::fmt::Debug for Rcu {
@@ -102,6 +106,7 @@ impl Rcu {
                 .collect(),
             cbs: RawLock::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
         }
     }
 
@@ -143,6 +148,16 @@ impl Rcu {
             }
         }
         GpCookie { open }
+    }
+
+    /// Whether `front`, the first queued callback, may be invoked now: its
+    /// grace period has passed and no CPU is still running the callback
+    /// before it. Callbacks run one at a time, in the order they were
+    /// queued, as those queued on one kernel CPU do.
+    fn next_ready(&self, front: &Queued) -> bool {
+        // Acquire pairs with the Release in `CallbackDone`: the previous
+        // callback's effects happen before the next one starts.
+        self.running.load(Ordering::Acquire) == 0 && self.cookie_done(&front.cookie)
     }
 
     fn cookie_done(&self, c: &GpCookie) -> bool {
@@ -295,7 +310,11 @@ pub fn synchronize_rcu(cpu: &Cpu) {
         return;
     }
     let cookie = get_state_synchronize_rcu(cpu);
-    wait_cookie(cpu, &cookie, point!("synchronize_rcu", "wait for reader on cpu"));
+    wait_cookie(
+        cpu,
+        &cookie,
+        point!("synchronize_rcu", "wait for reader on cpu"),
+    );
     // Pairs with the readers' light() fences: their accesses happen before
     // whatever the caller does next (typically a free).
     heavy();
@@ -341,12 +360,19 @@ pub fn rcu_core(cpu: &Cpu) {
     }
     let rcu = &cpu.m.rcu;
     cpu.in_softirq.set(true);
+    // Leaves the softirq even if a callback oopses, so that this CPU runs
+    // callbacks again after its `Cpu::run` returns.
+    let _softirq = SoftirqExit(cpu);
     loop {
         let next = {
             let mut q = rcu.cbs.lock();
             match q.front() {
-                Some(c) if rcu.cookie_done(&c.cookie) => {
+                Some(c) if rcu.next_ready(c) => {
                     let c = q.pop_front();
+                    // Under the queue lock, so that rcu_barrier() sees the
+                    // callback either queued or running, and no other CPU
+                    // starts the next one before this one has returned.
+                    rcu.running.fetch_add(1, Ordering::Relaxed);
                     rcu.pending.store(q.len(), Ordering::Relaxed);
                     c
                 }
@@ -354,6 +380,7 @@ pub fn rcu_core(cpu: &Cpu) {
             }
         };
         let Some(c) = next else { break };
+        let _running = CallbackDone(rcu);
         heavy();
         cpu.sched.note(
             point!("rcu_core", "invoke callback"),
@@ -363,32 +390,58 @@ pub fn rcu_core(cpu: &Cpu) {
         );
         (c.f)(cpu);
     }
-    cpu.in_softirq.set(false);
-    // A callback may have ended someone's wait (rcu_barrier, rcu_sync).
-    cpu.sched.wake(rcu.chan());
+}
+
+/// Ends [`rcu_core`]'s softirq on this CPU and wakes whoever a callback
+/// may have satisfied (rcu_barrier, rcu_sync).
+struct SoftirqExit<'a>(&'a Cpu);
+
+impl Drop for SoftirqExit<'_> {
+    fn drop(&mut self) {
+        self.0.in_softirq.set(false);
+        self.0.sched.wake(self.0.m.rcu.chan());
+    }
+}
+
+/// Marks a callback taken off the queue as finished (also when it oopses).
+struct CallbackDone<'a>(&'a Rcu);
+
+impl Drop for CallbackDone<'_> {
+    fn drop(&mut self) {
+        // Release pairs with the Acquire in rcu_barrier(): whoever sees the
+        // count drop sees what the callback did.
+        self.0.running.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Kernel: `rcu_barrier()`. Waits until every callback queued so far has
-/// run (here: until the queue is empty).
+/// run to its end (here: until the queue is empty and no CPU is still
+/// running a callback it took off the queue).
 pub fn rcu_barrier(cpu: &Cpu) {
     cpu.point(point!("rcu_barrier", "start"));
     if !might_sleep(cpu, "rcu_barrier") {
         return;
     }
     let rcu = &cpu.m.rcu;
+    // Acquire pairs with the Release in `CallbackDone`.
+    let idle = |q: &VecDeque<Queued>| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
     loop {
         rcu_core(cpu);
-        if rcu.cbs.lock().is_empty() {
+        if idle(&rcu.cbs.lock()) {
             return;
         }
-        cpu.sched
-            .wait(point!("rcu_barrier", "wait for callbacks"), rcu.chan(), None, || {
+        cpu.sched.wait(
+            point!("rcu_barrier", "wait for callbacks"),
+            rcu.chan(),
+            None,
+            || {
                 let q = rcu.cbs.lock();
                 match q.front() {
-                    None => true,
-                    Some(c) => rcu.cookie_done(&c.cookie),
+                    None => idle(&q),
+                    Some(c) => rcu.next_ready(c),
                 }
-            });
+            },
+        );
     }
 }
 
@@ -396,7 +449,11 @@ pub fn rcu_barrier(cpu: &Cpu) {
 /// disabled when this was called, has enabled them: when an IPI sent to it
 /// now would have been handled. Used by `tlb_remove_table_sync_one()` and the
 /// IPI-based TLB flush.
-pub fn wait_for_irqs_enabled(cpu: &Cpu, target: &dyn Fn(u32) -> bool, what: &'static mmsim_facade::sched::Point) {
+pub fn wait_for_irqs_enabled(
+    cpu: &Cpu,
+    target: &dyn Fn(u32) -> bool,
+    what: &'static mmsim_facade::sched::Point,
+) {
     heavy();
     let me = cpu.id();
     let not_me = |i: u32| i != me && target(i);

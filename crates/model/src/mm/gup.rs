@@ -48,7 +48,10 @@ use crate::kernel::cpu::Cpu;
 use crate::kernel::rcupdate::local_irq_save;
 use crate::mm::memory::{Mapped, handle_mm_fault, lookup, pte_offset};
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
-use crate::mm::mmap::{MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Vma, next_level, pgd_offset};
+use crate::mm::mmap::{
+    MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
+    VM_WRITE, Vma, next_level, pgd_offset,
+};
 use crate::mm::mmzone::ZoneType;
 use crate::mm::page_ref::{folio_put_refs, folio_ref_add, folio_ref_count, folio_ref_try_add};
 use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT};
@@ -106,7 +109,11 @@ pub fn gup_put_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) {
         if folio.has_pincount(cpu) {
             let old = folio.pincount_atomic(cpu).fetch_sub(refs, Ordering::AcqRel);
             if old < refs {
-                cpu.report(Kind::RefcountUnderflow, Some(folio.pfn()), "_pincount below zero");
+                cpu.report(
+                    Kind::RefcountUnderflow,
+                    Some(folio.pfn()),
+                    "_pincount below zero",
+                );
             }
         } else {
             refs *= GUP_PIN_COUNTING_BIAS;
@@ -147,7 +154,10 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
             // WARN_ON_ONCE(folio_ref_count(folio) < 0)
             return None;
         }
-        cpu.point_arg(point!("try_get_folio", "folio_ref_try_add"), folio.pfn().as_u64());
+        cpu.point_arg(
+            point!("try_get_folio", "folio_ref_try_add"),
+            folio.pfn().as_u64(),
+        );
         if !folio_ref_try_add(cpu, folio, refs) {
             return None;
         }
@@ -155,7 +165,10 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
             return Some(folio);
         }
         // The folio is stable now; was the page split off it meanwhile?
-        cpu.point_arg(point!("try_get_folio", "page_folio recheck"), page.pfn().as_u64());
+        cpu.point_arg(
+            point!("try_get_folio", "page_folio recheck"),
+            page.pfn().as_u64(),
+        );
         if page_folio(cpu, page) != folio {
             folio_put_refs(cpu, folio, refs);
             continue;
@@ -165,7 +178,12 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
 }
 
 /// Kernel: `try_grab_folio_fast()`.
-fn try_grab_folio_fast<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32, flags: u32) -> Option<Folio<'m>> {
+fn try_grab_folio_fast<'m>(
+    cpu: &'m Cpu,
+    page: PageRef<'m>,
+    refs: i32,
+    flags: u32,
+) -> Option<Folio<'m>> {
     debug_assert!(cpu.irqs_disabled());
     if flags & (FOLL_GET | FOLL_PIN) == 0 {
         return None;
@@ -248,7 +266,11 @@ fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>
                 if mapping == 0 {
                     "nobody (free)".to_string()
                 } else {
-                    format!("mm{} at {:#x}", mapping >> 1, folio.page().index(cpu) << PAGE_SHIFT)
+                    format!(
+                        "mm{} at {:#x}",
+                        mapping >> 1,
+                        folio.page().index(cpu) << PAGE_SHIFT
+                    )
                 }
             ),
         );
@@ -270,7 +292,10 @@ fn gup_fast_pte_range(
     let sg = &cpu.m.sg;
     while addr < end {
         let ptep = pte_offset(pmd, addr);
-        cpu.point_arg(point!("gup_fast_pte_range", "ptep_get_lockless"), addr.as_u64());
+        cpu.point_arg(
+            point!("gup_fast_pte_range", "ptep_get_lockless"),
+            addr.as_u64(),
+        );
         let pte = pgtable::get_lockless(cpu, ptep);
         // PROT_NONE and permission failures fall back to the slow path,
         // which may fault or fail as ordinary GUP would.
@@ -282,7 +307,10 @@ fn gup_fast_pte_range(
         }
         // If it is not special it must have a valid memmap.
         if !pfn_valid(cpu, pte.pfn()) {
-            cpu.point_arg(point!("gup_fast_pte_range", "VM_WARN_ON_ONCE(!pfn_valid)"), pte.pfn().as_u64());
+            cpu.point_arg(
+                point!("gup_fast_pte_range", "VM_WARN_ON_ONCE(!pfn_valid)"),
+                pte.pfn().as_u64(),
+            );
             cpu.report(
                 Kind::PfnNotValid,
                 Some(pte.pfn()),
@@ -293,7 +321,10 @@ fn gup_fast_pte_range(
         let Some(folio) = try_grab_folio_fast(cpu, page, 1, flags) else {
             return false;
         };
-        cpu.point_arg(point!("gup_fast_pte_range", "recheck pmd and pte"), addr.as_u64());
+        cpu.point_arg(
+            point!("gup_fast_pte_range", "recheck pmd and pte"),
+            addr.as_u64(),
+        );
         if (sg.on(Sg::GUP_FAST_PMD_RECHECK) && pmd != pgtable::get_lockless(cpu, pmdp))
             || (sg.on(Sg::GUP_FAST_PTE_RECHECK) && pte != pgtable::get_lockless(cpu, ptep))
         {
@@ -332,7 +363,9 @@ fn gup_fast_pmd_leaf(
         return false;
     }
     let refs = ((end.as_u64() - addr.as_u64()) >> PAGE_SHIFT) as i32;
-    let first = orig.pfn().add((addr.as_u64() & (PMD_SIZE - 1)) >> PAGE_SHIFT);
+    let first = orig
+        .pfn()
+        .add((addr.as_u64() & (PMD_SIZE - 1)) >> PAGE_SHIFT);
     let page = cpu.m.sparse.pfn_to_page(first);
     let Some(folio) = try_grab_folio_fast(cpu, page, refs, flags) else {
         return false;
@@ -371,7 +404,10 @@ fn gup_fast_pmd_range(
 ) -> bool {
     while addr < end {
         let pmdp = next_level(pud, addr, PMD_SHIFT);
-        cpu.point_arg(point!("gup_fast_pmd_range", "pmdp_get_lockless"), addr.as_u64());
+        cpu.point_arg(
+            point!("gup_fast_pmd_range", "pmdp_get_lockless"),
+            addr.as_u64(),
+        );
         let pmd = pgtable::get_lockless(cpu, pmdp);
         let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
         if !pmd.present() {
@@ -401,7 +437,10 @@ fn gup_fast_pud_range(
 ) -> bool {
     while addr < end {
         let pudp = next_level(pgd, addr, PUD_SHIFT);
-        cpu.point_arg(point!("gup_fast_pud_range", "READ_ONCE(*pudp)"), addr.as_u64());
+        cpu.point_arg(
+            point!("gup_fast_pud_range", "READ_ONCE(*pudp)"),
+            addr.as_u64(),
+        );
         let pud = pgtable::get_lockless(cpu, pudp);
         let next = VirtAddr::new(((addr.as_u64() >> PUD_SHIFT) + 1) << PUD_SHIFT).min(end);
         if !pud.present() {
@@ -416,12 +455,24 @@ fn gup_fast_pud_range(
 }
 
 /// Kernel: `gup_fast_pgd_range()`.
-fn gup_fast_pgd_range(cpu: &Cpu, mm: &MmStruct, mut addr: VirtAddr, end: VirtAddr, flags: u32, pages: &mut Vec<Pfn>) {
+fn gup_fast_pgd_range(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    mut addr: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) {
     while addr < end {
         let pgdp = pgd_offset(mm, addr);
-        cpu.point_arg(point!("gup_fast_pgd_range", "READ_ONCE(*pgdp)"), addr.as_u64());
+        cpu.point_arg(
+            point!("gup_fast_pgd_range", "READ_ONCE(*pgdp)"),
+            addr.as_u64(),
+        );
         let pgd = pgtable::get_lockless(cpu, pgdp);
-        let next = VirtAddr::new(((addr.as_u64() >> pgtable::PGDIR_SHIFT) + 1) << pgtable::PGDIR_SHIFT).min(end);
+        let next =
+            VirtAddr::new(((addr.as_u64() >> pgtable::PGDIR_SHIFT) + 1) << pgtable::PGDIR_SHIFT)
+                .min(end);
         if pgd.none() {
             return;
         }
@@ -442,13 +493,23 @@ fn gup_fast_unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
 
 /// Kernel: `gup_fast()`: the lockless walk of `[start, end)`. Returns how
 /// many pages it got, appended to `pages`.
-pub fn gup_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, end: VirtAddr, flags: u32, pages: &mut Vec<Pfn>) -> usize {
+pub fn gup_fast(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    end: VirtAddr,
+    flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> usize {
     let before = pages.len();
     let wps = cpu.m.sg.on(Sg::GUP_FAST_WRITE_PROTECT_SEQ) && flags & FOLL_PIN != 0;
     let mut seq = 0;
     if wps {
         // raw_seqcount_try_begin(): fail if fork is write-protecting now.
-        cpu.point(point!("gup_fast", "raw_seqcount_try_begin(write_protect_seq)"));
+        cpu.point(point!(
+            "gup_fast",
+            "raw_seqcount_try_begin(write_protect_seq)"
+        ));
         seq = mm.write_protect_seq.load(Ordering::Acquire);
         if seq & 1 == 1 {
             return 0;
@@ -491,7 +552,9 @@ pub fn gup_fast_fallback(
         mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
     }
     let start = start.page_align_down();
-    let len = nr_pages.checked_mul(crate::types::PAGE_SIZE).ok_or(Errno::EOVERFLOW)?;
+    let len = nr_pages
+        .checked_mul(crate::types::PAGE_SIZE)
+        .ok_or(Errno::EOVERFLOW)?;
     let end = start.as_u64().checked_add(len).ok_or(Errno::EOVERFLOW)?;
     if end > TASK_SIZE_MAX {
         return Err(Errno::EFAULT);
@@ -502,7 +565,14 @@ pub fn gup_fast_fallback(
         return Ok(nr_pinned as usize);
     }
     let rest = VirtAddr::new(start.as_u64() + (nr_pinned << PAGE_SHIFT));
-    match __gup_longterm_locked(cpu, mm, rest, nr_pages - nr_pinned, pages, gup_flags | FOLL_TOUCH | FOLL_UNLOCKABLE) {
+    match __gup_longterm_locked(
+        cpu,
+        mm,
+        rest,
+        nr_pages - nr_pinned,
+        pages,
+        gup_flags | FOLL_TOUCH | FOLL_UNLOCKABLE,
+    ) {
         Ok(n) => Ok(n + nr_pinned as usize),
         Err(_) if nr_pinned > 0 => Ok(nr_pinned as usize),
         Err(e) => Err(e),
@@ -510,7 +580,14 @@ pub fn gup_fast_fallback(
 }
 
 /// Kernel: `get_user_pages_fast()`.
-pub fn get_user_pages_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+pub fn get_user_pages_fast(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
     if gup_flags & FOLL_PIN != 0 {
         return Err(Errno::EINVAL);
     }
@@ -518,7 +595,14 @@ pub fn get_user_pages_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: 
 }
 
 /// Kernel: `pin_user_pages_fast()`.
-pub fn pin_user_pages_fast(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+pub fn pin_user_pages_fast(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
     if gup_flags & FOLL_GET != 0 {
         return Err(Errno::EINVAL);
     }
@@ -550,7 +634,13 @@ fn check_vma_flags(vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
 /// Kernel: `follow_page_mask()` (with `follow_page_pte()` and
 /// `follow_huge_pmd()`): the page at `addr` with a reference grabbed, or
 /// `None` if a fault is needed.
-fn follow_page_mask(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: u32) -> Result<Option<Pfn>, Errno> {
+fn follow_page_mask(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    flags: u32,
+) -> Result<Option<Pfn>, Errno> {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     cpu.point_arg(point!("follow_page_mask", "walk"), addr.as_u64());
     let write = flags & FOLL_WRITE != 0;
@@ -569,7 +659,11 @@ fn follow_page_mask(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: 
             && vma.flags & VM_WRITE == 0
             && e.dirty()
             && !e.special()
-            && cpu.m.sparse.pfn_to_page(pfn).test_flags(cpu, pg::ANON_EXCLUSIVE);
+            && cpu
+                .m
+                .sparse
+                .pfn_to_page(pfn)
+                .test_flags(cpu, pg::ANON_EXCLUSIVE);
         if !forced_ok {
             return Ok(None);
         }
@@ -589,12 +683,33 @@ fn follow_page_mask(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: 
 }
 
 /// Kernel: `faultin_page()`.
-fn faultin_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, addr: VirtAddr, flags: u32) -> Result<(), Errno> {
-    handle_mm_fault(cpu, mm, vma, addr, flags & FOLL_WRITE != 0, flags & FOLL_FORCE != 0)
+fn faultin_page(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    flags: u32,
+) -> Result<(), Errno> {
+    handle_mm_fault(
+        cpu,
+        mm,
+        vma,
+        addr,
+        flags & FOLL_WRITE != 0,
+        flags & FOLL_FORCE != 0,
+    )
 }
 
 /// Kernel: `__get_user_pages()`: the caller holds `mmap_lock` for reading.
-pub fn __get_user_pages(cpu: &Cpu, mm: &MmStruct, vmas: &crate::mm::mmap::MmVmas, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+pub fn __get_user_pages(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vmas: &crate::mm::mmap::MmVmas,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
     let mut i = 0u64;
     while i < nr_pages {
         let addr = VirtAddr::new(start.as_u64() + (i << PAGE_SHIFT));
@@ -622,7 +737,13 @@ pub fn __get_user_pages(cpu: &Cpu, mm: &MmStruct, vmas: &crate::mm::mmap::MmVmas
                         return if i == 0 { Err(e) } else { Ok(i as usize) };
                     }
                 }
-                Ok(None) => return if i == 0 { Err(Errno::EFAULT) } else { Ok(i as usize) },
+                Ok(None) => {
+                    return if i == 0 {
+                        Err(Errno::EFAULT)
+                    } else {
+                        Ok(i as usize)
+                    };
+                }
                 Err(e) => return if i == 0 { Err(e) } else { Ok(i as usize) },
             }
         }
@@ -633,7 +754,14 @@ pub fn __get_user_pages(cpu: &Cpu, mm: &MmStruct, vmas: &crate::mm::mmap::MmVmas
 
 /// Kernel: `__gup_longterm_locked()`: takes `mmap_lock`, runs the slow
 /// path, and for `FOLL_LONGTERM` refuses pins of movable folios.
-pub fn __gup_longterm_locked(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, pages: &mut Vec<Pfn>, gup_flags: u32) -> Result<usize, Errno> {
+pub fn __gup_longterm_locked(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    pages: &mut Vec<Pfn>,
+    gup_flags: u32,
+) -> Result<usize, Errno> {
     let g = mm.mmap_lock.read(&cpu.sched);
     let before = pages.len();
     let n = __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)?;
@@ -660,20 +788,48 @@ pub fn __gup_longterm_locked(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages
 }
 
 /// Kernel: `get_user_pages_remote()` / `get_user_pages()` (slow path only).
-pub fn get_user_pages(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+pub fn get_user_pages(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
     if gup_flags & FOLL_PIN != 0 {
         return Err(Errno::EINVAL);
     }
-    __gup_longterm_locked(cpu, mm, start.page_align_down(), nr_pages, pages, gup_flags | FOLL_GET | FOLL_TOUCH)
+    __gup_longterm_locked(
+        cpu,
+        mm,
+        start.page_align_down(),
+        nr_pages,
+        pages,
+        gup_flags | FOLL_GET | FOLL_TOUCH,
+    )
 }
 
 /// Kernel: `pin_user_pages()` / `pin_user_pages_remote()` (slow path only).
-pub fn pin_user_pages(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, nr_pages: u64, gup_flags: u32, pages: &mut Vec<Pfn>) -> Result<usize, Errno> {
+pub fn pin_user_pages(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    gup_flags: u32,
+    pages: &mut Vec<Pfn>,
+) -> Result<usize, Errno> {
     if gup_flags & FOLL_GET != 0 {
         return Err(Errno::EINVAL);
     }
     mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
-    __gup_longterm_locked(cpu, mm, start.page_align_down(), nr_pages, pages, gup_flags | FOLL_PIN | FOLL_TOUCH)
+    __gup_longterm_locked(
+        cpu,
+        mm,
+        start.page_align_down(),
+        nr_pages,
+        pages,
+        gup_flags | FOLL_PIN | FOLL_TOUCH,
+    )
 }
 
 /// Kernel: `unpin_user_page()`.

@@ -24,7 +24,9 @@
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
-use crate::mm::mmap::{Backing, MmStruct, Prot, Shmem, VM_HUGEPAGE, VM_WRITE, Vma, pgd_offset, pte_alloc_one};
+use crate::mm::mmap::{
+    Backing, MmStruct, Prot, Shmem, VM_HUGEPAGE, VM_WRITE, Vma, pgd_offset, pte_alloc_one,
+};
 use crate::mm::mmu_gather::{MmuGather, tlb_remove_table};
 use crate::mm::page_alloc::{Gfp, folio_alloc};
 use crate::mm::page_ref::{folio_get, folio_put};
@@ -96,7 +98,13 @@ pub fn pte_offset(pmd: Entry, addr: VirtAddr) -> EntryPtr {
 
 /// Kernel: `folio_add_new_anon_rmap()`: the first mapping of a new
 /// anonymous folio (`_mapcount` from -1 to 0, exclusive).
-pub fn folio_add_new_anon_rmap(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct, addr: VirtAddr, pmd: bool) {
+pub fn folio_add_new_anon_rmap(
+    cpu: &Cpu,
+    folio: Folio<'_>,
+    mm: &MmStruct,
+    addr: VirtAddr,
+    pmd: bool,
+) {
     let head = folio.page();
     head.set_mapping(cpu, mm.anon_mapping());
     head.set_index(cpu, addr.vpn());
@@ -104,7 +112,9 @@ pub fn folio_add_new_anon_rmap(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct, addr:
     if folio.test_large(cpu) {
         folio.large_mapcount_atomic(cpu).store(0, Ordering::Relaxed);
         if pmd {
-            folio.entire_mapcount_atomic(cpu).store(0, Ordering::Relaxed);
+            folio
+                .entire_mapcount_atomic(cpu)
+                .store(0, Ordering::Relaxed);
         } else {
             head.set_mapcount(cpu, 0);
         }
@@ -122,14 +132,20 @@ fn folio_add_file_rmap_pte(cpu: &Cpu, page: PageRef<'_>) {
 pub fn folio_remove_rmap_pte(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) {
     page.mapcount_add(cpu, -1);
     if folio.test_large(cpu) {
-        folio.large_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+        folio
+            .large_mapcount_atomic(cpu)
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Kernel: `folio_remove_rmap_pmd()`.
 fn folio_remove_rmap_pmd(cpu: &Cpu, folio: Folio<'_>) {
-    folio.entire_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
-    folio.large_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
+    folio
+        .entire_mapcount_atomic(cpu)
+        .fetch_sub(1, Ordering::AcqRel);
+    folio
+        .large_mapcount_atomic(cpu)
+        .fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Copies a page's contents (`copy_user_highpage()`).
@@ -175,13 +191,18 @@ pub fn handle_mm_fault(
         let haddr = addr.align_down(PMD_SHIFT);
         if haddr >= vma.start && haddr.as_u64() + PMD_SIZE <= vma.end.as_u64() {
             // do_huge_pmd_anonymous_page()
-            if let Some(folio) = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), HPAGE_PMD_ORDER) {
+            if let Some(folio) =
+                folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), HPAGE_PMD_ORDER)
+            {
                 folio_add_new_anon_rmap(cpu, folio, mm, haddr, true);
                 let mut flags = PRESENT | USER | ACCESSED | PSE;
                 if vma.flags & VM_WRITE != 0 {
                     flags |= RW | DIRTY;
                 }
-                cpu.point_arg(point!("do_huge_pmd_anonymous_page", "set_pmd_at"), addr.as_u64());
+                cpu.point_arg(
+                    point!("do_huge_pmd_anonymous_page", "set_pmd_at"),
+                    addr.as_u64(),
+                );
                 pgtable::set_entry(cpu, pmdp, Entry::from_pfn(folio.pfn(), flags));
                 return Ok(());
             }
@@ -220,30 +241,54 @@ pub fn handle_mm_fault(
 }
 
 /// Kernel: `do_anonymous_page()`.
-fn do_anonymous_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, ptep: EntryPtr, addr: VirtAddr, write: bool) -> Result<(), Errno> {
+fn do_anonymous_page(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    ptep: EntryPtr,
+    addr: VirtAddr,
+    write: bool,
+) -> Result<(), Errno> {
     if !write {
         // Map the shared zero page, read-only and special.
-        cpu.point_arg(point!("do_anonymous_page", "set_pte_at(zero page)"), addr.as_u64());
+        cpu.point_arg(
+            point!("do_anonymous_page", "set_pte_at(zero page)"),
+            addr.as_u64(),
+        );
         let flags = vma_pte_flags(vma, None) | SPECIAL;
         pgtable::set_entry(cpu, ptep, Entry::from_pfn(cpu.m.zero_pfn(), flags));
         return Ok(());
     }
     let folio = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), 0).ok_or(Errno::ENOMEM)?;
     folio_add_new_anon_rmap(cpu, folio, mm, addr, false);
-    cpu.point_arg(point!("do_anonymous_page", "set_pte_at"), folio.pfn().as_u64());
-    let e = Entry::from_pfn(folio.pfn(), vma_pte_flags(vma, None) | writable(vma) | DIRTY);
+    cpu.point_arg(
+        point!("do_anonymous_page", "set_pte_at"),
+        folio.pfn().as_u64(),
+    );
+    let e = Entry::from_pfn(
+        folio.pfn(),
+        vma_pte_flags(vma, None) | writable(vma) | DIRTY,
+    );
     pgtable::set_entry(cpu, ptep, e);
     Ok(())
 }
 
 /// Kernel: `shmem_fault()` + `finish_fault()` for a shared mapping.
-fn shmem_fault(cpu: &Cpu, vma: &Vma, s: &Shmem, ptep: EntryPtr, addr: VirtAddr, write: bool) -> Result<(), Errno> {
+fn shmem_fault(
+    cpu: &Cpu,
+    vma: &Vma,
+    s: &Shmem,
+    ptep: EntryPtr,
+    addr: VirtAddr,
+    write: bool,
+) -> Result<(), Errno> {
     let idx = vma.pgoff_of(addr) as usize;
     let pfn = {
         let mut pages = s.pages.lock();
         let slot = pages.get_mut(idx).ok_or(Errno::EFAULT)?;
         if *slot == 0 {
-            let f = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), 0).ok_or(Errno::ENOMEM)?;
+            let f =
+                folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE.with(Gfp::ZERO), 0).ok_or(Errno::ENOMEM)?;
             f.page().set_mapping(cpu, s.id << 1);
             f.page().set_index(cpu, idx as u64);
             f.page().set_flags(cpu, pg::UPTODATE);
@@ -277,7 +322,14 @@ pub fn shmem_evict(cpu: &Cpu, s: &Shmem) {
 
 /// Kernel: `do_wp_page()`: a write to a read-only PTE of a writable
 /// private mapping: reuse the page if this mapping owns it alone, else copy.
-fn do_wp_page(cpu: &Cpu, mm: &MmStruct, vma: &Vma, ptep: EntryPtr, pte: Entry, addr: VirtAddr) -> Result<(), Errno> {
+fn do_wp_page(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    ptep: EntryPtr,
+    pte: Entry,
+    addr: VirtAddr,
+) -> Result<(), Errno> {
     if !vma.is_anon_private() {
         // Shared: just make it writable (wp_page_shared()).
         pgtable::set_entry(cpu, ptep, pte.mkwrite().mkdirty());
@@ -363,25 +415,50 @@ fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(),
         let page = folio.nth_page(cpu, i);
         page.mapcount_add(cpu, 1);
         let e = Entry::from_pfn(pmd.pfn().add(i), flags);
-        pgtable::set_entry(cpu, EntryPtr { table: t, index: i as usize }, e);
+        pgtable::set_entry(
+            cpu,
+            EntryPtr {
+                table: t,
+                index: i as usize,
+            },
+            e,
+        );
     }
     // 512 PTE mappings replace one PMD mapping, each holding a reference.
     crate::mm::page_ref::folio_ref_add(cpu, folio, 511);
-    folio.large_mapcount_atomic(cpu).fetch_add(511, Ordering::AcqRel);
-    folio.entire_mapcount_atomic(cpu).fetch_sub(1, Ordering::AcqRel);
-    cpu.point_arg(point!("__split_huge_pmd_locked", "pmd_populate"), pmd.pfn().as_u64());
+    folio
+        .large_mapcount_atomic(cpu)
+        .fetch_add(511, Ordering::AcqRel);
+    folio
+        .entire_mapcount_atomic(cpu)
+        .fetch_sub(1, Ordering::AcqRel);
+    cpu.point_arg(
+        point!("__split_huge_pmd_locked", "pmd_populate"),
+        pmd.pfn().as_u64(),
+    );
     // pmdp_invalidate() then populate: a GUP-fast walker that loaded the
     // old PMD sees it change and backs off.
     pgtable::get_and_clear(cpu, pmdp);
     crate::mm::mmu_gather::flush_tlb_mm_range(cpu, mm);
-    pgtable::set_entry(cpu, pmdp, Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED));
+    pgtable::set_entry(
+        cpu,
+        pmdp,
+        Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED),
+    );
     Ok(())
 }
 
 /// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`:
 /// clears the entries of `[start, end)` in `vma`, queueing each page's
 /// reference in the mmu_gather (freed after the TLB flush).
-pub fn zap_page_range(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma: &Vma, start: VirtAddr, end: VirtAddr) {
+pub fn zap_page_range(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vma: &Vma,
+    start: VirtAddr,
+    end: VirtAddr,
+) {
     let ptl = mm.page_table_lock.lock(&cpu.sched);
     let mut addr = start;
     while addr < end {
@@ -398,7 +475,10 @@ pub fn zap_page_range(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma: &V
         if pmd.leaf() {
             if addr.is_aligned(PMD_SHIFT) && next.as_u64() - addr.as_u64() == PMD_SIZE {
                 // zap_huge_pmd()
-                cpu.point_arg(point!("zap_huge_pmd", "pmdp_huge_get_and_clear"), addr.as_u64());
+                cpu.point_arg(
+                    point!("zap_huge_pmd", "pmdp_huge_get_and_clear"),
+                    addr.as_u64(),
+                );
                 let old = pgtable::get_and_clear(cpu, pmdp);
                 let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(old.pfn()));
                 folio_remove_rmap_pmd(cpu, folio);
@@ -446,7 +526,17 @@ pub fn free_pgd_range(
     ceiling: VirtAddr,
 ) {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
-    free_level(cpu, tlb, pgd_offset(mm, VirtAddr::new(0)).table, 0, 3, start, end, floor, ceiling);
+    free_level(
+        cpu,
+        tlb,
+        pgd_offset(mm, VirtAddr::new(0)).table,
+        0,
+        3,
+        start,
+        end,
+        floor,
+        ceiling,
+    );
 }
 
 const SHIFTS: [u32; 4] = [pgtable::PGDIR_SHIFT, PUD_SHIFT, PMD_SHIFT, PAGE_SHIFT];
@@ -482,7 +572,17 @@ fn free_level(
             continue;
         }
         if levels_below > 1 {
-            free_level(cpu, tlb, e.pfn(), span_lo, levels_below - 1, start, end, floor, ceiling);
+            free_level(
+                cpu,
+                tlb,
+                e.pfn(),
+                span_lo,
+                levels_below - 1,
+                start,
+                end,
+                floor,
+                ceiling,
+            );
         }
         // The child table can go if nothing outside the freed range may use
         // it and it is empty.
@@ -504,7 +604,8 @@ pub fn change_protection(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma:
             addr = next;
             continue;
         };
-        if pgtable::get_lockless(cpu, pmdp).leaf() && split_huge_pmd_locked(cpu, mm, pmdp).is_err() {
+        if pgtable::get_lockless(cpu, pmdp).leaf() && split_huge_pmd_locked(cpu, mm, pmdp).is_err()
+        {
             addr = next;
             continue;
         }
@@ -524,7 +625,10 @@ pub fn change_protection(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma:
                 if prot == Prot::ReadWrite && pte.write() {
                     flags |= RW;
                 }
-                cpu.point_arg(point!("change_pte_range", "ptep_modify_prot_commit"), a.as_u64());
+                cpu.point_arg(
+                    point!("change_pte_range", "ptep_modify_prot_commit"),
+                    a.as_u64(),
+                );
                 pgtable::set_entry(cpu, ptep, Entry(keep | flags));
                 tlb.need_flush = true;
             }
@@ -561,12 +665,21 @@ pub fn lookup(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr) -> Mapped {
         return Mapped::Pmd(pmd, pmd.pfn().add(off));
     }
     let pte = pgtable::get_lockless(cpu, pte_offset(pmd, addr));
-    if pte.none() { Mapped::None } else { Mapped::Pte(pte) }
+    if pte.none() {
+        Mapped::None
+    } else {
+        Mapped::Pte(pte)
+    }
 }
 
 /// A user load or store at `addr` through the mapping, faulting as needed
 /// (`get_user()` / `put_user()`). Returns the word read (or written).
-pub fn access_user(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, write: Option<u64>) -> Result<u64, Errno> {
+pub fn access_user(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    addr: VirtAddr,
+    write: Option<u64>,
+) -> Result<u64, Errno> {
     let g = mm.mmap_lock.read(&cpu.sched);
     let vma = g.find(addr).ok_or(Errno::EFAULT)?.clone();
     for _ in 0..4 {

@@ -47,12 +47,17 @@ fn for_each_section_piece(
 /// Kernel: `__add_pages()`: creates the memmap of `[start, start+nr)`.
 pub fn __add_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
     cpu.point_arg(point!("__add_pages", "sparse_add_section"), start.as_u64());
-    for_each_section_piece(cpu, start, nr_pages, |pfn, n| sparse_add_section(cpu, pfn, n))
+    for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
+        sparse_add_section(cpu, pfn, n)
+    })
 }
 
 /// Kernel: `__remove_pages()`: frees the memmap of `[start, start+nr)`.
 pub fn __remove_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) {
-    cpu.point_arg(point!("__remove_pages", "sparse_remove_section"), start.as_u64());
+    cpu.point_arg(
+        point!("__remove_pages", "sparse_remove_section"),
+        start.as_u64(),
+    );
     let _ = for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
         sparse_remove_section(cpu, pfn, n);
         Ok(())

@@ -88,7 +88,10 @@ pub struct Page {
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Page>() <= 64, "struct page must fit in 64 bytes");
+const _: () = assert!(
+    std::mem::size_of::<Page>() <= 64,
+    "struct page must fit in 64 bytes"
+);
 
 impl Page {
     /// A poisoned page, as `page_init_poison()` leaves it.
@@ -126,11 +129,14 @@ impl Page {
 }
 
 /// A pointer to a `struct page`, as `pfn_to_page()` computes it.
+///
+/// It names the page by section and pfn and finds the storage at each
+/// access: a pointer computed before the section's memmap first existed
+/// must reach the memmap that a later hot-add populates at that address.
 #[derive(Clone, Copy)]
 pub struct PageRef<'m> {
     pfn: Pfn,
     sec: &'m MemSection,
-    page: &'m Page,
 }
 
 impl PartialEq for PageRef<'_> {
@@ -152,14 +158,20 @@ macro_rules! checked_load {
         #[inline]
         pub fn $name(&self, cpu: &Cpu) -> $t {
             self.check(cpu);
-            self.page.$field.load(Ordering::Relaxed)
+            self.page().$field.load(Ordering::Relaxed)
         }
     };
 }
 
 impl<'m> PageRef<'m> {
-    pub(crate) fn new(pfn: Pfn, sec: &'m MemSection, page: &'m Page) -> Self {
-        PageRef { pfn, sec, page }
+    pub(crate) fn new(pfn: Pfn, sec: &'m MemSection) -> Self {
+        PageRef { pfn, sec }
+    }
+
+    /// The storage under the pointer (the vmemmap at this address).
+    #[inline]
+    fn page(&self) -> &'m Page {
+        self.sec.page_at(self.pfn)
     }
 
     /// Kernel: `page_to_pfn()`: pointer arithmetic, no access.
@@ -207,21 +219,21 @@ impl<'m> PageRef<'m> {
     #[inline]
     pub fn ref_count(&self, cpu: &Cpu) -> i32 {
         self.check(cpu);
-        self.page.refcount.load(Ordering::Relaxed)
+        self.page().refcount.load(Ordering::Relaxed)
     }
 
     /// Sets flag bits (`SetPageX`, an atomic `set_bit`).
     #[inline]
     pub fn set_flags(&self, cpu: &Cpu, bits: u64) {
         self.check(cpu);
-        self.page.flags.fetch_or(bits, Ordering::Relaxed);
+        self.page().flags.fetch_or(bits, Ordering::Relaxed);
     }
 
     /// Clears flag bits (`ClearPageX`).
     #[inline]
     pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {
         self.check(cpu);
-        self.page.flags.fetch_and(!bits, Ordering::Relaxed);
+        self.page().flags.fetch_and(!bits, Ordering::Relaxed);
     }
 
     /// Tests flag bits.
@@ -233,77 +245,77 @@ impl<'m> PageRef<'m> {
     /// Replaces the whole flags word.
     pub fn store_flags(&self, cpu: &Cpu, v: u64) {
         self.check(cpu);
-        self.page.flags.store(v, Ordering::Relaxed);
+        self.page().flags.store(v, Ordering::Relaxed);
     }
 
     /// `WRITE_ONCE(page->compound_head, ...)`. Release: a reader that sees
     /// the new head (Acquire in `page_folio`) sees the head initialised.
     pub fn store_compound_head(&self, cpu: &Cpu, v: u64) {
         self.check(cpu);
-        self.page.compound_head.store(v, Ordering::Release);
+        self.page().compound_head.store(v, Ordering::Release);
     }
 
     /// `page->mapping = v`.
     pub fn set_mapping(&self, cpu: &Cpu, v: u64) {
         self.check(cpu);
-        self.page.mapping.store(v, Ordering::Relaxed);
+        self.page().mapping.store(v, Ordering::Relaxed);
     }
 
     /// `page->index = v`.
     pub fn set_index(&self, cpu: &Cpu, v: u64) {
         self.check(cpu);
-        self.page.index.store(v, Ordering::Relaxed);
+        self.page().index.store(v, Ordering::Relaxed);
     }
 
     /// `set_page_private()`.
     pub fn set_private(&self, cpu: &Cpu, v: u64) {
         self.check(cpu);
-        self.page.private.store(v, Ordering::Relaxed);
+        self.page().private.store(v, Ordering::Relaxed);
     }
 
     /// `page->_mapcount` store.
     pub fn set_mapcount(&self, cpu: &Cpu, v: i32) {
         self.check(cpu);
-        self.page.mapcount.store(v, Ordering::Relaxed);
+        self.page().mapcount.store(v, Ordering::Relaxed);
     }
 
     /// `atomic_add_return(d, &page->_mapcount)`.
     pub fn mapcount_add(&self, cpu: &Cpu, d: i32) -> i32 {
         self.check(cpu);
-        self.page.mapcount.fetch_add(d, Ordering::AcqRel) + d
+        self.page().mapcount.fetch_add(d, Ordering::AcqRel) + d
     }
 
     /// Sets the page type (`__SetPageBuddy` and friends).
     pub fn set_page_type(&self, cpu: &Cpu, t: u32) {
         self.check(cpu);
-        self.page.page_type.store(t, Ordering::Relaxed);
+        self.page().page_type.store(t, Ordering::Relaxed);
     }
 
     pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
-        &self.page.refcount
+        &self.page().refcount
     }
 
     pub(crate) fn pincount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
-        &self.page.pincount
+        &self.page().pincount
     }
 
     pub(crate) fn entire_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
-        &self.page.entire_mapcount
+        &self.page().entire_mapcount
     }
 
     pub(crate) fn large_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
-        &self.page.large_mapcount
+        &self.page().large_mapcount
     }
 
     /// `__init_single_page()`: the state `memmap_init_range()` leaves a page
     /// in: reserved, refcount 1, unmapped, in `zone`.
     pub fn init_single_page(&self, cpu: &Cpu, zone: u64) {
         self.check(cpu);
-        let p = self.page;
+        let p = self.page();
         p.flags
             .store(pg::RESERVED | (zone << pg::ZONE_SHIFT), Ordering::Relaxed);
         p.compound_head.store(0, Ordering::Relaxed);

@@ -433,8 +433,7 @@ pub fn do_mprotect(
 pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<(), Errno> {
     let end = check_range(start, len)?;
     let g = mm.mmap_lock.read(&cpu.sched);
-    if g
-        .vmas
+    if g.vmas
         .iter()
         .any(|v| v.start < end && start < v.end && v.flags & VM_PFNMAP != 0)
     {

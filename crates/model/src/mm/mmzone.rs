@@ -109,7 +109,8 @@ impl Zone {
         if d >= 0 {
             self.managed_pages.fetch_add(d as u64, Ordering::Relaxed);
         } else {
-            self.managed_pages.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+            self.managed_pages
+                .fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
         }
     }
 
@@ -117,7 +118,8 @@ impl Zone {
         if d >= 0 {
             self.present_pages.fetch_add(d as u64, Ordering::Relaxed);
         } else {
-            self.present_pages.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+            self.present_pages
+                .fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
         }
     }
 }

@@ -11,11 +11,11 @@
 pub mod gup;
 pub mod memory;
 pub mod memory_hotplug;
+pub mod mm_types;
 pub mod mmap;
 pub mod mmu_gather;
-pub mod pgtable;
-pub mod mm_types;
 pub mod mmzone;
 pub mod page_alloc;
 pub mod page_ref;
+pub mod pgtable;
 pub mod sparse;

@@ -25,7 +25,7 @@
 use crate::detect::Kind;
 use crate::kernel::cpu::Cpu;
 use crate::mm::mm_types::{Folio, PageRef, destroy_compound_page, pg, pgty, prep_compound_page};
-use crate::mm::mmzone::{LIST_ISOLATE, LIST_NORMAL, Zone, ZoneType};
+use crate::mm::mmzone::{FreeArea, LIST_ISOLATE, LIST_NORMAL, Zone, ZoneType};
 use crate::mm::page_ref::set_folio_count;
 use crate::types::Pfn;
 use mmsim_facade::{Ordering, point};
@@ -70,7 +70,10 @@ pub fn __alloc_pages(cpu: &Cpu, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
     if order > cpu.m.max_order() {
         return None;
     }
-    cpu.point_arg(point!("__alloc_pages", "get_page_from_freelist"), order as u64);
+    cpu.point_arg(
+        point!("__alloc_pages", "get_page_from_freelist"),
+        order as u64,
+    );
     for &zt in zonelist(gfp) {
         let zone = cpu.m.zone(zt);
         while let Some(pfn) = rmqueue(cpu, zone, order) {
@@ -168,10 +171,23 @@ pub fn __folio_put(cpu: &Cpu, folio: Folio<'_>) {
 
 /// Kernel: `__free_pages()`: drop the caller's reference on a (possibly
 /// non-compound) block of `2^order` pages.
+///
+/// A non-compound block counts its references in the first page only. If a
+/// speculative reference still holds that page, the rest of the block is
+/// freed now, in halves, and the first page goes when the speculative holder
+/// drops its reference (as an order-0 page).
 pub fn __free_pages(cpu: &Cpu, page: PageRef<'_>, order: u32) {
+    // PageHead() before the reference is dropped.
+    let head = page.test_flags(cpu, pg::HEAD);
     let f = Folio::from_head(page);
     if crate::mm::page_ref::folio_ref_dec_and_test(cpu, f) {
         free_frozen_pages(cpu, page, order);
+    } else if !head {
+        let mut o = order;
+        while o > 0 {
+            o -= 1;
+            free_frozen_pages(cpu, page.nth(cpu, 1 << o), o);
+        }
     }
 }
 
@@ -181,7 +197,22 @@ pub fn free_frozen_pages(cpu: &Cpu, page: PageRef<'_>, order: u32) {
         return;
     }
     let zone = cpu.m.zone_of(cpu, page);
-    __free_one_page(cpu, zone, page.pfn(), order);
+    free_one_page(cpu, zone, page.pfn(), order);
+}
+
+/// Kernel: `free_one_page()` → `split_large_buddy()`: a block larger than a
+/// pageblock is freed one pageblock at a time, so that each piece goes to
+/// its own pageblock's list (an isolated pageblock keeps its pages) and
+/// merges again only with buddies of the same kind.
+fn free_one_page(cpu: &Cpu, zone: &Zone, pfn: Pfn, order: u32) {
+    let pbo = cpu.m.pageblock_order();
+    if order <= pbo {
+        __free_one_page(cpu, zone, pfn, order);
+        return;
+    }
+    for k in 0..(1u64 << (order - pbo)) {
+        __free_one_page(cpu, zone, pfn.add(k << pbo), pbo);
+    }
 }
 
 /// Kernel: `free_pages_prepare()`: checks and cleans the pages. Returns
@@ -245,8 +276,13 @@ fn is_isolated(cpu: &Cpu, pfn: Pfn) -> bool {
 
 /// Kernel: `__free_one_page()`: merge with free buddies, then list.
 fn __free_one_page(cpu: &Cpu, zone: &Zone, pfn: Pfn, order: u32) {
-    let sp = &cpu.m.sparse;
     let mut a = zone.area.lock();
+    __free_one_page_locked(cpu, zone, &mut a, pfn, order);
+}
+
+/// [`__free_one_page`] with `zone->lock` held.
+fn __free_one_page_locked(cpu: &Cpu, zone: &Zone, a: &mut FreeArea, pfn: Pfn, order: u32) {
+    let sp = &cpu.m.sparse;
     let max = a.free.len() as u32 - 1;
     let iso = is_isolated(cpu, pfn);
     let list = if iso { LIST_ISOLATE } else { LIST_NORMAL };
@@ -307,11 +343,11 @@ pub fn free_range_core(cpu: &Cpu, start: Pfn, nr: u64) {
     }
 }
 
-/// Splits free blocks larger than a pageblock that overlap `[pb, pb+n)`
-/// into pageblock-sized ones, so isolation can move whole blocks.
-fn split_large_free_blocks(cpu: &Cpu, zone: &Zone, pb: u64, pb_order: u32) {
+/// Splits free blocks larger than a pageblock that contain pageblock `pb`
+/// into pageblock-sized ones on the same list, so that pageblock can change
+/// list alone (`split_large_buddy()`). Called with `zone->lock` held.
+fn split_large_free_blocks(cpu: &Cpu, a: &mut FreeArea, pb: u64, pb_order: u32) {
     let sp = &cpu.m.sparse;
-    let mut a = zone.area.lock();
     let max = a.free.len() as u32 - 1;
     for o in (pb_order + 1..=max).rev() {
         let base = pb & !((1 << o) - 1);
@@ -330,11 +366,15 @@ fn split_large_free_blocks(cpu: &Cpu, zone: &Zone, pb: u64, pb_order: u32) {
     }
 }
 
-/// Moves every free block inside pageblock `pb` to list `to`.
-fn move_freepages_block(cpu: &Cpu, zone: &Zone, pb: u64, pb_order: u32, to: usize) {
-    let from = if to == LIST_ISOLATE { LIST_NORMAL } else { LIST_ISOLATE };
+/// Moves every free block inside pageblock `pb` to list `to`
+/// (`__move_freepages_block()`). Called with `zone->lock` held.
+fn move_freepages_block(a: &mut FreeArea, pb: u64, pb_order: u32, to: usize) {
+    let from = if to == LIST_ISOLATE {
+        LIST_NORMAL
+    } else {
+        LIST_ISOLATE
+    };
     let end = pb + (1 << pb_order);
-    let mut a = zone.area.lock();
     for o in 0..=pb_order as usize {
         let moved: Vec<u64> = a.free[o][from].range(pb..end).copied().collect();
         for p in moved {
@@ -342,7 +382,6 @@ fn move_freepages_block(cpu: &Cpu, zone: &Zone, pb: u64, pb_order: u32, to: usiz
             a.free[o][to].insert(p);
         }
     }
-    let _ = cpu;
 }
 
 fn set_pageblock_isolate(cpu: &Cpu, pfn: Pfn, on: bool) {
@@ -359,28 +398,54 @@ fn set_pageblock_isolate(cpu: &Cpu, pfn: Pfn, on: bool) {
 
 /// Kernel: `start_isolate_page_range()`: every pageblock of
 /// `[start, end)` becomes `MIGRATE_ISOLATE`, and its free pages leave the
-/// allocator's reach.
+/// allocator's reach. Each pageblock changes under one hold of
+/// `zone->lock` (`set_migratetype_isolate()`), so no free can merge a block
+/// across it between the split and the move.
 pub fn start_isolate_page_range(cpu: &Cpu, start: Pfn, end: Pfn) {
-    cpu.point_arg(point!("start_isolate_page_range", "set_migratetype_isolate"), start.as_u64());
+    cpu.point_arg(
+        point!("start_isolate_page_range", "set_migratetype_isolate"),
+        start.as_u64(),
+    );
     let pbo = cpu.m.pageblock_order();
     let zone = cpu.m.zone_of(cpu, cpu.m.sparse.pfn_to_page(start));
     let mut pb = start.as_u64() & !((1 << pbo) - 1);
     while pb < end.as_u64() {
-        split_large_free_blocks(cpu, zone, pb, pbo);
+        let mut a = zone.area.lock();
+        split_large_free_blocks(cpu, &mut a, pb, pbo);
         set_pageblock_isolate(cpu, Pfn::new(pb), true);
-        move_freepages_block(cpu, zone, pb, pbo, LIST_ISOLATE);
+        move_freepages_block(&mut a, pb, pbo, LIST_ISOLATE);
+        drop(a);
         pb += 1 << pbo;
     }
 }
 
-/// Kernel: `undo_isolate_page_range()`.
+/// Kernel: `undo_isolate_page_range()` → `unset_migratetype_isolate()`:
+/// the pageblock's free pages return to the ordinary lists, and a free
+/// pageblock-sized block merges with its free buddy again
+/// (`__putback_isolated_page()`): isolation stopped merges across the
+/// pageblock boundary, and `move_freepages_block()` does not merge.
 pub fn undo_isolate_page_range(cpu: &Cpu, start: Pfn, end: Pfn) {
     let pbo = cpu.m.pageblock_order();
     let zone = cpu.m.zone_of(cpu, cpu.m.sparse.pfn_to_page(start));
     let mut pb = start.as_u64() & !((1 << pbo) - 1);
     while pb < end.as_u64() {
-        set_pageblock_isolate(cpu, Pfn::new(pb), false);
-        move_freepages_block(cpu, zone, pb, pbo, LIST_NORMAL);
+        let mut a = zone.area.lock();
+        if is_isolated(cpu, Pfn::new(pb)) {
+            split_large_free_blocks(cpu, &mut a, pb, pbo);
+            set_pageblock_isolate(cpu, Pfn::new(pb), false);
+            move_freepages_block(&mut a, pb, pbo, LIST_NORMAL);
+            if a.free[pbo as usize][LIST_NORMAL].remove(&pb) {
+                // The whole pageblock is free: take it off the list
+                // (__isolate_free_page()) and put it back so that it merges.
+                a.nr_free -= 1 << pbo;
+                cpu.m
+                    .sparse
+                    .pfn_to_page(Pfn::new(pb))
+                    .set_page_type(cpu, pgty::NONE);
+                __free_one_page_locked(cpu, zone, &mut a, Pfn::new(pb), pbo);
+            }
+        }
+        drop(a);
         pb += 1 << pbo;
     }
 }

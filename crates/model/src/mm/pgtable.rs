@@ -180,7 +180,7 @@ pub fn index(addr: VirtAddr, shift: u32) -> usize {
     ((addr.as_u64() >> shift) & (PTRS_PER_TABLE as u64 - 1)) as usize
 }
 
-fn slot<'m>(cpu: &'m Cpu, p: EntryPtr) -> Option<&'m AtomicU64> {
+fn slot(cpu: &Cpu, p: EntryPtr) -> Option<&AtomicU64> {
     let t = cpu.m.pt.table(p.table)?;
     // A table read through a pointer must still be a table: a freed table
     // page is a page-table use-after-free (what MMU_GATHER_RCU_TABLE_FREE

@@ -100,6 +100,9 @@ pub struct MemSection {
     /// Bit `i` set while pageblock `i` is `MIGRATE_ISOLATE`.
     pub(crate) pageblock_isolate: AtomicU64,
     data: OnceLock<Box<[AtomicU64]>>,
+    /// What a pointer into a section that never had memmap storage reaches
+    /// (every access to it is reported first: its shadow bit is clear).
+    dummy: Page,
 }
 
 impl std::fmt::Debug for MemSection {
@@ -128,6 +131,7 @@ impl MemSection {
             memmap_live: AtomicU64::new(0),
             pageblock_isolate: AtomicU64::new(0),
             data: OnceLock::new(),
+            dummy: Page::poisoned(),
         }
     }
 
@@ -190,7 +194,15 @@ impl MemSection {
     /// The shadow: is the memmap of `pfn` populated?
     #[inline]
     pub fn memmap_live(&self, pfn: Pfn) -> bool {
-        self.memmap_live.load(Ordering::Acquire) & self.subsection_bit(pfn) != 0
+        // The shadow is the oracle, not a step of any protocol. Under loom a
+        // plain load may return a stale "live" after the memmap was freed
+        // (nothing orders it), and the use-after-free would go unseen; a
+        // read-modify-write always reads the newest value.
+        #[cfg(loom)]
+        let live = self.memmap_live.fetch_or(0, Ordering::Acquire);
+        #[cfg(not(loom))]
+        let live = self.memmap_live.load(Ordering::Acquire);
+        live & self.subsection_bit(pfn) != 0
     }
 
     fn storage(&self) -> &[Page] {
@@ -200,6 +212,16 @@ impl MemSection {
                 .collect::<Vec<_>>()
                 .into_boxed_slice()
         })
+    }
+
+    /// The `struct page` of `pfn` (in this section): its place in the
+    /// memmap storage, or the dummy if the section never had storage.
+    #[inline]
+    pub(crate) fn page_at(&self, pfn: Pfn) -> &Page {
+        match self.memmap.get() {
+            Some(m) => &m[(pfn.as_u64() & self.pfn_mask) as usize],
+            None => &self.dummy,
+        }
     }
 
     /// Whether this section was ever given memmap storage.
@@ -213,7 +235,6 @@ pub struct Sparse {
     section_shift: u32,
     sections: Box<[MemSection]>,
     beyond: MemSection,
-    dummy: Page,
 }
 
 impl std::fmt::Debug for Sparse {
@@ -236,7 +257,6 @@ impl Sparse {
                 .map(|i| MemSection::new(i, section_shift))
                 .collect(),
             beyond: MemSection::new(usize::MAX, section_shift),
-            dummy: Page::poisoned(),
         }
     }
 
@@ -285,13 +305,7 @@ impl Sparse {
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> PageRef<'_> {
         let nr = self.pfn_to_section_nr(pfn);
-        match self.sections.get(nr) {
-            Some(ms) => match ms.memmap.get() {
-                Some(m) => PageRef::new(pfn, ms, &m[(pfn.as_u64() & ms.pfn_mask) as usize]),
-                None => PageRef::new(pfn, ms, &self.dummy),
-            },
-            None => PageRef::new(pfn, &self.beyond, &self.dummy),
-        }
+        PageRef::new(pfn, self.sections.get(nr).unwrap_or(&self.beyond))
     }
 
     /// The contents of physical page `pfn` (one word; see the module doc).
@@ -324,7 +338,8 @@ fn usage_ptr(slot: usize, generation: u32) -> u64 {
 fn usage_deref<'m>(cpu: &Cpu, ms: &'m MemSection, ptr: u64) -> &'m MemSectionUsage {
     let slot = ((ptr & 0xff) as usize).wrapping_sub(1) % NR_USAGE_SLOTS;
     let u = &ms.usages[slot];
-    if !u.live.load(Ordering::Acquire) || u.generation.load(Ordering::Acquire) != (ptr >> 8) as u32 {
+    if !u.live.load(Ordering::Acquire) || u.generation.load(Ordering::Acquire) != (ptr >> 8) as u32
+    {
         cpu.report(
             Kind::SectionUsageUseAfterFree,
             Some(Pfn::new(0).add(ms.nr as u64 * (ms.pfn_mask + 1))),
@@ -336,12 +351,18 @@ fn usage_deref<'m>(cpu: &Cpu, ms: &'m MemSection, ptr: u64) -> &'m MemSectionUsa
 
 /// Kernel: `pfn_section_valid()`: is the subsection of `pfn` present?
 pub fn pfn_section_valid(cpu: &Cpu, ms: &MemSection, pfn: Pfn) -> bool {
-    cpu.point_arg(point!("pfn_section_valid", "READ_ONCE(ms->usage)"), pfn.as_u64());
+    cpu.point_arg(
+        point!("pfn_section_valid", "READ_ONCE(ms->usage)"),
+        pfn.as_u64(),
+    );
     let ptr = ms.usage.load(Ordering::Acquire);
     if ptr == 0 {
         return false;
     }
-    cpu.point_arg(point!("pfn_section_valid", "test_bit(subsection_map)"), pfn.as_u64());
+    cpu.point_arg(
+        point!("pfn_section_valid", "test_bit(subsection_map)"),
+        pfn.as_u64(),
+    );
     let u = usage_deref(cpu, ms, ptr);
     u.subsection_map.load(Ordering::Relaxed) & ms.subsection_bit(pfn) != 0
 }
@@ -388,14 +409,19 @@ pub fn sparse_init_early_section(cpu: &Cpu, nr: usize) {
     let sp = &cpu.m.sparse;
     let ms = &sp.sections[nr];
     let u = &ms.usages[0];
+    // subsection_map_init(): every subsection of the section is present
+    // (and no bit beyond them, so that removing them all empties the map).
+    let all = ms.subsection_mask(sp.section_nr_to_pfn(nr), sp.pages_per_section());
     u.generation.fetch_add(1, Ordering::Relaxed);
     u.boot.store(true, Ordering::Relaxed);
-    u.subsection_map.store(!0, Ordering::Relaxed);
+    u.subsection_map.store(all, Ordering::Relaxed);
     u.live.store(true, Ordering::Release);
-    ms.usage
-        .store(usage_ptr(0, u.generation.load(Ordering::Relaxed)), Ordering::Release);
+    ms.usage.store(
+        usage_ptr(0, u.generation.load(Ordering::Relaxed)),
+        Ordering::Release,
+    );
     ms.storage();
-    ms.memmap_live.store(!0, Ordering::Release);
+    ms.memmap_live.store(all, Ordering::Release);
     ms.set_flags(SECTION_MARKED_PRESENT | SECTION_HAS_MEM_MAP | SECTION_IS_EARLY);
 }
 
@@ -416,7 +442,10 @@ fn populate_section_memmap(ms: &MemSection, pfn: Pfn, nr_pages: u64) {
 /// cleared first: from here on any access through an old pointer is a
 /// use-after-free. Then the quarantined storage is poisoned.
 fn depopulate_section_memmap(cpu: &Cpu, ms: &MemSection, pfn: Pfn, nr_pages: u64) {
-    cpu.point_arg(point!("depopulate_section_memmap", "vmemmap_free"), pfn.as_u64());
+    cpu.point_arg(
+        point!("depopulate_section_memmap", "vmemmap_free"),
+        pfn.as_u64(),
+    );
     ms.memmap_live
         .fetch_and(!ms.subsection_mask(pfn, nr_pages), Ordering::AcqRel);
     if let Some(m) = ms.memmap.get() {
@@ -445,7 +474,8 @@ pub fn section_activate(cpu: &Cpu, pfn: Pfn, nr_pages: u64) -> Result<(), Errno>
         u.boot.store(false, Ordering::Relaxed);
         u.live.store(true, Ordering::Release);
         // Release: a reader that loads the pointer sees the usage initialised.
-        ms.usage.store(usage_ptr(slot, generation), Ordering::Release);
+        ms.usage
+            .store(usage_ptr(slot, generation), Ordering::Release);
         allocated = Some(slot);
     }
     // fill_subsection_map()
@@ -506,7 +536,10 @@ pub fn section_deactivate(cpu: &Cpu, pfn: Pfn, nr_pages: u64) {
                     free_usage(cpu, nr, slot);
                 });
             } else {
-                cpu.point_arg(point!("section_deactivate", "kfree(ms->usage)"), pfn.as_u64());
+                cpu.point_arg(
+                    point!("section_deactivate", "kfree(ms->usage)"),
+                    pfn.as_u64(),
+                );
                 free_usage(cpu, nr, slot);
             }
             cpu.point_arg(
@@ -516,8 +549,14 @@ pub fn section_deactivate(cpu: &Cpu, pfn: Pfn, nr_pages: u64) {
             ms.usage.store(0, Ordering::Release);
         }
     }
+    // The memmap of an early section is always fully populated (see
+    // section_activate() and pfn_valid()); it goes with the last subsection
+    // (free_map_bootmem()).
     if !early {
         depopulate_section_memmap(cpu, ms, pfn, nr_pages);
+    } else if empty {
+        let start = sp.section_nr_to_pfn(ms.nr);
+        depopulate_section_memmap(cpu, ms, start, sp.pages_per_section());
     }
     if empty {
         ms.section_mem_map.store(0, Ordering::Release);
@@ -568,7 +607,9 @@ pub fn offline_mem_sections(cpu: &Cpu, start: Pfn, end: Pfn) {
 
 /// Marks sections as holding ZONE_DEVICE memory (`SECTION_TAINT_ZONE_DEVICE`).
 pub fn taint_zone_device(cpu: &Cpu, start: Pfn, end: Pfn) {
-    for_each_section(cpu, start, end, |ms| ms.set_flags(SECTION_TAINT_ZONE_DEVICE));
+    for_each_section(cpu, start, end, |ms| {
+        ms.set_flags(SECTION_TAINT_ZONE_DEVICE)
+    });
 }
 
 fn for_each_section(cpu: &Cpu, start: Pfn, end: Pfn, f: impl Fn(&MemSection)) {
