@@ -19,7 +19,7 @@
 #![allow(clippy::disallowed_types)] // Counters across loom iterations are std's.
 
 use loom::model::Builder;
-use mmsim_facade::{AtomicU64, Ordering};
+use mmsim_facade::{AtomicU64, Ordering, point};
 use mmsim_model::detect::Kind;
 use mmsim_model::kernel::cpu::Died;
 use mmsim_model::kernel::rcupdate::{local_irq_save, rcu_read_lock, synchronize_rcu};
@@ -67,12 +67,12 @@ fn machine(hotplug: bool) -> Arc<Machine> {
     .unwrap()
 }
 
-/// A loom builder with `preemption_bound` (unless `LOOM_MAX_PREEMPTIONS`
-/// says otherwise).
-fn builder(preemption_bound: usize) -> Builder {
+/// A loom builder with `preemption_bound` (`None`: exhaustive), unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise.
+fn builder(preemption_bound: Option<usize>) -> Builder {
     let mut b = Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(preemption_bound);
+        b.preemption_bound = preemption_bound;
     }
     // Booting a machine is a long single-threaded path; every atomic access
     // is a branch.
@@ -193,7 +193,7 @@ fn freeze_vs_try_get(how: Freeze) -> bool {
 fn a_folio_try_get_against_folio_ref_freeze() {
     let t0 = Instant::now();
     let tally: &'static Tally = Box::leak(Box::default());
-    builder(3).check(move || {
+    builder(None).check(move || {
         tally.run();
         if freeze_vs_try_get(Freeze::Cmpxchg) {
             tally.bad();
@@ -211,7 +211,7 @@ fn a_folio_try_get_against_folio_ref_freeze() {
 fn a_control_check_then_set_freeze_loses_a_reference() {
     let t0 = Instant::now();
     let tally: &'static Tally = Box::leak(Box::default());
-    builder(3).check(move || {
+    builder(None).check(move || {
         tally.run();
         if freeze_vs_try_get(Freeze::CheckThenSet) {
             tally.bad();
@@ -272,7 +272,7 @@ fn b_reader_against_synchronize_rcu() {
     for irq in [true, false] {
         let t0 = Instant::now();
         let tally: &'static Tally = Box::leak(Box::default());
-        builder(3).check(move || {
+        builder(None).check(move || {
             tally.run();
             if gp_litmus(irq, true) {
                 tally.bad();
@@ -288,7 +288,7 @@ fn b_reader_against_synchronize_rcu() {
 fn b_control_without_synchronize_rcu_loom_finds_the_reordering() {
     let t0 = Instant::now();
     let tally: &'static Tally = Box::leak(Box::default());
-    builder(3).check(move || {
+    builder(None).check(move || {
         tally.run();
         if gp_litmus(true, false) {
             tally.bad();
@@ -323,16 +323,19 @@ fn mk_pte(pfn: Pfn) -> u64 {
 /// speculative reference, recheck the PTE.
 fn gup_fast_one<'c>(cpu: &'c Cpu, ptep: &AtomicU64) -> Option<Folio<'c>> {
     let _irq = local_irq_save(cpu);
-    // ptep_get_lockless()
+    cpu.point(point!("gup_fast_pte_range", "ptep_get_lockless"));
     let pte = ptep.load(Ordering::Relaxed);
     if pte & PRESENT == 0 {
         return None;
     }
     let page = cpu.m.sparse.pfn_to_page(Pfn::new(pte >> 1));
+    cpu.point(point!("gup_fast_pte_range", "page_folio"));
     let folio = page_folio(cpu, page);
+    cpu.point(point!("gup_fast_pte_range", "folio_try_get"));
     if !folio_try_get(cpu, folio) {
         return None;
     }
+    cpu.point(point!("gup_fast_pte_range", "recheck pte"));
     if ptep.load(Ordering::Relaxed) != pte {
         // gup_put_folio()
         folio_put(cpu, folio);
@@ -421,6 +424,18 @@ fn gup_vs_hot_remove(gp: Gp) -> bool {
         .filter(|v| v.kind != Kind::MemmapUseAfterFree)
         .collect();
     assert!(others.is_empty(), "{others:?}");
+    if let Some(v) = m.detect.violations().first() {
+        // The walker touched the freed memmap in page_folio() (the load of
+        // compound_head) or in folio_try_get(). The shadow is checked just
+        // before each access, so when the memmap is freed between the two
+        // the try_get "succeeds" on the poisoned count and the access is
+        // caught by gup_put_folio() after the failed recheck.
+        assert_eq!(v.function, "gup_fast_pte_range");
+        assert!(
+            ["page_folio", "folio_try_get", "recheck pte"].contains(&v.step),
+            "{v}"
+        );
+    }
     if gp != Gp::None {
         assert!(
             !uaf,
@@ -438,7 +453,7 @@ fn gup_vs_hot_remove(gp: Gp) -> bool {
 fn c_gup_fast_against_hot_remove_without_grace_period_is_a_uaf() {
     let t0 = Instant::now();
     let tally: &'static Tally = Box::leak(Box::default());
-    builder(2).check(move || {
+    builder(Some(3)).check(move || {
         tally.run();
         if gup_vs_hot_remove(Gp::None) {
             tally.bad();
@@ -458,7 +473,7 @@ fn c_gup_fast_against_hot_remove_with_grace_period_is_safe() {
     for gp in [Gp::BeforeRemove, Gp::AfterClear] {
         let t0 = Instant::now();
         let tally: &'static Tally = Box::leak(Box::default());
-        builder(2).check(move || {
+        builder(Some(3)).check(move || {
             tally.run();
             if gup_vs_hot_remove(gp) {
                 tally.bad();

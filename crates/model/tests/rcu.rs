@@ -35,9 +35,25 @@ fn small(nr_cpus: u32) -> Arc<Machine> {
             kind: RangeKind::Boot,
             bytes: 1 << 20,
         }],
+        // The trace tells a test when another CPU's grace period has begun.
+        tracing: true,
         ..Default::default()
     })
     .unwrap()
+}
+
+/// Waits until `cpu` has passed a scheduling point of `func` (the first
+/// step of a grace-period wait), so that a test does not mistake a thread
+/// that has not run yet for one that is waiting.
+fn wait_started(m: &Machine, cpu: u32, func: &str) {
+    assert!(
+        wait_until(LIMIT, || m
+            .ctx
+            .trace()
+            .iter()
+            .any(|t| t.cpu == cpu && t.point.func == func)),
+        "cpu{cpu} never entered {func}"
+    );
 }
 
 /// Polls `f` until it holds or `limit` passes; says whether it held.
@@ -155,6 +171,7 @@ fn call_rcu_waits_for_a_reader_that_began_earlier() {
                 done.store(true, Ordering::SeqCst);
                 c2.finish();
             });
+            wait_started(&m, 2, "rcu_barrier");
 
             // Meanwhile cpu1 keeps running the softirq.
             stays_false(
@@ -255,6 +272,12 @@ fn synchronize_rcu_waits_for_a_reader() {
                     d.store(true, Ordering::SeqCst);
                     c1.finish();
                 });
+                let f = if expedited {
+                    "synchronize_rcu_expedited"
+                } else {
+                    "synchronize_rcu"
+                };
+                wait_started(&m, 1, f);
                 stays_false(
                     &format!(
                         "{k:?} (expedited {expedited}): grace period ended with a reader inside"
@@ -300,6 +323,7 @@ fn synchronize_rcu_does_not_wait_for_a_later_reader() {
                 d.store(true, Ordering::SeqCst);
                 c1.finish();
             });
+            wait_started(&m, 1, "synchronize_rcu");
             // Let the grace period start (and wait for the early reader).
             stays_false(
                 "grace period ended early",
@@ -440,6 +464,7 @@ fn synchronize_rcu_waits_for_the_outermost_guard() {
                 d.store(true, Ordering::SeqCst);
                 c1.finish();
             });
+            wait_started(&m, 1, "synchronize_rcu");
             stays_false(
                 "returned inside nested guards",
                 || {},
