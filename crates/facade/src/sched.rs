@@ -19,9 +19,10 @@
 //! the thing waited on). Natively it spins, then yields, then sleeps. Under the
 //! explorer it blocks its shuttle task until some CPU calls [`Sched::wake`] on
 //! that channel, so the explorer never wastes a schedule on a CPU that cannot
-//! make progress, and a CPU that can never be woken is a deadlock that shuttle
-//! reports. Natively, a wait that lasts longer than [`Ctx::stuck_after`]
-//! unwinds with a [`Stuck`] payload, which the model reports as a deadlock.
+//! make progress. A CPU about to block while every other task is blocked or
+//! finished can never be woken: it unwinds with a [`Stuck`] payload at once,
+//! which the model reports as a deadlock. Natively, a wait that lasts longer
+//! than [`Ctx::stuck_after`] unwinds the same way.
 //!
 //! Tests can *hold* a CPU at a named point ([`Ctx::hold`]) and release it
 //! later, to force one interleaving without the explorer.
@@ -145,6 +146,8 @@ pub struct Ctx {
     #[cfg(not(loom))]
     waiters: StdMutex<Vec<(usize, shuttle::scheduler::TaskId)>>,
     holds: StdMutex<Vec<Hold>>,
+    /// Which CPUs are waiting, and where.
+    waiting: StdMutex<Vec<(u32, &'static Point)>>,
     /// Jitter: one pause in `jitter_every` points on average.
     jitter_every: u64,
     /// Jitter: the longest IRQs-off stall, in microseconds.
@@ -176,6 +179,7 @@ impl Ctx {
             #[cfg(not(loom))]
             waiters: StdMutex::new(Vec::new()),
             holds: StdMutex::new(Vec::new()),
+            waiting: StdMutex::new(Vec::new()),
             jitter_every: 64,
             jitter_stall_us: 3000,
             stuck_after: Duration::from_secs(20),
@@ -250,6 +254,28 @@ impl Ctx {
     pub fn wait_reached(&self, id: HoldId, limit: Duration) -> bool {
         let t = Instant::now();
         while !self.reached(id) {
+            if t.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        true
+    }
+
+    /// Where `cpu` is waiting (in a grace period, an IPI, a lock, a
+    /// completion), if it is.
+    pub fn waiting_at(&self, cpu: u32) -> Option<&'static Point> {
+        lock_ignoring_poison(&self.waiting)
+            .iter()
+            .find(|(c, _)| *c == cpu)
+            .map(|(_, p)| *p)
+    }
+
+    /// Waits (natively, from a test's own thread) until `cpu` waits at a
+    /// point of function `func`. Returns false if it does not within `limit`.
+    pub fn wait_until_waiting(&self, cpu: u32, func: &str, limit: Duration) -> bool {
+        let t = Instant::now();
+        while self.waiting_at(cpu).is_none_or(|p| p.func != func) {
             if t.elapsed() > limit {
                 return false;
             }
@@ -459,6 +485,7 @@ impl Sched {
         if cond() {
             return;
         }
+        let _waiting = WaitingMark::new(self, p);
         #[cfg(loom)]
         {
             let _ = (p, chan, arg);
@@ -518,6 +545,14 @@ impl Sched {
                 noted = true;
             }
             self.check_stop();
+            if explore::nobody_else_can_run() {
+                // Every other task is blocked or finished, so nothing can
+                // ever wake this CPU: a deadlock. Unwind as a native wait
+                // past its limit does, so the model records a `deadlock`
+                // naming this CPU and point (shuttle would otherwise abort
+                // the whole exploration with a panic of its own).
+                std::panic::panic_any(Stuck { point: p });
+            }
             lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
             explore::block_and_switch();
         }
@@ -557,6 +592,27 @@ impl Sched {
             for (_, t) in w.drain(..) {
                 explore::unblock(t);
             }
+        }
+    }
+}
+
+/// Marks a CPU as waiting at a point while it lives.
+struct WaitingMark<'a> {
+    s: &'a Sched,
+}
+
+impl<'a> WaitingMark<'a> {
+    fn new(s: &'a Sched, p: &'static Point) -> Self {
+        lock_ignoring_poison(&s.ctx.waiting).push((s.cpu, p));
+        WaitingMark { s }
+    }
+}
+
+impl Drop for WaitingMark<'_> {
+    fn drop(&mut self) {
+        let mut w = lock_ignoring_poison(&self.s.ctx.waiting);
+        if let Some(i) = w.iter().position(|(c, _)| *c == self.s.cpu) {
+            w.remove(i);
         }
     }
 }
@@ -602,6 +658,18 @@ mod explore {
 
     pub(super) fn stopping() -> bool {
         ExecutionState::should_stop()
+    }
+
+    /// Whether every task but the current one is blocked (with no spurious
+    /// wake-up allowed) or finished: then none can ever wake it.
+    pub(super) fn nobody_else_can_run() -> bool {
+        ExecutionState::with(|s| {
+            let me = s.current().id();
+            (0usize..)
+                .map_while(|i| s.try_get(TaskId::from(i)))
+                .filter(|t| t.id() != me)
+                .all(|t| t.finished() || (t.blocked() && !t.can_spuriously_wakeup()))
+        })
     }
 }
 

@@ -7,6 +7,8 @@ use std::fmt;
 pub enum Errno {
     /// Operation not permitted.
     EPERM = 1,
+    /// No such file or directory (also "nothing found" inside the kernel).
+    ENOENT = 2,
     /// Interrupted system call.
     EINTR = 4,
     /// Try again.
@@ -38,6 +40,7 @@ impl Errno {
     pub fn name(self) -> &'static str {
         match self {
             Errno::EPERM => "EPERM",
+            Errno::ENOENT => "ENOENT",
             Errno::EINTR => "EINTR",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",

@@ -20,7 +20,12 @@ use crate::safeguards::Safeguards;
 use crate::types::{MAX_PAGE_ORDER, PAGE_SHIFT, Pfn};
 // The machine handle is not a protocol step: std's Arc in every mode (a
 // `self: &Arc<Self>` receiver must be std's, also under loom).
+use crate::kernel::percpu_rwsem::PercpuRwSem;
+use crate::mm::memremap::DevPagemap;
+use crate::mm::mmap::MmStruct;
+use mmsim_facade::RawLock;
 use mmsim_facade::sched::{Ctx, Mode, Sched};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// How TLB flushes reach other CPUs.
@@ -160,6 +165,29 @@ pub struct Machine {
     pub pt: PtStore,
     zero_pfn: std::sync::OnceLock<Pfn>,
     next_id: mmsim_facade::AtomicU64,
+    /// `mem_hotplug_lock`.
+    pub mem_hotplug_lock: PercpuRwSem,
+    /// `lru_disable_count`.
+    pub lru_disable_count: mmsim_facade::AtomicU32,
+    /// Memory blocks (`/sys/devices/system/memory/memoryN`), by first pfn.
+    pub blocks: RawLock<BTreeMap<u64, BlockState>>,
+    /// `pgmap_array`: the live `dev_pagemap`s.
+    pub pgmaps: RawLock<Vec<Arc<DevPagemap>>>,
+    /// Every address space, for the reverse map (migration, driver zaps).
+    pub mms: RawLock<Vec<std::sync::Weak<MmStruct>>>,
+}
+
+/// The state of a memory block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockState {
+    /// Added, not online.
+    Offline,
+    /// Online in a zone.
+    Online(ZoneType),
+}
+
+fn mem_hotplug_lock_rss(cpu: &Cpu) -> &crate::kernel::rcu_sync::RcuSync {
+    &cpu.m.mem_hotplug_lock.rss
 }
 
 impl std::fmt::Debug for Machine {
@@ -239,6 +267,15 @@ impl Machine {
             pt: PtStore::new(boot.0, boot.1),
             zero_pfn: std::sync::OnceLock::new(),
             next_id: mmsim_facade::AtomicU64::new(1),
+            mem_hotplug_lock: PercpuRwSem::new(
+                cfg.safeguards
+                    .on(crate::safeguards::Sg::MEM_HOTPLUG_LOCK_RCU_SYNC),
+                mem_hotplug_lock_rss,
+            ),
+            lru_disable_count: mmsim_facade::AtomicU32::new(0),
+            blocks: RawLock::new(BTreeMap::new()),
+            pgmaps: RawLock::new(Vec::new()),
+            mms: RawLock::new(Vec::new()),
             cfg,
         });
         m.boot();
@@ -316,6 +353,36 @@ impl Machine {
     pub fn zone_of(&self, cpu: &Cpu, page: PageRef<'_>) -> &Zone {
         let z = page.zonenum(cpu).min(2);
         &self.zones[z]
+    }
+
+    /// `memory_block_size_bytes()` in pages: one section.
+    pub fn block_pages(&self) -> u64 {
+        self.sparse.pages_per_section()
+    }
+
+    /// The live mms.
+    pub fn all_mms(&self) -> Vec<Arc<MmStruct>> {
+        let mut l = self.mms.lock();
+        l.retain(|w| w.strong_count() > 0);
+        l.iter().filter_map(|w| w.upgrade()).collect()
+    }
+
+    /// The mm with `id`, if it still lives.
+    pub fn mm_by_id(&self, id: u64) -> Option<Arc<MmStruct>> {
+        self.mms
+            .lock()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .find(|m| m.id == id)
+    }
+
+    /// `get_dev_pagemap()` without the reference: the pgmap covering `pfn`.
+    pub fn pgmap_of(&self, pfn: Pfn) -> Option<Arc<DevPagemap>> {
+        self.pgmaps
+            .lock()
+            .iter()
+            .find(|p| p.start <= pfn && pfn < p.start.add(p.nr_pages))
+            .cloned()
     }
 
     /// The range named `name`.

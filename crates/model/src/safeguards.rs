@@ -60,6 +60,28 @@ safeguards! {
     /// (`MMU_GATHER_RCU_TABLE_FREE`).
     RCU_TABLE_FREE = 5, "mmu_gather.rcu_table_free", true,
         "GUP-fast's walk against page-table pages being freed (needed where TLB flushes are not IPIs)";
+    /// The seed thread's fix: `synchronize_rcu()` in `try_remove_memory()`
+    /// after the memory is known unused and before the memmap is freed.
+    HOTPLUG_SYNCHRONIZE_RCU = 6, "hotplug.synchronize_rcu", false,
+        "GUP-fast (any lockless walker) against hot-remove freeing the memmap (the seed's fix; not upstream)";
+    /// The seed thread's fix for ZONE_DEVICE: `synchronize_rcu()` in
+    /// `pageunmap_range()` after `mem_hotplug_begin()`.
+    MEMREMAP_SYNCHRONIZE_RCU = 7, "memremap.synchronize_rcu", false,
+        "GUP-fast against memunmap_pages() freeing the device memmap (the seed's fix; not upstream)";
+    /// `percpu_down_write(&mem_hotplug_lock)` enters an `rcu_sync`, which
+    /// waits for a grace period when it finds `GP_IDLE`.
+    MEM_HOTPLUG_LOCK_RCU_SYNC = 8, "mem_hotplug_lock.rcu_sync", true,
+        "incidentally: walkers that started before mem_hotplug_begin() when rcu_sync was idle";
+    /// `lru_cache_disable()` calls `synchronize_rcu_expedited()`.
+    LRU_DISABLE_SYNCHRONIZE_RCU = 9, "lru.disable_synchronize_rcu", true,
+        "incidentally: walkers that stalled on an earlier block when a later block is offlined";
+    /// `percpu_ref_kill()` switches to atomic mode through `call_rcu`.
+    PERCPU_REF_KILL_RCU = 10, "percpu_ref.kill_rcu", true,
+        "incidentally: walkers of device pages zapped before memunmap_pages() killed pgmap->ref";
+    /// page_ext's `MEM_OFFLINE` notifier calls `synchronize_rcu()` (page_ext
+    /// is off in typical kernels).
+    PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU = 11, "page_ext.offline_synchronize_rcu", false,
+        "incidentally, with page_owner/page_table_check: walkers of the block being offlined";
 }
 
 /// A set of switches, one per registered safeguard.

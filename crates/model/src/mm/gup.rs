@@ -96,7 +96,20 @@ fn is_zero_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
 
 /// Kernel: `folio_is_longterm_pinnable()`: not in `ZONE_MOVABLE`.
 pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
-    folio.page().zonenum(cpu) != ZoneType::Movable as usize
+    let z = folio.page().zonenum(cpu);
+    if z == ZoneType::Device as usize {
+        // Device-coherent and fsdax folios may not be pinned long-term;
+        // generic (device-dax) ones may.
+        let id = folio.page().private(cpu);
+        return cpu
+            .m
+            .pgmaps
+            .lock()
+            .iter()
+            .find(|p| p.id == id)
+            .is_some_and(|p| p.kind == crate::mm::memremap::PgmapType::Generic);
+    }
+    z != ZoneType::Movable as usize
 }
 
 /// Kernel: `gup_put_folio()`.
@@ -649,7 +662,7 @@ fn follow_page_mask(
         Mapped::Pte(e) => (e, e.pfn()),
         Mapped::Pmd(e, p) => (e, p),
     };
-    if e.protnone() {
+    if !e.present() || e.protnone() {
         return Ok(None);
     }
     if write && !e.write() {

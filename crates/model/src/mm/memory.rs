@@ -180,7 +180,7 @@ pub fn handle_mm_fault(
         return Err(Errno::EFAULT);
     }
     cpu.point_arg(point!("handle_mm_fault", "fault"), addr.as_u64());
-    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    let ptl = mm.page_table_lock.lock(&cpu.sched);
     let pmdp = pmd_alloc(cpu, mm, addr)?;
     let mut pmd = pgtable::get_lockless(cpu, pmdp);
     if pmd.none()
@@ -229,7 +229,19 @@ pub fn handle_mm_fault(
             Backing::Anon => do_anonymous_page(cpu, mm, vma, ptep, addr, write),
             Backing::Shared(s) => shmem_fault(cpu, vma, s, ptep, addr, write),
             Backing::PfnMap { .. } => Err(Errno::EFAULT),
+            Backing::Device { .. } => {
+                let pfn = crate::mm::memremap::device_fault(cpu, mm, vma, addr)?;
+                let flags = vma_pte_flags(vma, None) | writable(vma) | DIRTY;
+                cpu.point_arg(point!("device_fault", "set_pte_at"), pfn.as_u64());
+                pgtable::set_entry(cpu, ptep, Entry::from_pfn(pfn, flags));
+                Ok(())
+            }
         };
+    }
+    if pte.is_migration() {
+        drop(ptl);
+        crate::mm::migrate::migration_entry_wait(cpu, ptep, pte);
+        return Ok(());
     }
     if pte.protnone() {
         return Err(Errno::EFAULT);
@@ -618,7 +630,7 @@ pub fn change_protection(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma:
         while a < next {
             let ptep = pte_offset(pmd, a);
             let pte = pgtable::get_lockless(cpu, ptep);
-            if !pte.none() {
+            if !pte.none() && !pte.is_migration() {
                 let keep = pte.0 & (pgtable::PFN_MASK | SPECIAL | DIRTY);
                 let mut flags = vma_pte_flags(vma, Some(prot));
                 // A writable PTE stays writable only if it was (no COW break).

@@ -75,3 +75,307 @@ pub fn move_pfn_range_to_zone(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneTy
 pub fn online_pages_range(cpu: &Cpu, start: Pfn, nr_pages: u64) {
     free_range_core(cpu, start, nr_pages);
 }
+
+// ---------------------------------------------------------------------------
+// Memory blocks, onlining, offlining and removal.
+//
+// Kernel: mm/memory_hotplug.c, drivers/base/memory.c. Each memory block is
+// one section. Every step that changes memory blocks runs under
+// mem_hotplug_begin()/mem_hotplug_done(), a percpu rw-semaphore whose write
+// side enters an rcu_sync: the first writer after an idle period waits for a
+// grace period, a writer that comes within a grace period of the previous
+// one's exit does not (see crate::kernel::rcu_sync). offline_pages() calls
+// lru_cache_disable(), which waits for a grace period too, but before
+// migration unmaps anything. Neither is a grace period *for* the memmap:
+// they protect some sequences by accident, and the seed's sequence — a
+// walker that loads a PTE after the last block's lru_cache_disable() — by
+// none. The thread's fix (hotplug.synchronize_rcu, off by default as
+// upstream) adds the missing grace period in try_remove_memory().
+// ---------------------------------------------------------------------------
+
+use crate::kernel::percpu_rwsem::{PercpuWriteGuard, percpu_down_write};
+use crate::kernel::rcupdate::synchronize_rcu;
+use crate::machine::BlockState;
+use crate::mm::page_alloc::{
+    __offline_isolated_pages, start_isolate_page_range, test_pages_isolated,
+    undo_isolate_page_range,
+};
+use crate::mm::sparse::{offline_mem_sections, online_mem_sections};
+use crate::mm::swap::{lru_cache_disable, lru_cache_enable};
+use crate::safeguards::Sg;
+
+/// Kernel: `mem_hotplug_begin()`: `cpus_read_lock()` (not modelled: no CPU
+/// hotplug) and `percpu_down_write(&mem_hotplug_lock)`.
+pub fn mem_hotplug_begin(cpu: &Cpu) -> PercpuWriteGuard<'_> {
+    percpu_down_write(cpu, &cpu.m.mem_hotplug_lock)
+}
+
+/// Kernel: `mem_hotplug_done()` (dropping the guard).
+pub fn mem_hotplug_done(g: PercpuWriteGuard<'_>) {
+    drop(g);
+}
+
+/// A range of whole memory blocks, or `EINVAL`.
+fn check_block_range(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    let bp = cpu.m.block_pages();
+    if nr_pages == 0 || !start.as_u64().is_multiple_of(bp) || !nr_pages.is_multiple_of(bp) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+fn block_range(cpu: &Cpu, start: Pfn) -> (Pfn, u64) {
+    (start, cpu.m.block_pages())
+}
+
+/// Kernel: `add_memory()` → `add_memory_resource()`: the memmap of
+/// `[start, start+nr)` is created and its memory blocks appear offline.
+pub fn add_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    check_block_range(cpu, start, nr_pages)?;
+    let bp = cpu.m.block_pages();
+    {
+        let blocks = cpu.m.blocks.lock();
+        if blocks
+            .range(start.as_u64()..start.as_u64() + nr_pages)
+            .next()
+            .is_some()
+        {
+            return Err(Errno::EEXIST);
+        }
+    }
+    let g = mem_hotplug_begin(cpu);
+    // arch_add_memory()
+    let r = __add_pages(cpu, start, nr_pages);
+    if r.is_ok() {
+        // create_memory_block_devices()
+        let mut blocks = cpu.m.blocks.lock();
+        let mut b = start.as_u64();
+        while b < start.as_u64() + nr_pages {
+            blocks.insert(b, BlockState::Offline);
+            b += bp;
+        }
+    }
+    mem_hotplug_done(g);
+    r
+}
+
+/// Kernel: `online_pages()`, called by `memory_block_online()` under
+/// `mem_hotplug_begin()`.
+pub fn online_pages(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneType) -> Result<(), Errno> {
+    let end = start.add(nr_pages);
+    cpu.point_arg(
+        point!("online_pages", "move_pfn_range_to_zone"),
+        start.as_u64(),
+    );
+    // Associate the range with the zone, its pageblocks isolated until the
+    // zone is ready.
+    move_pfn_range_to_zone(cpu, start, nr_pages, zone);
+    start_isolate_page_range(cpu, start, end);
+    online_pages_range(cpu, start, nr_pages);
+    online_mem_sections(cpu, start, end);
+    undo_isolate_page_range(cpu, start, end);
+    // memory_notify(MEM_ONLINE): nothing in the model listens.
+    Ok(())
+}
+
+/// Kernel: `memory_block_online()`.
+pub fn memory_block_online(cpu: &Cpu, start: Pfn, zone: ZoneType) -> Result<(), Errno> {
+    match cpu.m.blocks.lock().get(&start.as_u64()) {
+        None => return Err(Errno::EINVAL),
+        Some(BlockState::Online(_)) => return Ok(()),
+        Some(BlockState::Offline) => {}
+    }
+    if zone == ZoneType::Device {
+        return Err(Errno::EINVAL);
+    }
+    let (s, n) = block_range(cpu, start);
+    let g = mem_hotplug_begin(cpu);
+    let r = online_pages(cpu, s, n, zone);
+    if r.is_ok() {
+        cpu.m
+            .blocks
+            .lock()
+            .insert(start.as_u64(), BlockState::Online(zone));
+    }
+    mem_hotplug_done(g);
+    r
+}
+
+/// How many passes of `offline_pages()`'s migrate-and-test loop the model
+/// makes before giving up as a user's signal would (`-EINTR`, "signal
+/// backoff"); the kernel loops until a signal arrives.
+pub const OFFLINE_RETRIES: u32 = 32;
+
+/// Kernel: `offline_pages()`, called by `memory_block_offline()` under
+/// `mem_hotplug_begin()`, in v6.18's order: `zone_pcp_disable()`,
+/// `lru_cache_disable()`, `start_isolate_page_range()`, the
+/// `MEM_GOING_OFFLINE` notifiers, then scan/migrate until
+/// `test_pages_isolated()`; `__offline_isolated_pages()`, the `MEM_OFFLINE`
+/// notifiers.
+pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    let end = start.add(nr_pages);
+    let zone = cpu.m.zone_of(cpu, cpu.m.sparse.pfn_to_page(start));
+    if zone.zone_type == ZoneType::Device {
+        return Err(Errno::EINVAL);
+    }
+    // zone_pcp_disable(): the model has no per-CPU page lists.
+    lru_cache_disable(cpu);
+    cpu.point_arg(
+        point!("offline_pages", "start_isolate_page_range"),
+        start.as_u64(),
+    );
+    start_isolate_page_range(cpu, start, end);
+    // memory_notify(MEM_GOING_OFFLINE): nothing in the model objects.
+    let mut passes = 0;
+    loop {
+        let mut pfn = start;
+        loop {
+            cpu.point_arg(point!("offline_pages", "scan_movable_pages"), pfn.as_u64());
+            match crate::mm::migrate::scan_movable_pages(cpu, pfn, end) {
+                Ok(p) => {
+                    pfn = crate::mm::migrate::do_migrate_range(cpu, p, end);
+                }
+                Err(Errno::ENOENT) => break,
+                Err(e) => {
+                    undo_isolate_page_range(cpu, start, end);
+                    lru_cache_enable(cpu);
+                    return Err(e);
+                }
+            }
+        }
+        cpu.point_arg(
+            point!("offline_pages", "test_pages_isolated"),
+            start.as_u64(),
+        );
+        if test_pages_isolated(cpu, start, end) {
+            break;
+        }
+        passes += 1;
+        if passes >= OFFLINE_RETRIES {
+            // "signal backoff"
+            undo_isolate_page_range(cpu, start, end);
+            lru_cache_enable(cpu);
+            return Err(Errno::EINTR);
+        }
+        // cond_resched(): let whoever holds the pages go on.
+        cpu.point(point!("offline_pages", "cond_resched (pages still busy)"));
+        if !cpu.sched.exploring() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    // Mark all sections offline and remove free pages from the buddy.
+    cpu.point_arg(
+        point!("offline_pages", "__offline_isolated_pages"),
+        start.as_u64(),
+    );
+    offline_mem_sections(cpu, start, end);
+    __offline_isolated_pages(cpu, start, end);
+    lru_cache_enable(cpu);
+    // memory_notify(MEM_OFFLINE): page_ext's offline_page_ext() invalidates
+    // its sections, waits for their readers, and frees them.
+    if cpu.m.sg.on(Sg::PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU) {
+        cpu.point(point!("offline_page_ext", "synchronize_rcu"));
+        synchronize_rcu(cpu);
+    }
+    cpu.m
+        .zone(zone.zone_type)
+        .adjust_present(-(nr_pages as i64));
+    Ok(())
+}
+
+/// Kernel: `memory_block_offline()`.
+pub fn memory_block_offline(cpu: &Cpu, start: Pfn) -> Result<(), Errno> {
+    match cpu.m.blocks.lock().get(&start.as_u64()) {
+        None => return Err(Errno::EINVAL),
+        Some(BlockState::Offline) => return Ok(()),
+        Some(BlockState::Online(_)) => {}
+    }
+    let (s, n) = block_range(cpu, start);
+    let g = mem_hotplug_begin(cpu);
+    let r = offline_pages(cpu, s, n);
+    if r.is_ok() {
+        cpu.m
+            .blocks
+            .lock()
+            .insert(start.as_u64(), BlockState::Offline);
+    }
+    mem_hotplug_done(g);
+    r
+}
+
+/// Kernel: `try_remove_memory()`: every block must be offline; then the
+/// memmap is freed (`arch_remove_memory()` → `__remove_pages()`).
+pub fn try_remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    let (s, e) = (start.as_u64(), start.as_u64() + nr_pages);
+    {
+        let blocks = cpu.m.blocks.lock();
+        let mut any = false;
+        for (_, st) in blocks.range(s..e) {
+            any = true;
+            if *st != BlockState::Offline {
+                return Err(Errno::EBUSY);
+            }
+        }
+        if !any {
+            return Err(Errno::EINVAL);
+        }
+    }
+    let g = mem_hotplug_begin(cpu);
+    cpu.point_arg(
+        point!("try_remove_memory", "remove_memory_block_devices"),
+        s,
+    );
+    {
+        let mut blocks = cpu.m.blocks.lock();
+        let keys: Vec<u64> = blocks.range(s..e).map(|(k, _)| *k).collect();
+        for k in keys {
+            blocks.remove(&k);
+        }
+    }
+    if cpu.m.sg.on(Sg::HOTPLUG_SYNCHRONIZE_RCU) {
+        // The seed thread's fix: the memory is known unused (isolated and
+        // migrated); wait for every lockless walker that might still hold
+        // a pointer into its memmap before freeing it.
+        synchronize_rcu(cpu);
+    }
+    cpu.point_arg(point!("try_remove_memory", "arch_remove_memory"), s);
+    __remove_pages(cpu, start, nr_pages);
+    mem_hotplug_done(g);
+    Ok(())
+}
+
+/// Kernel: `remove_memory()`.
+pub fn remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    try_remove_memory(cpu, start, nr_pages)
+}
+
+/// Kernel: `offline_and_remove_memory()`: every block offlined in order,
+/// each under its own `mem_hotplug_begin/done`, then the removal under
+/// another. On failure the blocks offlined so far are onlined again.
+pub fn offline_and_remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    check_block_range(cpu, start, nr_pages)?;
+    let bp = cpu.m.block_pages();
+    let blocks: Vec<(u64, BlockState)> = cpu
+        .m
+        .blocks
+        .lock()
+        .range(start.as_u64()..start.as_u64() + nr_pages)
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    if blocks.len() as u64 != nr_pages / bp {
+        return Err(Errno::EINVAL);
+    }
+    let mut done = Vec::new();
+    for &(b, st) in &blocks {
+        if let BlockState::Online(z) = st {
+            if let Err(e) = memory_block_offline(cpu, Pfn::new(b)) {
+                for (rb, rz) in done {
+                    let _ = memory_block_online(cpu, Pfn::new(rb), rz);
+                }
+                return Err(e);
+            }
+            done.push((b, z));
+        }
+    }
+    try_remove_memory(cpu, start, nr_pages)
+}

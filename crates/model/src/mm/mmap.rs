@@ -32,7 +32,9 @@ use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
 use crate::mm::page_alloc::{Gfp, alloc_pages};
 use crate::mm::pgtable::{self, Entry};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
-use mmsim_facade::{Arc, AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
+use mmsim_facade::{AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
+// Handles on address spaces are not protocol steps: std's Arc in every mode.
+use std::sync::Arc;
 
 /// `VM_READ`.
 pub const VM_READ: u64 = 1 << 0;
@@ -82,6 +84,12 @@ pub enum Backing {
     Shared(Arc<Shmem>),
     /// `VM_PFNMAP` over physical frames from `base`.
     PfnMap {
+        /// First frame.
+        base: Pfn,
+    },
+    /// A device driver's mapping of ZONE_DEVICE memory from `base`
+    /// (`VM_MIXEDMAP`: real pages, faulted in by the driver).
+    Device {
         /// First frame.
         base: Pfn,
     },
@@ -193,7 +201,7 @@ pub fn pte_alloc_one(cpu: &Cpu) -> Result<Pfn, Errno> {
 pub fn mm_alloc(cpu: &Cpu) -> Result<Arc<MmStruct>, Errno> {
     let pgd = pte_alloc_one(cpu)?;
     let id = cpu.m.next_mm_id();
-    Ok(Arc::new(MmStruct {
+    let mm = Arc::new(MmStruct {
         id,
         pgd,
         mmap_lock: RwLock::new(point!("down_mmap_lock", "mmap_lock"), MmVmas::default()),
@@ -201,7 +209,9 @@ pub fn mm_alloc(cpu: &Cpu) -> Result<Arc<MmStruct>, Errno> {
         write_protect_seq: AtomicU32::new(0),
         flags: AtomicU64::new(0),
         cpumask: AtomicU64::new(0),
-    }))
+    });
+    cpu.m.mms.lock().push(Arc::downgrade(&mm));
+    Ok(mm)
 }
 
 /// Makes `cpu` run `mm` (`switch_mm()`): it joins `mm_cpumask()`.
@@ -233,6 +243,8 @@ pub enum BackingKind {
     Shared,
     /// `VM_PFNMAP` of frames from `base`.
     PfnMap(Pfn),
+    /// A device mapping of ZONE_DEVICE frames from `base`.
+    Device(Pfn),
 }
 
 /// Kernel: `do_mmap()` (with `remap_pfn_range()` for a pfnmap). Returns the
@@ -292,6 +304,10 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
         BackingKind::PfnMap(base) => {
             flags |= VM_PFNMAP | VM_IO | VM_SHARED;
             Backing::PfnMap { base }
+        }
+        BackingKind::Device(base) => {
+            flags |= VM_SHARED;
+            Backing::Device { base }
         }
     };
     let vma = Vma {

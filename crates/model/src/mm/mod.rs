@@ -11,6 +11,8 @@
 pub mod gup;
 pub mod memory;
 pub mod memory_hotplug;
+pub mod memremap;
+pub mod migrate;
 pub mod mm_types;
 pub mod mmap;
 pub mod mmu_gather;
@@ -19,3 +21,4 @@ pub mod page_alloc;
 pub mod page_ref;
 pub mod pgtable;
 pub mod sparse;
+pub mod swap;

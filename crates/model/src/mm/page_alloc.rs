@@ -165,6 +165,10 @@ fn prep_new_page(cpu: &Cpu, page: PageRef<'_>, order: u32, gfp: Gfp) -> bool {
 
 /// Kernel: `__folio_put()`: the last reference is gone.
 pub fn __folio_put(cpu: &Cpu, folio: Folio<'_>) {
+    if folio.page().zonenum(cpu) == ZoneType::Device as usize {
+        crate::mm::memremap::free_zone_device_folio(cpu, folio);
+        return;
+    }
     let order = folio.order(cpu);
     free_frozen_pages(cpu, folio.page(), order);
 }

@@ -45,6 +45,10 @@ pub const PSE: u64 = 1 << 7;
 pub const PROTNONE: u64 = 1 << 8;
 /// `_PAGE_SPECIAL`: no `struct page` to be touched (pfnmap, zero page).
 pub const SPECIAL: u64 = 1 << 9;
+/// A migration entry (non-present; the pfn is the folio being migrated;
+/// `RW` remembers whether the mapping was writable). Kernel: a swap entry
+/// of type `SWP_MIGRATION_*`.
+pub const MIGRATION: u64 = 1 << 10;
 /// Mask of the pfn field.
 pub const PFN_MASK: u64 = ((1u64 << 52) - 1) & !((1u64 << PAGE_SHIFT) - 1);
 
@@ -76,6 +80,10 @@ impl Entry {
     /// `pte_present()`: present, or PROT_NONE (still maps a page).
     pub fn present(self) -> bool {
         self.0 & (PRESENT | PROTNONE) != 0
+    }
+    /// `is_migration_entry()`.
+    pub fn is_migration(self) -> bool {
+        self.0 & (PRESENT | PROTNONE | MIGRATION) == MIGRATION
     }
     /// `pte_protnone()`.
     pub fn protnone(self) -> bool {

@@ -63,7 +63,7 @@ pub const SUBSECTION_SHIFT: u32 = 21;
 
 /// How many usage objects a section can have allocated at once (one live,
 /// the rest waiting for their `kfree_rcu`).
-const NR_USAGE_SLOTS: usize = 4;
+const NR_USAGE_SLOTS: usize = 8;
 
 /// `struct mem_section_usage`.
 #[derive(Debug)]
@@ -463,11 +463,20 @@ pub fn section_activate(cpu: &Cpu, pfn: Pfn, nr_pages: u64) -> Result<(), Errno>
     let ms = sp.pfn_to_section(pfn).ok_or(Errno::EINVAL)?;
     let mut allocated = None;
     if ms.usage.load(Ordering::Acquire) == 0 {
-        let slot = ms
-            .usages
-            .iter()
-            .position(|u| !u.live.load(Ordering::Acquire))
-            .ok_or(Errno::ENOMEM)?;
+        let free_slot = || {
+            ms.usages
+                .iter()
+                .position(|u| !u.live.load(Ordering::Acquire))
+        };
+        let slot = match free_slot() {
+            Some(s) => s,
+            None => {
+                // Every slot waits for its kfree_rcu(): a model artifact
+                // (kzalloc() would find memory), so let the frees happen.
+                crate::kernel::rcupdate::rcu_barrier(cpu);
+                free_slot().ok_or(Errno::ENOMEM)?
+            }
+        };
         let u = &ms.usages[slot];
         let generation = u.generation.fetch_add(1, Ordering::Relaxed) + 1;
         u.subsection_map.store(0, Ordering::Relaxed);
