@@ -30,6 +30,8 @@ enum Cmd {
     /// The kernel's gup_test selftest (flags and output) against the model.
     #[command(name = "gup-test")]
     GupTest(cli::gup_test::GupTestArgs),
+    /// Real threads, random operations, detectors on.
+    Stress(cli::stress::StressArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => cli::demo::run(&a),
         Cmd::Safeguards(a) => cli::safeguards(&a),
         Cmd::GupTest(a) => cli::gup_test::run(&a),
+        Cmd::Stress(a) => cli::stress::run(&a),
     };
     ExitCode::from(code)
 }

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod gup_test;
 pub mod info;
+pub mod stress;
 
 use clap::Args;
 use mmsim_model::safeguards::Safeguards;

@@ -167,6 +167,9 @@ pub struct Machine {
     next_id: mmsim_facade::AtomicU64,
     /// `mem_hotplug_lock`.
     pub mem_hotplug_lock: PercpuRwSem,
+    /// `device_hotplug_lock` (`lock_device_hotplug()`): serialises memory
+    /// block state changes, as the sysfs device core does.
+    pub device_hotplug_lock: mmsim_facade::Mutex<()>,
     /// `lru_disable_count`.
     pub lru_disable_count: mmsim_facade::AtomicU32,
     /// Memory blocks (`/sys/devices/system/memory/memoryN`), by first pfn.
@@ -273,6 +276,10 @@ impl Machine {
                 mem_hotplug_lock_rss,
             ),
             lru_disable_count: mmsim_facade::AtomicU32::new(0),
+            device_hotplug_lock: mmsim_facade::Mutex::new(
+                mmsim_facade::point!("lock_device_hotplug", "device_hotplug_lock"),
+                (),
+            ),
             blocks: RawLock::new(BTreeMap::new()),
             pgmaps: RawLock::new(Vec::new()),
             mms: RawLock::new(Vec::new()),

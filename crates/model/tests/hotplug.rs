@@ -14,7 +14,7 @@ use mmsim_model::machine::MemRange;
 use mmsim_model::mm::gup::*;
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::*;
-use mmsim_model::mm::memremap::{PgmapType, memremap_pages, memunmap_pages, unmap_mapping_range};
+use mmsim_model::mm::memremap::{PgmapType, kill_dev_dax, memremap_pages, memunmap_pages};
 use mmsim_model::mm::mmap::*;
 use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::safeguards::{Safeguards, Sg};
@@ -426,7 +426,7 @@ fn devdax_long_term_pin_outlives_memunmap() {
     assert_eq!(pages[0], dax.start);
     // The driver tears the device down: zap user mappings, memunmap_pages().
     c1.run(|| {
-        unmap_mapping_range(&c1, dax.start, dax.nr_pages);
+        kill_dev_dax(&c1, &pgmap);
         memunmap_pages(&c1, &pgmap);
     })
     .unwrap();

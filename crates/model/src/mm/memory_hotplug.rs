@@ -128,9 +128,29 @@ fn block_range(cpu: &Cpu, start: Pfn) -> (Pfn, u64) {
     (start, cpu.m.block_pages())
 }
 
-/// Kernel: `add_memory()` → `add_memory_resource()`: the memmap of
-/// `[start, start+nr)` is created and its memory blocks appear offline.
+/// Kernel: `add_memory()`: `lock_device_hotplug()` and [`__add_memory`].
 pub fn add_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    let _dev = cpu.m.device_hotplug_lock.lock(&cpu.sched);
+    __add_memory(cpu, start, nr_pages)
+}
+
+/// `online` written to a memory block's sysfs `state`:
+/// `lock_device_hotplug_sysfs()` and [`memory_block_online`].
+pub fn online_memory_block(cpu: &Cpu, start: Pfn, zone: ZoneType) -> Result<(), Errno> {
+    let _dev = cpu.m.device_hotplug_lock.lock(&cpu.sched);
+    memory_block_online(cpu, start, zone)
+}
+
+/// `offline` written to a memory block's sysfs `state`.
+pub fn offline_memory_block(cpu: &Cpu, start: Pfn) -> Result<(), Errno> {
+    let _dev = cpu.m.device_hotplug_lock.lock(&cpu.sched);
+    memory_block_offline(cpu, start)
+}
+
+/// Kernel: `__add_memory()` → `add_memory_resource()`: the memmap of
+/// `[start, start+nr)` is created and its memory blocks appear offline.
+/// The caller holds `device_hotplug_lock`.
+pub fn __add_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
     check_block_range(cpu, start, nr_pages)?;
     let bp = cpu.m.block_pages();
     {
@@ -178,7 +198,7 @@ pub fn online_pages(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneType) -> Res
     Ok(())
 }
 
-/// Kernel: `memory_block_online()`.
+/// Kernel: `memory_block_online()`. The caller holds `device_hotplug_lock`.
 pub fn memory_block_online(cpu: &Cpu, start: Pfn, zone: ZoneType) -> Result<(), Errno> {
     match cpu.m.blocks.lock().get(&start.as_u64()) {
         None => return Err(Errno::EINVAL),
@@ -283,7 +303,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
     Ok(())
 }
 
-/// Kernel: `memory_block_offline()`.
+/// Kernel: `memory_block_offline()`. The caller holds `device_hotplug_lock`.
 pub fn memory_block_offline(cpu: &Cpu, start: Pfn) -> Result<(), Errno> {
     match cpu.m.blocks.lock().get(&start.as_u64()) {
         None => return Err(Errno::EINVAL),
@@ -344,8 +364,10 @@ pub fn try_remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Err
     Ok(())
 }
 
-/// Kernel: `remove_memory()`.
+/// Kernel: `remove_memory()`: `lock_device_hotplug()` and
+/// [`try_remove_memory`].
 pub fn remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
+    let _dev = cpu.m.device_hotplug_lock.lock(&cpu.sched);
     try_remove_memory(cpu, start, nr_pages)
 }
 
@@ -354,6 +376,7 @@ pub fn remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
 /// another. On failure the blocks offlined so far are onlined again.
 pub fn offline_and_remove_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
     check_block_range(cpu, start, nr_pages)?;
+    let _dev = cpu.m.device_hotplug_lock.lock(&cpu.sched);
     let bp = cpu.m.block_pages();
     let blocks: Vec<(u64, BlockState)> = cpu
         .m

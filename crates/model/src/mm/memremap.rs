@@ -96,6 +96,9 @@ pub struct DevPagemap {
     pub r#ref: PercpuRef,
     /// `pgmap->done`.
     pub done: Completion,
+    /// The driver's "device is going away" (`kill_dax()`): its fault
+    /// handler refuses new mappings.
+    pub dead: mmsim_facade::AtomicBool,
 }
 
 fn pgmap_ref(p: &DevPagemap) -> &PercpuRef {
@@ -125,6 +128,7 @@ pub fn memremap_pages(
         kind,
         r#ref: PercpuRef::new(),
         done: Completion::new(),
+        dead: mmsim_facade::AtomicBool::new(false),
     });
     // pagemap_range()
     let g = mem_hotplug_begin(cpu);
@@ -236,6 +240,11 @@ pub fn device_fault(
     };
     let pfn = base.checked_add(vma.pgoff_of(addr)).ok_or(Errno::EFAULT)?;
     let pgmap = cpu.m.pgmap_of(pfn).ok_or(Errno::EFAULT)?;
+    // Checked under the page-table lock, which the driver's zap takes after
+    // marking the device dead: a fault either sees it dead or is zapped.
+    if pgmap.dead.load(mmsim_facade::Ordering::Acquire) {
+        return Err(Errno::EFAULT); // VM_FAULT_SIGBUS
+    }
     let page = cpu.m.sparse.pfn_to_page(pfn);
     let folio = Folio::from_head(page);
     match pgmap.kind {
@@ -257,8 +266,17 @@ pub fn device_fault(
     Ok(pfn)
 }
 
-/// Kernel: `unmap_mapping_range()` as a driver uses it before teardown
-/// (`kill_dev_dax()`): zaps every user mapping of `[start, start+nr)`.
+/// Kernel: `kill_dev_dax()`: the driver marks the device dead (`kill_dax()`,
+/// so its fault handler maps nothing new) and zaps every user mapping of
+/// its range (`unmap_mapping_range()`).
+pub fn kill_dev_dax(cpu: &Cpu, pgmap: &DevPagemap) {
+    cpu.point_arg(point!("kill_dev_dax", "kill_dax"), pgmap.start.as_u64());
+    pgmap.dead.store(true, mmsim_facade::Ordering::SeqCst);
+    unmap_mapping_range(cpu, pgmap.start, pgmap.nr_pages);
+}
+
+/// Kernel: `unmap_mapping_range()` as a driver uses it before teardown:
+/// zaps every user mapping of `[start, start+nr)`.
 pub fn unmap_mapping_range(cpu: &Cpu, start: Pfn, nr_pages: u64) {
     let end = start.add(nr_pages);
     for mm in cpu.m.all_mms() {

@@ -1,0 +1,540 @@
+//! `mmsim stress`: real threads, a random operation mix, detectors on.
+//!
+//! One OS thread per model CPU runs randomly chosen operations on one shared
+//! address space and on hot-pluggable and device memory: GUP (fast and
+//! slow, get and pin), unpin, mmap/munmap/madvise/mprotect, user accesses
+//! (faults), memory add/online/offline/remove, `memremap_pages` /
+//! `memunmap_pages` of a coherent device range mapped into the process. With
+//! `--jitter` scheduling points pause now and then, and rarely stall for
+//! milliseconds while IRQs are off — a preempted vCPU — which is what opens
+//! the seed's race in practice: the remover must offline and remove a whole
+//! block while the walker sleeps. At the end everything is torn down and
+//! leak-checked. Exit 1 on a violation, with the seed, the violation and the
+//! last operations of each CPU.
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mmsim_facade::sched::Mode;
+use mmsim_model::detect::Violation;
+use mmsim_model::mm::gup::*;
+use mmsim_model::mm::memory::access_user;
+use mmsim_model::mm::memory_hotplug::{
+    add_memory, memory_block_online, offline_and_remove_memory, online_memory_block,
+};
+use mmsim_model::mm::memremap::{
+    DevPagemap, PgmapType, kill_dev_dax, memremap_pages, memunmap_pages,
+};
+use mmsim_model::mm::mmap::*;
+use mmsim_model::mm::mmzone::ZoneType;
+use mmsim_model::safeguards::Safeguards;
+use mmsim_model::types::PAGE_SIZE;
+use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `mmsim stress` arguments.
+#[derive(Args, Debug)]
+pub struct StressArgs {
+    /// Model CPUs, one OS thread each (default: the machine's cores, at least 2).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// TLB flush flavour.
+    #[arg(long, default_value = "broadcast")]
+    pub arch: String,
+    /// Safeguard overrides, NAME=on|off (repeatable).
+    #[arg(long = "safeguard")]
+    pub safeguards: Vec<String>,
+    /// Random seed (the run's choices; thread timing is not reproducible).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long to run, e.g. 10s, 2m (default 10s unless --ops is given).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Stop after this many operations in all.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Random pauses at scheduling points, and rare IRQs-off stalls.
+    #[arg(long)]
+    pub jitter: bool,
+    /// Longest IRQs-off stall with --jitter, in microseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub stall_us: u64,
+    /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
+    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap.
+    #[arg(long = "weight")]
+    pub weights: Vec<String>,
+    /// Keep going after the first violation until the time or op budget ends.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const OPS: [&str; 11] = [
+    "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
+    "hotplug", "memremap",
+];
+const DEFAULT_WEIGHTS: [u32; 11] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2];
+const REGION_PAGES: u64 = 64;
+
+/// A small, seeded generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration `{s}`"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("bad duration unit in `{s}` (ms, s, m, h)")),
+    })
+}
+
+struct Shared {
+    m: Arc<Machine>,
+    mm: Arc<MmStruct>,
+    base: VirtAddr,
+    dimm: (Pfn, u64),
+    dax: (Pfn, u64),
+    pgmap: Mutex<Option<Arc<DevPagemap>>>,
+    dev_addr: VirtAddr,
+    stop: AtomicBool,
+    ops_done: AtomicU64,
+    last: Vec<Mutex<Vec<String>>>,
+}
+
+fn remember(sh: &Shared, cpu: u32, what: String) {
+    let mut l = sh.last[cpu as usize]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if l.len() == 8 {
+        l.remove(0);
+    }
+    l.push(what);
+}
+
+fn addr(sh: &Shared, page: u64) -> VirtAddr {
+    VirtAddr::new(sh.base.as_u64() + page * PAGE_SIZE)
+}
+
+fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
+    let p = rng.below(REGION_PAGES);
+    let n = (1 + rng.below(8)).min(REGION_PAGES - p);
+    let a = addr(sh, p);
+    let mm = &sh.mm;
+    let mut pages = Vec::new();
+    match op {
+        "gup_fast" => {
+            let r = get_user_pages_fast(cpu, mm, a, n, 0, &mut pages);
+            put_user_pages(cpu, &pages);
+            format!("get_user_pages_fast({a}, {n}) = {r:?}")
+        }
+        "pin_fast" => {
+            // Sometimes through the device mapping.
+            let (a, n) = if rng.below(4) == 0 {
+                (sh.dev_addr, 1)
+            } else {
+                (a, n)
+            };
+            let r = pin_user_pages_fast(cpu, mm, a, n, FOLL_WRITE, &mut pages);
+            unpin_user_pages(cpu, &pages);
+            format!("pin_user_pages_fast({a}, {n}) = {r:?}")
+        }
+        "gup" => {
+            let r = get_user_pages(cpu, mm, a, n, FOLL_WRITE, &mut pages);
+            put_user_pages(cpu, &pages);
+            format!("get_user_pages({a}, {n}) = {r:?}")
+        }
+        "pin" => {
+            let r = pin_user_pages(cpu, mm, a, n, 0, &mut pages);
+            unpin_user_pages(cpu, &pages);
+            format!("pin_user_pages({a}, {n}) = {r:?}")
+        }
+        "access" => {
+            let w = rng.below(2) == 0;
+            let r = access_user(cpu, mm, a, w.then_some(rng.next()));
+            format!("{} {a} = {r:?}", if w { "write" } else { "read" })
+        }
+        "mmap" => {
+            // Munmap and re-create the whole region (holes included).
+            let len = REGION_PAGES * PAGE_SIZE;
+            let _ = do_munmap(cpu, mm, sh.base, len);
+            let args = MmapArgs {
+                addr: Some(sh.base),
+                len,
+                prot: Prot::ReadWrite,
+                backing: BackingKind::Anon,
+                thp: false,
+            };
+            format!("munmap+mmap(region) = {:?}", do_mmap(cpu, mm, &args))
+        }
+        "munmap" => format!(
+            "munmap({a}, {n}) = {:?}",
+            do_munmap(cpu, mm, a, n * PAGE_SIZE)
+        ),
+        "madvise" => format!(
+            "madvise({a}, {n}, DONTNEED) = {:?}",
+            madvise_dontneed(cpu, mm, a, n * PAGE_SIZE)
+        ),
+        "mprotect" => {
+            let prot = if rng.below(2) == 0 {
+                Prot::Read
+            } else {
+                Prot::ReadWrite
+            };
+            format!(
+                "mprotect({a}, {n}, {prot:?}) = {:?}",
+                do_mprotect(cpu, mm, a, n * PAGE_SIZE, prot)
+            )
+        }
+        "hotplug" => {
+            let (start, nr) = sh.dimm;
+            let r = offline_and_remove_memory(cpu, start, nr);
+            let mut s = format!("offline_and_remove_memory(dimm) = {r:?}");
+            if r.is_ok() {
+                let r2 = add_memory(cpu, start, nr).and_then(|_| {
+                    let mut b = start;
+                    while b < start.add(nr) {
+                        online_memory_block(cpu, b, ZoneType::Movable)?;
+                        b = b.add(sh.m.block_pages());
+                    }
+                    Ok(())
+                });
+                s.push_str(&format!("; add+online = {r2:?}"));
+            }
+            s
+        }
+        "memremap" => {
+            let mut g = sh.pgmap.lock().unwrap_or_else(|e| e.into_inner());
+            match g.take() {
+                Some(pg) => {
+                    kill_dev_dax(cpu, &pg);
+                    memunmap_pages(cpu, &pg);
+                    "kill_dev_dax + memunmap_pages(dax)".into()
+                }
+                None => {
+                    let r = memremap_pages(cpu, sh.dax.0, sh.dax.1, PgmapType::Coherent);
+                    let s = format!("memremap_pages(dax) = {:?}", r.as_ref().map(|_| ()));
+                    *g = r.ok();
+                    s
+                }
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// The outcome of a stress run.
+pub struct StressResult {
+    /// Violations found.
+    pub violations: Vec<Violation>,
+    /// Operations run.
+    pub ops: u64,
+    /// Seconds.
+    pub elapsed: f64,
+    /// Seconds to the first violation.
+    pub first_violation_s: Option<f64>,
+    /// Pages leaked at teardown.
+    pub leaked: u64,
+    /// Last operations per CPU.
+    pub last_ops: Vec<Vec<String>>,
+}
+
+/// Runs the stress test.
+pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
+    let arch = Arch::from_name(&a.arch)
+        .ok_or_else(|| format!("unknown --arch `{}` (ipi, broadcast)", a.arch))?;
+    let mut sg = Safeguards::default();
+    for s in &a.safeguards {
+        let (name, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--safeguard `{s}`: expected NAME=on|off"))?;
+        let on = match v {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("--safeguard `{s}`: expected on or off")),
+        };
+        sg.set_by_name(name, on)?;
+    }
+    let mut weights = DEFAULT_WEIGHTS;
+    for w in &a.weights {
+        let (name, v) = w
+            .split_once('=')
+            .ok_or_else(|| format!("--weight `{w}`: expected NAME=W"))?;
+        let i = OPS
+            .iter()
+            .position(|o| *o == name)
+            .ok_or_else(|| format!("--weight: unknown operation `{name}`"))?;
+        weights[i] = v
+            .parse()
+            .map_err(|_| format!("--weight `{w}`: W must be a whole number"))?;
+    }
+    let total: u32 = weights.iter().sum();
+    if total == 0 {
+        return Err("every weight is zero".into());
+    }
+    let duration = match (&a.duration, a.ops) {
+        (Some(d), _) => Some(parse_duration(d)?),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let ncpu = a
+        .cpus
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32))
+        .clamp(1, 64);
+    let mut cfg = MachineConfig {
+        nr_cpus: ncpu,
+        section_shift: 21,
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 64 << 20,
+            },
+            RangeConfig {
+                name: "dimm".into(),
+                kind: RangeKind::Hotplug,
+                bytes: 4 << 20,
+            },
+            RangeConfig {
+                name: "dax".into(),
+                kind: RangeKind::Device,
+                bytes: 2 << 20,
+            },
+        ],
+        arch,
+        safeguards: sg,
+        mode: if a.jitter { Mode::Jitter } else { Mode::Native },
+        ..Default::default()
+    };
+    cfg.tracing = false;
+    let m = Machine::new(cfg)?;
+    if a.jitter {
+        // The context is shared; jitter settings are fixed before CPUs run.
+        m.ctx.set_jitter(64, a.stall_us, a.seed);
+    }
+    let boot = m.boot_cpu();
+    let dimm = m.range("dimm").ok_or("no dimm")?.clone();
+    let dax = m.range("dax").ok_or("no dax")?.clone();
+    add_memory(&boot, dimm.start, dimm.nr_pages).map_err(|e| e.to_string())?;
+    let mut b = dimm.start;
+    while b < dimm.end() {
+        memory_block_online(&boot, b, ZoneType::Movable).map_err(|e| e.to_string())?;
+        b = b.add(m.block_pages());
+    }
+    let pg = memremap_pages(&boot, dax.start, dax.nr_pages, PgmapType::Coherent)
+        .map_err(|e| e.to_string())?;
+    let mm = mm_alloc(&boot).map_err(|e| e.to_string())?;
+    let base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: REGION_PAGES * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let dev_addr = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: dax.nr_pages * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Device(dax.start),
+            thp: false,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let sh = Arc::new(Shared {
+        m: m.clone(),
+        mm,
+        base,
+        dimm: (dimm.start, dimm.nr_pages),
+        dax: (dax.start, dax.nr_pages),
+        pgmap: Mutex::new(Some(pg)),
+        dev_addr,
+        stop: AtomicBool::new(false),
+        ops_done: AtomicU64::new(0),
+        last: (0..ncpu).map(|_| Mutex::new(Vec::new())).collect(),
+    });
+    let start = Instant::now();
+    let first_violation = Arc::new(Mutex::new(None::<f64>));
+    let mut hs = Vec::new();
+    for c in 0..ncpu {
+        let (sh, cpu) = (sh.clone(), m.cpu(c));
+        let (weights, seed, budget) = (weights, a.seed, a.ops);
+        hs.push(std::thread::spawn(move || {
+            use_mm(&cpu, &sh.mm);
+            let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (c as u64 + 1));
+            while !sh.stop.load(Ordering::Relaxed) {
+                if let Some(b) = budget
+                    && sh.ops_done.fetch_add(1, Ordering::Relaxed) >= b
+                {
+                    break;
+                }
+                let mut pick = rng.below(total as u64) as u32;
+                let mut i = 0;
+                while pick >= weights[i] {
+                    pick -= weights[i];
+                    i += 1;
+                }
+                let op = OPS[i];
+                let mut desc = String::new();
+                let _ = cpu.run(|| desc = one_op(&sh, &cpu, &mut rng, op));
+                if budget.is_none() {
+                    sh.ops_done.fetch_add(1, Ordering::Relaxed);
+                }
+                remember(
+                    &sh,
+                    c,
+                    if desc.is_empty() {
+                        format!("{op}: oops")
+                    } else {
+                        desc
+                    },
+                );
+            }
+            cpu.finish();
+        }));
+    }
+    let keep_going = a.keep_going;
+    let pb = ProgressBar::with_draw_target(
+        duration.map(|d| d.as_secs().max(1)),
+        ProgressDrawTarget::stderr(),
+    );
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let el = start.elapsed();
+        let done = sh.ops_done.load(Ordering::Relaxed);
+        let viol = m.detect.count();
+        let mut settled = false;
+        if viol > 0 {
+            let mut f = first_violation.lock().unwrap_or_else(|e| e.into_inner());
+            let first = *f.get_or_insert(el.as_secs_f64());
+            // A warning (pfn-not-valid) usually comes right before the
+            // fatal finding it announces: give it half a second.
+            settled = el.as_secs_f64() - first > 0.5
+                || m.detect.violations().iter().any(|v| v.kind.fatal());
+        }
+        pb.set_position(el.as_secs());
+        pb.set_message(format!(
+            "{:.0} ops/s, {done} ops, {viol} violations",
+            done as f64 / el.as_secs_f64().max(1e-9)
+        ));
+        let out_of_time = duration.is_some_and(|d| el >= d);
+        let out_of_ops = a.ops.is_some_and(|b| done >= b);
+        if out_of_time
+            || out_of_ops
+            || (settled && !keep_going)
+            || hs.iter().all(|h| h.is_finished())
+        {
+            break;
+        }
+    }
+    sh.stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().map_err(|_| "a stress thread panicked")?;
+    }
+    pb.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    // Teardown: the process exits, the device goes away, leaks are counted.
+    let pg = sh.pgmap.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let _ = boot.run(|| {
+        exit_mmap(&boot, &sh.mm);
+        if let Some(pg) = pg {
+            memunmap_pages(&boot, &pg);
+        }
+    });
+    drop(boot);
+    let leaked = m.check_leaks();
+    let last_ops = sh
+        .last
+        .iter()
+        .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .collect();
+    let ops = sh.ops_done.load(Ordering::Relaxed);
+    let first_violation_s = *first_violation.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(StressResult {
+        violations: m.detect.violations(),
+        ops,
+        elapsed,
+        first_violation_s,
+        leaked,
+        last_ops,
+    })
+}
+
+/// Runs `mmsim stress`.
+pub fn run(a: &StressArgs) -> u8 {
+    let r = match stress(a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mmsim stress: {e}");
+            return 2;
+        }
+    };
+    let bad = !r.violations.is_empty();
+    if a.json {
+        let v: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| serde_json::json!({"kind": v.kind.name(), "cpu": v.cpu, "function": v.function, "step": v.step, "pfn": v.pfn.map(|p| p.as_u64()), "detail": v.detail}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"seed": a.seed, "arch": a.arch, "jitter": a.jitter, "ops": r.ops, "elapsed_s": r.elapsed,
+                "ops_per_s": r.ops as f64 / r.elapsed.max(1e-9), "violations": v, "first_violation_s": r.first_violation_s,
+                "leaked_pages": r.leaked, "last_ops": r.last_ops})
+        );
+    } else {
+        println!(
+            "mmsim stress: seed {}, {} ops in {:.1} s ({:.0} ops/s), {} violation(s), {} page(s) leaked",
+            a.seed,
+            r.ops,
+            r.elapsed,
+            r.ops as f64 / r.elapsed.max(1e-9),
+            r.violations.len(),
+            r.leaked
+        );
+        for v in &r.violations {
+            println!("  FOUND {v}");
+        }
+        if bad {
+            if let Some(t) = r.first_violation_s {
+                println!("  first violation after {t:.2} s");
+            }
+            for (c, ops) in r.last_ops.iter().enumerate() {
+                println!("  cpu{c} last operations:");
+                for o in ops {
+                    println!("    {o}");
+                }
+            }
+        }
+    }
+    if bad { 1 } else { 0 }
+}
