@@ -55,11 +55,18 @@ pub fn smp_mb() {
     fence(Ordering::SeqCst);
 }
 
-/// Kernel: `smp_mb__after_atomic()`. On x86 every locked RMW is already a full
-/// barrier; the model keeps the fence so that loom sees it.
-#[inline]
+/// Kernel: `smp_mb__after_atomic()`: makes the atomic read-modify-write just
+/// before it a full barrier. On x86 every locked RMW already is one, so, as
+/// in the kernel (`arch/x86/include/asm/barrier.h`), it is only a compiler
+/// barrier there: an `mfence` would cost more than the whole GUP-fast step it
+/// orders. Elsewhere, and under loom (which must see the ordering), it is
+/// `fence(SeqCst)`.
+#[inline(always)]
 #[allow(non_snake_case)] // The kernel's name.
 pub fn smp_mb__after_atomic() {
+    #[cfg(all(not(loom), any(target_arch = "x86", target_arch = "x86_64")))]
+    compiler_fence(Ordering::SeqCst);
+    #[cfg(not(all(not(loom), any(target_arch = "x86", target_arch = "x86_64"))))]
     fence(Ordering::SeqCst);
 }
 

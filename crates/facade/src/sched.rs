@@ -149,9 +149,9 @@ pub struct Ctx {
     /// Which CPUs are waiting, and where.
     waiting: StdMutex<Vec<(u32, &'static Point)>>,
     /// Jitter: one pause in `jitter_every` points on average.
-    jitter_every: u64,
+    jitter_every: AtomicU64,
     /// Jitter: the longest IRQs-off stall, in microseconds.
-    jitter_stall_us: u64,
+    jitter_stall_us: AtomicU64,
     /// Native waits longer than this are deadlocks.
     pub stuck_after: Duration,
     seed: AtomicU64,
@@ -180,8 +180,8 @@ impl Ctx {
             waiters: StdMutex::new(Vec::new()),
             holds: StdMutex::new(Vec::new()),
             waiting: StdMutex::new(Vec::new()),
-            jitter_every: 64,
-            jitter_stall_us: 3000,
+            jitter_every: AtomicU64::new(64),
+            jitter_stall_us: AtomicU64::new(3000),
             stuck_after: Duration::from_secs(20),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
         }
@@ -189,10 +189,10 @@ impl Ctx {
 
     /// Sets the jitter: a pause once in `every` points, IRQs-off stalls of up
     /// to `stall_us` microseconds, random choices from `seed`.
-    pub fn set_jitter(&mut self, every: u64, stall_us: u64, seed: u64) {
-        self.jitter_every = every.max(1);
-        self.jitter_stall_us = stall_us;
-        self.seed = AtomicU64::new(seed | 1);
+    pub fn set_jitter(&self, every: u64, stall_us: u64, seed: u64) {
+        self.jitter_every.store(every.max(1), Ordering::Relaxed);
+        self.jitter_stall_us.store(stall_us, Ordering::Relaxed);
+        self.seed.store(seed | 1, Ordering::Relaxed);
     }
 
     /// The scheduling mode.
@@ -430,13 +430,14 @@ impl Sched {
 
     fn jitter(&self) {
         let r = self.ctx.next_random();
-        if !r.is_multiple_of(self.ctx.jitter_every) {
+        if !r.is_multiple_of(self.ctx.jitter_every.load(Ordering::Relaxed)) {
             return;
         }
         let r2 = self.ctx.next_random();
-        if self.irqs_off.get() && r2.is_multiple_of(64) && self.ctx.jitter_stall_us > 0 {
+        let stall = self.ctx.jitter_stall_us.load(Ordering::Relaxed);
+        if self.irqs_off.get() && r2.is_multiple_of(64) && stall > 0 {
             // A preempted vCPU with interrupts disabled.
-            std::thread::sleep(Duration::from_micros(r2 % self.ctx.jitter_stall_us + 1));
+            std::thread::sleep(Duration::from_micros(r2 % stall + 1));
         } else if r2.is_multiple_of(4) {
             std::thread::yield_now();
         } else {
@@ -550,7 +551,11 @@ impl Sched {
                 // ever wake this CPU: a deadlock. Unwind as a native wait
                 // past its limit does, so the model records a `deadlock`
                 // naming this CPU and point (shuttle would otherwise abort
-                // the whole exploration with a panic of its own).
+                // the whole exploration with a panic of its own). A task
+                // that can run but will only block (a main task about to
+                // join) hides the deadlock from this check, and shuttle
+                // reports it instead; mmsim's explorer runs its main task
+                // first whenever it can, so that never happens there.
                 std::panic::panic_any(Stuck { point: p });
             }
             lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));

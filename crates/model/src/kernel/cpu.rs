@@ -33,6 +33,9 @@ pub struct Cpu {
     pub m: Arc<Machine>,
     /// Its scheduling handle.
     pub sched: Sched,
+    /// This CPU's RCU reader counters (also in `m.rcu`, where writers
+    /// read them).
+    pub(crate) rcu_data: Arc<crate::kernel::rcupdate::RcuData>,
     pub(crate) rcu_nesting: Cell<u32>,
     pub(crate) irq_nesting: Cell<u32>,
     pub(crate) in_softirq: Cell<bool>,
@@ -60,6 +63,7 @@ impl Cpu {
     pub(crate) fn new(id: u32, m: Arc<Machine>, sched: Sched) -> Cpu {
         Cpu {
             id,
+            rcu_data: m.rcu.data(id as usize),
             m,
             sched,
             rcu_nesting: Cell::new(0),
@@ -75,12 +79,6 @@ impl Cpu {
         self.id
     }
 
-    /// The index of this CPU's per-CPU data.
-    #[inline]
-    pub(crate) fn idx(&self) -> usize {
-        self.id as usize
-    }
-
     /// Whether IRQs are disabled here (`irqs_disabled()`).
     #[inline]
     pub fn irqs_disabled(&self) -> bool {
@@ -89,24 +87,30 @@ impl Cpu {
 
     /// A scheduling point. Pending RCU callbacks whose grace period has
     /// passed run first, as softirq work would on a CPU with IRQs on.
-    #[inline]
+    #[inline(always)]
     pub fn point(&self, p: &'static Point) {
         self.softirq();
         self.sched.point(p);
     }
 
     /// A scheduling point naming a value.
-    #[inline]
+    #[inline(always)]
     pub fn point_arg(&self, p: &'static Point, arg: u64) {
         self.softirq();
         self.sched.point_arg(p, arg);
     }
 
-    #[inline]
+    #[inline(always)]
     fn softirq(&self) {
         if !self.irqs_disabled() && self.m.rcu.has_pending() {
-            crate::kernel::rcupdate::rcu_core(self);
+            self.softirq_slow();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn softirq_slow(&self) {
+        crate::kernel::rcupdate::rcu_core(self);
     }
 
     /// Records a violation at the current step; a fatal one oopses this CPU

@@ -45,10 +45,12 @@ use mmsim_facade::sched::{Event, chan};
 use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
 use std::collections::VecDeque;
 
-/// Per-CPU reader state, alone on its cache line pair.
+/// Per-CPU reader state, alone on its cache line pair. Each [`Cpu`] holds
+/// a handle on its own (one load from the CPU to its counters on the read
+/// side, instead of a walk through the machine).
 #[repr(align(128))]
 #[derive(Debug)]
-struct RcuData {
+pub struct RcuData {
     rcu_ctr: AtomicU64,
     irq_ctr: AtomicU64,
 }
@@ -63,7 +65,7 @@ struct Queued {
 
 /// The RCU state of a machine.
 pub struct Rcu {
-    cpus: Box<[RcuData]>,
+    cpus: Box<[std::sync::Arc<RcuData>]>,
     cbs: RawLock<VecDeque<Queued>>,
     pending: AtomicUsize,
     /// Callbacks taken off `cbs` whose function has not returned yet:
@@ -99,15 +101,22 @@ impl Rcu {
     pub fn new(nr_cpus: usize) -> Rcu {
         Rcu {
             cpus: (0..nr_cpus)
-                .map(|_| RcuData {
-                    rcu_ctr: AtomicU64::new(0),
-                    irq_ctr: AtomicU64::new(0),
+                .map(|_| {
+                    std::sync::Arc::new(RcuData {
+                        rcu_ctr: AtomicU64::new(0),
+                        irq_ctr: AtomicU64::new(0),
+                    })
                 })
                 .collect(),
             cbs: RawLock::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
         }
+    }
+
+    /// CPU `cpu`'s reader state (for its [`Cpu`] to keep).
+    pub(crate) fn data(&self, cpu: usize) -> std::sync::Arc<RcuData> {
+        self.cpus[cpu].clone()
     }
 
     /// Whether callbacks are queued (a cheap, racy hint).
@@ -190,7 +199,7 @@ pub struct RcuReadGuard<'a> {
 pub fn rcu_read_lock(cpu: &Cpu) -> RcuReadGuard<'_> {
     let n = cpu.rcu_nesting.get();
     if n == 0 {
-        let c = &cpu.m.rcu.cpus[cpu.idx()].rcu_ctr;
+        let c = &cpu.rcu_data.rcu_ctr;
         // Only this CPU writes its counter, so load + store is enough.
         let v = c.load(Ordering::Relaxed);
         c.store(v + 1, Ordering::Relaxed);
@@ -210,7 +219,7 @@ impl Drop for RcuReadGuard<'_> {
         let n = cpu.rcu_nesting.get() - 1;
         cpu.rcu_nesting.set(n);
         if n == 0 {
-            let c = &cpu.m.rcu.cpus[cpu.idx()].rcu_ctr;
+            let c = &cpu.rcu_data.rcu_ctr;
             light();
             let v = c.load(Ordering::Relaxed);
             // Release pairs with the Acquire loads of a waiting writer: the
@@ -218,6 +227,43 @@ impl Drop for RcuReadGuard<'_> {
             c.store(v + 1, Ordering::Release);
             cpu.sched.wake(cpu.m.rcu.chan());
         }
+    }
+}
+
+/// Held `rcu_read_lock_sched()`.
+#[must_use = "the section ends when the guard is dropped"]
+pub struct RcuSchedGuard<'a> {
+    /// The full read-side section, or `None` when the CPU already had IRQs
+    /// off and that region is the section.
+    rcu: Option<RcuReadGuard<'a>>,
+    cpu: &'a Cpu,
+}
+
+/// Kernel: `rcu_read_lock_sched()` (`preempt_disable()`), as `pfn_valid()`
+/// takes it.
+///
+/// With IRQs already off on this CPU (GUP-fast's walk, the caller of every
+/// hot `pfn_valid()`), the CPU is already a reader that every grace period
+/// waits for: [`synchronize_rcu`] snapshots the IRQ counter too, and the
+/// guard ends before the IRQ-disabled region does (checked on drop). So
+/// the section costs a branch there, as `preempt_disable()` does inside
+/// `local_irq_save()` in the kernel; otherwise it is [`rcu_read_lock`].
+#[inline(always)]
+pub fn rcu_read_lock_sched(cpu: &Cpu) -> RcuSchedGuard<'_> {
+    let rcu = if cpu.irqs_disabled() {
+        None
+    } else {
+        Some(rcu_read_lock(cpu))
+    };
+    RcuSchedGuard { rcu, cpu }
+}
+
+impl Drop for RcuSchedGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // INVARIANT: a section covered by an IRQ-disabled region ends inside
+        // it (the guard lives in one function, under the caller's IrqGuard).
+        debug_assert!(self.rcu.is_some() || self.cpu.irqs_disabled());
     }
 }
 
@@ -234,7 +280,7 @@ pub struct IrqGuard<'a> {
 pub fn local_irq_save(cpu: &Cpu) -> IrqGuard<'_> {
     let n = cpu.irq_nesting.get();
     if n == 0 {
-        let c = &cpu.m.rcu.cpus[cpu.idx()].irq_ctr;
+        let c = &cpu.rcu_data.irq_ctr;
         let v = c.load(Ordering::Relaxed);
         c.store(v + 1, Ordering::Relaxed);
         // Pairs with heavy() in synchronize_rcu() and wait_for_irqs_enabled().
@@ -255,7 +301,7 @@ impl Drop for IrqGuard<'_> {
         cpu.irq_nesting.set(n);
         if n == 0 {
             cpu.sched.set_irqs_off(false);
-            let c = &cpu.m.rcu.cpus[cpu.idx()].irq_ctr;
+            let c = &cpu.rcu_data.irq_ctr;
             light();
             let v = c.load(Ordering::Relaxed);
             c.store(v + 1, Ordering::Release);

@@ -46,15 +46,17 @@ use crate::detect::Kind;
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::kernel::rcupdate::local_irq_save;
-use crate::mm::memory::{Mapped, handle_mm_fault, lookup, pte_offset};
-use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
+use crate::mm::memory::{Mapped, handle_mm_fault, lookup};
+use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
     MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
     VM_WRITE, Vma, next_level, pgd_offset,
 };
 use crate::mm::mmzone::ZoneType;
-use crate::mm::page_ref::{folio_put_refs, folio_ref_add, folio_ref_count, folio_ref_try_add};
-use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT};
+use crate::mm::page_ref::{
+    folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count, folio_ref_try_add,
+};
+use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT, TableRef};
 use crate::mm::sparse::pfn_valid;
 use crate::safeguards::Sg;
 use crate::types::{PAGE_SHIFT, PMD_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
@@ -90,11 +92,13 @@ pub fn folio_maybe_dma_pinned(cpu: &Cpu, folio: Folio<'_>) -> bool {
     folio_ref_count(cpu, folio) >= GUP_PIN_COUNTING_BIAS
 }
 
+#[inline(always)]
 fn is_zero_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
     page.pfn() == cpu.m.zero_pfn()
 }
 
 /// Kernel: `folio_is_longterm_pinnable()`: not in `ZONE_MOVABLE`.
+#[inline(always)]
 pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
     let z = folio.page().zonenum(cpu);
     if z == ZoneType::Device as usize {
@@ -159,11 +163,13 @@ pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Res
 
 /// Kernel: `try_get_folio()`: a speculative reference on the folio of
 /// `page`, rechecking that the page still belongs to it.
+#[inline(always)]
 fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio<'m>> {
     loop {
         cpu.point_arg(point!("try_get_folio", "page_folio"), page.pfn().as_u64());
-        let folio = page_folio(cpu, page);
-        if folio_ref_count(cpu, folio) < 0 {
+        let (folio, head) = page_folio_checked(cpu, page);
+        // folio_ref_count(folio), on the head just checked.
+        if head.ref_count() < 0 {
             // WARN_ON_ONCE(folio_ref_count(folio) < 0)
             return None;
         }
@@ -191,6 +197,7 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
 }
 
 /// Kernel: `try_grab_folio_fast()`.
+#[inline(always)]
 fn try_grab_folio_fast<'m>(
     cpu: &'m Cpu,
     page: PageRef<'m>,
@@ -214,10 +221,12 @@ fn try_grab_folio_fast<'m>(
         return None;
     }
     cpu.point_arg(point!("try_grab_folio_fast", "pin"), folio.pfn().as_u64());
-    if folio.has_pincount(cpu) {
+    let head = folio.page().checked(cpu);
+    // folio_has_pincount(): large folios count pins exactly.
+    if head.test_flags(pg::HEAD) {
         folio.pincount_atomic(cpu).fetch_add(refs, Ordering::AcqRel);
     } else {
-        folio_ref_add(cpu, folio, refs * (GUP_PIN_COUNTING_BIAS - 1));
+        folio_ref_add_checked(cpu, head, refs * (GUP_PIN_COUNTING_BIAS - 1));
     }
     // Pairs with the barrier in folio_try_share_anon_rmap_*(): the pin is
     // visible before the PTE recheck.
@@ -227,11 +236,14 @@ fn try_grab_folio_fast<'m>(
 
 /// Kernel: `gup_fast_folio_allowed()`: a long-term writable pin of a
 /// file-backed folio is refused (anonymous and shmem are fine).
-fn gup_fast_folio_allowed(cpu: &Cpu, folio: Folio<'_>, flags: u32) -> bool {
+#[inline(always)]
+///
+/// `head` is the folio's head page, checked by the caller in this step.
+fn gup_fast_folio_allowed(head: CheckedPage<'_>, flags: u32) -> bool {
     if flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) != (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) {
         return true;
     }
-    let mapping = folio.page().mapping(cpu);
+    let mapping = head.mapping();
     if mapping == 0 {
         return false;
     }
@@ -241,6 +253,7 @@ fn gup_fast_folio_allowed(cpu: &Cpu, folio: Folio<'_>, flags: u32) -> bool {
 
 /// Kernel: `gup_must_unshare()` for GUP-fast (no VMA): a pin of an
 /// anonymous page that may be shared must go through the slow path.
+#[inline(always)]
 fn gup_must_unshare(cpu: &Cpu, flags: u32, page: PageRef<'_>) -> bool {
     if flags & FOLL_PIN == 0 {
         return false;
@@ -257,62 +270,91 @@ fn gup_must_unshare(cpu: &Cpu, flags: u32, page: PageRef<'_>) -> bool {
 /// must be the page `mm` maps there (its reverse map says so). A speculative
 /// reference that lost a race and was not revalidated returns someone
 /// else's page.
+#[inline(always)]
 fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>) {
     if is_zero_page(cpu, page) {
         return;
     }
-    let folio = page_folio(cpu, page);
-    let mapping = folio.page().mapping(cpu);
+    // page_folio(), then the head's mapping and index: one step.
+    let (folio, head) = page_folio_checked(cpu, page);
+    let mapping = head.mapping();
     if mapping & PAGE_MAPPING_ANON == 0 && mapping != 0 {
         return; // shmem: indexed by file offset, not address
     }
     let sub = page.pfn().as_u64() - folio.pfn().as_u64();
     let expect_index = addr.vpn() - sub;
-    if mapping != mm.anon_mapping() || folio.page().index(cpu) != expect_index {
-        cpu.report(
-            Kind::PinnedPageMismatch,
-            Some(page.pfn()),
-            format!(
-                "GUP returned pfn {} for {addr} of mm{}, but that page belongs to {}",
-                page.pfn(),
-                mm.id,
-                if mapping == 0 {
-                    "nobody (free)".to_string()
-                } else {
-                    format!(
-                        "mm{} at {:#x}",
-                        mapping >> 1,
-                        folio.page().index(cpu) << PAGE_SHIFT
-                    )
-                }
-            ),
-        );
+    if mapping != mm.anon_mapping() || head.index() != expect_index {
+        pinned_page_mismatch(cpu, mm, addr, page, folio, mapping);
     }
 }
 
+#[cold]
+#[inline(never)]
+fn pinned_page_mismatch(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    addr: VirtAddr,
+    page: PageRef<'_>,
+    folio: Folio<'_>,
+    mapping: u64,
+) {
+    cpu.report(
+        Kind::PinnedPageMismatch,
+        Some(page.pfn()),
+        format!(
+            "GUP returned pfn {} for {addr} of mm{}, but that page belongs to {}",
+            page.pfn(),
+            mm.id,
+            if mapping == 0 {
+                "nobody (free)".to_string()
+            } else {
+                format!(
+                    "mm{} at {:#x}",
+                    mapping >> 1,
+                    folio.page().index(cpu) << PAGE_SHIFT
+                )
+            }
+        ),
+    );
+}
+
 /// Kernel: `gup_fast_pte_range()`.
+///
+/// `pmdt`/`pmd_idx` locate the PMD entry `pmd` was read from (for the
+/// recheck). Both tables are resolved once for the whole range; every entry
+/// read still checks that its table page is a table.
 #[allow(clippy::too_many_arguments)]
 fn gup_fast_pte_range(
     cpu: &Cpu,
     mm: &MmStruct,
     pmd: Entry,
-    pmdp: EntryPtr,
+    pmdt: Option<TableRef<'_>>,
+    pmd_idx: usize,
     mut addr: VirtAddr,
     end: VirtAddr,
     flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> bool {
     let sg = &cpu.m.sg;
+    let (pmd_recheck, pte_recheck) = (
+        sg.on(Sg::GUP_FAST_PMD_RECHECK),
+        sg.on(Sg::GUP_FAST_PTE_RECHECK),
+    );
+    let write = flags & FOLL_WRITE != 0;
+    // pte_offset_map(): the PTE table `pmd` names (absent outside boot
+    // memory, where every entry reads as none).
+    let ptt = TableRef::new(cpu, pmd.pfn());
+    let read = |t: Option<TableRef<'_>>, i: usize| t.map_or(Entry(0), |t| t.get_lockless(cpu, i));
     while addr < end {
-        let ptep = pte_offset(pmd, addr);
+        let pte_idx = pgtable::index(addr, PAGE_SHIFT);
         cpu.point_arg(
             point!("gup_fast_pte_range", "ptep_get_lockless"),
             addr.as_u64(),
         );
-        let pte = pgtable::get_lockless(cpu, ptep);
+        let pte = read(ptt, pte_idx);
         // PROT_NONE and permission failures fall back to the slow path,
         // which may fault or fail as ordinary GUP would.
-        if pte.protnone() || !pte.access_permitted(flags & FOLL_WRITE != 0) {
+        if pte.protnone() || !pte.access_permitted(write) {
             return false;
         }
         if pte.special() {
@@ -320,15 +362,7 @@ fn gup_fast_pte_range(
         }
         // If it is not special it must have a valid memmap.
         if !pfn_valid(cpu, pte.pfn()) {
-            cpu.point_arg(
-                point!("gup_fast_pte_range", "VM_WARN_ON_ONCE(!pfn_valid)"),
-                pte.pfn().as_u64(),
-            );
-            cpu.report(
-                Kind::PfnNotValid,
-                Some(pte.pfn()),
-                "VM_WARN_ON_ONCE(!pfn_valid(pte_pfn(pte))): the PTE names a pfn without a memmap",
-            );
+            pfn_not_valid(cpu, pte.pfn());
         }
         let page = cpu.m.sparse.pfn_to_page(pte.pfn());
         let Some(folio) = try_grab_folio_fast(cpu, page, 1, flags) else {
@@ -338,13 +372,14 @@ fn gup_fast_pte_range(
             point!("gup_fast_pte_range", "recheck pmd and pte"),
             addr.as_u64(),
         );
-        if (sg.on(Sg::GUP_FAST_PMD_RECHECK) && pmd != pgtable::get_lockless(cpu, pmdp))
-            || (sg.on(Sg::GUP_FAST_PTE_RECHECK) && pte != pgtable::get_lockless(cpu, ptep))
+        if (pmd_recheck && pmd != read(pmdt, pmd_idx)) || (pte_recheck && pte != read(ptt, pte_idx))
         {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
-        if !gup_fast_folio_allowed(cpu, folio, flags) {
+        // One shadow check of the head for the rest of this step.
+        let head = folio.page().checked(cpu);
+        if !gup_fast_folio_allowed(head, flags) {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
@@ -352,12 +387,28 @@ fn gup_fast_pte_range(
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
-        folio.set_referenced(cpu);
+        // folio_set_referenced(), on the head checked above.
+        head.set_flags_unless_set(pg::REFERENCED);
         check_pinned_page(cpu, mm, addr, page);
         pages.push(page.pfn());
         addr = VirtAddr::new(addr.as_u64() + crate::types::PAGE_SIZE);
     }
     true
+}
+
+/// `VM_WARN_ON_ONCE(!pfn_valid(pte_pfn(pte)))` in `gup_fast_pte_range()`.
+#[cold]
+#[inline(never)]
+fn pfn_not_valid(cpu: &Cpu, pfn: Pfn) {
+    cpu.point_arg(
+        point!("gup_fast_pte_range", "VM_WARN_ON_ONCE(!pfn_valid)"),
+        pfn.as_u64(),
+    );
+    cpu.report(
+        Kind::PfnNotValid,
+        Some(pfn),
+        "VM_WARN_ON_ONCE(!pfn_valid(pte_pfn(pte))): the PTE names a pfn without a memmap",
+    );
 }
 
 /// Kernel: `gup_fast_pmd_leaf()`: a THP mapped by one PMD.
@@ -388,7 +439,8 @@ fn gup_fast_pmd_leaf(
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
-    if !gup_fast_folio_allowed(cpu, folio, flags) {
+    let head = folio.page().checked(cpu);
+    if !gup_fast_folio_allowed(head, flags) {
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
@@ -415,13 +467,15 @@ fn gup_fast_pmd_range(
     flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> bool {
+    // pmd_offset(): the PMD table `pud` names, resolved once for the range.
+    let pmdt = TableRef::new(cpu, pud.pfn());
     while addr < end {
         let pmdp = next_level(pud, addr, PMD_SHIFT);
         cpu.point_arg(
             point!("gup_fast_pmd_range", "pmdp_get_lockless"),
             addr.as_u64(),
         );
-        let pmd = pgtable::get_lockless(cpu, pmdp);
+        let pmd = pmdt.map_or(Entry(0), |t| t.get_lockless(cpu, pmdp.index));
         let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
         if !pmd.present() {
             return false;
@@ -430,7 +484,7 @@ fn gup_fast_pmd_range(
             if pmd.protnone() || !gup_fast_pmd_leaf(cpu, mm, pmd, pmdp, addr, next, flags, pages) {
                 return false;
             }
-        } else if !gup_fast_pte_range(cpu, mm, pmd, pmdp, addr, next, flags, pages) {
+        } else if !gup_fast_pte_range(cpu, mm, pmd, pmdt, pmdp.index, addr, next, flags, pages) {
             return false;
         }
         addr = next;
@@ -573,6 +627,9 @@ pub fn gup_fast_fallback(
         return Err(Errno::EFAULT);
     }
     let end = VirtAddr::new(end);
+    // The caller's array is sized for nr_pages in the kernel; here it grows
+    // once up front (bounded: a huge request may be mostly unmapped).
+    pages.reserve(nr_pages.min(1 << 18) as usize);
     let nr_pinned = gup_fast(cpu, mm, start, end, gup_flags, pages) as u64;
     if nr_pinned == nr_pages || gup_flags & FOLL_FAST_ONLY != 0 {
         return Ok(nr_pinned as usize);
@@ -852,10 +909,43 @@ pub fn unpin_user_page(cpu: &Cpu, page: Pfn) {
     gup_put_folio(cpu, page_folio(cpu, p), 1, FOLL_PIN);
 }
 
-/// Kernel: `unpin_user_pages()`.
+/// Kernel: `gup_folio_next()`: how many of the pages from `i` on belong to
+/// `folio`, the folio of `pages[i]`; and the folio of the page after them
+/// (each page's `page_folio()` is read once).
+fn gup_folio_next<'m>(
+    cpu: &'m Cpu,
+    pages: &[Pfn],
+    i: usize,
+    folio: Folio<'m>,
+) -> (usize, Option<Folio<'m>>) {
+    // A run is at most a folio in the kernel; a list that names one small
+    // page many times is cut so that `nr * GUP_PIN_COUNTING_BIAS` fits.
+    let end = pages.len().min(i + (1 << 16));
+    for (nr, &p) in pages.iter().enumerate().take(end).skip(i + 1) {
+        let next = page_folio(cpu, cpu.m.sparse.pfn_to_page(p));
+        if next != folio {
+            return (nr - i, Some(next));
+        }
+    }
+    (end - i, None)
+}
+
+/// Kernel: `unpin_user_pages()`: one `gup_put_folio()` for each run of
+/// pages of one folio (all 512 pages of a pinned THP drop their pins at
+/// once, as in the kernel).
 pub fn unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
-    for &p in pages {
-        unpin_user_page(cpu, p);
+    let mut i = 0;
+    let mut next = None;
+    while i < pages.len() {
+        cpu.point_arg(
+            point!("unpin_user_page", "gup_put_folio"),
+            pages[i].as_u64(),
+        );
+        let folio = next.unwrap_or_else(|| page_folio(cpu, cpu.m.sparse.pfn_to_page(pages[i])));
+        let (nr, after) = gup_folio_next(cpu, pages, i, folio);
+        gup_put_folio(cpu, folio, nr as i32, FOLL_PIN);
+        i += nr;
+        next = after;
     }
 }
 

@@ -73,6 +73,12 @@ pub fn do_migrate_range(cpu: &Cpu, start: Pfn, end: Pfn) -> Pfn {
     let mut pfn = start.as_u64();
     while pfn < end.as_u64() {
         let page = cpu.m.sparse.pfn_to_page(Pfn::new(pfn));
+        // Free pages fail the speculative reference below anyway; no other
+        // CPU can tell whether we looked at them, so they are no step.
+        if page.page_type(cpu) != pgty::NONE || page.ref_count(cpu) == 0 {
+            pfn += 1;
+            continue;
+        }
         cpu.point_arg(point!("do_migrate_range", "folio_try_get"), pfn);
         let folio = page_folio(cpu, page);
         if !folio_try_get(cpu, folio) {
@@ -220,4 +226,49 @@ pub fn migration_entry_wait(cpu: &Cpu, ptep: pgtable::EntryPtr, swp: Entry) {
         Some(swp.pfn().as_u64()),
         || pgtable::get_lockless(cpu, ptep) != swp,
     );
+}
+
+/// Kernel: `migrate_pages(2)` / `move_pages(2)` in spirit: every small
+/// anonymous folio mapped in `[start, start + nr)` of `mm` is isolated (with
+/// the same speculative reference and recheck as `do_migrate_range()`) and
+/// migrated to a newly allocated folio. Returns how many moved.
+pub fn migrate_user_range(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+) -> Result<usize, Errno> {
+    let mut moved = 0;
+    for i in 0..nr_pages {
+        let a = VirtAddr::try_new(start.as_u64() + (i << PAGE_SHIFT)).ok_or(Errno::EFAULT)?;
+        let pfn = {
+            let _g = mm.mmap_lock.read(&cpu.sched);
+            let _ptl = mm.page_table_lock.lock(&cpu.sched);
+            match lookup(cpu, mm, a) {
+                Mapped::Pte(e) if e.present() && !e.special() => e.pfn(),
+                _ => continue,
+            }
+        };
+        let page = cpu.m.sparse.pfn_to_page(pfn);
+        cpu.point_arg(point!("migrate_pages", "folio_try_get"), pfn.as_u64());
+        let folio = page_folio(cpu, page);
+        if !folio_try_get(cpu, folio) {
+            continue;
+        }
+        if page_folio(cpu, page) != folio
+            || folio.test_large(cpu)
+            || folio.page().mapping(cpu) & PAGE_MAPPING_ANON == 0
+            || folio.page().zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
+        {
+            folio_put(cpu, folio);
+            continue;
+        }
+        folio.page().set_flags(cpu, pg::ISOLATED);
+        if migrate_folio(cpu, folio).is_ok() {
+            moved += 1;
+        }
+        folio.page().clear_flags(cpu, pg::ISOLATED);
+        folio_put(cpu, folio);
+    }
+    Ok(moved)
 }

@@ -133,6 +133,10 @@ impl Page {
 /// It names the page by section and pfn and finds the storage at each
 /// access: a pointer computed before the section's memmap first existed
 /// must reach the memmap that a later hot-add populates at that address.
+///
+/// Two words, so that it travels in registers: a third (a cached address
+/// of the `Page`) made every call that takes one copy it through memory,
+/// which cost more than the lookup it saved.
 #[derive(Clone, Copy)]
 pub struct PageRef<'m> {
     pfn: Pfn,
@@ -155,7 +159,7 @@ impl fmt::Debug for PageRef<'_> {
 macro_rules! checked_load {
     ($(#[$doc:meta])* $name:ident, $field:ident, $t:ty) => {
         $(#[$doc])*
-        #[inline]
+        #[inline(always)]
         pub fn $name(&self, cpu: &Cpu) -> $t {
             self.check(cpu);
             self.page().$field.load(Ordering::Relaxed)
@@ -164,28 +168,56 @@ macro_rules! checked_load {
 }
 
 impl<'m> PageRef<'m> {
+    #[inline]
     pub(crate) fn new(pfn: Pfn, sec: &'m MemSection) -> Self {
         PageRef { pfn, sec }
     }
 
-    /// The storage under the pointer (the vmemmap at this address).
-    #[inline]
+    /// The storage under the pointer (the vmemmap at this address), found
+    /// at each access: a pointer computed before the section had storage
+    /// reaches what a later hot-add allocates.
+    #[inline(always)]
     fn page(&self) -> &'m Page {
         self.sec.page_at(self.pfn)
     }
 
     /// Kernel: `page_to_pfn()`: pointer arithmetic, no access.
-    #[inline]
+    #[inline(always)]
     pub fn pfn(&self) -> Pfn {
         self.pfn
     }
 
     /// The shadow check every access makes first.
-    #[inline]
+    #[inline(always)]
     pub fn check(&self, cpu: &Cpu) {
         if !self.sec.memmap_live(self.pfn) {
             memmap_use_after_free(cpu, self.pfn);
         }
+    }
+
+    /// Checks the shadow once and returns the page for a run of accesses
+    /// with no scheduling point among them (see [`CheckedPage`]).
+    #[inline(always)]
+    pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
+        self.check(cpu);
+        CheckedPage {
+            pfn: self.pfn,
+            page: self.page(),
+        }
+    }
+
+    /// The pointer with its storage found now, for a walker that reads this
+    /// one page again and again (a page-table page): `None` if the section
+    /// has no storage yet. Storage never moves once allocated, so what this
+    /// finds is what [`PageRef`] would find at any later access; the shadow
+    /// is still checked at each one.
+    #[inline]
+    pub fn resolve(&self) -> Option<ResolvedPageRef<'m>> {
+        Some(ResolvedPageRef {
+            pfn: self.pfn,
+            sec: self.sec,
+            page: self.sec.storage_at(self.pfn)?,
+        })
     }
 
     /// Whether the memmap under this pointer is populated (no access made).
@@ -216,28 +248,40 @@ impl<'m> PageRef<'m> {
         page_type, page_type, u32);
 
     /// `page_ref_count()`: `atomic_read(&page->_refcount)`.
-    #[inline]
+    #[inline(always)]
     pub fn ref_count(&self, cpu: &Cpu) -> i32 {
         self.check(cpu);
         self.page().refcount.load(Ordering::Relaxed)
     }
 
     /// Sets flag bits (`SetPageX`, an atomic `set_bit`).
-    #[inline]
+    #[inline(always)]
     pub fn set_flags(&self, cpu: &Cpu, bits: u64) {
         self.check(cpu);
         self.page().flags.fetch_or(bits, Ordering::Relaxed);
     }
 
+    /// Sets flag bits unless all of them are set already (`if
+    /// (!test_bit()) set_bit()`): one shadow check, and the atomic
+    /// read-modify-write only when it changes something.
+    #[inline(always)]
+    pub fn set_flags_unless_set(&self, cpu: &Cpu, bits: u64) {
+        self.check(cpu);
+        let f = &self.page().flags;
+        if f.load(Ordering::Relaxed) & bits != bits {
+            f.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
     /// Clears flag bits (`ClearPageX`).
-    #[inline]
+    #[inline(always)]
     pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {
         self.check(cpu);
         self.page().flags.fetch_and(!bits, Ordering::Relaxed);
     }
 
     /// Tests flag bits.
-    #[inline]
+    #[inline(always)]
     pub fn test_flags(&self, cpu: &Cpu, bits: u64) -> bool {
         self.flags(cpu) & bits != 0
     }
@@ -291,11 +335,13 @@ impl<'m> PageRef<'m> {
         self.page().page_type.store(t, Ordering::Relaxed);
     }
 
+    #[inline(always)]
     pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
         &self.page().refcount
     }
 
+    #[inline(always)]
     pub(crate) fn pincount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
         self.check(cpu);
         &self.page().pincount
@@ -331,6 +377,7 @@ impl<'m> PageRef<'m> {
     }
 
     /// `page_zonenum()`.
+    #[inline(always)]
     pub fn zonenum(&self, cpu: &Cpu) -> usize {
         ((self.flags(cpu) & pg::ZONE_MASK) >> pg::ZONE_SHIFT) as usize
     }
@@ -345,6 +392,106 @@ impl<'m> PageRef<'m> {
         match self.pfn.checked_add(n) {
             Some(p) => cpu.m.sparse.pfn_to_page(p),
             None => cpu.m.sparse.pfn_to_page(Pfn::new(Pfn::MAX)),
+        }
+    }
+}
+
+/// A [`PageRef`] whose storage was found once (see [`PageRef::resolve`]).
+#[derive(Clone, Copy)]
+pub struct ResolvedPageRef<'m> {
+    pfn: Pfn,
+    sec: &'m MemSection,
+    page: &'m Page,
+}
+
+impl<'m> ResolvedPageRef<'m> {
+    /// [`PageRef::checked`]: the shadow check, without the storage lookup.
+    #[inline(always)]
+    pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
+        if !self.sec.memmap_live(self.pfn) {
+            memmap_use_after_free(cpu, self.pfn);
+        }
+        CheckedPage {
+            pfn: self.pfn,
+            page: self.page,
+        }
+    }
+}
+
+/// A `struct page` whose shadow has just been checked, for a run of
+/// accesses to it with no scheduling point among them: the shadow is read
+/// and the storage found once for the run instead of at each access.
+///
+/// Under the explorer no other CPU runs between two scheduling points, so
+/// one check before the run sees exactly what a check before each access
+/// would; natively a check was never atomic with its access anyway.
+///
+/// # Invariants
+/// Used only until the CPU's next scheduling point (it is a local of the
+/// step that made it, never stored).
+#[derive(Clone, Copy)]
+pub struct CheckedPage<'m> {
+    pfn: Pfn,
+    page: &'m Page,
+}
+
+impl<'m> CheckedPage<'m> {
+    /// The page frame number.
+    #[inline(always)]
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+    /// `READ_ONCE(page->flags)`.
+    #[inline(always)]
+    pub fn flags(&self) -> u64 {
+        self.page.flags.load(Ordering::Relaxed)
+    }
+    /// Tests flag bits.
+    #[inline(always)]
+    pub fn test_flags(&self, bits: u64) -> bool {
+        self.flags() & bits != 0
+    }
+    /// `READ_ONCE(page->compound_head)`.
+    #[inline(always)]
+    pub fn compound_head_raw(&self) -> u64 {
+        self.page.compound_head.load(Ordering::Relaxed)
+    }
+    /// `page->mapping`.
+    #[inline(always)]
+    pub fn mapping(&self) -> u64 {
+        self.page.mapping.load(Ordering::Relaxed)
+    }
+    /// `page->index`.
+    #[inline(always)]
+    pub fn index(&self) -> u64 {
+        self.page.index.load(Ordering::Relaxed)
+    }
+    /// `page->page_type`.
+    #[inline(always)]
+    pub fn page_type(&self) -> u32 {
+        self.page.page_type.load(Ordering::Relaxed)
+    }
+    /// `page_ref_count()`.
+    #[inline(always)]
+    pub fn ref_count(&self) -> i32 {
+        self.page.refcount.load(Ordering::Relaxed)
+    }
+    /// `page_zonenum()`.
+    #[inline(always)]
+    pub fn zonenum(&self) -> usize {
+        ((self.flags() & pg::ZONE_MASK) >> pg::ZONE_SHIFT) as usize
+    }
+    /// `&page->_refcount`.
+    #[inline(always)]
+    pub(crate) fn refcount_atomic(&self) -> &'m AtomicI32 {
+        &self.page.refcount
+    }
+    /// [`PageRef::set_flags_unless_set`] on the checked page.
+    #[inline(always)]
+    pub fn set_flags_unless_set(&self, bits: u64) {
+        let f = &self.page.flags;
+        if f.load(Ordering::Relaxed) & bits != bits {
+            f.fetch_or(bits, Ordering::Relaxed);
         }
     }
 }
@@ -376,21 +523,25 @@ impl<'m> Folio<'m> {
     }
 
     /// `&folio->page`.
+    #[inline(always)]
     pub fn page(&self) -> PageRef<'m> {
         self.0
     }
 
     /// `folio_pfn()`.
+    #[inline(always)]
     pub fn pfn(&self) -> Pfn {
         self.0.pfn()
     }
 
     /// `folio_test_large()`.
+    #[inline(always)]
     pub fn test_large(&self, cpu: &Cpu) -> bool {
         self.0.test_flags(cpu, pg::HEAD)
     }
 
     /// `folio_order()`.
+    #[inline(always)]
     pub fn order(&self, cpu: &Cpu) -> u32 {
         if !self.test_large(cpu) {
             return 0;
@@ -409,11 +560,13 @@ impl<'m> Folio<'m> {
     }
 
     /// `folio_has_pincount()`: large folios count pins exactly.
+    #[inline(always)]
     pub fn has_pincount(&self, cpu: &Cpu) -> bool {
         self.test_large(cpu)
     }
 
     /// `&folio->_pincount` (in the first tail page).
+    #[inline(always)]
     pub(crate) fn pincount_atomic(&self, cpu: &'m Cpu) -> &'m AtomicI32 {
         self.0.nth(cpu, 1).pincount_atomic(cpu)
     }
@@ -442,15 +595,19 @@ impl<'m> Folio<'m> {
         }
     }
 
-    /// `folio_set_referenced()`.
+    /// `folio_set_referenced()`. Once the bit is set (after the first GUP
+    /// of a page, nearly always), the atomic `set_bit` is skipped: the flags
+    /// end up the same, and the locked instruction was the dearest step of
+    /// a GUP-fast page.
+    #[inline(always)]
     pub fn set_referenced(&self, cpu: &Cpu) {
-        self.0.set_flags(cpu, pg::REFERENCED);
+        self.0.set_flags_unless_set(cpu, pg::REFERENCED);
     }
 }
 
 /// Kernel: `page_folio()`: `READ_ONCE(page->compound_head)`, and the head
 /// it names if bit 0 is set.
-#[inline]
+#[inline(always)]
 pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
     let head = page.compound_head_raw(cpu);
     if head & 1 == 0 {
@@ -461,6 +618,23 @@ pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
         // A garbage head (never written by the model) is treated as the page.
         None => Folio(page),
     }
+}
+
+/// [`page_folio`], also returning the folio's head checked for the rest
+/// of the caller's step: for a small folio (the page is its own head) the
+/// one shadow check of `page` covers both.
+#[inline(always)]
+pub fn page_folio_checked<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> (Folio<'m>, CheckedPage<'m>) {
+    let p = page.checked(cpu);
+    let head = p.compound_head_raw();
+    if head & 1 == 0 {
+        return (Folio(page), p);
+    }
+    let folio = match Pfn::try_new(head >> 1) {
+        Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
+        None => Folio(page),
+    };
+    (folio, folio.0.checked(cpu))
 }
 
 /// Kernel: `compound_head()` as a page.

@@ -15,29 +15,45 @@
 
 use crate::detect::Kind;
 use crate::kernel::cpu::Cpu;
-use crate::mm::mm_types::Folio;
+use crate::mm::mm_types::{CheckedPage, Folio};
+use crate::types::Pfn;
 use mmsim_facade::Ordering;
 
 /// Kernel: `folio_ref_count()`.
-#[inline]
+#[inline(always)]
 pub fn folio_ref_count(cpu: &Cpu, folio: Folio<'_>) -> i32 {
     folio.page().ref_count(cpu)
 }
 
 /// Kernel: `folio_ref_add()`.
-#[inline]
+#[inline(always)]
 pub fn folio_ref_add(cpu: &Cpu, folio: Folio<'_>, nr: i32) {
     let old = folio
         .page()
         .refcount_atomic(cpu)
         .fetch_add(nr, Ordering::Relaxed);
     if old.checked_add(nr).is_none() {
-        cpu.report(
-            Kind::RefcountOverflow,
-            Some(folio.pfn()),
-            format!("refcount {old} + {nr} overflows"),
-        );
+        ref_overflow(cpu, folio.pfn(), old, nr);
     }
+}
+
+/// [`folio_ref_add`] on a folio whose head the caller checked in this step.
+#[inline(always)]
+pub(crate) fn folio_ref_add_checked(cpu: &Cpu, head: CheckedPage<'_>, nr: i32) {
+    let old = head.refcount_atomic().fetch_add(nr, Ordering::Relaxed);
+    if old.checked_add(nr).is_none() {
+        ref_overflow(cpu, head.pfn(), old, nr);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn ref_overflow(cpu: &Cpu, pfn: Pfn, old: i32, nr: i32) {
+    cpu.report(
+        Kind::RefcountOverflow,
+        Some(pfn),
+        format!("refcount {old} + {nr} overflows"),
+    );
 }
 
 /// Kernel: `folio_ref_sub()`.
@@ -48,7 +64,7 @@ pub fn folio_ref_sub(cpu: &Cpu, folio: Folio<'_>, nr: i32) {
 
 /// Kernel: `folio_ref_sub_return()`. Release: what this CPU did with the
 /// folio happens before whoever frees it after seeing zero (Acquire there).
-#[inline]
+#[inline(always)]
 pub fn folio_ref_sub_return(cpu: &Cpu, folio: Folio<'_>, nr: i32) -> i32 {
     let old = folio
         .page()
@@ -56,17 +72,23 @@ pub fn folio_ref_sub_return(cpu: &Cpu, folio: Folio<'_>, nr: i32) -> i32 {
         .fetch_sub(nr, Ordering::AcqRel);
     let new = old.wrapping_sub(nr);
     if new < 0 {
-        cpu.report(
-            Kind::RefcountUnderflow,
-            Some(folio.pfn()),
-            format!("refcount {old} - {nr} goes below zero"),
-        );
+        ref_underflow(cpu, folio, old, nr);
     }
     new
 }
 
+#[cold]
+#[inline(never)]
+fn ref_underflow(cpu: &Cpu, folio: Folio<'_>, old: i32, nr: i32) {
+    cpu.report(
+        Kind::RefcountUnderflow,
+        Some(folio.pfn()),
+        format!("refcount {old} - {nr} goes below zero"),
+    );
+}
+
 /// Kernel: `folio_ref_sub_and_test()`.
-#[inline]
+#[inline(always)]
 pub fn folio_ref_sub_and_test(cpu: &Cpu, folio: Folio<'_>, nr: i32) -> bool {
     folio_ref_sub_return(cpu, folio, nr) == 0
 }
@@ -86,7 +108,7 @@ pub fn folio_ref_dec_and_test(cpu: &Cpu, folio: Folio<'_>) -> bool {
 /// Kernel: `folio_ref_add_unless()`: `atomic_add_unless(&_refcount, nr, u)`.
 /// Acquire on success: the reference orders the caller's later loads of the
 /// folio (and its recheck of the page table) after it.
-#[inline]
+#[inline(always)]
 pub fn folio_ref_add_unless(cpu: &Cpu, folio: Folio<'_>, nr: i32, u: i32) -> bool {
     let rc = folio.page().refcount_atomic(cpu);
     let mut cur = rc.load(Ordering::Relaxed);
@@ -95,11 +117,7 @@ pub fn folio_ref_add_unless(cpu: &Cpu, folio: Folio<'_>, nr: i32, u: i32) -> boo
             return false;
         }
         let Some(new) = cur.checked_add(nr) else {
-            cpu.report(
-                Kind::RefcountOverflow,
-                Some(folio.pfn()),
-                format!("refcount {cur} + {nr} overflows"),
-            );
+            ref_overflow(cpu, folio.pfn(), cur, nr);
             return false;
         };
         match rc.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
@@ -111,13 +129,13 @@ pub fn folio_ref_add_unless(cpu: &Cpu, folio: Folio<'_>, nr: i32, u: i32) -> boo
 
 /// Kernel: `folio_ref_try_add()`: add `count` references unless the folio is
 /// free (count zero) or frozen.
-#[inline]
+#[inline(always)]
 pub fn folio_ref_try_add(cpu: &Cpu, folio: Folio<'_>, count: i32) -> bool {
     folio_ref_add_unless(cpu, folio, count, 0)
 }
 
 /// Kernel: `folio_try_get()`.
-#[inline]
+#[inline(always)]
 pub fn folio_try_get(cpu: &Cpu, folio: Folio<'_>) -> bool {
     folio_ref_add_unless(cpu, folio, 1, 0)
 }

@@ -24,7 +24,7 @@
 
 use crate::detect::Kind;
 use crate::kernel::cpu::Cpu;
-use crate::mm::mm_types::pgty;
+use crate::mm::mm_types::{PageRef, ResolvedPageRef, pgty};
 use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
 use mmsim_facade::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -139,13 +139,13 @@ impl Entry {
 /// The entries of one table page.
 #[derive(Debug)]
 pub struct Table {
-    entries: Box<[AtomicU64]>,
+    entries: Box<[AtomicU64; PTRS_PER_TABLE]>,
 }
 
 impl Table {
     fn new() -> Table {
         Table {
-            entries: (0..PTRS_PER_TABLE).map(|_| AtomicU64::new(0)).collect(),
+            entries: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -167,6 +167,7 @@ impl PtStore {
     }
 
     /// The table kept in page `pfn` (`None` outside boot memory).
+    #[inline]
     pub fn table(&self, pfn: Pfn) -> Option<&Table> {
         let i = pfn.as_u64().checked_sub(self.base)? as usize;
         Some(self.tables.get(i)?.get_or_init(Table::new))
@@ -184,24 +185,85 @@ pub struct EntryPtr {
 }
 
 /// Index of `addr` at the level with `shift`.
+#[inline]
 pub fn index(addr: VirtAddr, shift: u32) -> usize {
     ((addr.as_u64() >> shift) & (PTRS_PER_TABLE as u64 - 1)) as usize
 }
 
-fn slot(cpu: &Cpu, p: EntryPtr) -> Option<&AtomicU64> {
-    let t = cpu.m.pt.table(p.table)?;
-    // A table read through a pointer must still be a table: a freed table
-    // page is a page-table use-after-free (what MMU_GATHER_RCU_TABLE_FREE
-    // and the IPI sync prevent for GUP-fast).
-    let page = cpu.m.sparse.pfn_to_page(p.table);
-    if page.page_type(cpu) != pgty::TABLE {
-        cpu.report(
-            Kind::PageTableUseAfterFree,
-            Some(p.table),
-            "a page-table walk read a table page that was freed",
-        );
+/// A table page resolved once: its entries and its `struct page`. A walk
+/// that reads many entries of one table (GUP-fast's PTE loop) resolves it
+/// once instead of at every entry; each read still checks, through the
+/// page, that the table is still a table. Resolving is pure address
+/// arithmetic (the store and the memmap never move), so a `TableRef` is
+/// what [`slot`] would compute at any later time for the same pfn.
+#[derive(Clone, Copy)]
+pub struct TableRef<'m> {
+    entries: &'m [AtomicU64; PTRS_PER_TABLE],
+    page: PageRef<'m>,
+    /// The table page's `struct page`, found once (a table page is boot
+    /// memory, which always has memmap storage).
+    resolved: Option<ResolvedPageRef<'m>>,
+}
+
+impl std::fmt::Debug for TableRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "table(pfn {})", self.page.pfn())
     }
-    t.entries.get(p.index)
+}
+
+impl<'m> TableRef<'m> {
+    /// The table kept in page `table` (`None` outside boot memory, where
+    /// no table can be).
+    #[inline]
+    pub fn new(cpu: &'m Cpu, table: Pfn) -> Option<TableRef<'m>> {
+        let t = cpu.m.pt.table(table)?;
+        let page = cpu.m.sparse.pfn_to_page(table);
+        Some(TableRef {
+            entries: &t.entries,
+            page,
+            resolved: page.resolve(),
+        })
+    }
+
+    /// The entry at `index`, after the detector's check that the table
+    /// page is still a table.
+    #[inline(always)]
+    fn slot(&self, cpu: &Cpu, index: usize) -> &'m AtomicU64 {
+        // A table read through a pointer must still be a table: a freed table
+        // page is a page-table use-after-free (what MMU_GATHER_RCU_TABLE_FREE
+        // and the IPI sync prevent for GUP-fast).
+        let page_type = match self.resolved {
+            Some(r) => r.checked(cpu).page_type(),
+            None => self.page.page_type(cpu),
+        };
+        if page_type != pgty::TABLE {
+            table_freed(cpu, self.page.pfn());
+        }
+        &self.entries[index % PTRS_PER_TABLE]
+    }
+
+    /// [`get_lockless`] of entry `index` of this table.
+    #[inline(always)]
+    pub fn get_lockless(&self, cpu: &Cpu, index: usize) -> Entry {
+        Entry(self.slot(cpu, index).load(Ordering::Acquire))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn table_freed(cpu: &Cpu, table: Pfn) {
+    cpu.report(
+        Kind::PageTableUseAfterFree,
+        Some(table),
+        "a page-table walk read a table page that was freed",
+    );
+}
+
+#[inline]
+fn slot(cpu: &Cpu, p: EntryPtr) -> Option<&AtomicU64> {
+    let t = TableRef::new(cpu, p.table)?;
+    let s = t.slot(cpu, p.index);
+    (p.index < PTRS_PER_TABLE).then_some(s)
 }
 
 /// Lockless read of an entry (`ptep_get_lockless()`, `pmdp_get_lockless()`,

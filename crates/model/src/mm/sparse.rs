@@ -40,7 +40,7 @@
 use crate::detect::Kind;
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
-use crate::kernel::rcupdate::{kfree_rcu, rcu_read_lock};
+use crate::kernel::rcupdate::{kfree_rcu, rcu_read_lock_sched};
 use crate::mm::mm_types::{Page, PageRef};
 use crate::safeguards::Sg;
 use crate::types::{PAGE_SHIFT, Pfn};
@@ -179,6 +179,7 @@ impl MemSection {
         self.section_mem_map.fetch_and(!bits, Ordering::AcqRel);
     }
 
+    #[inline(always)]
     fn subsection_bit(&self, pfn: Pfn) -> u64 {
         1u64 << ((pfn.as_u64() & self.pfn_mask) >> self.subsec_pfn_shift)
     }
@@ -192,7 +193,7 @@ impl MemSection {
     }
 
     /// The shadow: is the memmap of `pfn` populated?
-    #[inline]
+    #[inline(always)]
     pub fn memmap_live(&self, pfn: Pfn) -> bool {
         // The shadow is the oracle, not a step of any protocol. Under loom a
         // plain load may return a stale "live" after the memmap was freed
@@ -216,12 +217,21 @@ impl MemSection {
 
     /// The `struct page` of `pfn` (in this section): its place in the
     /// memmap storage, or the dummy if the section never had storage.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn page_at(&self, pfn: Pfn) -> &Page {
         match self.memmap.get() {
             Some(m) => &m[(pfn.as_u64() & self.pfn_mask) as usize],
             None => &self.dummy,
         }
+    }
+
+    /// The `struct page` of `pfn` if this section has storage (it then
+    /// stays at that address for the machine's life).
+    #[inline]
+    pub(crate) fn storage_at(&self, pfn: Pfn) -> Option<&Page> {
+        self.memmap
+            .get()
+            .map(|m| &m[(pfn.as_u64() & self.pfn_mask) as usize])
     }
 
     /// Whether this section was ever given memmap storage.
@@ -369,17 +379,21 @@ pub fn pfn_section_valid(cpu: &Cpu, ms: &MemSection, pfn: Pfn) -> bool {
 
 /// Kernel: `pfn_valid()`: does `pfn` have a memmap? Reads `ms->usage`
 /// under `rcu_read_lock_sched()`.
+#[inline]
 pub fn pfn_valid(cpu: &Cpu, pfn: Pfn) -> bool {
     let sp = &cpu.m.sparse;
     let Some(ms) = sp.pfn_to_section(pfn) else {
         return false;
     };
-    let _rcu = rcu_read_lock(cpu);
+    let _rcu = rcu_read_lock_sched(cpu);
     cpu.point_arg(point!("pfn_valid", "valid_section"), pfn.as_u64());
-    if !ms.valid() {
+    // valid_section() and early_section(): one READ_ONCE of the flags
+    // serves both (no step of another CPU can come between them).
+    let f = ms.flags();
+    if f & SECTION_HAS_MEM_MAP == 0 {
         return false;
     }
-    ms.early() || pfn_section_valid(cpu, ms, pfn)
+    f & SECTION_IS_EARLY != 0 || pfn_section_valid(cpu, ms, pfn)
 }
 
 /// Kernel: `pfn_to_online_page()`. No lifetime guarantee: the caller must
