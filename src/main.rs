@@ -4,7 +4,9 @@
 //! 2 = bad input or usage. Every command takes `--json` and then prints
 //! exactly one JSON object on stdout.
 
-#![forbid(unsafe_code)]
+// Denied everywhere but in `cli::bench::kernel`, which makes the io_uring
+// system calls that reach the real kernel's pin_user_pages_fast().
+#![deny(unsafe_code)]
 
 mod cli;
 
@@ -23,6 +25,14 @@ struct Args {
 enum Cmd {
     /// Model constants: kernel baseline, page and section size, struct page size.
     Info(cli::info::InfoArgs),
+    /// The built-in scenarios.
+    List(cli::check::ListArgs),
+    /// Explore a scenario's interleavings and report what the detectors find.
+    Check(cli::check::CheckArgs),
+    /// Rerun one schedule from the replay string `check` printed.
+    Replay(cli::check::ReplayArgs),
+    /// Combine the JSON outputs of `check --shard K/N` runs.
+    Merge(cli::check::MergeArgs),
     /// The seed's story: a speculative reference against a freed memmap.
     Demo(cli::demo::DemoArgs),
     /// Every safeguard, its v6.18 default and what it protects.
@@ -32,6 +42,8 @@ enum Cmd {
     GupTest(cli::gup_test::GupTestArgs),
     /// Real threads, random operations, detectors on.
     Stress(cli::stress::StressArgs),
+    /// The performance suite, side by side with the real kernel.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,10 +57,15 @@ fn main() -> ExitCode {
     };
     let code = match args.cmd {
         Cmd::Info(a) => cli::info::run(&a),
+        Cmd::List(a) => cli::check::run_list(&a),
+        Cmd::Check(a) => cli::check::run(&a),
+        Cmd::Replay(a) => cli::check::run_replay(&a),
+        Cmd::Merge(a) => cli::check::run_merge(&a),
         Cmd::Demo(a) => cli::demo::run(&a),
         Cmd::Safeguards(a) => cli::safeguards(&a),
         Cmd::GupTest(a) => cli::gup_test::run(&a),
         Cmd::Stress(a) => cli::stress::run(&a),
+        Cmd::Bench(a) => cli::bench::run(&a),
     };
     ExitCode::from(code)
 }

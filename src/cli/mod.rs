@@ -1,5 +1,7 @@
 //! The subcommands.
 
+pub mod bench;
+pub mod check;
 pub mod demo;
 pub mod gup_test;
 pub mod info;

@@ -14,7 +14,9 @@
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mmsim_facade::RawLock as Mutex;
 use mmsim_facade::sched::Mode;
+use mmsim_facade::{AtomicBool, AtomicU64, Ordering};
 use mmsim_model::detect::Violation;
 use mmsim_model::mm::gup::*;
 use mmsim_model::mm::memory::access_user;
@@ -29,8 +31,7 @@ use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::safeguards::Safeguards;
 use mmsim_model::types::PAGE_SIZE;
 use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `mmsim stress` arguments.
@@ -121,9 +122,7 @@ struct Shared {
 }
 
 fn remember(sh: &Shared, cpu: u32, what: String) {
-    let mut l = sh.last[cpu as usize]
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut l = sh.last[cpu as usize].lock();
     if l.len() == 8 {
         l.remove(0);
     }
@@ -205,11 +204,16 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
             )
         }
         "hotplug" => {
+            // Alternately remove the DIMM and bring it back, so that there
+            // are stretches with its memmap gone.
             let (start, nr) = sh.dimm;
-            let r = offline_and_remove_memory(cpu, start, nr);
-            let mut s = format!("offline_and_remove_memory(dimm) = {r:?}");
-            if r.is_ok() {
-                let r2 = add_memory(cpu, start, nr).and_then(|_| {
+            if sh.m.blocks.lock().contains_key(&start.as_u64()) {
+                format!(
+                    "offline_and_remove_memory(dimm) = {:?}",
+                    offline_and_remove_memory(cpu, start, nr)
+                )
+            } else {
+                let r = add_memory(cpu, start, nr).and_then(|_| {
                     let mut b = start;
                     while b < start.add(nr) {
                         online_memory_block(cpu, b, ZoneType::Movable)?;
@@ -217,12 +221,11 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                     }
                     Ok(())
                 });
-                s.push_str(&format!("; add+online = {r2:?}"));
+                format!("add_memory+online(dimm) = {r:?}")
             }
-            s
         }
         "memremap" => {
-            let mut g = sh.pgmap.lock().unwrap_or_else(|e| e.into_inner());
+            let mut g = sh.pgmap.lock();
             match g.take() {
                 Some(pg) => {
                     kill_dev_dax(cpu, &pg);
@@ -434,7 +437,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         let viol = m.detect.count();
         let mut settled = false;
         if viol > 0 {
-            let mut f = first_violation.lock().unwrap_or_else(|e| e.into_inner());
+            let mut f = first_violation.lock();
             let first = *f.get_or_insert(el.as_secs_f64());
             // A warning (pfn-not-valid) usually comes right before the
             // fatal finding it announces: give it half a second.
@@ -463,7 +466,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     pb.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     // Teardown: the process exits, the device goes away, leaks are counted.
-    let pg = sh.pgmap.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let pg = sh.pgmap.lock().take();
     let _ = boot.run(|| {
         exit_mmap(&boot, &sh.mm);
         if let Some(pg) = pg {
@@ -472,13 +475,9 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     });
     drop(boot);
     let leaked = m.check_leaks();
-    let last_ops = sh
-        .last
-        .iter()
-        .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
-        .collect();
+    let last_ops = sh.last.iter().map(|l| l.lock().clone()).collect();
     let ops = sh.ops_done.load(Ordering::Relaxed);
-    let first_violation_s = *first_violation.lock().unwrap_or_else(|e| e.into_inner());
+    let first_violation_s = *first_violation.lock();
     Ok(StressResult {
         violations: m.detect.violations(),
         ops,

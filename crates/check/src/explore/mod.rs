@@ -1,0 +1,644 @@
+//! The explorer: many executions of one scenario under shuttle, each with a
+//! fresh machine, each schedule recorded.
+//!
+//! One execution: set-up on the boot CPU ([`Plan::boot`]), one shuttle task
+//! per model CPU running its operations ([`crate::ops`]), the main task
+//! joining them, then teardown (every process unmapped, the leak check)
+//! unless a CPU died. What the detectors found, and the trace when it is
+//! wanted, go back to the exploration loop through a [`Slot`].
+//!
+//! The loop ([`Explorer`]) is the shuttle scheduler's [`Driver`]: before each
+//! execution it takes the last one's result, decides whether to go on (the
+//! iteration budget, the first violation unless `keep_going`), and picks the
+//! strategy for the next.
+//!
+//! # Seeds and shards
+//!
+//! PCT and random runs are cut into batches of [`BATCH`] executions. Batch
+//! `b` uses a fresh shuttle scheduler seeded with `derive(seed, b)`, so a
+//! batch's schedules depend only on the base seed and `b`: the same seed
+//! gives the same run, and `--shard K/N` takes the batches `b` with
+//! `b % N == K`, disjoint from every other shard's, which together are the
+//! unsharded run's (a PCT batch begins with shuttle's calibration run, the
+//! one deterministic schedule that measures the run length). DFS shards
+//! split the tree at its first decision ([`BoundedDfs`]).
+
+pub mod sched;
+
+use crate::ops::{Env, run_cpu};
+use crate::setup::{Plan, SetupError};
+use mmsim_facade::RawLock;
+use mmsim_facade::sched::{Mode, TraceEntry};
+use mmsim_model::detect::{Kind, Violation};
+use mmsim_model::mm::mmap::exit_mmap;
+use sched::{BoundedDfs, Driver, Inner, Recorder, ReplayDecisions};
+use shuttle::scheduler::{PctScheduler, RandomScheduler, Schedule, Scheduler};
+use shuttle::{Config, FailurePersistence, Runner};
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Executions per seeded batch (see the module doc).
+pub const BATCH: u64 = 128;
+
+/// A scheduling strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// PCT with a bug depth.
+    Pct {
+        /// The depth (`d`: `d - 1` priority change points).
+        depth: usize,
+    },
+    /// Uniformly random choices.
+    Random,
+    /// Depth-first, every schedule with at most `preemptions` preemptions.
+    Dfs {
+        /// The preemption bound.
+        preemptions: usize,
+    },
+}
+
+impl Strategy {
+    /// The command line's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Pct { .. } => "pct",
+            Strategy::Random => "random",
+            Strategy::Dfs { .. } => "dfs",
+        }
+    }
+}
+
+/// A progress callback: (executions done, executions planned, failing
+/// executions).
+pub type Progress = Box<dyn FnMut(u64, u64, u64)>;
+
+/// How to explore.
+pub struct Options {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Executions, in all shards together.
+    pub iterations: u64,
+    /// The base seed.
+    pub seed: u64,
+    /// This shard (0-based) and the number of shards.
+    pub shard: (u64, u64),
+    /// Go on after the first failing execution.
+    pub keep_going: bool,
+    /// Called now and then with (executions done, executions planned,
+    /// failing executions).
+    pub progress: Option<Progress>,
+}
+
+/// A violation found, with how many executions found it.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The first instance.
+    pub violation: Violation,
+    /// Executions that found it.
+    pub executions: u64,
+}
+
+/// The first failing execution.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// Its number (0-based, counted over all shards).
+    pub execution: u64,
+    /// Its decisions (CPU numbers).
+    pub decisions: Vec<u8>,
+    /// What it found.
+    pub violations: Vec<Violation>,
+    /// Its trace.
+    pub trace: Vec<TraceEntry>,
+    /// Time from the start of the exploration to its end.
+    pub after: Duration,
+}
+
+/// What an exploration found.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Executions run.
+    pub schedules: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Executions that found a violation.
+    pub failing: u64,
+    /// Distinct violations (kind, function, step), in the order first found.
+    pub violations: Vec<Found>,
+    /// The first failing execution.
+    pub first: Option<Failure>,
+    /// DFS: every schedule within the bound was explored.
+    pub exhausted: bool,
+    /// The model itself failed (a panic that is not a model result).
+    pub error: Option<String>,
+    /// The decisions of the execution that failed so, to replay it.
+    pub error_decisions: Option<Vec<u8>>,
+}
+
+impl Outcome {
+    /// Schedules per second.
+    pub fn rate(&self) -> f64 {
+        self.schedules as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What one execution leaves for the loop.
+#[derive(Default)]
+pub struct ExecResult {
+    /// Violations found.
+    pub violations: Vec<Violation>,
+    /// The trace, if it was wanted.
+    pub trace: Option<Vec<TraceEntry>>,
+    /// Set-up failed (a bug: the plan's trial boot succeeded).
+    pub setup_error: Option<SetupError>,
+}
+
+/// The mailbox between the execution body and the loop.
+#[derive(Default)]
+pub struct Slot {
+    /// Whether the body should copy the trace when it finds a violation
+    /// (or always, for a replay).
+    pub want_trace: TraceWanted,
+    /// The last execution's result.
+    pub result: Option<ExecResult>,
+}
+
+/// When an execution keeps its trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TraceWanted {
+    /// Never.
+    #[default]
+    No,
+    /// When it found a violation.
+    OnViolation,
+    /// Always.
+    Always,
+}
+
+/// Installs the panic hooks in an order that keeps the model's own unwinds
+/// (an oops, an explorer stop, a deadlock) quiet: shuttle's hook first (it is
+/// installed at its first execution), the filter on top. A panic that is not
+/// a model result is printed as usual.
+fn ensure_hooks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        Runner::new(
+            shuttle::scheduler::RoundRobinScheduler::new(1),
+            shuttle_config(),
+        )
+        .run(|| {});
+        mmsim_model::detect::install_panic_filter();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            if p.is::<mmsim_model::detect::Oops>()
+                || p.is::<mmsim_facade::sched::Stopped>()
+                || p.is::<mmsim_facade::sched::Stuck>()
+            {
+                return;
+            }
+            prev(info);
+        }));
+    });
+}
+
+fn shuttle_config() -> Config {
+    let mut c = Config::new();
+    c.failure_persistence = FailurePersistence::None;
+    c.silence_warnings = true;
+    c
+}
+
+/// One execution: see the module doc.
+fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
+    let want = slot.lock().want_trace;
+    let world = match plan.boot(Mode::Explore) {
+        Ok(w) => w,
+        Err(e) => {
+            slot.lock().result = Some(ExecResult {
+                setup_error: Some(e),
+                ..Default::default()
+            });
+            return;
+        }
+    };
+    let n = plan.scenario.cpus.len();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let cpu = world.cpu(plan, i);
+            let plan = plan.clone();
+            let mms = world.mms.clone();
+            let vmas = world.vmas.clone();
+            shuttle::thread::spawn(move || {
+                let env = Env {
+                    plan: &plan,
+                    mms: &mms,
+                    vmas: &vmas,
+                };
+                run_cpu(&cpu, &env, i)
+            })
+        })
+        .collect();
+    let mut died = false;
+    for h in handles {
+        match h.join() {
+            Ok(d) => died |= d.is_some(),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+    let m = &world.m;
+    if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
+        let boot = m.boot_cpu();
+        for mm in &world.mms {
+            exit_mmap(&boot, mm);
+        }
+        drop(boot);
+        m.check_leaks();
+    }
+    let violations = if m.detect.count() > 0 {
+        m.detect.violations()
+    } else {
+        Vec::new()
+    };
+    let trace = match want {
+        TraceWanted::Always => Some(m.ctx.trace()),
+        TraceWanted::OnViolation if !violations.is_empty() => Some(m.ctx.trace()),
+        _ => None,
+    };
+    slot.lock().result = Some(ExecResult {
+        violations,
+        trace,
+        setup_error: None,
+    });
+}
+
+/// A splitmix64 step: the seed of batch `i` from the base seed.
+pub fn derive(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct Explorer {
+    strategy: Strategy,
+    iterations: u64,
+    seed: u64,
+    shard: (u64, u64),
+    keep_going: bool,
+    progress: Option<Progress>,
+    /// The number of the execution in flight.
+    in_flight: Option<u64>,
+    /// The next execution number to consider.
+    next: u64,
+    /// The batch the current inner scheduler serves.
+    batch: Option<u64>,
+    inner: Inner,
+    decisions: Vec<u8>,
+    slot: Arc<RawLock<Slot>>,
+    out: Outcome,
+    start: Instant,
+    /// This shard's share of the executions.
+    planned: u64,
+    single: bool,
+}
+
+impl Explorer {
+    fn owns(&self, i: u64) -> bool {
+        match self.strategy {
+            Strategy::Dfs { .. } => true,
+            _ => (i / BATCH) % self.shard.1 == self.shard.0,
+        }
+    }
+
+    fn fresh_inner(&self, batch: u64) -> Inner {
+        let seed = derive(self.seed, batch);
+        match self.strategy {
+            Strategy::Pct { depth } => Inner::Pct(PctScheduler::new_from_seed(
+                seed,
+                depth.max(1),
+                BATCH as usize,
+            )),
+            Strategy::Random => Inner::Random(RandomScheduler::new_from_seed(seed, BATCH as usize)),
+            Strategy::Dfs { preemptions } => Inner::Dfs(BoundedDfs::new(
+                preemptions,
+                (self.shard.0 as usize, self.shard.1 as usize),
+            )),
+        }
+    }
+
+    /// Ends the shuttle random scheduler's batch cleanly (it prints its
+    /// seed when dropped in the middle of one).
+    fn retire_inner(&mut self) {
+        if let Inner::Random(r) = &mut self.inner {
+            while r.new_execution().is_some() {}
+        }
+    }
+
+    /// Takes the result of the execution in flight.
+    fn finish_previous(&mut self) {
+        let Some(i) = self.in_flight.take() else {
+            return;
+        };
+        let r = self.slot.lock().result.take();
+        if let Inner::Dfs(d) = &self.inner
+            && d.foreign
+        {
+            return;
+        }
+        self.out.schedules += 1;
+        let Some(r) = r else {
+            return;
+        };
+        if let Some(e) = r.setup_error {
+            self.out.error.get_or_insert_with(|| e.to_string());
+            return;
+        }
+        if !r.violations.is_empty() {
+            self.count(&r.violations);
+            if self.out.first.is_none() {
+                self.out.first = Some(Failure {
+                    execution: i,
+                    decisions: self.decisions.clone(),
+                    violations: r.violations,
+                    trace: r.trace.unwrap_or_default(),
+                    after: self.start.elapsed(),
+                });
+            }
+        }
+        if let Some(p) = self.progress.as_mut()
+            && (self.out.schedules.is_multiple_of(256) || self.out.failing == 1)
+        {
+            p(self.out.schedules, self.planned, self.out.failing);
+        }
+    }
+
+    /// Counts a failing execution and its distinct violations.
+    fn count(&mut self, vs: &[Violation]) {
+        self.out.failing += 1;
+        for v in vs {
+            match self.out.violations.iter_mut().find(|f| {
+                f.violation.kind == v.kind
+                    && f.violation.function == v.function
+                    && f.violation.step == v.step
+            }) {
+                Some(f) => f.executions += 1,
+                None => self.out.violations.push(Found {
+                    violation: v.clone(),
+                    executions: 1,
+                }),
+            }
+        }
+    }
+
+    /// A model crash in the execution in flight (a panic out of shuttle).
+    fn crashed(&mut self, message: String) {
+        let i = self.in_flight.take().unwrap_or(0);
+        self.slot.lock().result = None;
+        self.out.schedules += 1;
+        if message.contains("deadlock") {
+            let v = Violation {
+                kind: Kind::Deadlock,
+                cpu: None,
+                function: "shuttle",
+                step: "no CPU can run",
+                pfn: None,
+                detail: message,
+            };
+            self.count(std::slice::from_ref(&v));
+            if self.out.first.is_none() {
+                self.out.first = Some(Failure {
+                    execution: i,
+                    decisions: self.decisions.clone(),
+                    violations: vec![v],
+                    trace: Vec::new(),
+                    after: self.start.elapsed(),
+                });
+            }
+        } else if self.out.error.is_none() {
+            self.out.error = Some(format!("the model panicked in execution {i}: {message}"));
+            self.out.error_decisions = Some(self.decisions.clone());
+        }
+    }
+}
+
+impl Driver for Explorer {
+    fn inner(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+
+    fn decided(&mut self, cpu: u8) {
+        self.decisions.push(cpu);
+    }
+
+    fn new_execution(&mut self) -> Option<Schedule> {
+        self.finish_previous();
+        let stop = self.out.error.is_some()
+            || (self.out.first.is_some() && !self.keep_going)
+            || (self.single && self.next > 0);
+        if stop {
+            return None;
+        }
+        let schedule = match self.strategy {
+            Strategy::Dfs { .. } => {
+                if self.next >= self.iterations {
+                    return None;
+                }
+                match self.inner.as_scheduler().new_execution() {
+                    Some(s) => s,
+                    None => {
+                        self.out.exhausted = true;
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                let mut i = self.next;
+                while i < self.iterations && !self.owns(i) {
+                    // Skip to the next batch this shard owns.
+                    i = (i / BATCH + 1) * BATCH;
+                }
+                if i >= self.iterations {
+                    return None;
+                }
+                let b = i / BATCH;
+                if self.batch != Some(b) {
+                    self.retire_inner();
+                    self.inner = self.fresh_inner(b);
+                    self.batch = Some(b);
+                }
+                self.next = i;
+                self.inner.as_scheduler().new_execution()?
+            }
+        };
+        self.in_flight = Some(self.next);
+        self.next += 1;
+        self.decisions.clear();
+        self.slot.lock().want_trace = if self.out.first.is_none() {
+            TraceWanted::OnViolation
+        } else {
+            TraceWanted::No
+        };
+        Some(schedule)
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        "a panic with a non-text payload".into()
+    }
+}
+
+/// Explores `plan` as `opts` says.
+pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
+    ensure_hooks();
+    let shard = (opts.shard.0, opts.shard.1.max(1));
+    let iterations = opts.iterations;
+    let single = plan.scenario.cpus.len() == 1;
+    let planned = match opts.strategy {
+        Strategy::Dfs { .. } => iterations,
+        _ => (0..iterations.div_ceil(BATCH))
+            .filter(|b| b % shard.1 == shard.0)
+            .map(|b| (iterations - b * BATCH).min(BATCH))
+            .sum(),
+    };
+    let slot = Arc::new(RawLock::new(Slot::default()));
+    let mut ex = Explorer {
+        strategy: opts.strategy,
+        iterations,
+        seed: opts.seed,
+        shard,
+        keep_going: opts.keep_going,
+        progress: opts.progress,
+        in_flight: None,
+        next: 0,
+        batch: None,
+        inner: Inner::Replay(ReplayDecisions::new(Vec::new())),
+        decisions: Vec::new(),
+        slot: slot.clone(),
+        out: Outcome::default(),
+        start: Instant::now(),
+        planned: if single { planned.min(1) } else { planned },
+        single,
+    };
+    if let Strategy::Dfs { .. } = opts.strategy {
+        ex.inner = ex.fresh_inner(0);
+    }
+    let ex = Rc::new(RefCell::new(ex));
+    loop {
+        let body_plan = plan.clone();
+        let body_slot = slot.clone();
+        let runner = Runner::new(Recorder { driver: ex.clone() }, shuttle_config());
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            runner.run(move || execute(&body_plan, &body_slot))
+        }));
+        let mut e = ex.borrow_mut();
+        match r {
+            Ok(_) => {
+                e.finish_previous();
+                break;
+            }
+            Err(p) => {
+                let msg = panic_message(&*p);
+                e.crashed(msg);
+                if !e.keep_going || e.out.error.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    let mut e = ex.borrow_mut();
+    e.retire_inner();
+    if let Inner::Dfs(d) = &e.inner
+        && d.nondeterministic
+        && e.out.error.is_none()
+    {
+        e.out.error = Some(
+            "the model is not deterministic: replaying a DFS prefix offered other choices".into(),
+        );
+    }
+    e.out.elapsed = e.start.elapsed();
+    let (s, f) = (e.out.schedules, e.out.failing);
+    if let Some(p) = e.progress.as_mut() {
+        p(s, s, f);
+    }
+    std::mem::take(&mut e.out)
+}
+
+/// What a replay saw.
+#[derive(Clone, Debug)]
+pub struct Replayed {
+    /// Violations found.
+    pub violations: Vec<Violation>,
+    /// The whole trace.
+    pub trace: Vec<TraceEntry>,
+    /// Where the run stopped matching the decisions, if it did.
+    pub diverged: Option<String>,
+    /// The model failed.
+    pub error: Option<String>,
+}
+
+struct ReplayDriver {
+    inner: Inner,
+    decisions: Vec<u8>,
+}
+
+impl Driver for ReplayDriver {
+    fn inner(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+
+    fn decided(&mut self, cpu: u8) {
+        self.decisions.push(cpu);
+    }
+
+    fn new_execution(&mut self) -> Option<Schedule> {
+        self.inner.as_scheduler().new_execution()
+    }
+}
+
+/// Reruns one execution from its decisions.
+pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
+    ensure_hooks();
+    let slot = Arc::new(RawLock::new(Slot {
+        want_trace: TraceWanted::Always,
+        result: None,
+    }));
+    let d = Rc::new(RefCell::new(ReplayDriver {
+        inner: Inner::Replay(ReplayDecisions::new(decisions)),
+        decisions: Vec::new(),
+    }));
+    let body_slot = slot.clone();
+    let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        runner.run(move || execute(&plan, &body_slot))
+    }));
+    let mut out = Replayed {
+        violations: Vec::new(),
+        trace: Vec::new(),
+        diverged: None,
+        error: None,
+    };
+    if let Err(p) = r {
+        out.error = Some(panic_message(&*p));
+    }
+    if let Some(res) = slot.lock().result.take() {
+        out.violations = res.violations;
+        out.trace = res.trace.unwrap_or_default();
+        if let Some(e) = res.setup_error {
+            out.error = Some(e.to_string());
+        }
+    }
+    if let Inner::Replay(rd) = &mut d.borrow_mut().inner {
+        rd.finish();
+        out.diverged = rd.diverged.clone();
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! mmsim-check: the explorer that runs scenario files against the model.
+//!
+//! The layer between the model (`mmsim-model`) and the command line:
+//!
+//! * [`scenario`]: scenario files (TOML, the format of `SCENARIOS.md`),
+//!   parsed and validated, every error at `file:line:column`;
+//! * [`catalog`]: the built-in scenarios of the repository's `scenarios/`;
+//! * [`setup`]: a scenario's start state on a fresh machine;
+//! * [`ops`]: each CPU's operations, run against the model;
+//! * [`explore`]: many executions under shuttle (PCT, random, bounded DFS),
+//!   every schedule recorded; [`explore::replay`] reruns one;
+//! * [`replay`]: the replay string that names a schedule;
+//! * [`trace`]: an execution's trace as a per-CPU timeline.
+//!
+//! The model code is the same code that runs natively: the explorer only
+//! builds machines in `Mode::Explore`, where every scheduling point of the
+//! model is a shuttle scheduling decision.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod explore;
+pub mod ops;
+pub mod replay;
+pub mod scenario;
+pub mod setup;
+pub mod trace;
+
+use scenario::{Scenario, ScenarioError};
+use std::fmt;
+
+/// Why a check could not run: bad input (exit status 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputError {
+    /// The scenario file is malformed or names something undefined.
+    Scenario(ScenarioError),
+    /// The set-up cannot build the scenario's start state.
+    Setup(setup::SetupError),
+    /// Anything else (a file that cannot be read, a bad option).
+    Other(String),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Scenario(e) => e.fmt(f),
+            InputError::Setup(e) => e.fmt(f),
+            InputError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+impl From<ScenarioError> for InputError {
+    fn from(e: ScenarioError) -> Self {
+        InputError::Scenario(e)
+    }
+}
+
+impl From<setup::SetupError> for InputError {
+    fn from(e: setup::SetupError) -> Self {
+        InputError::Setup(e)
+    }
+}
+
+/// Loads a scenario: a built-in name, or a path to a file.
+///
+/// An argument that names an existing file, contains a `/` or ends in
+/// `.toml` is a path; anything else is a built-in name.
+pub fn load(arg: &str) -> Result<Scenario, InputError> {
+    let is_path =
+        arg.contains('/') || arg.ends_with(".toml") || std::path::Path::new(arg).is_file();
+    if !is_path {
+        return match catalog::find(arg) {
+            Some(b) => Ok(b.scenario()?),
+            None => Err(InputError::Other(format!(
+                "no built-in scenario `{arg}` (see `mmsim list`), and no such file"
+            ))),
+        };
+    }
+    let text = std::fs::read_to_string(arg)
+        .map_err(|e| InputError::Other(format!("{arg}: cannot read: {e}")))?;
+    Ok(scenario::parse(&text, arg)?)
+}

@@ -1,0 +1,151 @@
+//! The catalog: every built-in scenario, run with its own settings and with
+//! each of its `[[expect.variant]]`s, gives the outcome its file states.
+
+use mmsim_check::catalog::CATALOG;
+use mmsim_check::explore::{Options, Outcome, Strategy, explore};
+use mmsim_check::setup::{Overrides, Plan};
+use std::sync::Arc;
+
+/// Schedules for a "none" claim when the file states no bound.
+const NONE_BOUND: u64 = 3000;
+/// Schedules within which a stated violation must show up.
+const FIND_BOUND: u64 = 20_000;
+
+fn run(plan: Arc<Plan>, strategy: Strategy, iterations: u64, seed: u64) -> Outcome {
+    explore(
+        plan,
+        Options {
+            strategy,
+            iterations,
+            seed,
+            shard: (0, 1),
+            keep_going: false,
+            progress: None,
+        },
+    )
+}
+
+fn check_claim(name: &str, ov: &Overrides, expected: &str, bound: Option<u64>, what: &str) {
+    let b = mmsim_check::catalog::find(name).unwrap();
+    let sc = b.scenario().unwrap();
+    let plan = Arc::new(Plan::new(sc, ov).unwrap_or_else(|e| panic!("{name} {what}: {e}")));
+    let kinds = |o: &Outcome| -> Vec<&'static str> {
+        o.violations
+            .iter()
+            .map(|f| f.violation.kind.name())
+            .collect()
+    };
+    if expected == "none" {
+        // A "none" claim holds under PCT and random schedules alike.
+        let n = bound.unwrap_or(NONE_BOUND);
+        for s in [Strategy::Pct { depth: 3 }, Strategy::Random] {
+            let o = run(plan.clone(), s, n, 1);
+            assert!(o.error.is_none(), "{name} {what}: {:?}", o.error);
+            assert!(
+                o.violations.is_empty(),
+                "{name} {what} ({}): expected none, found {:?} in {} schedules; replay decisions {:?}",
+                s.name(),
+                kinds(&o),
+                o.schedules,
+                o.first.as_ref().map(|f| &f.decisions)
+            );
+            assert_eq!(o.schedules, n, "{name} {what}: ran {} of {n}", o.schedules);
+        }
+    } else {
+        let o = run(
+            plan.clone(),
+            Strategy::Pct { depth: 3 },
+            bound.unwrap_or(FIND_BOUND),
+            1,
+        );
+        assert!(o.error.is_none(), "{name} {what}: {:?}", o.error);
+        assert!(
+            kinds(&o).contains(&expected),
+            "{name} {what}: expected {expected}, found {:?} in {} schedules",
+            kinds(&o),
+            o.schedules
+        );
+        let f = o.first.as_ref().unwrap();
+        assert!(
+            !f.trace.is_empty(),
+            "{name} {what}: the failing schedule kept no trace"
+        );
+    }
+}
+
+#[test]
+fn every_catalog_scenario_is_as_expected_with_its_own_settings() {
+    assert!(!CATALOG.is_empty());
+    for b in CATALOG {
+        let sc = b.scenario().unwrap();
+        assert_eq!(sc.name, b.name, "{}: file name and `name` differ", b.path);
+        let e = sc
+            .expect
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no [expect]", b.name));
+        check_claim(
+            b.name,
+            &Overrides::default(),
+            &e.violation,
+            e.iterations,
+            "(own settings)",
+        );
+    }
+}
+
+#[test]
+fn every_catalog_variant_flips_as_its_file_says() {
+    for b in CATALOG {
+        let sc = b.scenario().unwrap();
+        let e = sc.expect.as_ref().unwrap();
+        assert!(
+            e.finding || e.variants.iter().any(|v| v.violation != e.violation),
+            "{}: no variant shows which safeguard or architecture matters",
+            b.name
+        );
+        for v in &e.variants {
+            let ov = Overrides {
+                arch: v.arch,
+                safeguards: v.safeguards.clone(),
+            };
+            check_claim(
+                b.name,
+                &ov,
+                &v.violation,
+                v.iterations,
+                &format!("(variant {})", v.flags()),
+            );
+        }
+    }
+}
+
+/// `munmap-reuse-vs-gup-fast` under the bounded DFS: with the recheck, no
+/// schedule within two preemptions goes wrong, and the search ends; without
+/// it, the search finds the mismatch.
+#[test]
+fn bounded_dfs_exhausts_the_upstream_tree_and_finds_the_race_without_the_recheck() {
+    let b = mmsim_check::catalog::find("munmap-reuse-vs-gup-fast").unwrap();
+    let plan = Arc::new(Plan::new(b.scenario().unwrap(), &Overrides::default()).unwrap());
+    let o = run(plan, Strategy::Dfs { preemptions: 2 }, 1_000_000, 0);
+    assert!(o.exhausted, "DFS did not finish: {} schedules", o.schedules);
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    assert!(o.schedules > 10, "only {} schedules", o.schedules);
+    // One preemption fewer is a strictly smaller tree.
+    let plan = Arc::new(Plan::new(b.scenario().unwrap(), &Overrides::default()).unwrap());
+    let o1 = run(plan, Strategy::Dfs { preemptions: 1 }, 1_000_000, 0);
+    assert!(o1.exhausted && o1.schedules < o.schedules);
+
+    let ov = Overrides {
+        arch: None,
+        safeguards: vec![("gup_fast.pte_recheck".into(), false)],
+    };
+    let plan = Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap());
+    let o = run(plan, Strategy::Dfs { preemptions: 2 }, 1_000_000, 0);
+    assert!(
+        o.violations
+            .iter()
+            .any(|f| f.violation.kind.name() == "pinned-page-mismatch"),
+        "{:?}",
+        o.violations
+    );
+}

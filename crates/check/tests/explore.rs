@@ -1,0 +1,183 @@
+//! The explorer's promises: the same seed gives the same run, shards are
+//! disjoint and together make the unsharded run, a recorded schedule replays
+//! to the same trace, and a CPU that can never be woken is a deadlock.
+
+use mmsim_check::explore::{BATCH, Options, Outcome, Strategy, explore, replay};
+use mmsim_check::setup::{Overrides, Plan};
+use mmsim_check::{catalog, trace};
+use std::sync::Arc;
+
+/// `munmap-reuse-vs-gup-fast` without the PTE recheck: a race PCT finds
+/// within a few schedules.
+fn racy() -> Arc<Plan> {
+    let b = catalog::find("munmap-reuse-vs-gup-fast").unwrap();
+    let ov = Overrides {
+        arch: None,
+        safeguards: vec![("gup_fast.pte_recheck".into(), false)],
+    };
+    Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap())
+}
+
+fn run(
+    strategy: Strategy,
+    iterations: u64,
+    seed: u64,
+    shard: (u64, u64),
+    keep_going: bool,
+) -> Outcome {
+    explore(
+        racy(),
+        Options {
+            strategy,
+            iterations,
+            seed,
+            shard,
+            keep_going,
+            progress: None,
+        },
+    )
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    for s in [Strategy::Pct { depth: 3 }, Strategy::Random] {
+        for seed in [0, 7, 12345] {
+            let a = run(s, 5000, seed, (0, 1), false);
+            let b = run(s, 5000, seed, (0, 1), false);
+            let (fa, fb) = (a.first.unwrap(), b.first.unwrap());
+            assert_eq!(fa.execution, fb.execution, "{} seed {seed}", s.name());
+            assert_eq!(fa.decisions, fb.decisions, "{} seed {seed}", s.name());
+            assert_eq!(
+                trace::timeline(&fa.trace, false),
+                trace::timeline(&fb.trace, false)
+            );
+            assert_eq!(a.schedules, b.schedules);
+        }
+    }
+}
+
+#[test]
+fn different_seeds_explore_different_schedules() {
+    let firsts: std::collections::HashSet<Vec<u8>> = (0..8)
+        .map(|seed| {
+            run(Strategy::Random, 5000, seed, (0, 1), false)
+                .first
+                .unwrap()
+                .decisions
+        })
+        .collect();
+    assert!(firsts.len() > 1, "every seed found the same schedule");
+}
+
+/// Four shards run disjoint executions that together are the unsharded
+/// run: the same number of schedules, the same failing ones.
+#[test]
+fn shards_are_disjoint_and_together_make_the_whole_run() {
+    let n = 4 * BATCH + 37;
+    for s in [Strategy::Pct { depth: 3 }, Strategy::Random] {
+        let whole = run(s, n, 3, (0, 1), true);
+        assert_eq!(whole.schedules, n);
+        assert!(whole.failing > 0);
+        let parts: Vec<Outcome> = (0..4).map(|k| run(s, n, 3, (k, 4), true)).collect();
+        assert_eq!(parts.iter().map(|p| p.schedules).sum::<u64>(), n);
+        assert_eq!(
+            parts.iter().map(|p| p.failing).sum::<u64>(),
+            whole.failing,
+            "{}",
+            s.name()
+        );
+        let first = parts
+            .iter()
+            .filter_map(|p| p.first.as_ref())
+            .min_by_key(|f| f.execution)
+            .unwrap();
+        let wf = whole.first.as_ref().unwrap();
+        assert_eq!(first.execution, wf.execution);
+        assert_eq!(first.decisions, wf.decisions);
+    }
+}
+
+/// DFS shards split the tree at its first decision: disjoint, and together
+/// the whole bounded tree.
+#[test]
+fn dfs_shards_split_the_tree() {
+    let whole = run(Strategy::Dfs { preemptions: 1 }, 1 << 20, 0, (0, 1), true);
+    assert!(whole.exhausted);
+    let parts: Vec<Outcome> = (0..3)
+        .map(|k| run(Strategy::Dfs { preemptions: 1 }, 1 << 20, 0, (k, 3), true))
+        .collect();
+    assert_eq!(
+        parts.iter().map(|p| p.schedules).sum::<u64>(),
+        whole.schedules
+    );
+    assert_eq!(parts.iter().map(|p| p.failing).sum::<u64>(), whole.failing);
+}
+
+#[test]
+fn a_failing_schedule_replays_to_the_same_timeline() {
+    let o = run(Strategy::Pct { depth: 3 }, 5000, 11, (0, 1), false);
+    let f = o.first.unwrap();
+    let t0 = trace::timeline(&f.trace, false);
+    assert!(t0.iter().any(|l| l.contains("gup_fast_pte_range")));
+    let v = t0.iter().position(|l| l.contains("VIOLATION")).unwrap();
+    assert!(
+        t0[v].contains("VIOLATION pinned-page-mismatch"),
+        "{}",
+        t0[v]
+    );
+    assert!(
+        v + 2 >= t0.len(),
+        "the timeline goes on after the violation"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = replay(racy(), f.decisions.clone());
+        assert_eq!(r.diverged, None);
+        assert_eq!(r.error, None);
+        assert_eq!(r.violations, f.violations);
+        seen.push(trace::timeline(&r.trace, false));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], t0);
+}
+
+#[test]
+fn a_replay_of_other_decisions_says_where_it_diverged() {
+    // cpu5 does not exist: the first decision cannot be followed.
+    let r = replay(racy(), vec![5, 5, 5]);
+    assert!(r.diverged.is_some(), "{r:?}");
+    // Too few decisions: the run needs more.
+    let r = replay(racy(), vec![0]);
+    assert!(r.diverged.is_some(), "{r:?}");
+}
+
+/// On an IPI-flush machine the schedule that breaks the broadcast one makes
+/// the unmapping CPU wait for the walker: the timeline says so, and the
+/// walker's pin is the page its VMA still mapped.
+#[test]
+fn the_ipi_flush_waits_for_the_walker_and_the_timeline_says_so() {
+    let b = catalog::find("munmap-reuse-vs-gup-fast").unwrap();
+    let ov = Overrides {
+        arch: Some(mmsim_model::Arch::Ipi),
+        safeguards: vec![("gup_fast.pte_recheck".into(), false)],
+    };
+    let plan = Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap());
+    // The broadcast run's failing schedule, as far as it goes on ipi.
+    let f = run(Strategy::Pct { depth: 3 }, 5000, 0, (0, 1), false)
+        .first
+        .unwrap();
+    let r = replay(plan, f.decisions);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = trace::timeline(&r.trace, true);
+    let wait = t
+        .iter()
+        .position(|l| l.trim_start().starts_with("cpu1 ") && l.ends_with(": waiting for cpu0"))
+        .unwrap_or_else(|| panic!("no wait for cpu0:\n{}", t.join("\n")));
+    assert!(
+        t[wait..]
+            .iter()
+            .any(|l| l.trim_start().starts_with("cpu1 ") && l.ends_with(": resumed")),
+        "{}",
+        t.join("\n")
+    );
+}

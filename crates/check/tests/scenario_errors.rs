@@ -1,0 +1,224 @@
+//! Bad scenario files: every error names the file, the line and the column
+//! of what is wrong, and nothing panics.
+
+use mmsim_check::scenario::parse;
+
+const GOOD: &str = r#"
+name = "t"
+section_size = "64K"
+
+[[memory]]
+name = "boot"
+kind = "boot"
+size = "256K"
+
+[[process]]
+name = "app"
+
+[[process.vma]]
+name = "buf"
+pages = 2
+populate = true
+
+[[cpu]]
+ops = [
+  { op = "pin_user_pages_fast", vma = "buf", pages = 1, flags = ["write"], as = "p" },
+  { op = "unpin_user_pages", ref = "p" },
+]
+
+[expect]
+violation = "none"
+"#;
+
+/// The error for `text`, as `file:line:column: message`.
+fn err(text: &str) -> String {
+    match parse(text, "t.toml") {
+        Ok(_) => panic!("parsed:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The 1-based line of the first occurrence of `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn the_good_file_parses() {
+    let s = parse(GOOD, "t.toml").unwrap();
+    assert_eq!(s.cpus.len(), 1);
+    assert_eq!(s.cpus[0].ops.len(), 2);
+    assert_eq!(s.processes[0].vmas[0].pages, 2);
+    assert_eq!(s.section_shift, 16);
+}
+
+#[test]
+fn malformed_toml_names_line_and_column() {
+    let t = GOOD.replace("kind = \"boot\"", "kind = \"boot");
+    let e = err(&t);
+    let l = line_of(&t, "kind = \"boot");
+    assert!(e.starts_with(&format!("t.toml:{l}:")), "{e}");
+}
+
+#[test]
+fn an_unknown_vma_is_an_error_at_the_line_that_names_it() {
+    let t = GOOD.replace(
+        "{ op = \"unpin_user_pages\", ref = \"p\" }",
+        "{ op = \"unpin_user_pages\", ref = \"p\" },\n  { op = \"read\", vma = \"nope\" }",
+    );
+    let e = err(&t);
+    let l = line_of(&t, "\"nope\"");
+    let col = t.lines().nth(l - 1).unwrap().find("\"nope\"").unwrap() + 1;
+    assert_eq!(
+        e,
+        format!("t.toml:{l}:{col}: unknown vma `nope` in process `app` (defined: buf)")
+    );
+}
+
+#[test]
+fn dangling_names_and_bad_values_point_at_their_line() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, line marker, message fragment)
+        (
+            "ref = \"p\"",
+            "ref = \"q\"",
+            "ref = \"q\"",
+            "unknown ref `q`",
+        ),
+        (
+            "pages = 2",
+            "pages = 2\nmemory = \"dimm\"",
+            "memory = \"dimm\"",
+            "unknown memory `dimm`",
+        ),
+        (
+            "[expect]",
+            "[[cpu]]\nprocess = \"other\"\n\n[expect]",
+            "process = \"other\"",
+            "unknown process `other`",
+        ),
+        (
+            "op = \"unpin_user_pages\"",
+            "op = \"unpin_user_page\"",
+            "unpin_user_page\"",
+            "unknown operation `unpin_user_page`",
+        ),
+        (
+            "flags = [\"write\"]",
+            "flags = [\"wrote\"]",
+            "wrote",
+            "unknown flag `wrote`",
+        ),
+        (
+            "violation = \"none\"",
+            "violation = \"use-after-free\"",
+            "use-after-free",
+            "unknown violation kind",
+        ),
+        (
+            "size = \"256K\"",
+            "size = \"100K\"",
+            "100K",
+            "not a whole number of 64K sections",
+        ),
+        (
+            "section_size = \"64K\"",
+            "section_size = \"48K\"",
+            "48K",
+            "power of two",
+        ),
+        (
+            "pages = 2",
+            "pages = 2\ncolour = \"red\"",
+            "colour",
+            "unknown field `colour`",
+        ),
+        (
+            "as = \"p\"",
+            "as = \"p\", value = 3",
+            "value = 3",
+            "takes no `value`",
+        ),
+        (
+            "vma = \"buf\", pages = 1",
+            "vma = \"buf\", page = 2, pages = 1",
+            "page = 2",
+            "outside vma `buf`",
+        ),
+        (
+            "{ op = \"unpin_user_pages\", ref = \"p\" }",
+            "{ op = \"put_pages\", ref = \"p\" }",
+            "put_pages",
+            "drop it with unpin_user_pages",
+        ),
+        (
+            "name = \"t\"",
+            "name = \"T t\"",
+            "T t",
+            "must be [a-z0-9-]+",
+        ),
+        (
+            "kind = \"boot\"",
+            "kind = \"boot\"\nstate = \"online\"",
+            "state = \"online\"",
+            "boot memory has no `state`",
+        ),
+        (
+            "[expect]",
+            "[safeguards]\n\"no.such\" = false\n\n[expect]",
+            "no.such",
+            "unknown safeguard `no.such`",
+        ),
+    ];
+    for (from, to, marker, msg) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let t = GOOD.replacen(from, to, 1);
+        let e = err(&t);
+        let l = line_of(&t, marker);
+        assert!(
+            e.starts_with(&format!("t.toml:{l}:")) && e.contains(msg),
+            "{from} -> {to}: got `{e}`, wanted line {l} and `{msg}`"
+        );
+    }
+}
+
+#[test]
+fn structural_errors_are_reported_too() {
+    let no_boot = GOOD.replace("kind = \"boot\"", "kind = \"hotplug\"\nstate = \"absent\"");
+    assert!(err(&no_boot).contains("no boot memory"));
+    let no_cpu = GOOD[..GOOD.find("[[cpu]]").unwrap()].to_string();
+    assert!(err(&no_cpu).contains("no [[cpu]]"));
+    let twice = GOOD.replace(
+        "{ op = \"unpin_user_pages\", ref = \"p\" },",
+        "{ op = \"unpin_user_pages\", ref = \"p\" },\n  { op = \"unpin_user_pages\", ref = \"p\" },",
+    );
+    assert!(err(&twice).contains("already dropped"));
+    let dup = GOOD.replace(
+        "[[cpu]]",
+        "[[process.vma]]\nname = \"buf\"\npages = 1\n\n[[cpu]]",
+    );
+    assert!(err(&dup).contains("a second VMA named `buf`"));
+}
+
+/// Arbitrary bytes never panic the parser.
+#[test]
+fn garbage_never_panics() {
+    let mut x: u64 = 0x1234_5678;
+    for n in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Cut the good file somewhere and splice in a random byte.
+        let cut = (x as usize) % GOOD.len();
+        let mut t = GOOD.as_bytes()[..cut].to_vec();
+        t.push((x >> 32) as u8 % 128);
+        t.extend_from_slice(&GOOD.as_bytes()[cut..]);
+        if n % 3 == 0 {
+            t.truncate(cut);
+        }
+        let t = String::from_utf8_lossy(&t);
+        if let Err(e) = parse(&t, "t.toml") {
+            assert!(e.loc.line >= 1 && e.loc.column >= 1, "{e}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The explorer's command line: `mmsim check`, `replay`, `list`, `merge`,
+//! their exit statuses and JSON.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn mmsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmsim"))
+        .args(args)
+        .output()
+        .expect("run mmsim")
+}
+
+fn json(o: &Output) -> Value {
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(s.lines().count(), 1, "not one JSON line: {s}");
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn scratch(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("mmsim-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const SCENARIO: &str = r#"name = "mini"
+section_size = "64K"
+
+[[memory]]
+name = "boot"
+kind = "boot"
+size = "256K"
+
+[[process]]
+name = "app"
+
+[[process.vma]]
+name = "buf"
+pages = 1
+populate = true
+
+[[cpu]]
+ops = [
+  { op = "get_user_pages_fast", vma = "buf", as = "g" },
+  { op = "put_pages", ref = "g" },
+]
+
+[[cpu]]
+ops = [
+  { op = "madvise", vma = "buf", advice = "dontneed" },
+]
+
+[expect]
+violation = "none"
+"#;
+
+#[test]
+fn a_malformed_scenario_exits_2_with_file_line_and_column() {
+    let bad = SCENARIO.replace("populate = true", "populate = yes");
+    let p = scratch("malformed.toml", &bad);
+    let o = mmsim(&["check", &p]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = bad
+        .lines()
+        .position(|l| l.contains("populate = yes"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("{p}:{line}:")), "{err}");
+    // With --json the error is the one JSON object.
+    let o = mmsim(&["check", &p, "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let j = json(&o);
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{p}:{line}:"))
+    );
+}
+
+#[test]
+fn an_unknown_vma_exits_2_at_its_line() {
+    let bad = SCENARIO.replace(
+        "{ op = \"madvise\", vma = \"buf\"",
+        "{ op = \"madvise\", vma = \"bug\"",
+    );
+    let p = scratch("unknown-vma.toml", &bad);
+    let o = mmsim(&["check", &p]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = bad.lines().position(|l| l.contains("\"bug\"")).unwrap() + 1;
+    let col = bad.lines().nth(line - 1).unwrap().find("\"bug\"").unwrap() + 1;
+    assert!(
+        err.contains(&format!("{p}:{line}:{col}: unknown vma `bug`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_options_exit_2() {
+    for args in [
+        &["check", "no-such-scenario"][..],
+        &["check", "munmap-reuse-vs-gup-fast", "--shard", "4/4"],
+        &[
+            "check",
+            "munmap-reuse-vs-gup-fast",
+            "--safeguard",
+            "nope=on",
+        ],
+        &["check", "munmap-reuse-vs-gup-fast", "--scheduler", "bfs"],
+        &["replay", "mmsim1:munmap-reuse-vs-gup-fast:ipi:-:a?"],
+        &["replay", "nonsense"],
+    ] {
+        let o = mmsim(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn a_file_scenario_runs_and_exits_0() {
+    let p = scratch("ok.toml", SCENARIO);
+    let o = mmsim(&["check", &p, "--iterations", "500", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let j = json(&o);
+    assert_eq!(j["schedules"], 500);
+    assert_eq!(j["as_expected"], true);
+    assert_eq!(j["violations"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn check_reports_the_race_and_replay_prints_the_same_timeline_twice() {
+    let o = mmsim(&[
+        "check",
+        "munmap-reuse-vs-gup-fast",
+        "--safeguard",
+        "gup_fast.pte_recheck=off",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let j = json(&o);
+    for k in [
+        "scenario",
+        "safeguards",
+        "arch",
+        "scheduler",
+        "seed",
+        "schedules",
+        "elapsed_s",
+        "violations",
+        "first_violation_schedule",
+        "replay",
+        "expected",
+        "as_expected",
+    ] {
+        assert!(j.get(k).is_some(), "no `{k}` in {j}");
+    }
+    assert_eq!(j["arch"], "broadcast");
+    assert_eq!(j["safeguards"]["gup_fast.pte_recheck"], "off");
+    let v = &j["violations"][0];
+    assert_eq!(v["kind"], "pinned-page-mismatch");
+    assert_eq!(v["cpu"], 0);
+    assert_eq!(v["function"], "gup_fast_pte_range");
+    assert!(v["pfn"].is_u64());
+    // The file's variant states this outcome for these settings.
+    assert_eq!(j["expected"], "pinned-page-mismatch");
+    assert_eq!(j["as_expected"], true);
+    let r = j["replay"].as_str().unwrap();
+    let a = mmsim(&["replay", r]);
+    let b = mmsim(&["replay", r]);
+    assert_eq!(a.status.code(), Some(1));
+    assert_eq!(a.stdout, b.stdout);
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(text.contains("gup_fast_pte_range"), "{text}");
+    assert!(text.contains("VIOLATION pinned-page-mismatch"), "{text}");
+    // The replay's timeline is the one check printed.
+    let rj = json(&mmsim(&["replay", r, "--json"]));
+    assert_eq!(rj["timeline"], j["timeline"]);
+    // The same seed gives the same schedule.
+    let again = json(&mmsim(&[
+        "check",
+        "munmap-reuse-vs-gup-fast",
+        "--safeguard",
+        "gup_fast.pte_recheck=off",
+        "--json",
+    ]));
+    assert_eq!(again["replay"], j["replay"]);
+}
+
+#[test]
+fn upstream_and_ipi_find_nothing() {
+    let o = mmsim(&[
+        "check",
+        "munmap-reuse-vs-gup-fast",
+        "--iterations",
+        "2000",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["as_expected"], true);
+    let o = mmsim(&[
+        "check",
+        "munmap-reuse-vs-gup-fast",
+        "--arch",
+        "ipi",
+        "--safeguard",
+        "gup_fast.pte_recheck=off",
+        "--iterations",
+        "2000",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["as_expected"], true);
+}
+
+#[test]
+fn shard_outputs_merge_into_the_whole_run() {
+    fn args(shard: Option<&str>) -> Vec<&str> {
+        let mut a = vec![
+            "check",
+            "munmap-reuse-vs-gup-fast",
+            "--safeguard",
+            "gup_fast.pte_recheck=off",
+            "--iterations",
+            "1000",
+            "--keep-going",
+            "--json",
+        ];
+        if let Some(s) = shard {
+            a.extend(["--shard", s]);
+        }
+        a
+    }
+    let whole = json(&mmsim(&args(None)));
+    let mut files = Vec::new();
+    for k in 0..4 {
+        let s = format!("{k}/4");
+        let o = mmsim(&args(Some(&s)));
+        assert_eq!(o.status.code(), Some(1));
+        files.push(scratch(
+            &format!("shard{k}.json"),
+            &String::from_utf8_lossy(&o.stdout),
+        ));
+    }
+    let mut m = vec!["merge", "--json"];
+    m.extend(files.iter().map(|s| s.as_str()));
+    let o = mmsim(&m);
+    assert_eq!(o.status.code(), Some(1));
+    let merged = json(&o);
+    assert_eq!(merged["schedules"], whole["schedules"]);
+    assert_eq!(merged["failing_schedules"], whole["failing_schedules"]);
+    assert_eq!(
+        merged["first_violation_schedule"],
+        whole["first_violation_schedule"]
+    );
+    assert_eq!(merged["replay"], whole["replay"]);
+    assert_eq!(merged["as_expected"], true);
+}
+
+#[test]
+fn list_names_the_catalog() {
+    let o = mmsim(&["list", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let j = json(&o);
+    let names: Vec<&str> = j["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"munmap-reuse-vs-gup-fast"), "{names:?}");
+}
