@@ -179,6 +179,8 @@ fn unmapped_pinned_page_lives_until_last_unpin() {
             .load(std::sync::atomic::Ordering::Relaxed),
         42
     );
+    // The unmapped page tables go back after a grace period: let them.
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
     let free_before = m
         .zone(mmsim_model::mm::mmzone::ZoneType::Normal)
         .free_pages();

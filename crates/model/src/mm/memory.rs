@@ -570,8 +570,10 @@ fn free_level(
 ) {
     let level = 3 - levels_below as usize;
     let shift = SHIFTS[level];
-    let lo = start.as_u64().max(floor.as_u64());
-    let hi = end.as_u64().min(ceiling.as_u64());
+    // As free_pmd_range() and friends: a table goes if the whole span it
+    // maps lies within [floor, ceiling), the gap no other VMA uses.
+    let lo = floor.as_u64();
+    let hi = ceiling.as_u64();
     for i in 0..pgtable::PTRS_PER_TABLE {
         let span_lo = base + ((i as u64) << shift);
         let span_hi = span_lo + (1u64 << shift);
