@@ -404,13 +404,21 @@ impl Machine {
         let cpu = self.boot_cpu();
         rcu_barrier(&cpu);
         let mut leaked = 0;
+        let max_pfn = self
+            .ranges
+            .iter()
+            .map(|r| r.end().as_u64())
+            .max()
+            .unwrap_or(0);
         for z in &self.zones {
-            let mut free = std::collections::HashSet::new();
+            // One bit per pfn: a bitmap, since the walk below asks for each.
+            let mut free = vec![0u64; max_pfn.div_ceil(64) as usize];
             for (p, o) in free_blocks(z) {
-                for i in 0..(1u64 << o) {
-                    free.insert(p + i);
+                for i in p..(p + (1u64 << o)).min(max_pfn) {
+                    free[(i / 64) as usize] |= 1 << (i % 64);
                 }
             }
+            let is_free = |pfn: u64| free[(pfn / 64) as usize] & (1 << (pfn % 64)) != 0;
             for r in &self.ranges {
                 for pfn in r.start.as_u64()..r.end().as_u64() {
                     let page = self.sparse.pfn_to_page(Pfn::new(pfn));
@@ -418,7 +426,7 @@ impl Machine {
                         || pfn == self.zero_pfn().as_u64()
                         || page.zonenum(&cpu) != z.zone_type as usize
                         || page.page_type(&cpu) == pgty::OFFLINE
-                        || free.contains(&pfn)
+                        || is_free(pfn)
                     {
                         continue;
                     }

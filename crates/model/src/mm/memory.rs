@@ -574,14 +574,18 @@ fn free_level(
     // maps lies within [floor, ceiling), the gap no other VMA uses.
     let lo = floor.as_u64();
     let hi = ceiling.as_u64();
-    for i in 0..pgtable::PTRS_PER_TABLE {
+    let Some(t) = pgtable::TableRef::new(cpu, table) else {
+        return;
+    };
+    // Only the entries whose span meets [start, end).
+    let first = (start.as_u64().saturating_sub(base) >> shift).min(pgtable::PTRS_PER_TABLE as u64);
+    let last = (end.as_u64().saturating_sub(base).div_ceil(1u64 << shift))
+        .min(pgtable::PTRS_PER_TABLE as u64);
+    for i in first as usize..last as usize {
         let span_lo = base + ((i as u64) << shift);
         let span_hi = span_lo + (1u64 << shift);
-        if span_hi <= start.as_u64() || span_lo >= end.as_u64() {
-            continue;
-        }
         let p = EntryPtr { table, index: i };
-        let e = pgtable::get_lockless(cpu, p);
+        let e = t.get_lockless(cpu, i);
         if e.none() || e.leaf() || levels_below == 0 {
             continue;
         }
