@@ -69,7 +69,7 @@ fn bad_input(json: bool, e: &dyn std::fmt::Display) -> u8 {
     2
 }
 
-fn parse_switch(s: &str) -> Result<(String, bool), String> {
+pub(crate) fn parse_switch(s: &str) -> Result<(String, bool), String> {
     let (n, v) = s
         .split_once('=')
         .ok_or_else(|| format!("--safeguard {s}: expected NAME=on|off"))?;

@@ -266,15 +266,8 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         .ok_or_else(|| format!("unknown --arch `{}` (ipi, broadcast)", a.arch))?;
     let mut sg = Safeguards::default();
     for s in &a.safeguards {
-        let (name, v) = s
-            .split_once('=')
-            .ok_or_else(|| format!("--safeguard `{s}`: expected NAME=on|off"))?;
-        let on = match v {
-            "on" => true,
-            "off" => false,
-            _ => return Err(format!("--safeguard `{s}`: expected on or off")),
-        };
-        sg.set_by_name(name, on)?;
+        let (name, on) = super::check::parse_switch(s)?;
+        sg.set_by_name(&name, on)?;
     }
     let mut weights = DEFAULT_WEIGHTS;
     for w in &a.weights {

@@ -383,6 +383,12 @@ impl Machine {
             .find(|m| m.id == id)
     }
 
+    /// `folio->pgmap`: the pgmap whose id a ZONE_DEVICE page keeps in
+    /// `private`, if it still lives.
+    pub fn pgmap_by_id(&self, id: u64) -> Option<Arc<DevPagemap>> {
+        self.pgmaps.lock().iter().find(|p| p.id == id).cloned()
+    }
+
     /// `get_dev_pagemap()` without the reference: the pgmap covering `pfn`.
     pub fn pgmap_of(&self, pfn: Pfn) -> Option<Arc<DevPagemap>> {
         self.pgmaps

@@ -104,13 +104,9 @@ pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
     if z == ZoneType::Device as usize {
         // Device-coherent and fsdax folios may not be pinned long-term;
         // generic (device-dax) ones may.
-        let id = folio.page().private(cpu);
         return cpu
             .m
-            .pgmaps
-            .lock()
-            .iter()
-            .find(|p| p.id == id)
+            .pgmap_by_id(folio.page().private(cpu))
             .is_some_and(|p| p.kind == crate::mm::memremap::PgmapType::Generic);
     }
     z != ZoneType::Movable as usize

@@ -415,7 +415,6 @@ pub fn remap_pfn_range(cpu: &Cpu, mm: &MmStruct, vma: &Vma, base: Pfn) -> Result
 /// Kernel: `__split_huge_pmd_locked()`: replaces a PMD leaf by a PTE table
 /// mapping the same 512 pages.
 fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
-    let _ = mm;
     let pmd = pgtable::get_lockless(cpu, pmdp);
     if !pmd.leaf() {
         return Ok(());
@@ -467,7 +466,9 @@ pub fn zap_page_range(
     cpu: &Cpu,
     tlb: &mut MmuGather<'_>,
     mm: &MmStruct,
-    vma: &Vma,
+    // The kernel consults the VMA for vm_normal_page(); the model's special
+    // PTEs say the same on their own.
+    _vma: &Vma,
     start: VirtAddr,
     end: VirtAddr,
 ) {
@@ -523,7 +524,6 @@ pub fn zap_page_range(
         addr = next;
     }
     drop(ptl);
-    let _ = vma;
 }
 
 /// Kernel: `free_pgd_range()`: frees the PTE, PMD and PUD tables that map

@@ -197,8 +197,7 @@ pub fn memunmap_pages(cpu: &Cpu, pgmap: &Arc<DevPagemap>) {
 
 /// Kernel: `free_zone_device_folio()`: the last reference on a device page.
 pub fn free_zone_device_folio(cpu: &Cpu, folio: Folio<'_>) {
-    let id = folio.page().private(cpu);
-    let Some(pgmap) = cpu.m.pgmaps.lock().iter().find(|p| p.id == id).cloned() else {
+    let Some(pgmap) = cpu.m.pgmap_by_id(folio.page().private(cpu)) else {
         return; // WARN_ON_ONCE(!pgmap)
     };
     folio.page().clear_flags(cpu, pg::ANON_EXCLUSIVE);

@@ -30,14 +30,14 @@ use crate::kernel::cpu::Cpu;
 use crate::mm::memory::{
     Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, lookup, pmd_lookup, pte_offset,
 };
-use crate::mm::mm_types::{Folio, page_folio, pg, pgty};
+use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
 use crate::mm::mmu_gather::flush_tlb_mm_range;
 use crate::mm::page_alloc::{Gfp, folio_alloc};
 use crate::mm::page_ref::{folio_put, folio_ref_count, folio_try_get};
 use crate::mm::pgtable::{self, Entry, MIGRATION, RW};
 use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
-use mmsim_facade::sched::chan;
+use mmsim_facade::sched::{Point, chan};
 use mmsim_facade::{Ordering, point};
 use std::sync::Arc;
 
@@ -79,37 +79,48 @@ pub fn do_migrate_range(cpu: &Cpu, start: Pfn, end: Pfn) -> Pfn {
             pfn += 1;
             continue;
         }
-        cpu.point_arg(point!("do_migrate_range", "folio_try_get"), pfn);
-        let folio = page_folio(cpu, page);
-        if !folio_try_get(cpu, folio) {
-            pfn += 1;
-            continue;
-        }
-        // The same revalidation as GUP-fast: was the page split off?
-        if page_folio(cpu, page) != folio || folio.test_large(cpu) {
-            folio_put(cpu, folio);
-            pfn += 1;
-            continue;
-        }
-        if folio.page().mapping(cpu) & PAGE_MAPPING_ANON != 0
-            && !folio.page().test_flags(cpu, pg::ISOLATED)
-        {
-            // folio_isolate_lru()
-            folio.page().set_flags(cpu, pg::ISOLATED);
+        if let Some(folio) = isolate_folio(cpu, page, point!("do_migrate_range", "folio_try_get")) {
             isolated.push(folio.pfn());
-        } else {
-            folio_put(cpu, folio);
         }
         pfn += 1;
     }
     for f in isolated {
-        let folio = Folio::from_head(cpu.m.sparse.pfn_to_page(f));
-        let _ = migrate_folio(cpu, folio);
-        folio.page().clear_flags(cpu, pg::ISOLATED);
-        // migrate_folio_done() / putback: the isolation reference goes.
-        folio_put(cpu, folio);
+        let _ = migrate_and_putback(cpu, Folio::from_head(cpu.m.sparse.pfn_to_page(f)));
     }
     end
+}
+
+/// Takes a speculative reference on the folio of `page` at `at` and
+/// isolates it for migration (`folio_isolate_lru()`), with the same
+/// revalidation as GUP-fast (was the page split off the folio?). Only small
+/// anonymous folios qualify; anything else is put back at once.
+fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Option<Folio<'m>> {
+    cpu.point_arg(at, page.pfn().as_u64());
+    let folio = page_folio(cpu, page);
+    if !folio_try_get(cpu, folio) {
+        return None;
+    }
+    let head = folio.page();
+    if page_folio(cpu, page) != folio
+        || folio.test_large(cpu)
+        || head.mapping(cpu) & PAGE_MAPPING_ANON == 0
+        || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
+        || head.test_flags(cpu, pg::ISOLATED)
+    {
+        folio_put(cpu, folio);
+        return None;
+    }
+    head.set_flags(cpu, pg::ISOLATED);
+    Some(folio)
+}
+
+/// Migrates an isolated folio, then puts it back (`migrate_folio_done()`):
+/// the isolation reference goes, which frees the old folio if it moved.
+fn migrate_and_putback(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    let moved = migrate_folio(cpu, folio).is_ok();
+    folio.page().clear_flags(cpu, pg::ISOLATED);
+    folio_put(cpu, folio);
+    moved
 }
 
 /// The mm and address of an anonymous folio's mapping, from its reverse
@@ -250,25 +261,11 @@ pub fn migrate_user_range(
             }
         };
         let page = cpu.m.sparse.pfn_to_page(pfn);
-        cpu.point_arg(point!("migrate_pages", "folio_try_get"), pfn.as_u64());
-        let folio = page_folio(cpu, page);
-        if !folio_try_get(cpu, folio) {
-            continue;
-        }
-        if page_folio(cpu, page) != folio
-            || folio.test_large(cpu)
-            || folio.page().mapping(cpu) & PAGE_MAPPING_ANON == 0
-            || folio.page().zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
+        if let Some(folio) = isolate_folio(cpu, page, point!("migrate_pages", "folio_try_get"))
+            && migrate_and_putback(cpu, folio)
         {
-            folio_put(cpu, folio);
-            continue;
-        }
-        folio.page().set_flags(cpu, pg::ISOLATED);
-        if migrate_folio(cpu, folio).is_ok() {
             moved += 1;
         }
-        folio.page().clear_flags(cpu, pg::ISOLATED);
-        folio_put(cpu, folio);
     }
     Ok(moved)
 }
