@@ -38,6 +38,8 @@ use std::sync::Arc;
 pub static OP_START: &Point = point!("op", "start");
 /// The trace point of an operation's result.
 pub static OP_RESULT: &Point = point!("op", "result");
+/// The trace point of teardown: its start, and each violation it finds.
+pub static TEARDOWN: &Point = point!("teardown", "exit_mmap");
 
 /// Why an operation cannot run in this build, if it cannot. The set-up
 /// refuses such scenarios before exploring.

@@ -10,11 +10,13 @@
 //! Each line names the CPU, the kernel function and the step, with the
 //! step's value in hex where it has one; a CPU's lines are indented by its
 //! number, so each CPU reads as a column. `>>` starts an operation of the
-//! scenario and `<<` gives its result. Waits say whom they wait for. The
+//! scenario and `<<` gives its result; `teardown >>` starts the teardown
+//! after the CPUs (every process exits, then the leak check), and
+//! `teardown: VIOLATION` is what it found. Waits say whom they wait for. The
 //! timeline ends at the first violation; runs of identical lines collapse
 //! into one with a count. The same trace always prints the same way.
 
-use crate::ops::{OP_RESULT, OP_START};
+use crate::ops::{OP_RESULT, OP_START, TEARDOWN};
 use mmsim_facade::sched::{Event, TraceEntry};
 
 /// One entry as text (without indentation).
@@ -25,6 +27,14 @@ pub fn line(e: &TraceEntry) -> String {
     }
     if std::ptr::eq(e.point, OP_RESULT) {
         return format!("cpu{cpu} << {}", e.note.as_deref().unwrap_or("?"));
+    }
+    if std::ptr::eq(e.point, TEARDOWN) {
+        let what = e.note.as_deref().unwrap_or("?");
+        return match (e.event, e.arg) {
+            (Event::Report, Some(p)) => format!("teardown: VIOLATION {what} at pfn {p:#x}"),
+            (Event::Report, None) => format!("teardown: VIOLATION {what}"),
+            _ => format!("teardown >> {what}"),
+        };
     }
     let at = format!("cpu{cpu} {}: {}", e.point.func, e.point.step);
     match e.event {
@@ -79,7 +89,12 @@ pub fn timeline(trace: &[TraceEntry], to_end: bool) -> Vec<String> {
         }
     };
     for e in &trace[..end] {
-        let indent = "    ".repeat((e.cpu as usize).min(8));
+        let column = if std::ptr::eq(e.point, TEARDOWN) {
+            0
+        } else {
+            e.cpu as usize
+        };
+        let indent = "    ".repeat(column.min(8));
         let l = format!("{indent}{}", line(e));
         match &mut last {
             Some((s, n)) if *s == l => *n += 1,

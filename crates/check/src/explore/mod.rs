@@ -25,10 +25,10 @@
 
 pub mod sched;
 
-use crate::ops::{Env, run_cpu};
+use crate::ops::{Env, TEARDOWN, run_cpu};
 use crate::setup::{Plan, SetupError};
 use mmsim_facade::RawLock;
-use mmsim_facade::sched::{Mode, TraceEntry};
+use mmsim_facade::sched::{Event, Mode, TraceEntry};
 use mmsim_model::detect::{Kind, Violation};
 use mmsim_model::mm::mmap::exit_mmap;
 use sched::{BoundedDfs, Driver, Inner, Recorder, ReplayDecisions};
@@ -250,15 +250,19 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     }
     let m = &world.m;
     if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
-        let boot = m.boot_cpu();
-        for mm in &world.mms {
-            exit_mmap(&boot, mm);
-        }
-        drop(boot);
-        m.check_leaks();
+        teardown(&world);
     }
     let violations = if m.detect.count() > 0 {
-        m.detect.violations()
+        let boot = n as u32;
+        let mut v = m.detect.violations();
+        // The boot CPU is no CPU of the scenario: what it found, it found
+        // in teardown.
+        for v in &mut v {
+            if v.cpu == Some(boot) {
+                v.cpu = None;
+            }
+        }
+        v
     } else {
         Vec::new()
     };
@@ -272,6 +276,48 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         trace,
         setup_error: None,
     });
+}
+
+/// Teardown after the CPUs: every process exits (`exit_mmap`), then the
+/// leak check. It runs on the boot CPU inside [`Cpu::run`], like any
+/// operation: what it finds is a result of the schedule (a mapping the
+/// CPUs left pointing at a freed memmap, say), not a crash. Its steps are
+/// not traced, but its start and each violation it finds are, so that the
+/// timeline ends with them.
+///
+/// [`Cpu::run`]: mmsim_model::Cpu::run
+fn teardown(world: &crate::setup::World) {
+    let m = &world.m;
+    let boot = m.boot_cpu();
+    let id = boot.id();
+    m.ctx.record(TraceEntry {
+        cpu: id,
+        point: TEARDOWN,
+        event: Event::Step,
+        arg: None,
+        note: Some("exit_mmap of every process, then the leak check".into()),
+    });
+    let before = m.detect.count();
+    let _ = boot.run(|| {
+        for mm in &world.mms {
+            exit_mmap(&boot, mm);
+        }
+    });
+    drop(boot);
+    // A teardown that found something left the machine half torn down: a
+    // leak check would only count the debris.
+    if m.detect.count() == before {
+        m.check_leaks();
+    }
+    for v in m.detect.violations().into_iter().skip(before) {
+        m.ctx.record(TraceEntry {
+            cpu: id,
+            point: TEARDOWN,
+            event: Event::Report,
+            arg: v.pfn.map(|p| p.as_u64()),
+            note: Some(format!("{} in {}: {}", v.kind, v.function, v.step)),
+        });
+    }
 }
 
 /// A splitmix64 step: the seed of batch `i` from the base seed.

@@ -50,11 +50,16 @@ pub enum Kind {
     BadPage,
     /// A page-table walk read a table page that had been freed.
     PageTableUseAfterFree,
+    /// Unmapping a PTE left its page's mapcount negative: the PTE mapped a
+    /// page whose metadata says nothing maps it (`print_bad_pte()`, "BUG:
+    /// Bad page map"), e.g. a device page whose memmap was re-created under
+    /// a mapping its driver never zapped.
+    BadPageMap,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::MemmapUseAfterFree,
         Kind::SectionUsageUseAfterFree,
         Kind::PfnNotValid,
@@ -67,6 +72,7 @@ impl Kind {
         Kind::Deadlock,
         Kind::BadPage,
         Kind::PageTableUseAfterFree,
+        Kind::BadPageMap,
     ];
 
     /// The stable name.
@@ -84,6 +90,7 @@ impl Kind {
             Kind::Deadlock => "deadlock",
             Kind::BadPage => "bad-page",
             Kind::PageTableUseAfterFree => "page-table-use-after-free",
+            Kind::BadPageMap => "bad-page-map",
         }
     }
 

@@ -21,6 +21,7 @@
 //! (no huge zero page); a partial unmap or protection change of a THP
 //! splits the PMD into PTEs.
 
+use crate::detect::Kind;
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
@@ -135,6 +136,16 @@ pub fn folio_remove_rmap_pte(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) {
         folio
             .large_mapcount_atomic(cpu)
             .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Kernel: `folio_mapcount()`: how many page-table entries map the folio
+/// (negative only if the counts are corrupt).
+fn folio_mapcount(cpu: &Cpu, folio: Folio<'_>) -> i32 {
+    if folio.test_large(cpu) {
+        folio.large_mapcount_atomic(cpu).load(Ordering::Relaxed) + 1
+    } else {
+        folio.page().mapcount(cpu) + 1
     }
 }
 
@@ -516,6 +527,16 @@ pub fn zap_page_range(
                     let page = cpu.m.sparse.pfn_to_page(old.pfn());
                     let folio = page_folio(cpu, page);
                     folio_remove_rmap_pte(cpu, folio, page);
+                    // zap_present_folio_ptes(): a mapcount below zero means
+                    // the PTE mapped a page its metadata calls unmapped;
+                    // print_bad_pte() warns, and the zap goes on.
+                    if folio_mapcount(cpu, folio) < 0 {
+                        cpu.report(
+                            Kind::BadPageMap,
+                            Some(old.pfn()),
+                            "the PTE maps a page whose mapcount says it is not mapped",
+                        );
+                    }
                     tlb.remove_folio(folio.pfn());
                 }
             }
