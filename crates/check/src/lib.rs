@@ -65,13 +65,42 @@ impl From<setup::SetupError> for InputError {
     }
 }
 
-/// Loads a scenario: a built-in name, or a path to a file.
+/// The largest scenario file (a catalog file is a few kilobytes).
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+/// Reads a regular file of at most `max` bytes. Anything else (a device
+/// such as `/dev/zero`, a FIFO, a directory, a larger file) is refused
+/// without reading it, so that no input can make a read last forever.
+pub fn read_regular_file(path: &str, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path}: not a regular file"));
+    }
+    let too_big = || format!("{path}: larger than {} KiB, the most this reads", max >> 10);
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    // The file may have grown since the metadata was read.
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{path}: cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// Loads a scenario: a built-in name, or a path to a file (a regular file
+/// of at most [`MAX_SCENARIO_BYTES`]).
 ///
 /// An argument that names an existing file, contains a `/` or ends in
 /// `.toml` is a path; anything else is a built-in name.
 pub fn load(arg: &str) -> Result<Scenario, InputError> {
-    let is_path =
-        arg.contains('/') || arg.ends_with(".toml") || std::path::Path::new(arg).is_file();
+    let p = std::path::Path::new(arg);
+    let is_path = arg.contains('/') || arg.ends_with(".toml") || p.exists();
     if !is_path {
         return match catalog::find(arg) {
             Some(b) => Ok(b.scenario()?),
@@ -80,7 +109,6 @@ pub fn load(arg: &str) -> Result<Scenario, InputError> {
             ))),
         };
     }
-    let text = std::fs::read_to_string(arg)
-        .map_err(|e| InputError::Other(format!("{arg}: cannot read: {e}")))?;
-    Ok(scenario::parse(&text, arg)?)
+    let bytes = read_regular_file(arg, MAX_SCENARIO_BYTES).map_err(InputError::Other)?;
+    Ok(scenario::parse_bytes(&bytes, arg)?)
 }

@@ -19,7 +19,7 @@
 mod raw;
 mod validate;
 
-pub use validate::parse;
+pub use validate::{MAX_RANGE_BYTES, MAX_TOTAL_BYTES, parse, parse_bytes};
 
 use mmsim_model::Arch;
 use mmsim_model::safeguards::Safeguards;

@@ -25,6 +25,15 @@ pub const MAX_CPUS: usize = 52;
 /// The model's default `SECTION_SIZE_BITS` (x86-64: 128 MiB).
 const DEFAULT_SECTION_SHIFT: u32 = 27;
 
+/// The largest `[[memory]]` range. The explorer boots a fresh machine for
+/// every schedule, and its memmap costs about 64 bytes per 4K page: a 4G
+/// range boots in some 70 ms, a 64G one in more than a second and 1.6 GB.
+pub const MAX_RANGE_BYTES: u64 = 4 << 30;
+
+/// The most memory all `[[memory]]` ranges together may have (see
+/// [`MAX_RANGE_BYTES`]).
+pub const MAX_TOTAL_BYTES: u64 = 8 << 30;
+
 /// Parses and validates a scenario. `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let v = Validator { text, file };
@@ -33,6 +42,27 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         v.err_at(at, e.message().trim_end().to_string())
     })?;
     v.scenario(raw)
+}
+
+/// Parses and validates a scenario given as bytes: a file that is not
+/// UTF-8 is an error at the line and column of its first bad byte.
+pub fn parse_bytes(bytes: &[u8], file: &str) -> Result<Scenario, ScenarioError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text, file),
+        Err(e) => {
+            let at = e.valid_up_to();
+            // Everything before `at` is UTF-8, by from_utf8's contract.
+            let text = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+            let v = Validator { text, file };
+            Err(v.err_at(
+                text.len(),
+                format!(
+                    "not UTF-8: byte {:#04x} at offset {at} (a scenario file is UTF-8 text)",
+                    bytes[at]
+                ),
+            ))
+        }
+    }
 }
 
 struct Validator<'a> {
@@ -172,9 +202,10 @@ impl<'a> Validator<'a> {
             }
         }
         let block_pages = sec_bytes / PAGE_SIZE;
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             memory: &memory,
             block_pages,
+            created: HashMap::new(),
         };
         let mut processes: Vec<Process> = Vec::new();
         for p in raw.process {
@@ -234,7 +265,10 @@ impl<'a> Validator<'a> {
                 }
                 let spec = self.vma(mmap_fields(op), o.span(), &ctx, &processes[pi], true)?;
                 processes[pi].vmas.push(spec);
-                mmap_ids.insert((ci, oi), processes[pi].vmas.len() - 1);
+                let vid = processes[pi].vmas.len() - 1;
+                mmap_ids.insert((ci, oi), vid);
+                ctx.created
+                    .insert((pi, vid), (ci, oi, self.loc(o.span().start)));
             }
         }
         // Pass 2: every operation.
@@ -253,12 +287,18 @@ impl<'a> Validator<'a> {
                 let span = o.span();
                 let op = o.into_inner();
                 let proc = spec.process.map(|p| &processes[p]);
+                let here = Here {
+                    cpu: ci,
+                    op: oi,
+                    process: spec.process,
+                    mmap_id: mmap_ids.get(&(ci, oi)).copied(),
+                };
                 let o = self.op(
                     op,
                     span,
                     &ctx,
                     proc,
-                    mmap_ids.get(&(ci, oi)).copied(),
+                    here,
                     &mut spec.refs,
                     &mut ref_kinds,
                 )?;
@@ -292,6 +332,7 @@ impl<'a> Validator<'a> {
                         loc: self.loc(span.start),
                     });
                 }
+                self.check_variants(arch, &safeguards, &variants)?;
                 Some(Expect {
                     violation: v.clone(),
                     check_leaks: e.check_leaks.unwrap_or(true),
@@ -313,6 +354,38 @@ impl<'a> Validator<'a> {
             cpus,
             expect,
         })
+    }
+
+    /// Every variant names settings of its own: not the file's (which
+    /// `[expect]` describes) and not another variant's.
+    fn check_variants(&self, arch: Arch, sg: &Safeguards, variants: &[Variant]) -> R<()> {
+        let settings = |v: &Variant| {
+            let mut s = *sg;
+            for (n, on) in &v.safeguards {
+                // Names were checked above.
+                let _ = s.set_by_name(n, *on);
+            }
+            (v.arch.unwrap_or(arch), s)
+        };
+        for (i, v) in variants.iter().enumerate() {
+            let mine = settings(v);
+            let message = if mine == (arch, *sg) {
+                "this variant's settings are the file's own, whose outcome [expect] states".to_string()
+            } else if let Some(w) = variants[..i].iter().find(|w| settings(w) == mine) {
+                format!(
+                    "this variant's settings are those of the variant at line {}",
+                    w.loc.line
+                )
+            } else {
+                continue;
+            };
+            return Err(ScenarioError {
+                file: self.file.to_string(),
+                loc: v.loc,
+                message,
+            });
+        }
+        Ok(())
     }
 
     fn kind_name(&self, v: &Spanned<String>) -> R<String> {
@@ -401,6 +474,27 @@ impl<'a> Validator<'a> {
             );
         }
         let bytes = self.size(&m.size)?;
+        if bytes > MAX_RANGE_BYTES {
+            return self.err(
+                m.size.span(),
+                format!(
+                    "memory `{name}`: {} is more than a range may have ({}): the explorer boots a fresh machine for every schedule",
+                    human(bytes),
+                    human(MAX_RANGE_BYTES)
+                ),
+            );
+        }
+        let total: u64 = sofar.iter().map(|o| o.bytes).sum::<u64>() + bytes;
+        if total > MAX_TOTAL_BYTES {
+            return self.err(
+                m.size.span(),
+                format!(
+                    "memory `{name}` brings the ranges to {}, more than all together may have ({})",
+                    human(total),
+                    human(MAX_TOTAL_BYTES)
+                ),
+            );
+        }
         if bytes % sec_bytes != 0 {
             return self.err(
                 m.size.span(),
@@ -584,6 +678,7 @@ impl<'a> Validator<'a> {
             (Some(b), None) => return self.err(b.span(), "`block` needs `memory`"),
             (Some(b), Some((mi, _))) => Some(self.block(ctx, mi, b)?),
         };
+        let populate = v.populate.unwrap_or(false);
         match (backing, memory) {
             (Backing::Device | Backing::Pfnmap, None) => {
                 return self.err(
@@ -614,6 +709,51 @@ impl<'a> Validator<'a> {
                         "an mmap operation's anon or shared pages come from wherever the allocator gives them; place pages with a [[process.vma]]",
                     );
                 }
+                if !populate {
+                    return self.err(
+                        s..s,
+                        "`memory` places the pages that populate faults in: add populate = true (later faults take pages wherever the allocator gives them)",
+                    );
+                }
+                let mem = &ctx.memory[mi];
+                if !matches!(mem.state, MemState::Boot | MemState::Online) {
+                    return self.err(
+                        s..s,
+                        format!(
+                            "VMA `{name}` places its pages in memory `{}`, which is {} at start: pages can be placed only in online memory (state = \"online\")",
+                            mem.name,
+                            mem.state.name()
+                        ),
+                    );
+                }
+            }
+            (Backing::Device, Some((mi, s))) if populate => {
+                let mem = &ctx.memory[mi];
+                if mem.state != MemState::Mapped {
+                    return self.err(
+                        s..s,
+                        format!(
+                            "VMA `{name}` is populated from device memory `{}`, which is {} at start: populate needs state = \"mapped\"",
+                            mem.name,
+                            mem.state.name()
+                        ),
+                    );
+                }
+                if mem.dev_type == DevType::Private {
+                    return self.err(
+                        s..s,
+                        format!(
+                            "device memory `{}` is private: its pages are reached only through device-private swap entries, never mapped, so a VMA cannot be populated from it",
+                            mem.name
+                        ),
+                    );
+                }
+            }
+            (Backing::Pfnmap, Some(_)) if populate => {
+                return self.err(
+                    span,
+                    "populate does not apply to a pfnmap VMA: remap_pfn_range() maps every frame at mmap",
+                );
             }
             _ => {}
         }
@@ -630,7 +770,6 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        let populate = v.populate.unwrap_or(false);
         if populate && prot == Prot::None {
             return self.err(span, "populate needs prot = \"r\" or \"rw\"");
         }
@@ -731,7 +870,7 @@ impl<'a> Validator<'a> {
         span: Range<usize>,
         ctx: &Ctx<'_>,
         proc: Option<&Process>,
-        mmap_id: Option<usize>,
+        here: Here,
         refs: &mut Vec<String>,
         ref_kinds: &mut Vec<(bool, bool)>,
     ) -> R<Op> {
@@ -771,7 +910,35 @@ impl<'a> Validator<'a> {
                 return self.err(span.clone(), format!("`{name}` needs `vma`"));
             };
             match p.vmas.iter().position(|x| x.name == *v.get_ref()) {
-                Some(i) => Ok((i, &p.vmas[i])),
+                Some(i) => {
+                    // A VMA an mmap operation creates has an address only
+                    // once that mmap returns, and only its CPU learns it:
+                    // the format has no way to hand it to another CPU.
+                    let created = here.process.and_then(|pi| ctx.created.get(&(pi, i)));
+                    if let Some(&(c, o, at)) = created {
+                        if c != here.cpu {
+                            return self.err(
+                                v.span(),
+                                format!(
+                                    "vma `{}` is created by the mmap of cpu{c} (line {}): only that CPU's later operations can know its address",
+                                    v.get_ref(),
+                                    at.line
+                                ),
+                            );
+                        }
+                        if o >= here.op {
+                            return self.err(
+                                v.span(),
+                                format!(
+                                    "vma `{}` does not exist yet: this CPU's mmap at line {} creates it",
+                                    v.get_ref(),
+                                    at.line
+                                ),
+                            );
+                        }
+                    }
+                    Ok((i, &p.vmas[i]))
+                }
                 None => {
                     let known: Vec<_> = p.vmas.iter().map(|x| x.name.as_str()).collect();
                     self.err(
@@ -867,7 +1034,7 @@ impl<'a> Validator<'a> {
                 let range = urange()?;
                 let mut flags = 0;
                 for f in op.flags.iter().flat_map(|l| l.get_ref().iter()) {
-                    flags |= match f.get_ref().as_str() {
+                    let bit = match f.get_ref().as_str() {
                         "write" => FOLL_WRITE,
                         "longterm" => FOLL_LONGTERM,
                         "fast_only" => FOLL_FAST_ONLY,
@@ -881,6 +1048,10 @@ impl<'a> Validator<'a> {
                             );
                         }
                     };
+                    if flags & bit != 0 {
+                        return self.err(f.span(), format!("flag `{}` given twice", f.get_ref()));
+                    }
+                    flags |= bit;
                 }
                 if flags & FOLL_LONGTERM != 0 && !func.pins() {
                     return self.err(
@@ -969,7 +1140,7 @@ impl<'a> Validator<'a> {
             }
             "mmap" => {
                 // Resolved in pass 1.
-                let Some(vma) = mmap_id else {
+                let Some(vma) = here.mmap_id else {
                     return self.err(span, "mmap: internal error (not resolved)");
                 };
                 OpKind::Mmap { vma }
@@ -1036,6 +1207,19 @@ impl<'a> Validator<'a> {
 struct Ctx<'a> {
     memory: &'a [Memory],
     block_pages: u64,
+    /// The VMAs that mmap operations create, by (process, VMA): the CPU and
+    /// the operation that creates each, and where.
+    created: HashMap<(usize, usize), (usize, usize, Loc)>,
+}
+
+/// Where an operation is: its CPU, its index in that CPU's list, the CPU's
+/// process, and the VMA it creates if it is an mmap.
+#[derive(Clone, Copy)]
+struct Here {
+    cpu: usize,
+    op: usize,
+    process: Option<usize>,
+    mmap_id: Option<usize>,
 }
 
 /// The `[[process.vma]]` fields of an `mmap` operation.
