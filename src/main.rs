@@ -1,8 +1,15 @@
 //! `mmsim`: the command line.
 //!
-//! Exit status: 0 = ran and found no violation, 1 = a violation was found,
-//! 2 = bad input or usage. Every command takes `--json` and then prints
-//! exactly one JSON object on stdout.
+//! Exit status: 0 = ran and found no violation, 1 = a violation was found
+//! (or a benchmark missed its bar with `--enforce`), 2 = bad input or usage,
+//! 3 = internal error: a defect of the model (a panic, an oops outside any
+//! operation), never of the input; please report it with the command line,
+//! the scenario and the replay string it prints. Every command takes
+//! `--json` and then prints exactly one JSON object on stdout.
+//!
+//! A panic anywhere ends in one place, [`cli::internal_error`]: the
+//! explorer catches its own (it must, to keep the failing schedule's replay
+//! string) and hands them there; every other unwinds to `main`.
 
 // Denied everywhere but in `cli::bench::kernel`, which makes the io_uring
 // system calls that reach the real kernel's pin_user_pages_fast().
@@ -55,7 +62,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let code = match args.cmd {
+    let json = std::env::args().any(|a| a == "--json");
+    match std::panic::catch_unwind(|| dispatch(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(p) => ExitCode::from(cli::internal_error(json, &cli::panic_message(&*p), None)),
+    }
+}
+
+fn dispatch(args: Args) -> u8 {
+    match args.cmd {
         Cmd::Info(a) => cli::info::run(&a),
         Cmd::List(a) => cli::check::run_list(&a),
         Cmd::Check(a) => cli::check::run(&a),
@@ -66,6 +81,5 @@ fn main() -> ExitCode {
         Cmd::GupTest(a) => cli::gup_test::run(&a),
         Cmd::Stress(a) => cli::stress::run(&a),
         Cmd::Bench(a) => cli::bench::run(&a),
-    };
-    ExitCode::from(code)
+    }
 }

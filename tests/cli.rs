@@ -1,29 +1,9 @@
 //! The explorer's command line: `mmsim check`, `replay`, `list`, `merge`,
 //! their exit statuses and JSON.
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod common;
 
-fn mmsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmsim"))
-        .args(args)
-        .output()
-        .expect("run mmsim")
-}
-
-fn json(o: &Output) -> Value {
-    let s = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(s.lines().count(), 1, "not one JSON line: {s}");
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
-fn scratch(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("mmsim-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
+use common::{json, mmsim, scratch};
 
 const SCENARIO: &str = r#"name = "mini"
 section_size = "64K"

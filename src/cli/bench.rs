@@ -71,7 +71,7 @@ pub struct BenchArgs {
     /// Size of the pinned buffers in MiB (a multiple of 2).
     #[arg(long, default_value_t = 64)]
     pub mb: u64,
-    /// Rounds per figure (default 21, or 5 with --quick).
+    /// Rounds per figure, 1 to 1000 (default 21, or 5 with --quick).
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Measure only these groups (comma-separated): gup, scaling, rcu,
@@ -79,6 +79,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
+
+/// The most rounds per figure (a median of a thousand is plenty, and the
+/// grace-period figures take ten times as many).
+const MAX_ROUNDS: u32 = 1000;
 
 const GROUPS: [&str; 6] = ["gup", "scaling", "rcu", "kernel", "memory", "host"];
 
@@ -774,8 +778,12 @@ pub fn run(a: &BenchArgs) -> u8 {
         );
         return 2;
     }
+    if let Some(r) = a.rounds.filter(|r| !(1..=MAX_ROUNDS).contains(r)) {
+        eprintln!("mmsim bench: --rounds {r}: from 1 to {MAX_ROUNDS}");
+        return 2;
+    }
     let want = |g: &str| a.only.is_empty() || a.only.iter().any(|o| o == g);
-    let rounds = a.rounds.unwrap_or(if a.quick { 5 } else { 21 }).max(1);
+    let rounds = a.rounds.unwrap_or(if a.quick { 5 } else { 21 });
     let bytes = a.mb << 20;
     let mut f = Figures::default();
     let t = Instant::now();

@@ -23,6 +23,11 @@ use std::time::Instant;
 /// names one.
 const DEFAULT_ITERATIONS: u64 = 10_000;
 
+/// The largest PCT bug depth: shuttle takes at most one priority change
+/// point per step, and PCT's guarantee shrinks geometrically with the
+/// depth, so a larger one would be clamped or useless.
+pub const MAX_PCT_DEPTH: usize = 32;
+
 /// `mmsim check` arguments.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -37,7 +42,9 @@ pub struct CheckArgs {
     /// Scheduling strategy.
     #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs"])]
     pub scheduler: String,
-    /// PCT: the bug depth (default 3). DFS: the preemption bound (default 2).
+    /// PCT: the bug depth, 1 to 32 (default 3). DFS: the preemption bound
+    /// (default 2; one larger than the number of decisions is no bound).
+    /// Not for random.
     #[arg(long)]
     pub depth: Option<usize>,
     /// Schedules to explore, over all shards (default: the scenario's
@@ -69,6 +76,25 @@ fn bad_input(json: bool, e: &dyn std::fmt::Display) -> u8 {
     2
 }
 
+/// `--safeguard NAME=on|off`, repeatable: a safeguard switched twice
+/// must be switched the same way.
+pub(crate) fn parse_switches(list: &[String]) -> Result<Vec<(String, bool)>, String> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for s in list {
+        let (n, on) = parse_switch(s)?;
+        match out.iter().find(|(m, _)| *m == n) {
+            Some((_, was)) if *was != on => {
+                return Err(format!(
+                    "--safeguard {n}: switched both on and off (give it once)"
+                ));
+            }
+            Some(_) => {}
+            None => out.push((n, on)),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn parse_switch(s: &str) -> Result<(String, bool), String> {
     let (n, v) = s
         .split_once('=')
@@ -84,6 +110,27 @@ pub(crate) fn parse_switch(s: &str) -> Result<(String, bool), String> {
         ));
     }
     Ok((n.to_string(), on))
+}
+
+/// PCT and random shards own whole batches of [`explore::BATCH`]
+/// schedules: with more shards than batches some would run nothing and
+/// exit 0 as if they had checked something.
+fn check_shard(strategy: Strategy, iterations: u64, (_, n): (u64, u64)) -> Result<(), String> {
+    if matches!(strategy, Strategy::Dfs { .. }) {
+        return Ok(());
+    }
+    let batches = iterations.div_ceil(explore::BATCH);
+    if n > batches {
+        return Err(format!(
+            "--shard K/{n}: {iterations} schedule{} make{} {batches} batch{} of {}, so at most {batches} shard{} (or more --iterations)",
+            if iterations == 1 { "" } else { "s" },
+            if iterations == 1 { "s" } else { "" },
+            if batches == 1 { "" } else { "es" },
+            explore::BATCH,
+            if batches == 1 { "" } else { "s" },
+        ));
+    }
+    Ok(())
 }
 
 /// `--shard K/N`.
@@ -171,16 +218,14 @@ fn load_plan(scenario: &str, ov: &Overrides) -> Result<(Scenario, Arc<Plan>), In
 
 /// Runs `mmsim check`.
 pub fn run(a: &CheckArgs) -> u8 {
-    let mut ov = Overrides {
-        arch: a.arch.as_deref().and_then(Arch::from_name),
-        safeguards: Vec::new(),
+    let safeguards = match parse_switches(&a.safeguards) {
+        Ok(s) => s,
+        Err(e) => return bad_input(a.json, &e),
     };
-    for s in &a.safeguards {
-        match parse_switch(s) {
-            Ok(p) => ov.safeguards.push(p),
-            Err(e) => return bad_input(a.json, &e),
-        }
-    }
+    let ov = Overrides {
+        arch: a.arch.as_deref().and_then(Arch::from_name),
+        safeguards,
+    };
     let shard = match a.shard.as_deref().map(parse_shard).transpose() {
         Ok(s) => s.unwrap_or((0, 1)),
         Err(e) => return bad_input(a.json, &e),
@@ -188,23 +233,38 @@ pub fn run(a: &CheckArgs) -> u8 {
     if a.iterations == Some(0) {
         return bad_input(a.json, &"--iterations must be at least 1");
     }
+    let strategy = match (a.scheduler.as_str(), a.depth) {
+        ("random", Some(_)) => {
+            return bad_input(
+                a.json,
+                &"--depth is PCT's bug depth or DFS's preemption bound: --scheduler random takes none",
+            );
+        }
+        ("random", None) => Strategy::Random,
+        ("dfs", d) => Strategy::Dfs {
+            preemptions: d.unwrap_or(2),
+        },
+        (_, Some(d)) if !(1..=MAX_PCT_DEPTH).contains(&d) => {
+            return bad_input(
+                a.json,
+                &format!("--depth {d}: PCT's bug depth is from 1 to {MAX_PCT_DEPTH}"),
+            );
+        }
+        (_, d) => Strategy::Pct {
+            depth: d.unwrap_or(3),
+        },
+    };
     let (sc, plan) = match load_plan(&a.scenario, &ov) {
         Ok(p) => p,
         Err(e) => return bad_input(a.json, &e),
-    };
-    let strategy = match a.scheduler.as_str() {
-        "random" => Strategy::Random,
-        "dfs" => Strategy::Dfs {
-            preemptions: a.depth.unwrap_or(2),
-        },
-        _ => Strategy::Pct {
-            depth: a.depth.unwrap_or(3).max(1),
-        },
     };
     let iterations = a
         .iterations
         .or(sc.expect.as_ref().and_then(|e| e.iterations))
         .unwrap_or(DEFAULT_ITERATIONS);
+    if let Err(e) = check_shard(strategy, iterations, shard) {
+        return bad_input(a.json, &e);
+    }
     let out = explore::explore(
         plan.clone(),
         Options {
@@ -242,7 +302,11 @@ fn report(
         None => "expect".to_string(),
         Some(v) => format!("expect.variant at line {}", v.loc.line),
     });
-    let as_exp = expected.as_deref().map(|e| as_expected(e, &kinds));
+    // A run cut short by a defect of the model says nothing either way.
+    let as_exp = expected
+        .as_deref()
+        .filter(|_| out.error.is_none())
+        .map(|e| as_expected(e, &kinds));
     let replay_str = out
         .first
         .as_ref()
@@ -259,8 +323,24 @@ fn report(
         Strategy::Dfs { preemptions } => Some(preemptions),
         Strategy::Random => None,
     };
+    if let Some(t) = &out.too_long {
+        return bad_input(a.json, &too_long(sc, t));
+    }
+    if out.schedules == 0 && out.error.is_none() {
+        // Only a DFS shard can own nothing: its first decision has fewer
+        // choices than the shard index.
+        return bad_input(
+            a.json,
+            &format!(
+                "--shard {}/{}: the first decision of this DFS has fewer than {} choices, so this shard has no schedule: use fewer shards",
+                shard.0,
+                shard.1,
+                shard.0 + 1
+            ),
+        );
+    }
     let code = if out.error.is_some() {
-        2
+        crate::cli::EXIT_INTERNAL
     } else if out.violations.is_empty() {
         0
     } else {
@@ -296,8 +376,13 @@ fn report(
             "expected_from": expected_from,
             "as_expected": as_exp,
             "error": out.error,
+            "internal_error": out.error.is_some(),
         });
         println!("{j}");
+        if let Some(e) = &out.error {
+            // The object above is the one JSON object; this adds the report.
+            crate::cli::internal_error(false, e, replay_str.as_deref());
+        }
         return code;
     }
     if sc.summary.is_empty() {
@@ -343,12 +428,9 @@ fn report(
         }
     );
     if let Some(e) = &out.error {
-        println!("  internal error: {e}");
-        if let (None, Some(r)) = (&out.first, &replay_str) {
-            println!("  replay: mmsim replay '{r}'");
-        }
-    }
-    if out.violations.is_empty() {
+        // No "no violation found" after a crash: the run was cut short.
+        crate::cli::internal_error(false, e, replay_str.as_deref());
+    } else if out.violations.is_empty() {
         println!("  no violation found");
     }
     for f in &out.violations {
@@ -371,6 +453,7 @@ fn report(
         println!("\nReplay: mmsim replay '{r}'");
     }
     match (&expected, as_exp, &expected_from) {
+        _ if out.error.is_some() => {}
         (Some(e), Some(ok), Some(from)) => println!(
             "\nExpected ({from}): {e} -> {}",
             if ok { "as expected" } else { "NOT as expected" }
@@ -379,6 +462,26 @@ fn report(
         _ => println!("\nThe file states no outcome for these settings."),
     }
     code
+}
+
+/// The bad-input message of a schedule longer than the explorer's bound,
+/// at the operation that was running.
+fn too_long(sc: &Scenario, t: &explore::TooLong) -> String {
+    let what = format!(
+        "schedule {} is longer than the explorer's bound of {} steps",
+        t.execution,
+        explore::MAX_STEPS
+    );
+    match &t.op {
+        Some((cpu, loc, desc)) => format!(
+            "{}:{}:{}: {what}, in cpu{cpu}'s `{desc}`: {}",
+            sc.source,
+            loc.line,
+            loc.column,
+            explore::TooLong::HINT
+        ),
+        None => format!("{}: {what}: {}", sc.source, explore::TooLong::HINT),
+    }
 }
 
 /// `mmsim replay` arguments.
@@ -409,8 +512,13 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
         Err(e) => return bad_input(a.json, &e),
     };
     let r = explore::replay(plan.clone(), spec.decisions.clone());
+    if let Some(t) = &r.too_long {
+        return bad_input(a.json, &too_long(&sc, t));
+    }
     let timeline = trace::timeline(&r.trace, a.full || r.violations.is_empty());
-    let code = if r.error.is_some() || r.diverged.is_some() {
+    let code = if r.error.is_some() {
+        crate::cli::EXIT_INTERNAL
+    } else if r.diverged.is_some() {
         2
     } else if r.violations.is_empty() {
         0
@@ -430,8 +538,12 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
                 "timeline": timeline,
                 "diverged": r.diverged,
                 "error": r.error,
+                "internal_error": r.error.is_some(),
             })
         );
+        if let Some(e) = &r.error {
+            crate::cli::internal_error(false, e, Some(a.replay.trim()));
+        }
         return code;
     }
     println!(
@@ -453,7 +565,7 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
         println!("replay diverged: {d}");
     }
     if let Some(e) = &r.error {
-        println!("internal error: {e}");
+        crate::cli::internal_error(false, e, Some(a.replay.trim()));
     }
     code
 }
@@ -531,38 +643,198 @@ pub struct MergeArgs {
     pub json: bool,
 }
 
+/// The most a `merge` input may hold (a check's JSON with its timeline is
+/// some kilobytes; a thousand shards fit).
+const MAX_MERGE_INPUT: u64 = 64 << 20;
+
+/// The settings every shard of one run shares: merged outputs are of the
+/// same run, cut differently.
+const SAME_IN_EVERY_SHARD: [&str; 9] = [
+    "scenario",
+    "source",
+    "arch",
+    "safeguards",
+    "scheduler",
+    "depth",
+    "seed",
+    "iterations",
+    "expected",
+];
+
+/// One `mmsim check --json` run, checked to be well formed: where it came
+/// from (`FILE:LINE`), its shard, and the object.
+struct Run {
+    at: String,
+    shard: (u64, u64),
+    v: Value,
+}
+
+/// Checks the fields `merge` adds or compares: a wrong one is named with
+/// the file and line it came from.
+fn well_formed(at: &str, v: &Value) -> Result<(u64, u64), String> {
+    let bad = |what: &str| format!("{at}: {what} (not the JSON of one `mmsim check --json` run)");
+    if !v.is_object() {
+        return Err(bad("not a JSON object"));
+    }
+    if v.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(format!(
+            "{at}: this run ended in an error ({}): it checked nothing to merge",
+            v["error"]
+        ));
+    }
+    let count = |k: &str| -> Result<u64, String> {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(&format!("`{k}` is not a whole number of schedules")))
+    };
+    let schedules = count("schedules")?;
+    let failing = count("failing_schedules")?;
+    if failing > schedules {
+        return Err(bad("more failing schedules than schedules"));
+    }
+    if !v["elapsed_s"].as_f64().is_some_and(|e| e >= 0.0) {
+        return Err(bad("`elapsed_s` is not a number of seconds"));
+    }
+    for k in SAME_IN_EVERY_SHARD {
+        if v.get(k).is_none() {
+            return Err(bad(&format!("no `{k}`")));
+        }
+    }
+    let Some(viols) = v["violations"].as_array() else {
+        return Err(bad("`violations` is not a list"));
+    };
+    for w in viols {
+        if !w["kind"].is_string() || !w["schedules"].as_u64().is_some_and(|n| n <= failing) {
+            return Err(bad("a violation without a kind or a count of schedules"));
+        }
+    }
+    let first = &v["first_violation_schedule"];
+    if !(first.is_null() || first.is_u64() && v["replay"].is_string()) {
+        return Err(bad("`first_violation_schedule` without a replay string"));
+    }
+    if first.is_null() != viols.is_empty() {
+        return Err(bad("violations and first_violation_schedule disagree"));
+    }
+    let shard = v["shard"]
+        .as_str()
+        .and_then(|s| parse_shard(s).ok())
+        .ok_or_else(|| bad("`shard` is not K/N (a merged output?)"))?;
+    Ok(shard)
+}
+
+/// Checks that `runs` are shards of one run: the same settings, the same
+/// shard count, each shard once.
+fn same_run(runs: &[Run]) -> Result<(), String> {
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    for r in &runs[1..] {
+        for k in SAME_IN_EVERY_SHARD {
+            if r.v[k] != first.v[k] {
+                // The safeguards as the overrides that differ from v6.18:
+                // the whole table is too long to read.
+                let shown = if k == "safeguards" {
+                    "safeguard_overrides"
+                } else {
+                    k
+                };
+                return Err(format!(
+                    "{}: `{k}` is {} but {} has {}: not shards of the same run",
+                    r.at, r.v[shown], first.at, first.v[shown]
+                ));
+            }
+        }
+        if r.shard.1 != first.shard.1 {
+            return Err(format!(
+                "{}: shard {}/{} but {} is shard {}/{}: not shards of the same run (a full run is shard 0/1)",
+                r.at, r.shard.0, r.shard.1, first.at, first.shard.0, first.shard.1
+            ));
+        }
+        if let Some(o) = runs
+            .iter()
+            .find(|o| o.shard == r.shard && !std::ptr::eq(*o, r))
+        {
+            return Err(format!(
+                "{}: shard {}/{} is also in {}: each shard once",
+                r.at, r.shard.0, r.shard.1, o.at
+            ));
+        }
+    }
+    // Each count fits in 64 bits; their sum must too.
+    for k in ["schedules", "failing_schedules"] {
+        runs.iter()
+            .try_fold(0u64, |n, r| n.checked_add(r.v[k].as_u64().unwrap_or(0)))
+            .ok_or_else(|| format!("the shards' `{k}` add up to more than 2^64"))?;
+    }
+    Ok(())
+}
+
 /// Runs `mmsim merge`: schedules and failing schedules add up, elapsed time
 /// is the longest shard's, violations are the union (their schedule counts
 /// add up), the first violation is the one with the lowest schedule number.
+/// The inputs must be shards of one run (the same scenario, settings, seed
+/// and shard count, each shard once), each well formed; anything else is
+/// refused with exit 2, naming the file. Missing shards are reported.
 pub fn run_merge(a: &MergeArgs) -> u8 {
-    let mut runs: Vec<Value> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for f in &a.files {
-        let text = if f == "-" {
-            std::io::read_to_string(std::io::stdin())
+        let bytes = if f == "-" {
+            use std::io::Read;
+            let mut b = Vec::new();
+            match std::io::stdin().take(MAX_MERGE_INPUT + 1).read_to_end(&mut b) {
+                Ok(_) if b.len() as u64 > MAX_MERGE_INPUT => {
+                    Err(format!("-: larger than {} MiB", MAX_MERGE_INPUT >> 20))
+                }
+                Ok(_) => Ok(b),
+                Err(e) => Err(format!("-: {e}")),
+            }
         } else {
-            std::fs::read_to_string(f)
+            mmsim_check::read_regular_file(f, MAX_MERGE_INPUT)
         };
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => return bad_input(a.json, &format!("{f}: {e}")),
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => return bad_input(a.json, &e),
         };
+        let text = String::from_utf8_lossy(&bytes);
+        let before = runs.len();
         for (i, l) in text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            match serde_json::from_str::<Value>(l) {
-                Ok(v) if v.get("schedules").is_some() => runs.push(v),
-                _ => {
+            let at = format!("{f}:{}", i + 1);
+            let v = match serde_json::from_str::<Value>(l) {
+                Ok(v) => v,
+                Err(_) => {
                     return bad_input(
                         a.json,
-                        &format!("{f}:{}: not the JSON of `mmsim check --json`", i + 1),
+                        &format!("{at}: not the JSON of `mmsim check --json`"),
                     );
                 }
+            };
+            match well_formed(&at, &v) {
+                Ok(shard) => runs.push(Run { at, shard, v }),
+                Err(e) => return bad_input(a.json, &e),
             }
         }
+        if runs.len() == before {
+            return bad_input(
+                a.json,
+                &format!("{f}: empty: no `mmsim check --json` output in it"),
+            );
+        }
     }
-    let merged = merge(&runs);
+    if let Err(e) = same_run(&runs) {
+        return bad_input(a.json, &e);
+    }
+    let n = runs[0].shard.1;
+    let missing: Vec<u64> = (0..n)
+        .filter(|k| !runs.iter().any(|r| r.shard.0 == *k))
+        .collect();
+    let values: Vec<Value> = runs.into_iter().map(|r| r.v).collect();
+    let mut merged = merge(&values);
+    merged["shards"] = json!(n);
+    merged["missing_shards"] = json!(missing);
     let code = if merged["violations"]
         .as_array()
         .is_some_and(|v| !v.is_empty())
@@ -575,12 +847,17 @@ pub fn run_merge(a: &MergeArgs) -> u8 {
         println!("{merged}");
     } else {
         println!(
-            "{}: {} runs, {} schedules, {} failing",
+            "{}: {} of {n} shard{}, {} schedules, {} failing",
             merged["scenario"].as_str().unwrap_or("?"),
-            runs.len(),
+            values.len(),
+            if n == 1 { "" } else { "s" },
             merged["schedules"],
             merged["failing_schedules"]
         );
+        if !missing.is_empty() {
+            let m: Vec<String> = missing.iter().map(|k| format!("{k}/{n}")).collect();
+            println!("  missing: {} (the union is not the whole run)", m.join(", "));
+        }
         for v in merged["violations"].as_array().into_iter().flatten() {
             println!(
                 "  VIOLATION {} in {}: {} ({} schedules)",

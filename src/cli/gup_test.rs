@@ -94,6 +94,46 @@ pub struct Round {
     pub get_ns_per_page: f64,
 }
 
+/// The largest buffer, in MiB.
+const MAX_MB: u64 = 16384;
+/// The most threads (model CPUs).
+const MAX_THREADS: u32 = 64;
+
+/// Refuses what the selftest would clamp or ignore, naming the flag and
+/// its range.
+fn check_args(a: &GupTestArgs) -> Result<(), String> {
+    let cmds = [a.gup_fast, a.pin_fast, a.pin_longterm, a.gup_basic];
+    if cmds.iter().filter(|&&c| c).count() > 1 {
+        return Err("-u, -a, -L and -g each name the test to run: give one".into());
+    }
+    if a.thp && a.no_thp {
+        return Err("-t (THP on) and -T (THP off): give one".into());
+    }
+    if a.write && a.no_write {
+        return Err("-w (write) and -W (read only): give one".into());
+    }
+    if !(1..=MAX_MB).contains(&a.mb) {
+        return Err(format!("-m {}: the buffer is 1 to {MAX_MB} MiB", a.mb));
+    }
+    let pages = (a.mb << 20) / PAGE_SIZE;
+    if !(1..=pages).contains(&a.nr_pages_per_call) {
+        return Err(format!(
+            "-n {}: pages per call are 1 to {pages}, the pages of the -m {} MiB buffer",
+            a.nr_pages_per_call, a.mb
+        ));
+    }
+    if a.repeats == 0 {
+        return Err("-r 0: at least one repeat".into());
+    }
+    if !(1..=MAX_THREADS).contains(&a.threads) {
+        return Err(format!(
+            "-j {}: 1 to {MAX_THREADS} threads (model CPUs)",
+            a.threads
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the benchmark; returns the command name and the rounds.
 pub fn bench(a: &GupTestArgs) -> Result<(&'static str, Vec<Round>, bool), String> {
     let cmd = if a.pin_fast {
@@ -105,9 +145,7 @@ pub fn bench(a: &GupTestArgs) -> Result<(&'static str, Vec<Round>, bool), String
     } else {
         Cmd::GupFast
     };
-    if a.mb == 0 || a.mb > 16384 || a.nr_pages_per_call == 0 || a.threads == 0 || a.threads > 64 {
-        return Err("bad size, page count or thread count".into());
-    }
+    check_args(a)?;
     let size = a.mb << 20;
     let boot = (size + (64 << 20)).div_ceil(128 << 20) * (128 << 20);
     let m = Machine::new(MachineConfig {

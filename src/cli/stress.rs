@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 /// `mmsim stress` arguments.
 #[derive(Args, Debug)]
 pub struct StressArgs {
-    /// Model CPUs, one OS thread each (default: the machine's cores, at least 2).
+    /// Model CPUs, one OS thread each, 1 to 64 (default: the machine's
+    /// cores, at least 2).
     #[arg(long)]
     pub cpus: Option<u32>,
     /// TLB flush flavour.
@@ -49,16 +50,19 @@ pub struct StressArgs {
     /// Random seed (the run's choices; thread timing is not reproducible).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// How long to run, e.g. 10s, 2m (default 10s unless --ops is given).
+    /// How long to run, e.g. 10s, 2m (default 10s unless --ops is given). A
+    /// hard limit: a CPU still busy shortly after it is left behind and
+    /// reported.
     #[arg(long)]
     pub duration: Option<String>,
-    /// Stop after this many operations in all.
+    /// Stop after this many operations in all (at least 1).
     #[arg(long)]
     pub ops: Option<u64>,
     /// Random pauses at scheduling points, and rare IRQs-off stalls.
     #[arg(long)]
     pub jitter: bool,
-    /// Longest IRQs-off stall with --jitter, in microseconds.
+    /// Longest IRQs-off stall with --jitter, in microseconds (0 to
+    /// 1000000).
     #[arg(long, default_value_t = 3000)]
     pub stall_us: u64,
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
@@ -72,6 +76,17 @@ pub struct StressArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The most model CPUs (the machine's limit).
+const MAX_CPUS: u32 = 64;
+
+/// The longest `--stall-us`: a second. A preempted vCPU stalls for
+/// milliseconds; a longer stall would only outlast `--duration`.
+const MAX_STALL_US: u64 = 1_000_000;
+
+/// How long after `--duration` a CPU may take to finish its operation (on
+/// top of the longest stall) before it is left behind.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 const OPS: [&str; 11] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
@@ -98,14 +113,24 @@ impl Rng {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration `{s}`"))?;
-    Ok(match unit {
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("--duration `{s}`: expected a number and a unit (ms, s, m, h)"))?;
+    let too_long = || format!("--duration `{s}`: longer than a year");
+    let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("bad duration unit in `{s}` (ms, s, m, h)")),
-    })
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
+        _ => return Err(format!("--duration `{s}`: unknown unit (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("--duration `{s}`: must be more than zero"));
+    }
+    if d > Duration::from_secs(365 * 24 * 3600) {
+        return Err(too_long());
+    }
+    Ok(d)
 }
 
 struct Shared {
@@ -258,6 +283,12 @@ pub struct StressResult {
     pub leaked: u64,
     /// Last operations per CPU.
     pub last_ops: Vec<Vec<String>>,
+    /// Model CPUs that ran.
+    pub cpus: u32,
+    /// CPUs still busy when the run had to end (`--duration` is a hard
+    /// limit), with where each waited, if it did. Teardown and the leak
+    /// check do not run then.
+    pub left_behind: Vec<(u32, Option<String>)>,
 }
 
 /// Runs the stress test.
@@ -265,36 +296,59 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let arch = Arch::from_name(&a.arch)
         .ok_or_else(|| format!("unknown --arch `{}` (ipi, broadcast)", a.arch))?;
     let mut sg = Safeguards::default();
-    for s in &a.safeguards {
-        let (name, on) = super::check::parse_switch(s)?;
+    for (name, on) in super::check::parse_switches(&a.safeguards)? {
         sg.set_by_name(&name, on)?;
     }
     let mut weights = DEFAULT_WEIGHTS;
+    let mut given: Vec<&str> = Vec::new();
     for w in &a.weights {
         let (name, v) = w
             .split_once('=')
             .ok_or_else(|| format!("--weight `{w}`: expected NAME=W"))?;
-        let i = OPS
-            .iter()
-            .position(|o| *o == name)
-            .ok_or_else(|| format!("--weight: unknown operation `{name}`"))?;
+        let i = OPS.iter().position(|o| *o == name).ok_or_else(|| {
+            format!(
+                "--weight: unknown operation `{name}` (known: {})",
+                OPS.join(", ")
+            )
+        })?;
+        if given.contains(&name) {
+            return Err(format!("--weight {name}: given twice"));
+        }
+        given.push(name);
         weights[i] = v
             .parse()
-            .map_err(|_| format!("--weight `{w}`: W must be a whole number"))?;
+            .ok()
+            .filter(|&w| w <= 1_000_000)
+            .ok_or_else(|| format!("--weight `{w}`: W is a whole number from 0 to 1000000"))?;
     }
     let total: u32 = weights.iter().sum();
     if total == 0 {
         return Err("every weight is zero".into());
+    }
+    if a.ops == Some(0) {
+        return Err("--ops 0: at least one operation".into());
+    }
+    if a.stall_us > MAX_STALL_US {
+        return Err(format!(
+            "--stall-us {}: the longest stall is from 0 to {MAX_STALL_US} microseconds",
+            a.stall_us
+        ));
     }
     let duration = match (&a.duration, a.ops) {
         (Some(d), _) => Some(parse_duration(d)?),
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(10)),
     };
-    let ncpu = a
-        .cpus
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32))
-        .clamp(1, 64);
+    let ncpu = match a.cpus {
+        Some(n) if !(1..=MAX_CPUS).contains(&n) => {
+            return Err(format!("--cpus {n}: the model runs 1 to {MAX_CPUS} CPUs"));
+        }
+        Some(n) => n,
+        // The default is the host's cores, within the model's range.
+        None => std::thread::available_parallelism()
+            .map_or(2, |n| n.get() as u32)
+            .clamp(2, MAX_CPUS),
+    };
     let mut cfg = MachineConfig {
         nr_cpus: ncpu,
         section_shift: 21,
@@ -453,21 +507,43 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         }
     }
     sh.stop.store(true, Ordering::Relaxed);
-    for h in hs {
-        h.join().map_err(|_| "a stress thread panicked")?;
+    // `--duration` is a hard limit: each CPU finishes the operation it is
+    // in, which takes at most a stall and a little more, unless it is
+    // blocked. One still busy after that is left behind (and reported):
+    // the process ends without it, and without teardown, which would race
+    // with it.
+    let limit = Instant::now() + STOP_GRACE + Duration::from_micros(a.stall_us);
+    while Instant::now() < limit && !hs.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut left_behind = Vec::new();
+    for (c, h) in hs.into_iter().enumerate() {
+        if h.is_finished() {
+            if h.join().is_err() {
+                // The panic was printed; it is a defect of the model.
+                panic!("stress cpu{c} panicked");
+            }
+        } else {
+            let at = m.ctx.waiting_at(c as u32).map(|p| p.to_string());
+            left_behind.push((c as u32, at));
+        }
     }
     pb.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     // Teardown: the process exits, the device goes away, leaks are counted.
-    let pg = sh.pgmap.lock().take();
-    let _ = boot.run(|| {
-        exit_mmap(&boot, &sh.mm);
-        if let Some(pg) = pg {
-            memunmap_pages(&boot, &pg);
-        }
-    });
-    drop(boot);
-    let leaked = m.check_leaks();
+    let leaked = if left_behind.is_empty() {
+        let pg = sh.pgmap.lock().take();
+        let _ = boot.run(|| {
+            exit_mmap(&boot, &sh.mm);
+            if let Some(pg) = pg {
+                memunmap_pages(&boot, &pg);
+            }
+        });
+        drop(boot);
+        m.check_leaks()
+    } else {
+        0
+    };
     let last_ops = sh.last.iter().map(|l| l.lock().clone()).collect();
     let ops = sh.ops_done.load(Ordering::Relaxed);
     let first_violation_s = *first_violation.lock();
@@ -478,6 +554,8 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         first_violation_s,
         leaked,
         last_ops,
+        cpus: ncpu,
+        left_behind,
     })
 }
 
@@ -499,14 +577,16 @@ pub fn run(a: &StressArgs) -> u8 {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"seed": a.seed, "arch": a.arch, "jitter": a.jitter, "ops": r.ops, "elapsed_s": r.elapsed,
+            serde_json::json!({"seed": a.seed, "arch": a.arch, "cpus": r.cpus, "jitter": a.jitter, "ops": r.ops, "elapsed_s": r.elapsed,
                 "ops_per_s": r.ops as f64 / r.elapsed.max(1e-9), "violations": v, "first_violation_s": r.first_violation_s,
-                "leaked_pages": r.leaked, "last_ops": r.last_ops})
+                "leaked_pages": r.leaked, "last_ops": r.last_ops,
+                "left_behind": r.left_behind.iter().map(|(c, at)| serde_json::json!({"cpu": c, "waiting_at": at})).collect::<Vec<_>>()})
         );
     } else {
         println!(
-            "mmsim stress: seed {}, {} ops in {:.1} s ({:.0} ops/s), {} violation(s), {} page(s) leaked",
+            "mmsim stress: seed {}, {} CPUs, {} ops in {:.1} s ({:.0} ops/s), {} violation(s), {} page(s) leaked",
             a.seed,
+            r.cpus,
             r.ops,
             r.elapsed,
             r.ops as f64 / r.elapsed.max(1e-9),
@@ -515,6 +595,13 @@ pub fn run(a: &StressArgs) -> u8 {
         );
         for v in &r.violations {
             println!("  FOUND {v}");
+        }
+        for (c, at) in &r.left_behind {
+            println!(
+                "  cpu{c} was still busy {} s after the deadline{}: left behind, no teardown or leak check",
+                STOP_GRACE.as_secs(),
+                at.as_ref().map_or(String::new(), |p| format!(" (waiting at {p})"))
+            );
         }
         if bad {
             if let Some(t) = r.first_violation_s {

@@ -132,10 +132,17 @@ pub fn decode(s: &str) -> Result<ReplaySpec, String> {
     let arch = Arch::from_name(arch).ok_or_else(|| format!("unknown arch `{arch}`"))?;
     let mut safeguards = Safeguards::default();
     if sgs != "-" {
+        let mut seen: Vec<&str> = Vec::new();
         for item in sgs.split(',') {
             let (name, v) = item
                 .split_once('=')
                 .ok_or_else(|| format!("`{item}` is not NAME=on|off"))?;
+            // `encode` names each safeguard once: a repeat is an edited
+            // string, and which of two switches wins would be a guess.
+            if seen.contains(&name) {
+                return Err(format!("safeguard `{name}` appears twice"));
+            }
+            seen.push(name);
             let on = match v {
                 "on" => true,
                 "off" => false,
@@ -197,6 +204,12 @@ mod tests {
         assert_eq!(r.safeguards, sg);
         assert_eq!(r.decisions, vec![1, 0, 0]);
         assert!(decode("mmsim1:x:ipi:nope=off:a").is_err());
+        // Issue 12: a contradictory string was read as its last switch.
+        let e = decode("mmsim1:x:ipi:gup_fast.pte_recheck=off,gup_fast.pte_recheck=on:a");
+        assert_eq!(
+            e.unwrap_err(),
+            "safeguard `gup_fast.pte_recheck` appears twice"
+        );
         assert!(decode("garbage").is_err());
     }
 }

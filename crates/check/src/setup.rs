@@ -179,21 +179,10 @@ impl Plan {
             steer,
             descriptions,
         };
-        // A model panic during set-up (a fatal violation outside any CPU's
-        // operation, say) is the scenario's problem to report, not a crash.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.boot(Mode::Native))) {
-            Ok(r) => {
-                r?;
-            }
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic".into());
-                return Err(plan.err(None, format!("set-up failed in the model: {msg}")));
-            }
-        }
+        // A model panic during set-up (an oops outside any operation, say)
+        // is a defect of the model or of this validation, not bad input:
+        // it unwinds to the command line's one handler of internal errors.
+        plan.boot(Mode::Native)?;
         Ok(plan)
     }
 

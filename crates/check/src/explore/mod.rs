@@ -26,6 +26,7 @@
 pub mod sched;
 
 use crate::ops::{Env, TEARDOWN, run_cpu};
+use crate::scenario::Loc;
 use crate::setup::{Plan, SetupError};
 use mmsim_facade::RawLock;
 use mmsim_facade::sched::{Event, Mode, TraceEntry};
@@ -33,7 +34,7 @@ use mmsim_model::detect::{Kind, Violation};
 use mmsim_model::mm::mmap::exit_mmap;
 use sched::{BoundedDfs, Driver, Inner, Recorder, ReplayDecisions};
 use shuttle::scheduler::{PctScheduler, RandomScheduler, Schedule, Scheduler};
-use shuttle::{Config, FailurePersistence, Runner};
+use shuttle::{Config, FailurePersistence, MaxSteps, Runner};
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -42,6 +43,51 @@ use std::time::{Duration, Instant};
 
 /// Executions per seeded batch (see the module doc).
 pub const BATCH: u64 = 128;
+
+/// The most scheduling steps one execution may take (shuttle's
+/// `max_steps`, its default made explicit). An operation over a range takes
+/// about one step per page, so a million steps is some 4G of `pfn_valid`;
+/// a longer schedule is refused as [`TooLong`] rather than explored for
+/// seconds per execution.
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// shuttle's message when an execution passes `max_steps`.
+const MAX_STEPS_MESSAGE: &str = "exceeded max_steps bound";
+
+/// An execution longer than [`MAX_STEPS`]: not a defect of the model, and
+/// not a finding, but more than the explorer explores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooLong {
+    /// The execution (0-based, counted over all shards).
+    pub execution: u64,
+    /// The operation that was running at the bound: its CPU, where it is
+    /// written, and its timeline line.
+    pub op: Option<(usize, Loc, String)>,
+}
+
+impl TooLong {
+    /// The hint for the user.
+    pub const HINT: &'static str = "an operation over a memory range or a VMA takes about one step per page: give it a `block`, or a smaller range";
+
+    /// Which operation was running at the bound, from an execution's trace:
+    /// the last operation any CPU started.
+    fn from_trace(plan: &Plan, execution: u64, trace: &[TraceEntry]) -> TooLong {
+        let last = trace
+            .iter()
+            .rev()
+            .find(|e| std::ptr::eq(e.point, crate::ops::OP_START));
+        let op = last.and_then(|l| {
+            let c = l.cpu as usize;
+            let n = trace
+                .iter()
+                .filter(|e| e.cpu == l.cpu && std::ptr::eq(e.point, crate::ops::OP_START))
+                .count();
+            let op = plan.scenario.cpus.get(c)?.ops.get(n.checked_sub(1)?)?;
+            Some((c, op.loc, plan.descriptions[c][n - 1].clone()))
+        });
+        TooLong { execution, op }
+    }
+}
 
 /// A scheduling strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +181,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// The decisions of the execution that failed so, to replay it.
     pub error_decisions: Option<Vec<u8>>,
+    /// An execution was longer than the explorer's bound.
+    pub too_long: Option<TooLong>,
 }
 
 impl Outcome {
@@ -163,6 +211,24 @@ pub struct Slot {
     pub want_trace: TraceWanted,
     /// The last execution's result.
     pub result: Option<ExecResult>,
+    /// The machine of the execution in flight, so that its trace is still
+    /// there when shuttle ends the execution with a panic.
+    pub ctx: Option<std::sync::Arc<mmsim_facade::sched::Ctx>>,
+    /// Fault injection: the execution in flight panics after set-up (see
+    /// [`injected_defect`]).
+    pub inject_defect: bool,
+}
+
+/// Fault injection for the tests of the internal-error path:
+/// `MMSIM_INJECT_DEFECT=N` makes execution N (0-based) panic after its
+/// set-up, as a defect of the model would. Read once per process.
+pub fn injected_defect() -> Option<u64> {
+    static N: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("MMSIM_INJECT_DEFECT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 /// When an execution keeps its trace.
@@ -178,9 +244,9 @@ pub enum TraceWanted {
 }
 
 /// Installs the panic hooks in an order that keeps the model's own unwinds
-/// (an oops, an explorer stop, a deadlock) quiet: shuttle's hook first (it is
-/// installed at its first execution), the filter on top. A panic that is not
-/// a model result is printed as usual.
+/// (an oops, an explorer stop, a deadlock, a schedule past the step bound)
+/// quiet: shuttle's hook first (it is installed at its first execution), the
+/// filter on top. A panic that is not a model result is printed as usual.
 fn ensure_hooks() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -199,6 +265,12 @@ fn ensure_hooks() {
             {
                 return;
             }
+            // A schedule past the step bound is reported as such (TooLong).
+            if p.downcast_ref::<String>()
+                .is_some_and(|m| m.starts_with(MAX_STEPS_MESSAGE))
+            {
+                return;
+            }
             prev(info);
         }));
     });
@@ -206,6 +278,7 @@ fn ensure_hooks() {
 
 fn shuttle_config() -> Config {
     let mut c = Config::new();
+    c.max_steps = MaxSteps::FailAfter(MAX_STEPS);
     c.failure_persistence = FailurePersistence::None;
     c.silence_warnings = true;
     c
@@ -215,7 +288,15 @@ fn shuttle_config() -> Config {
 fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let want = slot.lock().want_trace;
     let world = match plan.boot(Mode::Explore) {
-        Ok(w) => w,
+        Ok(w) => {
+            let mut s = slot.lock();
+            s.ctx = Some(w.m.ctx.clone());
+            if s.inject_defect {
+                drop(s);
+                panic!("a defect injected by MMSIM_INJECT_DEFECT");
+            }
+            w
+        }
         Err(e) => {
             slot.lock().result = Some(ExecResult {
                 setup_error: Some(e),
@@ -440,11 +521,19 @@ impl Explorer {
     }
 
     /// A model crash in the execution in flight (a panic out of shuttle).
-    fn crashed(&mut self, message: String) {
+    fn crashed(&mut self, plan: &Plan, message: String) {
         let i = self.in_flight.take().unwrap_or(0);
-        self.slot.lock().result = None;
+        let ctx = {
+            let mut slot = self.slot.lock();
+            slot.result = None;
+            slot.ctx.take()
+        };
         self.out.schedules += 1;
-        if message.contains("deadlock") {
+        if message.starts_with(MAX_STEPS_MESSAGE) {
+            let trace = ctx.map(|c| c.trace()).unwrap_or_default();
+            self.out.too_long = Some(TooLong::from_trace(plan, i, &trace));
+            self.out.error_decisions = Some(self.decisions.clone());
+        } else if message.contains("deadlock") {
             let v = Violation {
                 kind: Kind::Deadlock,
                 cpu: None,
@@ -482,6 +571,7 @@ impl Driver for Explorer {
     fn new_execution(&mut self) -> Option<Schedule> {
         self.finish_previous();
         let stop = self.out.error.is_some()
+            || self.out.too_long.is_some()
             || (self.out.first.is_some() && !self.keep_going)
             || (self.single && self.next > 0);
         if stop {
@@ -502,9 +592,14 @@ impl Driver for Explorer {
             }
             _ => {
                 let mut i = self.next;
-                while i < self.iterations && !self.owns(i) {
-                    // Skip to the next batch this shard owns.
-                    i = (i / BATCH + 1) * BATCH;
+                if !self.owns(i) {
+                    // Skip to the next batch this shard owns, in one step
+                    // (a loop over batches would take forever with
+                    // --iterations near 2^64 and a shard far away).
+                    let (k, n) = (self.shard.0 as u128, self.shard.1 as u128);
+                    let b = (i / BATCH) as u128;
+                    let next = b + (k + n - b % n) % n;
+                    i = u64::try_from(next * BATCH as u128).unwrap_or(u64::MAX);
                 }
                 if i >= self.iterations {
                     return None;
@@ -520,13 +615,16 @@ impl Driver for Explorer {
             }
         };
         self.in_flight = Some(self.next);
-        self.next += 1;
         self.decisions.clear();
-        self.slot.lock().want_trace = if self.out.first.is_none() {
+        let mut slot = self.slot.lock();
+        slot.want_trace = if self.out.first.is_none() {
             TraceWanted::OnViolation
         } else {
             TraceWanted::No
         };
+        slot.inject_defect = injected_defect() == Some(self.next);
+        drop(slot);
+        self.next += 1;
         Some(schedule)
     }
 }
@@ -542,6 +640,26 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// How many of `iterations` executions shard `(k, n)` owns: whole batches
+/// `b` with `b % n == k`, the last batch possibly short. Arithmetic, not a
+/// walk over the batches (there may be 2^57 of them).
+pub fn shard_share(iterations: u64, (k, n): (u64, u64)) -> u64 {
+    // u128: the last batch's end may be 2^64.
+    let (i, k, n, batch) = (iterations as u128, k as u128, n as u128, BATCH as u128);
+    let batches = i.div_ceil(batch);
+    if k >= batches {
+        return 0;
+    }
+    let last = batches - 1;
+    let owned = (last - k) / n + 1;
+    let short = if last % n == k {
+        (last + 1) * batch - i
+    } else {
+        0
+    };
+    (owned * batch - short) as u64
+}
+
 /// Explores `plan` as `opts` says.
 pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     ensure_hooks();
@@ -550,10 +668,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     let single = plan.scenario.cpus.len() == 1;
     let planned = match opts.strategy {
         Strategy::Dfs { .. } => iterations,
-        _ => (0..iterations.div_ceil(BATCH))
-            .filter(|b| b % shard.1 == shard.0)
-            .map(|b| (iterations - b * BATCH).min(BATCH))
-            .sum(),
+        _ => shard_share(iterations, shard),
     };
     let slot = Arc::new(RawLock::new(Slot::default()));
     let mut ex = Explorer {
@@ -593,8 +708,8 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
             }
             Err(p) => {
                 let msg = panic_message(&*p);
-                e.crashed(msg);
-                if !e.keep_going || e.out.error.is_some() {
+                e.crashed(&plan, msg);
+                if !e.keep_going || e.out.error.is_some() || e.out.too_long.is_some() {
                     break;
                 }
             }
@@ -629,6 +744,8 @@ pub struct Replayed {
     pub diverged: Option<String>,
     /// The model failed.
     pub error: Option<String>,
+    /// The run was longer than the explorer's bound.
+    pub too_long: Option<TooLong>,
 }
 
 struct ReplayDriver {
@@ -656,24 +773,34 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
     let slot = Arc::new(RawLock::new(Slot {
         want_trace: TraceWanted::Always,
         result: None,
+        ctx: None,
+        inject_defect: injected_defect() == Some(0),
     }));
     let d = Rc::new(RefCell::new(ReplayDriver {
         inner: Inner::Replay(ReplayDecisions::new(decisions)),
         decisions: Vec::new(),
     }));
     let body_slot = slot.clone();
+    let body_plan = plan.clone();
     let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
     let r = catch_unwind(AssertUnwindSafe(|| {
-        runner.run(move || execute(&plan, &body_slot))
+        runner.run(move || execute(&body_plan, &body_slot))
     }));
     let mut out = Replayed {
         violations: Vec::new(),
         trace: Vec::new(),
         diverged: None,
         error: None,
+        too_long: None,
     };
     if let Err(p) = r {
-        out.error = Some(panic_message(&*p));
+        let message = panic_message(&*p);
+        if message.starts_with(MAX_STEPS_MESSAGE) {
+            let trace = slot.lock().ctx.take().map(|c| c.trace()).unwrap_or_default();
+            out.too_long = Some(TooLong::from_trace(&plan, 0, &trace));
+        } else {
+            out.error = Some(message);
+        }
     }
     if let Some(res) = slot.lock().result.take() {
         out.violations = res.violations;
