@@ -93,7 +93,9 @@ fn memunmap_under_a_live_mapping_is_a_teardown_violation_not_a_crash() {
         assert_eq!((v.function, v.cpu), ("zap_pte_range", None), "{ty}");
         let tl = trace::timeline(&f.trace, false);
         assert!(
-            tl.last().unwrap().starts_with("teardown: VIOLATION memmap-use-after-free"),
+            tl.last()
+                .unwrap()
+                .starts_with("teardown: VIOLATION memmap-use-after-free"),
             "{ty}: {tl:#?}"
         );
         let r = replay(p, f.decisions.clone());
@@ -131,7 +133,8 @@ fn memunmap_of_a_mapped_coherent_range_is_a_deadlock() {
 /// operations: GUP-fast trips over the freed memmap inside the operation.
 #[test]
 fn a_stale_device_mapping_used_after_memunmap_is_found_in_the_operation() {
-    let ops = r#"{ op = "memunmap_pages", memory = "dev" }, { op = "get_user_pages_fast", vma = "d" }"#;
+    let ops =
+        r#"{ op = "memunmap_pages", memory = "dev" }, { op = "get_user_pages_fast", vma = "d" }"#;
     let (_, out) = run(&device("generic", ops), 5);
     assert_eq!(out.error, None);
     assert!(kinds(&out).contains(&Kind::MemmapUseAfterFree), "{out:?}");
@@ -192,6 +195,14 @@ fn placing_pages_in_memory_that_is_not_online_is_an_error_naming_its_state() {
         assert!(e.starts_with(&at(&t, "\"dimm\"\nblock")), "{e}");
         assert!(e.contains(&format!("which is {state} at start")), "{e}");
     }
+    // Online in ZONE_NORMAL: set-up would put the VMA's page tables there,
+    // outside boot memory where the model keeps them (populate failed with
+    // a bare -EFAULT).
+    let t = PLACED
+        .replace("STATE", "online")
+        .replace("state = \"online\"", "state = \"online\"\nzone = \"normal\"");
+    let e = plan(&t).unwrap_err();
+    assert!(e.contains("onlined to ZONE_NORMAL"), "{e}");
     // Online memory is where pages can go.
     let t = PLACED.replace("STATE", "online");
     let (_, out) = run(&t, 3);
@@ -251,8 +262,17 @@ fn a_flag_given_twice_is_an_error() {
         r#"{ op = "get_user_pages_fast", vma = "d", flags = ["write", "force", "write"] }"#,
     );
     let e = plan(&t).unwrap_err();
-    let col = t.lines().find(|l| l.contains("flags")).unwrap().rfind("\"write\"").unwrap() + 1;
-    assert!(e.contains(&format!(":{col}: flag `write` given twice")), "{e}");
+    let col = t
+        .lines()
+        .find(|l| l.contains("flags"))
+        .unwrap()
+        .rfind("\"write\"")
+        .unwrap()
+        + 1;
+    assert!(
+        e.contains(&format!(":{col}: flag `write` given twice")),
+        "{e}"
+    );
 }
 
 fn with_variants(variants: &str) -> String {
@@ -271,7 +291,10 @@ fn variants_must_name_settings_of_their_own() {
         "\n[[expect.variant]]\narch = \"broadcast\"\nviolation = \"none\"\n\n[[expect.variant]]\narch = \"broadcast\"\nsafeguards = { \"percpu_ref.kill_rcu\" = true }\nviolation = \"leak\"\n",
     );
     let e = plan(&t).unwrap_err();
-    let first = t.lines().position(|l| l.contains("arch = \"broadcast\"")).unwrap();
+    let first = t
+        .lines()
+        .position(|l| l.contains("arch = \"broadcast\""))
+        .unwrap();
     assert!(
         e.contains(&format!("those of the variant at line {first}")),
         "{e}"
@@ -315,7 +338,10 @@ fn a_file_that_is_not_utf8_is_an_error_at_its_line_and_column() {
     let mut bytes = b"name = \"x\"\n# caf".to_vec();
     bytes.push(0xe9);
     let e = mmsim_check::scenario::parse_bytes(&bytes, "t.toml").unwrap_err();
-    assert_eq!(e.to_string(), "t.toml:2:6: not UTF-8: byte 0xe9 at offset 16 (a scenario file is UTF-8 text)");
+    assert_eq!(
+        e.to_string(),
+        "t.toml:2:6: not UTF-8: byte 0xe9 at offset 16 (a scenario file is UTF-8 text)"
+    );
 }
 
 /// Issue 12, hangs: `check /dev/zero` read forever. Only regular files of
@@ -330,6 +356,8 @@ fn only_regular_files_of_at_most_a_megabyte_are_read() {
     std::fs::create_dir_all(&dir).unwrap();
     let big = dir.join("big.toml");
     std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
-    let e = mmsim_check::load(big.to_str().unwrap()).unwrap_err().to_string();
+    let e = mmsim_check::load(big.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("larger than 1024 KiB"), "{e}");
 }

@@ -116,6 +116,12 @@ pub fn op_names() -> impl Iterator<Item = &'static str> {
     OPS.iter().map(|(n, _)| *n)
 }
 
+/// Every operation with the fields it takes (generators of scenario files
+/// walk this table, so a new operation is generated as soon as it is here).
+pub fn op_fields() -> &'static [(&'static str, &'static [&'static str])] {
+    OPS
+}
+
 impl<'a> Validator<'a> {
     fn loc(&self, offset: usize) -> Loc {
         let offset = offset.min(self.text.len());
@@ -293,15 +299,7 @@ impl<'a> Validator<'a> {
                     process: spec.process,
                     mmap_id: mmap_ids.get(&(ci, oi)).copied(),
                 };
-                let o = self.op(
-                    op,
-                    span,
-                    &ctx,
-                    proc,
-                    here,
-                    &mut spec.refs,
-                    &mut ref_kinds,
-                )?;
+                let o = self.op(op, span, &ctx, proc, here, &mut spec.refs, &mut ref_kinds)?;
                 spec.ops.push(o);
             }
             cpus.push(spec);
@@ -370,7 +368,8 @@ impl<'a> Validator<'a> {
         for (i, v) in variants.iter().enumerate() {
             let mine = settings(v);
             let message = if mine == (arch, *sg) {
-                "this variant's settings are the file's own, whose outcome [expect] states".to_string()
+                "this variant's settings are the file's own, whose outcome [expect] states"
+                    .to_string()
             } else if let Some(w) = variants[..i].iter().find(|w| settings(w) == mine) {
                 format!(
                     "this variant's settings are those of the variant at line {}",
@@ -723,6 +722,19 @@ impl<'a> Validator<'a> {
                             "VMA `{name}` places its pages in memory `{}`, which is {} at start: pages can be placed only in online memory (state = \"online\")",
                             mem.name,
                             mem.state.name()
+                        ),
+                    );
+                }
+                if mem.kind == MemKind::Hotplug && mem.zone == Zone::Normal {
+                    // Set-up places pages by holding every other block the
+                    // allocator could take; in ZONE_NORMAL that sends the
+                    // VMA's page tables there too, and the model keeps page
+                    // tables in boot memory.
+                    return self.err(
+                        s..s,
+                        format!(
+                            "VMA `{name}` places its pages in memory `{}`, which is onlined to ZONE_NORMAL: the model places pages only in boot memory and ZONE_MOVABLE (its page tables live in boot memory)",
+                            mem.name
                         ),
                     );
                 }
