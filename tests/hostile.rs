@@ -191,7 +191,10 @@ ops = [ { op = "pfn_valid", memory = "dev" } ]
     let p = scratch("steps.toml", t);
     let at = format!("{p}:{}", line_col(t, "{ op = \"pfn_valid\""));
     refused(&["check", &p], &at);
-    refused(&["check", &p], "longer than the explorer's bound of 1000000 steps");
+    refused(
+        &["check", &p],
+        "longer than the explorer's bound of 1000000 steps",
+    );
     refused(&["check", &p], "give it a `block`");
     refused(&["replay", &format!("mmsim1:{p}:ipi:-:-")], &at);
 }
@@ -201,7 +204,10 @@ ops = [ { op = "pfn_valid", memory = "dev" } ]
 fn a_range_past_the_memory_bound_exits_2_at_its_size() {
     let t = "name = \"huge\"\n[[memory]]\nname = \"boot\"\nkind = \"boot\"\nsize = \"1024G\"\n[[cpu]]\nops = []\n";
     let p = scratch("huge.toml", t);
-    refused(&["check", &p], &format!("{p}:5:8: memory `boot`: 1024G is more than a range may have (4G)"));
+    refused(
+        &["check", &p],
+        &format!("{p}:5:8: memory `boot`: 1024G is more than a range may have (4G)"),
+    );
 }
 
 /// Issue 12, hangs: `check /dev/zero`, `/dev/urandom` and a replay string
@@ -226,12 +232,28 @@ fn device_files_are_refused_at_once() {
 #[test]
 fn stress_duration_is_a_hard_limit_and_stalls_are_bounded() {
     refused(
-        &["stress", "--jitter", "--stall-us", "18446744073709551615", "--duration", "2s"],
+        &[
+            "stress",
+            "--jitter",
+            "--stall-us",
+            "18446744073709551615",
+            "--duration",
+            "2s",
+        ],
         "--stall-us 18446744073709551615: the longest stall is from 0 to 1000000",
     );
     let (code, took) = within(
         Duration::from_secs(20),
-        &["stress", "--jitter", "--stall-us", "1000000", "--duration", "1s", "--cpus", "2"],
+        &[
+            "stress",
+            "--jitter",
+            "--stall-us",
+            "1000000",
+            "--duration",
+            "1s",
+            "--cpus",
+            "2",
+        ],
     );
     assert!(matches!(code, Some(0 | 1)), "{code:?}");
     assert!(took < Duration::from_secs(8), "{took:?}");
@@ -243,15 +265,27 @@ fn stress_duration_is_a_hard_limit_and_stalls_are_bounded() {
 #[test]
 fn a_model_defect_exits_3_with_the_command_and_the_replay_string() {
     let env = [("MMSIM_INJECT_DEFECT", "2")];
-    let o = mmsim_env(&["check", "munmap-reuse-vs-gup-fast", "--iterations", "50"], &env);
+    let o = mmsim_env(
+        &["check", "munmap-reuse-vs-gup-fast", "--iterations", "50"],
+        &env,
+    );
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert!(err.contains("internal error: please report"), "{err}");
     assert!(err.contains("command: "), "{err}");
-    assert!(err.contains("replay: mmsim replay 'mmsim1:munmap-reuse-vs-gup-fast:"), "{err}");
+    assert!(
+        err.contains("replay: mmsim replay 'mmsim1:munmap-reuse-vs-gup-fast:"),
+        "{err}"
+    );
     assert!(!stdout(&o).contains("no violation found"), "{}", stdout(&o));
     let o = mmsim_env(
-        &["check", "munmap-reuse-vs-gup-fast", "--iterations", "50", "--json"],
+        &[
+            "check",
+            "munmap-reuse-vs-gup-fast",
+            "--iterations",
+            "50",
+            "--json",
+        ],
         &env,
     );
     assert_eq!(o.status.code(), Some(3));
@@ -271,27 +305,76 @@ fn a_model_defect_exits_3_with_the_command_and_the_replay_string() {
 fn clamped_or_ignored_options_exit_2_naming_the_flag_and_its_range() {
     let s = "munmap-reuse-vs-gup-fast";
     let cases: &[(&[&str], &str)] = &[
-        (&["check", s, "--depth", "0"], "--depth 0: PCT's bug depth is from 1 to 32"),
-        (&["check", s, "--depth", "18446744073709551615"], "--depth 18446744073709551615: PCT's bug depth is from 1 to 32"),
-        (&["check", s, "--scheduler", "random", "--depth", "2"], "--scheduler random takes none"),
-        (&["check", s, "--shard", "3/1000", "--iterations", "20"], "at most 1 shard"),
-        (&["check", s, "--scheduler", "dfs", "--shard", "7/8", "--iterations", "20"], "--shard 7/8"),
         (
-            &["check", s, "--safeguard", "gup_fast.pte_recheck=off", "--safeguard", "gup_fast.pte_recheck=on"],
+            &["check", s, "--depth", "0"],
+            "--depth 0: PCT's bug depth is from 1 to 32",
+        ),
+        (
+            &["check", s, "--depth", "18446744073709551615"],
+            "--depth 18446744073709551615: PCT's bug depth is from 1 to 32",
+        ),
+        (
+            &["check", s, "--scheduler", "random", "--depth", "2"],
+            "--scheduler random takes none",
+        ),
+        (
+            &["check", s, "--shard", "3/1000", "--iterations", "20"],
+            "at most 1 shard",
+        ),
+        (
+            &[
+                "check",
+                s,
+                "--scheduler",
+                "dfs",
+                "--shard",
+                "7/8",
+                "--iterations",
+                "20",
+            ],
+            "--shard 7/8",
+        ),
+        (
+            &[
+                "check",
+                s,
+                "--safeguard",
+                "gup_fast.pte_recheck=off",
+                "--safeguard",
+                "gup_fast.pte_recheck=on",
+            ],
             "--safeguard gup_fast.pte_recheck: switched both on and off",
         ),
         (
-            &["replay", "mmsim1:munmap-reuse-vs-gup-fast:ipi:gup_fast.pte_recheck=off,gup_fast.pte_recheck=on:-"],
+            &[
+                "replay",
+                "mmsim1:munmap-reuse-vs-gup-fast:ipi:gup_fast.pte_recheck=off,gup_fast.pte_recheck=on:-",
+            ],
             "safeguard `gup_fast.pte_recheck` appears twice",
         ),
-        (&["stress", "--cpus", "0"], "--cpus 0: the model runs 1 to 64 CPUs"),
-        (&["stress", "--cpus", "100000"], "--cpus 100000: the model runs 1 to 64 CPUs"),
+        (
+            &["stress", "--cpus", "0"],
+            "--cpus 0: the model runs 1 to 64 CPUs",
+        ),
+        (
+            &["stress", "--cpus", "100000"],
+            "--cpus 100000: the model runs 1 to 64 CPUs",
+        ),
         (&["stress", "--ops", "0"], "--ops 0"),
-        (&["stress", "--duration", "0s"], "--duration `0s`: must be more than zero"),
+        (
+            &["stress", "--duration", "0s"],
+            "--duration `0s`: must be more than zero",
+        ),
         (&["bench", "--rounds", "0"], "--rounds 0: from 1 to 1000"),
         (&["gup-test", "-r", "0"], "-r 0: at least one repeat"),
-        (&["gup-test", "-n", "1000000", "-m", "1"], "-n 1000000: pages per call are 1 to 256"),
-        (&["gup-test", "-m", "0"], "-m 0: the buffer is 1 to 16384 MiB"),
+        (
+            &["gup-test", "-n", "1000000", "-m", "1"],
+            "-n 1000000: pages per call are 1 to 256",
+        ),
+        (
+            &["gup-test", "-m", "0"],
+            "-m 0: the buffer is 1 to 16384 MiB",
+        ),
         (&["gup-test", "-n", "0"], "-n 0: pages per call are 1 to"),
         (&["gup-test", "-j", "0"], "-j 0: 1 to 64 threads"),
         (&["gup-test", "-j", "10000"], "-j 10000: 1 to 64 threads"),
@@ -365,7 +448,10 @@ fn merge_refuses_what_is_not_the_shards_of_one_run() {
     }
     for v in ["-5", "\"many\"", "1180591620717411303424"] {
         let f = count(v);
-        refused(&["merge", &s0, &f], &format!("{f}:1: `schedules` is not a whole number"));
+        refused(
+            &["merge", &s0, &f],
+            &format!("{f}:1: `schedules` is not a whole number"),
+        );
     }
     let other = scratch(
         "m-other.json",
@@ -379,5 +465,8 @@ fn merge_refuses_what_is_not_the_shards_of_one_run() {
             "--json",
         ])),
     );
-    refused(&["merge", &s0, &other], &format!("{other}:1: `scenario` is"));
+    refused(
+        &["merge", &s0, &other],
+        &format!("{other}:1: `scenario` is"),
+    );
 }

@@ -704,7 +704,7 @@ fn well_formed(at: &str, v: &Value) -> Result<(u64, u64), String> {
         return Err(bad("`violations` is not a list"));
     };
     for w in viols {
-        if !w["kind"].is_string() || !w["schedules"].as_u64().is_some_and(|n| n <= failing) {
+        if !w["kind"].is_string() || w["schedules"].as_u64().is_none_or(|n| n > failing) {
             return Err(bad("a violation without a kind or a count of schedules"));
         }
     }
@@ -781,7 +781,10 @@ pub fn run_merge(a: &MergeArgs) -> u8 {
         let bytes = if f == "-" {
             use std::io::Read;
             let mut b = Vec::new();
-            match std::io::stdin().take(MAX_MERGE_INPUT + 1).read_to_end(&mut b) {
+            match std::io::stdin()
+                .take(MAX_MERGE_INPUT + 1)
+                .read_to_end(&mut b)
+            {
                 Ok(_) if b.len() as u64 > MAX_MERGE_INPUT => {
                     Err(format!("-: larger than {} MiB", MAX_MERGE_INPUT >> 20))
                 }
@@ -856,7 +859,10 @@ pub fn run_merge(a: &MergeArgs) -> u8 {
         );
         if !missing.is_empty() {
             let m: Vec<String> = missing.iter().map(|k| format!("{k}/{n}")).collect();
-            println!("  missing: {} (the union is not the whole run)", m.join(", "));
+            println!(
+                "  missing: {} (the union is not the whole run)",
+                m.join(", ")
+            );
         }
         for v in merged["violations"].as_array().into_iter().flatten() {
             println!(

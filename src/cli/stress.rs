@@ -600,7 +600,8 @@ pub fn run(a: &StressArgs) -> u8 {
             println!(
                 "  cpu{c} was still busy {} s after the deadline{}: left behind, no teardown or leak check",
                 STOP_GRACE.as_secs(),
-                at.as_ref().map_or(String::new(), |p| format!(" (waiting at {p})"))
+                at.as_ref()
+                    .map_or(String::new(), |p| format!(" (waiting at {p})"))
             );
         }
         if bad {

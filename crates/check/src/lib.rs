@@ -11,6 +11,8 @@
 //!   every schedule recorded; [`explore::replay`] reruns one;
 //! * [`replay`]: the replay string that names a schedule;
 //! * [`trace`]: an execution's trace as a per-CPU timeline.
+//! * [`fuzz`]: generated scenario files, valid and hostile, and a run of
+//!   one as `mmsim check` would (the fuzz tests; a random scenario hunt).
 //!
 //! The model code is the same code that runs natively: the explorer only
 //! builds machines in `Mode::Explore`, where every scheduling point of the
@@ -21,6 +23,7 @@
 
 pub mod catalog;
 pub mod explore;
+pub mod fuzz;
 pub mod ops;
 pub mod replay;
 pub mod scenario;

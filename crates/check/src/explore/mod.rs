@@ -796,7 +796,12 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
     if let Err(p) = r {
         let message = panic_message(&*p);
         if message.starts_with(MAX_STEPS_MESSAGE) {
-            let trace = slot.lock().ctx.take().map(|c| c.trace()).unwrap_or_default();
+            let trace = slot
+                .lock()
+                .ctx
+                .take()
+                .map(|c| c.trace())
+                .unwrap_or_default();
             out.too_long = Some(TooLong::from_trace(&plan, 0, &trace));
         } else {
             out.error = Some(message);

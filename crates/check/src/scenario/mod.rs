@@ -19,7 +19,9 @@
 mod raw;
 mod validate;
 
-pub use validate::{MAX_RANGE_BYTES, MAX_TOTAL_BYTES, parse, parse_bytes};
+pub use validate::{
+    MAX_RANGE_BYTES, MAX_TOTAL_BYTES, human, op_fields, op_names, parse, parse_bytes,
+};
 
 use mmsim_model::Arch;
 use mmsim_model::safeguards::Safeguards;
