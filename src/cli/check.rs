@@ -31,6 +31,10 @@ pub struct CheckArgs {
     /// Switch a safeguard (repeatable): `--safeguard hotplug.synchronize_rcu=on`.
     #[arg(long = "safeguard", value_name = "NAME=on|off")]
     pub safeguards: Vec<String>,
+    /// Set a kernel configuration option (repeatable), on top of the file's
+    /// `[config]`: `--config debug_vm=on` (see `mmsim info`).
+    #[arg(long = "config", value_name = "NAME=on|off")]
+    pub config: Vec<String>,
     /// TLB-flush architecture, instead of the file's.
     #[arg(long, value_parser = ["ipi", "broadcast"])]
     pub arch: Option<String>,
@@ -84,6 +88,57 @@ pub(crate) fn parse_switch(s: &str) -> Result<(String, bool), String> {
         ));
     }
     Ok((n.to_string(), on))
+}
+
+/// `--config NAME=on|off`.
+pub(crate) fn parse_config_switch(s: &str) -> Result<(String, bool), String> {
+    let bad = || format!("--config {s}: expected NAME=on|off");
+    let (n, v) = s.split_once('=').ok_or_else(bad)?;
+    let on = match v {
+        "on" | "true" => true,
+        "off" | "false" => false,
+        _ => return Err(bad()),
+    };
+    if mmsim_model::config::lookup(n).is_none() {
+        let known: Vec<_> = mmsim_model::config::REGISTRY
+            .iter()
+            .map(|i| i.name)
+            .collect();
+        return Err(format!(
+            "--config {s}: unknown option `{n}` (known: {})",
+            known.join(", ")
+        ));
+    }
+    Ok((n.to_string(), on))
+}
+
+/// `--config` and `--safeguard` switches as [`Overrides`].
+pub(crate) fn overrides(
+    arch: Option<Arch>,
+    config: &[String],
+    safeguards: &[String],
+) -> Result<Overrides, String> {
+    let mut ov = Overrides {
+        arch,
+        config: Vec::new(),
+        safeguards: Vec::new(),
+    };
+    for s in config {
+        ov.config.push(parse_config_switch(s)?);
+    }
+    for s in safeguards {
+        ov.safeguards.push(parse_switch(s)?);
+    }
+    Ok(ov)
+}
+
+/// The JSON of a configuration: every option, `on` or `off`.
+pub fn config_json(c: &mmsim_model::KernelConfig) -> Value {
+    let mut m = serde_json::Map::new();
+    for (i, on) in c.iter() {
+        m.insert(i.name.into(), json!(if on { "on" } else { "off" }));
+    }
+    Value::Object(m)
 }
 
 /// `--shard K/N`.
@@ -171,16 +226,14 @@ fn load_plan(scenario: &str, ov: &Overrides) -> Result<(Scenario, Arc<Plan>), In
 
 /// Runs `mmsim check`.
 pub fn run(a: &CheckArgs) -> u8 {
-    let mut ov = Overrides {
-        arch: a.arch.as_deref().and_then(Arch::from_name),
-        safeguards: Vec::new(),
+    let ov = match overrides(
+        a.arch.as_deref().and_then(Arch::from_name),
+        &a.config,
+        &a.safeguards,
+    ) {
+        Ok(ov) => ov,
+        Err(e) => return bad_input(a.json, &e),
     };
-    for s in &a.safeguards {
-        match parse_switch(s) {
-            Ok(p) => ov.safeguards.push(p),
-            Err(e) => return bad_input(a.json, &e),
-        }
-    }
     let shard = match a.shard.as_deref().map(parse_shard).transpose() {
         Ok(s) => s.unwrap_or((0, 1)),
         Err(e) => return bad_input(a.json, &e),
@@ -236,7 +289,7 @@ fn report(
     // `[expect]` is about the file's own settings; a run with other
     // settings is compared with the `[[expect.variant]]` that names them,
     // if there is one, and with nothing otherwise.
-    let claim = sc.expected_for(plan.arch, &plan.safeguards);
+    let claim = sc.expected_for(plan.arch, &plan.config, &plan.safeguards);
     let expected = claim.map(|(e, _)| e.to_string());
     let expected_from = claim.map(|(_, v)| match v {
         None => "expect".to_string(),
@@ -248,7 +301,7 @@ fn report(
         .as_ref()
         .map(|f| &f.decisions)
         .or(out.error_decisions.as_ref())
-        .map(|d| replay::encode(&a.scenario, plan.arch, &plan.safeguards, d));
+        .map(|d| replay::encode(&a.scenario, plan.arch, &plan.config, &plan.safeguards, d));
     let timeline = out
         .first
         .as_ref()
@@ -270,6 +323,7 @@ fn report(
         let j = json!({
             "scenario": sc.name,
             "source": sc.source,
+            "config": config_json(&plan.config),
             "safeguards": safeguards_json(plan),
             "safeguard_overrides": plan.safeguard_overrides(),
             "arch": plan.arch.name(),
@@ -402,6 +456,7 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
     };
     let ov = Overrides {
         arch: Some(spec.arch),
+        config: spec.config_switches(),
         safeguards: spec.safeguard_switches(),
     };
     let (sc, plan) = match load_plan(&spec.scenario, &ov) {
@@ -424,6 +479,7 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
                 "replay": a.replay.trim(),
                 "scenario": sc.name,
                 "arch": plan.arch.name(),
+                "config": config_json(&plan.config),
                 "safeguards": safeguards_json(&plan),
                 "decisions": spec.decisions.len(),
                 "violations": r.violations.iter().map(violation_json).collect::<Vec<_>>(),

@@ -22,6 +22,7 @@ fn explore_machine(nr_cpus: u32) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 64 << 10,
+            node: 0,
         }],
         mode: Mode::Explore,
         ..Default::default()

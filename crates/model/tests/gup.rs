@@ -19,6 +19,7 @@ fn machine(mb: u64) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: mb << 20,
+            node: 0,
         }],
         section_shift: 23,
         ..Default::default()
@@ -307,6 +308,7 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 64 << 20,
+            node: 0,
         }],
         section_shift: 23,
         arch,

@@ -50,11 +50,15 @@ pub enum Kind {
     BadPage,
     /// A page-table walk read a table page that had been freed.
     PageTableUseAfterFree,
+    /// An access to a `struct page` that `page_init_poison()` filled with
+    /// `0xff` (an offlined or unmapped memmap, `CONFIG_DEBUG_VM`): its
+    /// `compound_head` of all ones makes `page_folio()` a wild pointer.
+    PoisonedPageAccess,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::MemmapUseAfterFree,
         Kind::SectionUsageUseAfterFree,
         Kind::PfnNotValid,
@@ -67,6 +71,7 @@ impl Kind {
         Kind::Deadlock,
         Kind::BadPage,
         Kind::PageTableUseAfterFree,
+        Kind::PoisonedPageAccess,
     ];
 
     /// The stable name.
@@ -84,6 +89,7 @@ impl Kind {
             Kind::Deadlock => "deadlock",
             Kind::BadPage => "bad-page",
             Kind::PageTableUseAfterFree => "page-table-use-after-free",
+            Kind::PoisonedPageAccess => "poisoned-page-access",
         }
     }
 
@@ -102,6 +108,7 @@ impl Kind {
                 | Kind::RefcountOverflow
                 | Kind::Deadlock
                 | Kind::PageTableUseAfterFree
+                | Kind::PoisonedPageAccess
         )
     }
 }

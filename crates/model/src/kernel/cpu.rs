@@ -40,6 +40,8 @@ pub struct Cpu {
     pub(crate) irq_nesting: Cell<u32>,
     pub(crate) in_softirq: Cell<bool>,
     in_run: Cell<u32>,
+    /// The running task's preferred node (`MPOL_PREFERRED`), if it has one.
+    mempolicy: Cell<Option<u32>>,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -70,6 +72,7 @@ impl Cpu {
             irq_nesting: Cell::new(0),
             in_softirq: Cell::new(false),
             in_run: Cell::new(0),
+            mempolicy: Cell::new(None),
         }
     }
 
@@ -77,6 +80,26 @@ impl Cpu {
     #[inline]
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Kernel: `numa_node_id()`: every model CPU sits on node 0 (other
+    /// nodes are CPU-less memory).
+    #[inline]
+    pub fn numa_node_id(&self) -> u32 {
+        0
+    }
+
+    /// The node the running task's allocations prefer: its memory policy's
+    /// (`policy_node()`), else [`Cpu::numa_node_id`].
+    #[inline]
+    pub fn mempolicy_node(&self) -> u32 {
+        self.mempolicy.get().unwrap_or_else(|| self.numa_node_id())
+    }
+
+    /// Sets (or clears) the running task's preferred node, as
+    /// `set_mempolicy(MPOL_PREFERRED)` would. Returns the previous one.
+    pub fn set_mempolicy(&self, nid: Option<u32>) -> Option<u32> {
+        self.mempolicy.replace(nid)
     }
 
     /// Whether IRQs are disabled here (`irqs_disabled()`).

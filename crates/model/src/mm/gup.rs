@@ -356,8 +356,9 @@ fn gup_fast_pte_range(
         if pte.special() {
             return false;
         }
-        // If it is not special it must have a valid memmap.
-        if !pfn_valid(cpu, pte.pfn()) {
+        // If it is not special it must have a valid memmap: a
+        // VM_WARN_ON_ONCE, so only CONFIG_DEBUG_VM evaluates it.
+        if cpu.m.config.debug_vm && !pfn_valid(cpu, pte.pfn()) {
             pfn_not_valid(cpu, pte.pfn());
         }
         let page = cpu.m.sparse.pfn_to_page(pte.pfn());

@@ -15,8 +15,10 @@
 //! left (`folio_ref_count() == expected`, as `__folio_migrate_mapping()` does
 //! for anonymous folios without a mapping; a pin or a speculative reference
 //! makes it `-EAGAIN`, and the entries are restored), copies the contents to
-//! a new folio (`alloc_migration_target()`: movable memory preferred, so a
-//! later block that is still online), and points the entries at it.
+//! a new folio (`alloc_migration_target()`: movable memory preferred; with
+//! one memory node that is a later block still online, with several it is
+//! another node, since `do_migrate_range()` takes the source node out of
+//! the target mask), and points the entries at it.
 //!
 //! # Simplifications
 //!
@@ -33,7 +35,7 @@ use crate::mm::memory::{
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
 use crate::mm::mmu_gather::flush_tlb_mm_range;
-use crate::mm::page_alloc::{Gfp, folio_alloc};
+use crate::mm::page_alloc::{__alloc_pages, Gfp, NODE_MASK_ALL, NodeMask};
 use crate::mm::page_ref::{folio_put, folio_ref_count, folio_try_get};
 use crate::mm::pgtable::{self, Entry, MIGRATION, RW};
 use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
@@ -84,10 +86,48 @@ pub fn do_migrate_range(cpu: &Cpu, start: Pfn, end: Pfn) -> Pfn {
         }
         pfn += 1;
     }
-    for f in isolated {
-        let _ = migrate_and_putback(cpu, Folio::from_head(cpu.m.sparse.pfn_to_page(f)));
+    if let Some(&first) = isolated.first() {
+        // Offlining checked that the range is one zone, so the first folio's
+        // node is every folio's. Try another node with memory, and this one
+        // only when no other has any (offlining part of the only node).
+        let nid = cpu.m.sparse.pfn_to_page(first).nid(cpu);
+        let mut nmask: NodeMask = 0;
+        for n in 0..cpu.m.nr_nodes() {
+            if n != nid && cpu.m.node(n).has_memory() {
+                nmask |= 1 << n;
+            }
+        }
+        if nmask == 0 {
+            nmask = 1 << nid;
+        }
+        let mtc = MigrationTargetControl { nid, nmask };
+        for f in isolated {
+            let _ = migrate_and_putback(cpu, Folio::from_head(cpu.m.sparse.pfn_to_page(f)), &mtc);
+        }
     }
     end
+}
+
+/// Kernel: `struct migration_target_control`: where new folios come from.
+#[derive(Clone, Copy, Debug)]
+pub struct MigrationTargetControl {
+    /// The preferred node.
+    pub nid: u32,
+    /// The nodes allowed.
+    pub nmask: NodeMask,
+}
+
+/// Kernel: `alloc_migration_target()` for a small folio: movable memory,
+/// from the zonelist of `mtc.nid` restricted to `mtc.nmask`.
+pub fn alloc_migration_target<'m>(cpu: &'m Cpu, mtc: &MigrationTargetControl) -> Option<Folio<'m>> {
+    __alloc_pages(
+        cpu,
+        Gfp::HIGHUSER_MOVABLE.with(Gfp::COMP),
+        0,
+        mtc.nid,
+        mtc.nmask,
+    )
+    .map(Folio::from_head)
 }
 
 /// Takes a speculative reference on the folio of `page` at `at` and
@@ -116,8 +156,8 @@ fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Opt
 
 /// Migrates an isolated folio, then puts it back (`migrate_folio_done()`):
 /// the isolation reference goes, which frees the old folio if it moved.
-fn migrate_and_putback(cpu: &Cpu, folio: Folio<'_>) -> bool {
-    let moved = migrate_folio(cpu, folio).is_ok();
+fn migrate_and_putback(cpu: &Cpu, folio: Folio<'_>, mtc: &MigrationTargetControl) -> bool {
+    let moved = migrate_folio(cpu, folio, mtc).is_ok();
     folio.page().clear_flags(cpu, pg::ISOLATED);
     folio_put(cpu, folio);
     moved
@@ -137,8 +177,8 @@ fn rmap_walk(cpu: &Cpu, folio: Folio<'_>) -> Option<(Arc<MmStruct>, VirtAddr)> {
 
 /// Kernel: `migrate_pages()` of one small anonymous folio the caller has
 /// isolated (holding one reference).
-pub fn migrate_folio(cpu: &Cpu, src: Folio<'_>) -> Result<(), Errno> {
-    let dst = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE, 0).ok_or(Errno::ENOMEM)?;
+pub fn migrate_folio(cpu: &Cpu, src: Folio<'_>, mtc: &MigrationTargetControl) -> Result<(), Errno> {
+    let dst = alloc_migration_target(cpu, mtc).ok_or(Errno::ENOMEM)?;
     // try_to_migrate(): the PTE becomes a migration entry.
     let mapped = rmap_walk(cpu, src);
     let mut entry = None;
@@ -261,8 +301,13 @@ pub fn migrate_user_range(
             }
         };
         let page = cpu.m.sparse.pfn_to_page(pfn);
+        // The task's own node and policy, any node allowed.
+        let mtc = MigrationTargetControl {
+            nid: cpu.mempolicy_node(),
+            nmask: NODE_MASK_ALL,
+        };
         if let Some(folio) = isolate_folio(cpu, page, point!("migrate_pages", "folio_try_get"))
-            && migrate_and_putback(cpu, folio)
+            && migrate_and_putback(cpu, folio, &mtc)
         {
             moved += 1;
         }
