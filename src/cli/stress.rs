@@ -46,6 +46,10 @@ pub struct StressArgs {
     /// Safeguard overrides, NAME=on|off (repeatable).
     #[arg(long = "safeguard")]
     pub safeguards: Vec<String>,
+    /// Kernel configuration options, NAME=on|off (repeatable; see `mmsim
+    /// info`). Safeguard defaults follow the configuration.
+    #[arg(long = "config", value_name = "NAME=on|off")]
+    pub config: Vec<String>,
     /// Random seed (the run's choices; thread timing is not reproducible).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -264,7 +268,12 @@ pub struct StressResult {
 pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let arch = Arch::from_name(&a.arch)
         .ok_or_else(|| format!("unknown --arch `{}` (ipi, broadcast)", a.arch))?;
-    let mut sg = Safeguards::default();
+    let mut kcfg = mmsim_model::KernelConfig::default();
+    for s in &a.config {
+        let (name, on) = super::check::parse_config_switch(s)?;
+        kcfg.set_by_name(&name, on)?;
+    }
+    let mut sg = Safeguards::for_config(&kcfg);
     for s in &a.safeguards {
         let (name, on) = super::check::parse_switch(s)?;
         sg.set_by_name(&name, on)?;
@@ -320,6 +329,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         ],
         arch,
         safeguards: sg,
+        config: kcfg,
         mode: if a.jitter { Mode::Jitter } else { Mode::Native },
         ..Default::default()
     };
