@@ -288,7 +288,8 @@ impl Machine {
             config: cfg.config,
             arch: cfg.arch,
             ctx: std::sync::Arc::new(ctx),
-            rcu: Rcu::new(cfg.nr_cpus as usize + 1),
+            // The model CPUs, the boot CPU, the rcuo kthread's.
+            rcu: Rcu::new(cfg.nr_cpus as usize + 2),
             sparse: Sparse::new(cfg.section_shift, nr_sections),
             nodes: (0..nr_nodes)
                 .map(|n| PglistData::new(n, max_order))
@@ -365,6 +366,15 @@ impl Machine {
     pub fn cpu(self: &Arc<Self>, id: u32) -> Cpu {
         assert!(id < self.cfg.nr_cpus, "cpu{id} does not exist");
         Cpu::new(id, self.clone(), Sched::new(id, self.ctx.clone()))
+    }
+
+    /// The CPU of the `rcuo` kthread an explorer runs beside the model CPUs
+    /// (number `nr_cpus + 1`); see [`crate::kernel::rcupdate::rcuo_kthread`].
+    /// Callbacks are left to it from now on.
+    pub fn rcuo_cpu(self: &Arc<Self>) -> Cpu {
+        self.rcu.defer_callbacks();
+        let id = self.cfg.nr_cpus + 1;
+        Cpu::new_rcuo(id, self.clone(), Sched::new(id, self.ctx.clone()))
     }
 
     /// The boot CPU: runs set-up and teardown, outside any exploration (it

@@ -42,6 +42,8 @@ pub struct Cpu {
     in_run: Cell<u32>,
     /// The running task's preferred node (`MPOL_PREFERRED`), if it has one.
     mempolicy: Cell<Option<u32>>,
+    /// This is the rcuo kthread's CPU ([`Machine::rcuo_cpu`]).
+    rcuo: bool,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -73,7 +75,22 @@ impl Cpu {
             in_softirq: Cell::new(false),
             in_run: Cell::new(0),
             mempolicy: Cell::new(None),
+            rcuo: false,
         }
+    }
+
+    /// The CPU an explored machine's `rcuo` kthread runs on.
+    pub(crate) fn new_rcuo(id: u32, m: Arc<Machine>, sched: Sched) -> Cpu {
+        let mut c = Cpu::new(id, m, sched);
+        c.rcuo = true;
+        c
+    }
+
+    /// Whether this CPU runs the rcuo kthread (see
+    /// [`crate::kernel::rcupdate::rcuo_kthread`]).
+    #[inline]
+    pub fn is_rcuo(&self) -> bool {
+        self.rcuo
     }
 
     /// Kernel: `smp_processor_id()`.

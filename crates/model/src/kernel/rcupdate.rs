@@ -27,6 +27,13 @@
 //! and whichever CPU next passes a scheduling point with IRQs on after the
 //! cookie completes runs it, as the softirq would ([`rcu_core`]).
 //!
+//! Under the explorer, callbacks are instead invoked by an `rcuo` kthread of
+//! their own ([`rcuo_kthread`], `CONFIG_RCU_NOCB_CPU`'s offload threads),
+//! a task the explorer schedules like any CPU: the lag between a grace
+//! period's end and its callbacks is then explored, as the kernel allows it
+//! (softirq or rcuo delay). That is what lets a run see `rcu_sync` still in
+//! `GP_EXIT` after its grace period has passed ([`Rcu::defer_callbacks`]).
+//!
 //! IPI-based waits are the same machinery restricted to `irq_ctr`:
 //! [`wait_for_irqs_enabled`] returns once every CPU in a set that had IRQs off
 //! has turned them back on, which is when an IPI sent to it would have run.
@@ -42,7 +49,7 @@
 use crate::kernel::cpu::Cpu;
 use mmsim_facade::membarrier::{heavy, light};
 use mmsim_facade::sched::{Event, chan};
-use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
+use mmsim_facade::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawLock, point};
 use std::collections::VecDeque;
 
 /// Per-CPU reader state, alone on its cache line pair. Each [`Cpu`] holds
@@ -71,6 +78,8 @@ pub struct Rcu {
     /// Callbacks taken off `cbs` whose function has not returned yet:
     /// `rcu_barrier()` waits for them too.
     running: AtomicUsize,
+    /// Whether explored CPUs leave callbacks to the `rcuo` kthread.
+    deferred: AtomicBool,
 }
 
 impl std::fmt::Debug for Rcu {
@@ -111,7 +120,20 @@ impl Rcu {
             cbs: RawLock::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            deferred: AtomicBool::new(false),
         }
+    }
+
+    /// From now on explored CPUs do not invoke callbacks at their
+    /// scheduling points: an [`rcuo_kthread`] does. The boot CPU (set-up,
+    /// teardown) still invokes them itself.
+    pub fn defer_callbacks(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cpu` leaves callbacks to the rcuo kthread.
+    fn leaves_callbacks(&self, cpu: &Cpu) -> bool {
+        self.deferred.load(Ordering::Relaxed) && cpu.sched.exploring() && !cpu.is_rcuo()
     }
 
     /// CPU `cpu`'s reader state (for its [`Cpu`] to keep).
@@ -124,6 +146,13 @@ impl Rcu {
     pub fn has_pending(&self) -> bool {
         // READ_ONCE: a stale answer only delays a callback to the next point.
         self.pending.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the first queued callback's grace period has passed and it
+    /// has not been invoked yet.
+    pub fn callback_due(&self) -> bool {
+        let q = self.cbs.lock();
+        q.front().is_some_and(|c| self.cookie_done(&c.cookie))
     }
 
     /// The number of queued callbacks.
@@ -396,6 +425,9 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
         f: Box::new(f),
     });
     rcu.pending.store(q.len(), Ordering::Relaxed);
+    drop(q);
+    // The rcuo kthread may be waiting for work.
+    cpu.sched.wake(rcu.chan());
 }
 
 /// The RCU softirq: runs, in order, the queued callbacks whose grace period
@@ -405,37 +437,10 @@ pub fn rcu_core(cpu: &Cpu) {
         return;
     }
     let rcu = &cpu.m.rcu;
-    cpu.in_softirq.set(true);
-    // Leaves the softirq even if a callback oopses, so that this CPU runs
-    // callbacks again after its `Cpu::run` returns.
-    let _softirq = SoftirqExit(cpu);
-    loop {
-        let next = {
-            let mut q = rcu.cbs.lock();
-            match q.front() {
-                Some(c) if rcu.next_ready(c) => {
-                    let c = q.pop_front();
-                    // Under the queue lock, so that rcu_barrier() sees the
-                    // callback either queued or running, and no other CPU
-                    // starts the next one before this one has returned.
-                    rcu.running.fetch_add(1, Ordering::Relaxed);
-                    rcu.pending.store(q.len(), Ordering::Relaxed);
-                    c
-                }
-                _ => None,
-            }
-        };
-        let Some(c) = next else { break };
-        let _running = CallbackDone(rcu);
-        heavy();
-        cpu.sched.note(
-            point!("rcu_core", "invoke callback"),
-            Event::Step,
-            None,
-            Some(c.what.to_string()),
-        );
-        (c.f)(cpu);
+    if rcu.leaves_callbacks(cpu) {
+        return;
     }
+    invoke_ready(cpu);
 }
 
 /// Ends [`rcu_core`]'s softirq on this CPU and wakes whoever a callback
@@ -471,6 +476,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
     let rcu = &cpu.m.rcu;
     // Acquire pairs with the Release in `CallbackDone`.
     let idle = |q: &VecDeque<Queued>| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
+    let by_rcuo = rcu.leaves_callbacks(cpu);
     loop {
         rcu_core(cpu);
         if idle(&rcu.cbs.lock()) {
@@ -484,10 +490,75 @@ pub fn rcu_barrier(cpu: &Cpu) {
                 let q = rcu.cbs.lock();
                 match q.front() {
                     None => idle(&q),
+                    // The rcuo kthread invokes it; wait until it has.
+                    Some(_) if by_rcuo => false,
                     Some(c) => rcu.next_ready(c),
                 }
             },
         );
+    }
+}
+
+/// The `rcuo` kthread of an explored machine: invokes callbacks whose grace
+/// period has passed, one scheduling step each, until `done()` says every
+/// CPU has finished (teardown's `rcu_barrier()` on the boot CPU runs what
+/// is left). Kernel: `rcu_nocb_cb_kthread()` → `rcu_do_batch()`.
+pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
+    let rcu = &cpu.m.rcu;
+    let ready = || {
+        let q = rcu.cbs.lock();
+        q.front().is_some_and(|c| rcu.next_ready(c))
+    };
+    loop {
+        cpu.sched.wait(
+            point!("rcuo", "wait for callbacks"),
+            rcu.chan(),
+            None,
+            || ready() || done(),
+        );
+        if !ready() {
+            return;
+        }
+        // The invocation is a step of its own: the explorer decides when
+        // the callback runs, however long after its grace period.
+        cpu.sched.point(point!("rcuo", "rcu_do_batch"));
+        invoke_ready(cpu);
+    }
+}
+
+/// Runs, in order, the queued callbacks whose grace period has passed.
+fn invoke_ready(cpu: &Cpu) {
+    let rcu = &cpu.m.rcu;
+    cpu.in_softirq.set(true);
+    // Leaves the softirq even if a callback oopses, so that this CPU runs
+    // callbacks again after its `Cpu::run` returns.
+    let _softirq = SoftirqExit(cpu);
+    loop {
+        let next = {
+            let mut q = rcu.cbs.lock();
+            match q.front() {
+                Some(c) if rcu.next_ready(c) => {
+                    let c = q.pop_front();
+                    // Under the queue lock, so that rcu_barrier() sees the
+                    // callback either queued or running, and no other CPU
+                    // starts the next one before this one has returned.
+                    rcu.running.fetch_add(1, Ordering::Relaxed);
+                    rcu.pending.store(q.len(), Ordering::Relaxed);
+                    c
+                }
+                _ => None,
+            }
+        };
+        let Some(c) = next else { break };
+        let _running = CallbackDone(rcu);
+        heavy();
+        cpu.sched.note(
+            point!("rcu_core", "invoke callback"),
+            Event::Step,
+            None,
+            Some(c.what.to_string()),
+        );
+        (c.f)(cpu);
     }
 }
 
