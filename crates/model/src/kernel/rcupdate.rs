@@ -209,6 +209,24 @@ impl Rcu {
         chan(self)
     }
 
+    /// The wait channel of the rcuo kthread: woken only where a callback
+    /// may have become due (one queued, a reader ending while callbacks
+    /// wait), so that it is not made runnable, and offered to the explorer,
+    /// at every reader's end.
+    fn rcuo_chan(&self) -> usize {
+        chan(&self.deferred)
+    }
+
+    /// Wakes whoever waits for reader state (grace periods), and the rcuo
+    /// kthread if callbacks are queued.
+    #[inline]
+    fn wake_readers_changed(&self, cpu: &Cpu) {
+        cpu.sched.wake(self.chan());
+        if self.has_pending() {
+            cpu.sched.wake(self.rcuo_chan());
+        }
+    }
+
     /// Whether `cpu` is inside a read-side section or IRQ-disabled region,
     /// as another CPU would see it.
     pub fn cpu_in_reader(&self, cpu: u32) -> bool {
@@ -254,7 +272,7 @@ impl Drop for RcuReadGuard<'_> {
             // Release pairs with the Acquire loads of a waiting writer: the
             // section's accesses happen before whatever it frees next.
             c.store(v + 1, Ordering::Release);
-            cpu.sched.wake(cpu.m.rcu.chan());
+            cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
 }
@@ -334,7 +352,7 @@ impl Drop for IrqGuard<'_> {
             light();
             let v = c.load(Ordering::Relaxed);
             c.store(v + 1, Ordering::Release);
-            cpu.sched.wake(cpu.m.rcu.chan());
+            cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
 }
@@ -427,7 +445,7 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     rcu.pending.store(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
-    cpu.sched.wake(rcu.chan());
+    cpu.sched.wake(rcu.rcuo_chan());
 }
 
 /// The RCU softirq: runs, in order, the queued callbacks whose grace period
@@ -450,7 +468,7 @@ struct SoftirqExit<'a>(&'a Cpu);
 impl Drop for SoftirqExit<'_> {
     fn drop(&mut self) {
         self.0.in_softirq.set(false);
-        self.0.sched.wake(self.0.m.rcu.chan());
+        self.0.m.rcu.wake_readers_changed(self.0);
     }
 }
 
@@ -512,7 +530,7 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     loop {
         cpu.sched.wait(
             point!("rcuo", "wait for callbacks"),
-            rcu.chan(),
+            rcu.rcuo_chan(),
             None,
             || ready() || done(),
         );
