@@ -288,7 +288,7 @@ impl Machine {
             config: cfg.config,
             arch: cfg.arch,
             ctx: std::sync::Arc::new(ctx),
-            // The model CPUs, the boot CPU, the rcuo kthread's.
+            // The model CPUs, the rcuo kthread's, the boot CPU.
             rcu: Rcu::new(cfg.nr_cpus as usize + 2),
             sparse: Sparse::new(cfg.section_shift, nr_sections),
             nodes: (0..nr_nodes)
@@ -369,22 +369,23 @@ impl Machine {
     }
 
     /// The CPU of the `rcuo` kthread an explorer runs beside the model CPUs
-    /// (number `nr_cpus + 1`); see [`crate::kernel::rcupdate::rcuo_kthread`].
+    /// (number `nr_cpus`, the CPU after the last model CPU, as its shuttle
+    /// task comes after theirs); see [`crate::kernel::rcupdate::rcuo_kthread`].
     /// Callbacks are left to it from now on.
     pub fn rcuo_cpu(self: &Arc<Self>) -> Cpu {
         self.rcu.defer_callbacks();
-        let id = self.cfg.nr_cpus + 1;
+        let id = self.cfg.nr_cpus;
         Cpu::new_rcuo(id, self.clone(), Sched::new(id, self.ctx.clone()))
     }
 
-    /// The boot CPU: runs set-up and teardown, outside any exploration (it
+    /// The boot CPU (number `nr_cpus + 1`): runs set-up and teardown, outside any exploration (it
     /// is never preempted and never traced).
     pub fn boot_cpu(self: &Arc<Self>) -> Cpu {
         let quiet = std::sync::Arc::new(Ctx::new(Mode::Native, false));
         Cpu::new(
-            self.cfg.nr_cpus,
+            self.cfg.nr_cpus + 1,
             self.clone(),
-            Sched::new(self.cfg.nr_cpus, quiet),
+            Sched::new(self.cfg.nr_cpus + 1, quiet),
         )
     }
 
