@@ -404,3 +404,56 @@ fn munmap_reuse_vs_gup_fast_on_ipi_waits_for_the_walker() {
     assert!(blocked, "the flush IPI must wait for the IRQs-off walker");
     assert!(v.is_empty(), "{v:?}");
 }
+
+/// The refcount of the folio at `a` (mapped by a PTE), set to `v` behind
+/// the model's back, as an earlier underflow would leave it.
+fn set_mapped_refcount(cpu: &Cpu, mm: &MmStruct, a: VirtAddr, v: i32) -> Pfn {
+    let pfn = mapped_pfn(cpu, mm, a).unwrap();
+    let f = page_folio(cpu, cpu.m.sparse.pfn_to_page(pfn));
+    mmsim_model::mm::page_ref::set_folio_count(cpu, f, v);
+    pfn
+}
+
+/// v6.18 `try_get_folio()`: `WARN_ON_ONCE(folio_ref_count(folio) < 0)`, and
+/// GUP-fast gives up on that page. A warning: recorded, and the CPU goes on.
+#[test]
+fn try_get_folio_warns_on_a_negative_refcount() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = set_mapped_refcount(&cpu, &mm, a, -1);
+    let mut pages = Vec::new();
+    let r = cpu.run(|| pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_FAST_ONLY, &mut pages));
+    assert_eq!(r, Ok(Ok(0)), "the walker warns and bails, it does not oops");
+    let v = m.detect.violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, Kind::RefcountUnderflow);
+    assert_eq!(v[0].function, "try_get_folio");
+    assert_eq!(v[0].pfn, Some(pfn));
+    set_mapped_refcount(&cpu, &mm, a, 1);
+    exit_mmap(&cpu, &mm);
+}
+
+/// v6.18 `try_grab_folio()`: `WARN_ON_ONCE(folio_ref_count(folio) <= 0)`
+/// and `-ENOMEM`: a folio the page table maps holds that mapping's
+/// reference, so a count of zero is an underflow somewhere.
+#[test]
+fn try_grab_folio_warns_on_a_refcount_of_zero() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = set_mapped_refcount(&cpu, &mm, a, 0);
+    let mut pages = Vec::new();
+    let r = cpu.run(|| pin_user_pages(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages));
+    assert_eq!(r, Ok(Err(mmsim_model::Errno::ENOMEM)));
+    let v = m.detect.violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, Kind::RefcountUnderflow);
+    assert_eq!(v[0].pfn, Some(pfn));
+    set_mapped_refcount(&cpu, &mm, a, 1);
+    exit_mmap(&cpu, &mm);
+}

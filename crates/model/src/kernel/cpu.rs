@@ -157,6 +157,18 @@ impl Cpu {
     /// (see [`crate::detect`]).
     #[cold]
     pub fn report(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
+        self.record(kind, pfn, detail.into(), kind.fatal());
+    }
+
+    /// Records a violation that the kernel only warns about at this spot
+    /// (`WARN_ON_ONCE()` and carry on): the CPU goes on even where the kind
+    /// is one that oopses elsewhere.
+    #[cold]
+    pub fn warn(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
+        self.record(kind, pfn, detail.into(), false);
+    }
+
+    fn record(&self, kind: Kind, pfn: Option<Pfn>, detail: String, fatal: bool) {
         let at = self.sched.at();
         let v = Violation {
             kind,
@@ -164,9 +176,9 @@ impl Cpu {
             function: at.func,
             step: at.step,
             pfn,
-            detail: detail.into(),
+            detail,
         };
-        if kind.fatal() && self.in_run.get() == 0 && !std::thread::panicking() {
+        if fatal && self.in_run.get() == 0 && !std::thread::panicking() {
             // No operation boundary to unwind to: this is a plain panic.
             panic!("oops outside Cpu::run: {v}");
         }
@@ -177,7 +189,7 @@ impl Cpu {
             pfn.map(|p| p.as_u64()),
             Some(kind.name().to_string()),
         );
-        if kind.fatal() && !std::thread::panicking() {
+        if fatal && !std::thread::panicking() {
             if self.sched.exploring() {
                 self.sched.ctx().request_stop();
             }

@@ -138,7 +138,12 @@ pub fn gup_put_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) {
 /// Kernel: `try_grab_folio()`: the slow path's grab, on a folio the page
 /// table lock keeps stable.
 pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Result<(), Errno> {
-    if folio_ref_count(cpu, folio) <= 0 {
+    let count = folio_ref_count(cpu, folio);
+    if count <= 0 {
+        // WARN_ON_ONCE(folio_ref_count(folio) <= 0): a folio that a PTE
+        // maps, under the page-table lock, holds at least that mapping's
+        // reference.
+        refcount_not_positive(cpu, folio, count);
         return Err(Errno::ENOMEM);
     }
     if flags & FOLL_GET != 0 {
@@ -157,6 +162,19 @@ pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Res
     Ok(())
 }
 
+/// The `WARN_ON_ONCE()` of [`try_grab_folio`] and [`try_get_folio`]: a
+/// refcount below what any user of the folio can hold. A warning, so the
+/// CPU goes on (the caller fails the grab).
+#[cold]
+#[inline(never)]
+fn refcount_not_positive(cpu: &Cpu, folio: Folio<'_>, count: i32) {
+    cpu.warn(
+        Kind::RefcountUnderflow,
+        Some(folio.pfn()),
+        format!("WARN_ON_ONCE: grabbing a folio whose refcount is {count}"),
+    );
+}
+
 /// Kernel: `try_get_folio()`: a speculative reference on the folio of
 /// `page`, rechecking that the page still belongs to it.
 #[inline(always)]
@@ -165,8 +183,11 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
         cpu.point_arg(point!("try_get_folio", "page_folio"), page.pfn().as_u64());
         let (folio, head) = page_folio_checked(cpu, page);
         // folio_ref_count(folio), on the head just checked.
-        if head.ref_count() < 0 {
-            // WARN_ON_ONCE(folio_ref_count(folio) < 0)
+        let count = head.ref_count();
+        if count < 0 {
+            // WARN_ON_ONCE(folio_ref_count(folio) < 0): an underflow
+            // happened before; the speculative reference stays away.
+            refcount_not_positive(cpu, folio, count);
             return None;
         }
         cpu.point_arg(
