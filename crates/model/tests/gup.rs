@@ -457,3 +457,94 @@ fn try_grab_folio_warns_on_a_refcount_of_zero() {
     set_mapped_refcount(&cpu, &mm, a, 1);
     exit_mmap(&cpu, &mm);
 }
+
+/// v6.18 `folio_is_longterm_pinnable()` refuses a folio whose pageblock is
+/// isolated (`MIGRATE_ISOLATE`: offlining or `alloc_contig_range()` is
+/// about to move it), so GUP-fast will not long-term pin it.
+#[test]
+fn a_folio_in_an_isolated_pageblock_is_not_longterm_pinnable() {
+    use mmsim_model::mm::page_alloc::{start_isolate_page_range, undo_isolate_page_range};
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    let folio = page_folio(&cpu, m.sparse.pfn_to_page(pfn));
+    assert!(folio_is_longterm_pinnable(&cpu, folio));
+    let pb = 1u64 << m.pageblock_order();
+    let start = Pfn::new(pfn.as_u64() & !(pb - 1));
+    start_isolate_page_range(&cpu, start, start.add(pb));
+    assert!(!folio_is_longterm_pinnable(&cpu, folio));
+    let mut pages = Vec::new();
+    let flags = FOLL_WRITE | FOLL_LONGTERM | FOLL_FAST_ONLY;
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, flags, &mut pages),
+        Ok(0)
+    );
+    // A short-term pin does not care.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_FAST_ONLY, &mut pages),
+        Ok(1)
+    );
+    unpin_user_pages(&cpu, &pages);
+    undo_isolate_page_range(&cpu, start, start.add(pb));
+    assert!(folio_is_longterm_pinnable(&cpu, folio));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `folio_is_longterm_pinnable()` on `ZONE_DEVICE`: coherent and
+/// fsdax folios may not be pinned long-term, device-dax (generic) and
+/// device-private ones may.
+#[test]
+fn device_folios_longterm_pinnable_by_type() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    use mmsim_model::mm::mm_types::Folio;
+    let m = Machine::new(MachineConfig {
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 32 << 20,
+                node: 0,
+            },
+            RangeConfig {
+                name: "dev".into(),
+                kind: RangeKind::Device,
+                bytes: 8 << 20,
+                node: 0,
+            },
+        ],
+        section_shift: 21,
+        ..Default::default()
+    })
+    .unwrap();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    let per = dev.nr_pages / 4;
+    for (i, (kind, pinnable)) in [
+        (PgmapType::Generic, true),
+        (PgmapType::FsDax, false),
+        (PgmapType::Coherent, false),
+        (PgmapType::Private, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let start = dev.start.add(i as u64 * per);
+        memremap_pages(&cpu, start, per, kind).unwrap();
+        let folio = Folio::from_head(m.sparse.pfn_to_page(start));
+        assert_eq!(
+            folio_is_longterm_pinnable(&cpu, folio),
+            pinnable,
+            "{kind:?}"
+        );
+    }
+}

@@ -47,12 +47,14 @@ use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::kernel::rcupdate::local_irq_save;
 use crate::mm::memory::{Mapped, handle_mm_fault, lookup};
+use crate::mm::memremap::PgmapType;
 use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
     MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
     VM_WRITE, Vma, next_level, pgd_offset,
 };
 use crate::mm::mmzone::ZoneType;
+use crate::mm::page_alloc::is_migrate_isolate_page;
 use crate::mm::page_ref::{
     folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count, folio_ref_try_add,
 };
@@ -97,18 +99,38 @@ fn is_zero_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
     page.pfn() == cpu.m.zero_pfn()
 }
 
-/// Kernel: `folio_is_longterm_pinnable()`: not in `ZONE_MOVABLE`.
+#[inline(always)]
+fn is_zero_folio(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    is_zero_page(cpu, folio.page())
+}
+
+/// Kernel: `include/linux/mm.h folio_is_longterm_pinnable()`, as built with
+/// `CONFIG_MIGRATION` and `CONFIG_CMA` (distribution kernels): a folio may
+/// stay pinned indefinitely unless its pageblock is isolated (memory
+/// offlining or `alloc_contig_range()` is about to move it; the model has
+/// no CMA pageblocks), it is device-coherent or fsdax memory, or it is in
+/// `ZONE_MOVABLE`. Other `ZONE_DEVICE` folios qualify: device-dax ones, and
+/// device-private ones, which no present PTE maps, so GUP never meets them.
 #[inline(always)]
 pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    // folio_migratetype() is MIGRATE_CMA or MIGRATE_ISOLATE.
+    if is_migrate_isolate_page(cpu, folio.page()) {
+        return false;
+    }
+    // The zero page is never really pinned (see try_grab_folio()).
+    if is_zero_folio(cpu, folio) {
+        return true;
+    }
     let z = folio.page().zonenum(cpu);
     if z == ZoneType::Device as usize {
-        // Device-coherent and fsdax folios may not be pinned long-term;
-        // generic (device-dax) ones may.
-        return cpu
+        // folio_is_device_coherent() || folio_is_fsdax(): both must stay
+        // free to be evicted or truncated.
+        return !cpu
             .m
             .pgmap_by_id(folio.page().private(cpu))
-            .is_some_and(|p| p.kind == crate::mm::memremap::PgmapType::Generic);
+            .is_some_and(|p| matches!(p.kind, PgmapType::Coherent | PgmapType::FsDax));
     }
+    // folio_is_zone_movable()
     z != ZoneType::Movable as usize
 }
 

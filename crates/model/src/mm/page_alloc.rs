@@ -302,6 +302,12 @@ fn is_isolated(cpu: &Cpu, pfn: Pfn) -> bool {
     ms.pageblock_isolate.load(Ordering::Acquire) & (1 << pb) != 0
 }
 
+/// Kernel: `include/linux/page-isolation.h is_migrate_isolate_page()`:
+/// whether the pageblock of `page` is isolated (`MIGRATE_ISOLATE`).
+pub fn is_migrate_isolate_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
+    is_isolated(cpu, page.pfn())
+}
+
 /// Kernel: `__free_one_page()`: merge with free buddies, then list.
 fn __free_one_page(cpu: &Cpu, zone: &Zone, pfn: Pfn, order: u32) {
     let mut a = zone.area.lock();
