@@ -507,25 +507,7 @@ fn a_folio_in_an_isolated_pageblock_is_not_longterm_pinnable() {
 fn device_folios_longterm_pinnable_by_type() {
     use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
     use mmsim_model::mm::mm_types::Folio;
-    let m = Machine::new(MachineConfig {
-        ranges: vec![
-            RangeConfig {
-                name: "boot".into(),
-                kind: RangeKind::Boot,
-                bytes: 32 << 20,
-                node: 0,
-            },
-            RangeConfig {
-                name: "dev".into(),
-                kind: RangeKind::Device,
-                bytes: 8 << 20,
-                node: 0,
-            },
-        ],
-        section_shift: 21,
-        ..Default::default()
-    })
-    .unwrap();
+    let m = machine_with_device();
     let cpu = m.cpu(0);
     let dev = m.range("dev").unwrap().clone();
     let per = dev.nr_pages / 4;
@@ -547,4 +529,131 @@ fn device_folios_longterm_pinnable_by_type() {
             "{kind:?}"
         );
     }
+}
+
+/// 32 MiB of boot memory and an 8 MiB device range `dev` (not yet
+/// `memremap`ped), in 2 MiB sections.
+fn machine_with_device() -> Arc<Machine> {
+    Machine::new(MachineConfig {
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 32 << 20,
+                node: 0,
+            },
+            RangeConfig {
+                name: "dev".into(),
+                kind: RangeKind::Device,
+                bytes: 8 << 20,
+                node: 0,
+            },
+        ],
+        section_shift: 21,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// v6.18 `gup_fast_folio_allowed()` lets GUP-fast take a long-term writable
+/// pin of a file folio only if the file is shmem; a device-dax folio (its
+/// mapping is the dax device's) goes to the slow path, where
+/// `check_vma_flags()` allows it: the dax device needs no dirty tracking
+/// (`writable_file_mapping_allowed()`). Anonymous and shmem folios are
+/// pinned by GUP-fast.
+#[test]
+fn longterm_writable_pins_of_file_folios_other_than_shmem_need_the_slow_path() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Generic).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let dax = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    let shm = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Shared, false);
+    let anon = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    for a in [dax, shm, anon] {
+        access_user(&cpu, &mm, a, Some(1)).unwrap();
+    }
+    let lw = FOLL_WRITE | FOLL_LONGTERM;
+    let mut pages = Vec::new();
+    // GUP-fast alone: device-dax refused, the others pinned.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, dax, 1, lw | FOLL_FAST_ONLY, &mut pages),
+        Ok(0)
+    );
+    for a in [shm, anon] {
+        assert_eq!(
+            pin_user_pages_fast(&cpu, &mm, a, 1, lw | FOLL_FAST_ONLY, &mut pages),
+            Ok(1)
+        );
+    }
+    // Short-term or read-only pins of device-dax: GUP-fast is fine.
+    for f in [FOLL_WRITE, FOLL_LONGTERM] {
+        assert_eq!(
+            pin_user_pages_fast(&cpu, &mm, dax, 1, f | FOLL_FAST_ONLY, &mut pages),
+            Ok(1)
+        );
+    }
+    // With the fallback, the slow path pins device-dax.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, dax, 1, lw, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages.len(), 5);
+    assert_eq!(pages[4], dev.start);
+    unpin_user_pages(&cpu, &pages);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `check_vma_flags()`: `FOLL_LONGTERM` on an fsdax mapping is
+/// `-EOPNOTSUPP`, before any page is looked at.
+#[test]
+fn longterm_pins_of_fsdax_mappings_are_not_supported() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::FsDax).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::EOPNOTSUPP)
+    );
+    assert_eq!(
+        pin_user_pages(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::EOPNOTSUPP)
+    );
+    // A short-term pin is fine.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    unpin_user_pages(&cpu, &pages);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }

@@ -50,8 +50,8 @@ use crate::mm::memory::{Mapped, handle_mm_fault, lookup};
 use crate::mm::memremap::PgmapType;
 use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
-    MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
-    VM_WRITE, Vma, next_level, pgd_offset,
+    Backing, MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+    VM_SHARED, VM_WRITE, Vma, next_level, pgd_offset,
 };
 use crate::mm::mmzone::ZoneType;
 use crate::mm::page_alloc::is_migrate_isolate_page;
@@ -273,21 +273,48 @@ fn try_grab_folio_fast<'m>(
     Some(folio)
 }
 
-/// Kernel: `gup_fast_folio_allowed()`: a long-term writable pin of a
-/// file-backed folio is refused (anonymous and shmem are fine).
-#[inline(always)]
+/// Kernel: `gup_fast_folio_allowed()`: whether GUP-fast may keep this
+/// folio, judged without the VMA. A long-term writable pin of a file folio
+/// is refused unless the file is shmem (no dirty tracking to be bypassed:
+/// see [`writable_file_mapping_allowed`]), and with `CONFIG_SECRETMEM` (on
+/// by default where the direct map can change, as on x86-64 and arm64)
+/// every small folio has its mapping looked at to refuse secretmem. In
+/// doubt — no mapping, a truncated file — the slow path decides.
 ///
 /// `head` is the folio's head page, checked by the caller in this step.
+#[inline(always)]
 fn gup_fast_folio_allowed(head: CheckedPage<'_>, flags: u32) -> bool {
-    if flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) != (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) {
+    let reject_file_backed =
+        flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) == FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE;
+    // secretmem folios are always small.
+    let check_secretmem = !head.test_flags(pg::HEAD);
+    if !reject_file_backed && !check_secretmem {
         return true;
     }
+    // No slab or hugetlb folios in the model. The walker has IRQs off, so
+    // the mapping (freed by RCU with its inode) stays; read it once.
     let mapping = head.mapping();
     if mapping == 0 {
         return false;
     }
-    // Anonymous, or the model's shmem-like objects: both allowed.
-    true
+    // The model's only FOLIO_MAPPING_FLAGS bit is PAGE_MAPPING_ANON:
+    // anonymous folios pose no problem.
+    if mapping & PAGE_MAPPING_ANON != 0 {
+        return true;
+    }
+    // secretmem_mapping(): the model has no memfd_secret(), so it is false.
+    !reject_file_backed || shmem_mapping(head)
+}
+
+/// Kernel: `mm/shmem.c shmem_mapping()`: whether a file folio belongs to
+/// shmem (the kernel compares `mapping->a_ops` with shmem's). The model's
+/// file-like mappings are its shmem objects and the device-dax and fsdax
+/// files of ZONE_DEVICE memory ([`crate::mm::memremap::device_fault`]),
+/// whose ids share one counter; only the latter live in `ZONE_DEVICE`, so
+/// the folio's zone tells them apart.
+#[inline(always)]
+fn shmem_mapping(head: CheckedPage<'_>) -> bool {
+    head.zonenum() != ZoneType::Device as usize
 }
 
 /// Kernel: `gup_must_unshare()` for GUP-fast (no VMA): a pin of an
@@ -719,19 +746,76 @@ pub fn pin_user_pages_fast(
     gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_PIN, pages)
 }
 
-/// Kernel: `check_vma_flags()`.
-fn check_vma_flags(vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
+/// Kernel: `mm/vma.c vma_needs_dirty_tracking()`: only a shared writable
+/// mapping of a file that wants write notifications or can be written
+/// back needs it. None of the model's backings does: shmem and the dax
+/// device sit on the no-op backing device (no writeback) and have no
+/// `page_mkwrite`; fsdax files would, but long-term pins of them are
+/// refused earlier ([`vma_is_fsdax`]) and short-term ones are allowed.
+fn vma_needs_dirty_tracking(vma: &Vma) -> bool {
+    // vma_is_shared_writable()
+    if vma.flags & (VM_SHARED | VM_WRITE) != VM_SHARED | VM_WRITE {
+        return false;
+    }
+    // vm_ops_needs_writenotify() || vma_fs_can_writeback()
+    match vma.backing {
+        Backing::Anon | Backing::Shared(_) | Backing::PfnMap { .. } | Backing::Device { .. } => {
+            false
+        }
+    }
+}
+
+/// Kernel: `writable_file_mapping_allowed()`: a long-term pin must not
+/// write to a file folio behind the file system's dirty tracking.
+fn writable_file_mapping_allowed(vma: &Vma, gup_flags: u32) -> bool {
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != FOLL_PIN | FOLL_LONGTERM {
+        return true;
+    }
+    !vma_needs_dirty_tracking(vma)
+}
+
+/// Kernel: `include/linux/fs.h vma_is_fsdax()`: a mapping of a file on a
+/// DAX file system (in the model, a device mapping of fsdax memory; a
+/// device-dax character device is not one).
+fn vma_is_fsdax(cpu: &Cpu, vma: &Vma) -> bool {
+    match vma.backing {
+        Backing::Device { base } => cpu
+            .m
+            .pgmap_of(base)
+            .is_some_and(|p| p.kind == PgmapType::FsDax),
+        _ => false,
+    }
+}
+
+/// Kernel: `include/linux/mm.h is_cow_mapping()`: private and possibly
+/// writable.
+fn is_cow_mapping(vm_flags: u64) -> bool {
+    vm_flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
+}
+
+/// Kernel: `check_vma_flags()`. The model has no secretmem, no
+/// `VM_SHADOW_STACK`, and every VMA is `VM_MAYREAD`.
+fn check_vma_flags(cpu: &Cpu, vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
     let vm = vma.flags;
+    let write = gup_flags & FOLL_WRITE != 0;
+    // vma_is_anonymous(): no vm_ops; a shared anonymous mapping is shmem.
+    let vma_anon = vma.is_anon_private();
     if vm & (VM_IO | VM_PFNMAP) != 0 {
         return Err(Errno::EFAULT);
     }
-    if gup_flags & FOLL_WRITE != 0 {
+    if gup_flags & FOLL_LONGTERM != 0 && vma_is_fsdax(cpu, vma) {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if write {
+        if !vma_anon && !writable_file_mapping_allowed(vma, gup_flags) {
+            return Err(Errno::EFAULT);
+        }
         if vm & VM_WRITE == 0 {
             if gup_flags & FOLL_FORCE == 0 {
                 return Err(Errno::EFAULT);
             }
             // FOLL_FORCE writes only to private (COW) mappings.
-            if vm & VM_MAYWRITE == 0 || vm & VM_SHARED != 0 {
+            if !is_cow_mapping(vm) {
                 return Err(Errno::EFAULT);
             }
         }
@@ -828,7 +912,7 @@ pub fn __get_user_pages(
             None if i == 0 => return Err(Errno::EFAULT),
             None => break,
         };
-        if let Err(e) = check_vma_flags(vma, gup_flags) {
+        if let Err(e) = check_vma_flags(cpu, vma, gup_flags) {
             if i == 0 {
                 return Err(e);
             }
