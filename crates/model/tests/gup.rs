@@ -657,3 +657,148 @@ fn longterm_pins_of_fsdax_mappings_are_not_supported() {
         m.detect.violations()
     );
 }
+
+/// v6.18 `gup_must_unshare()`: a read-only long-term pin of the zero page
+/// in a private mapping must break COW first (`-EMLINK`, then a
+/// `FAULT_FLAG_UNSHARE` fault), so that the pinned page is the page the
+/// process keeps mapping and sees its later writes. A short-term one
+/// pins the zero page.
+#[test]
+fn longterm_readonly_pin_of_the_zero_page_unshares_it() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 2, Prot::ReadWrite, BackingKind::Anon, false);
+    let b = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+    for x in [a, b] {
+        assert_eq!(access_user(&cpu, &mm, x, None), Ok(0));
+        assert_eq!(mapped_pfn(&cpu, &mm, x), Some(m.zero_pfn()));
+    }
+    let mut pages = Vec::new();
+    assert_eq!(pin_user_pages_fast(&cpu, &mm, a, 1, 0, &mut pages), Ok(1));
+    assert_eq!(
+        pages[0],
+        m.zero_pfn(),
+        "a short-term pin takes the zero page"
+    );
+    pages.clear();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, b, 1, FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert_ne!(pages[0], m.zero_pfn());
+    assert_eq!(mapped_pfn(&cpu, &mm, b), Some(pages[0]));
+    // The unshared page is mapped read-only and clean, as the zero page was.
+    match lookup(&cpu, &mm, b) {
+        Mapped::Pte(e) => assert!(!e.write() && !e.dirty(), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    // A later write through the mapping lands in the pinned page.
+    access_user(&cpu, &mm, b, Some(77)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, b), Some(pages[0]));
+    let d = m.sparse.page_data(pages[0]).unwrap();
+    assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), 77);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `do_wp_page()` reuses an anonymous page that is exclusive to the
+/// mapping whatever its refcount: a write fault on a pinned page (here
+/// after `mprotect()` made its PTE read-only) must not copy it away from
+/// the pin (the bug `PageAnonExclusive` fixed).
+#[test]
+fn write_fault_reuses_an_exclusive_pinned_page() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::Read).unwrap();
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::ReadWrite).unwrap();
+    access_user(&cpu, &mm, a, Some(2)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    let d = m.sparse.page_data(pages[0]).unwrap();
+    assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), 2);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// `__get_user_pages()` faults a page in again each time another CPU
+/// undoes the fault before the walk finds it (here `MADV_DONTNEED`
+/// between them). v6.18 retries without bound; the model retries
+/// `GUP_FAULT_RETRIES` times and then returns what it has (here nothing),
+/// as the kernel does for a fault that asks to be retried, not `-EFAULT`.
+#[test]
+fn gup_slow_path_refaults_until_the_retry_bound() {
+    for (undone, want) in [(4, Ok(1)), (GUP_FAULT_RETRIES, Ok(0))] {
+        let m = Machine::new(MachineConfig {
+            ranges: vec![RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 64 << 20,
+                node: 0,
+            }],
+            section_shift: 23,
+            mode: Mode::Native,
+            hooks: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let boot = m.boot_cpu();
+        let mm = mm_alloc(&boot).unwrap();
+        let a = map(&boot, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+        drop(boot);
+        let (c0, c1) = (m.cpu(0), m.cpu(1));
+        // cpu0 takes the page-table lock once per walk and once per fault,
+        // so each of its walks after the first is held (a hold counts
+        // passes from the release of the one before it).
+        let holds: Vec<_> = (1..=undone)
+            .map(|k| {
+                m.ctx.hold(
+                    0,
+                    "spin_lock",
+                    "page_table_lock",
+                    if k == 1 { 2 } else { 1 },
+                )
+            })
+            .collect();
+        let mm0 = mm.clone();
+        let gup = std::thread::spawn(move || {
+            let mut pages = Vec::new();
+            let r = c0.run(|| pin_user_pages(&c0, &mm0, a, 1, FOLL_WRITE, &mut pages));
+            unpin_user_pages(&c0, &pages);
+            r
+        });
+        for h in holds {
+            assert!(m.ctx.wait_reached(h, std::time::Duration::from_secs(10)));
+            c1.run(|| madvise_dontneed(&c1, &mm, a, PAGE_SIZE).unwrap())
+                .unwrap();
+            m.ctx.release(h);
+        }
+        assert_eq!(gup.join().unwrap(), Ok(want), "{undone} faults undone");
+        assert!(
+            m.detect.violations().is_empty(),
+            "{:?}",
+            m.detect.violations()
+        );
+    }
+}

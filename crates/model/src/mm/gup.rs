@@ -46,7 +46,10 @@ use crate::detect::Kind;
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::kernel::rcupdate::local_irq_save;
-use crate::mm::memory::{Mapped, handle_mm_fault, lookup};
+use crate::mm::memory::{
+    FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE, Mapped, folio_test_anon, handle_mm_fault, lookup,
+    page_anon_exclusive,
+};
 use crate::mm::memremap::PgmapType;
 use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
@@ -317,19 +320,31 @@ fn shmem_mapping(head: CheckedPage<'_>) -> bool {
     head.zonenum() != ZoneType::Device as usize
 }
 
-/// Kernel: `gup_must_unshare()` for GUP-fast (no VMA): a pin of an
-/// anonymous page that may be shared must go through the slow path.
+/// Kernel: `mm/internal.h gup_must_unshare()`: whether a read-only pin of
+/// `page`, mapped by a read-only entry, must first make it exclusive
+/// (`FAULT_FLAG_UNSHARE`) so that the pin and the page table keep agreeing.
+/// A writable pin needs nothing (a writable entry maps an exclusive page);
+/// a short-term read-only pin of a file page neither. A long-term one in a
+/// private mapping must break COW early (the zero page, say); GUP-fast
+/// (`vma` is `None`) cannot tell the mapping and falls back. An anonymous
+/// page must be exclusive: without fork in the model, it always is.
 #[inline(always)]
-fn gup_must_unshare(cpu: &Cpu, flags: u32, page: PageRef<'_>) -> bool {
-    if flags & FOLL_PIN == 0 {
+fn gup_must_unshare(cpu: &Cpu, vma: Option<&Vma>, flags: u32, page: PageRef<'_>) -> bool {
+    if flags & (FOLL_WRITE | FOLL_PIN) != FOLL_PIN {
         return false;
     }
+    // PageAnon() is stable until the page is freed.
     let folio = page_folio(cpu, page);
-    let mapping = folio.page().mapping(cpu);
-    if mapping & PAGE_MAPPING_ANON == 0 {
-        return false;
+    if !folio_test_anon(cpu, folio) {
+        if flags & FOLL_LONGTERM == 0 {
+            return false;
+        }
+        return vma.is_none_or(|vma| is_cow_mapping(vma.flags));
     }
-    !page.test_flags(cpu, pg::ANON_EXCLUSIVE) && !folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE)
+    // smp_rmb(): pairs with the barrier of folio_try_share_anon_rmap_*(),
+    // which clears the flag before a page is shared.
+    fence(Ordering::Acquire);
+    !page_anon_exclusive(cpu, folio, page)
 }
 
 /// The data-integrity detector: a page handed to a GUP caller for `addr`
@@ -450,7 +465,7 @@ fn gup_fast_pte_range(
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
-        if !pte.write() && gup_must_unshare(cpu, flags, page) {
+        if !pte.write() && gup_must_unshare(cpu, None, flags, page) {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
@@ -511,7 +526,7 @@ fn gup_fast_pmd_leaf(
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
-    if !orig.write() && gup_must_unshare(cpu, flags, folio.page()) {
+    if !orig.write() && gup_must_unshare(cpu, None, flags, folio.page()) {
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
@@ -825,9 +840,9 @@ fn check_vma_flags(cpu: &Cpu, vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Kernel: `follow_page_mask()` (with `follow_page_pte()` and
-/// `follow_huge_pmd()`): the page at `addr` with a reference grabbed, or
-/// `None` if a fault is needed.
+/// Kernel: `follow_page_mask()`: under the page-table lock, the page
+/// mapped at `addr` with a reference grabbed. `Ok(None)` asks for a fault;
+/// `EMLINK` for an unsharing fault first ([`gup_must_unshare`]).
 fn follow_page_mask(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -837,64 +852,127 @@ fn follow_page_mask(
 ) -> Result<Option<Pfn>, Errno> {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     cpu.point_arg(point!("follow_page_mask", "walk"), addr.as_u64());
-    let write = flags & FOLL_WRITE != 0;
-    let (e, pfn) = match lookup(cpu, mm, addr) {
-        Mapped::None => return Ok(None),
-        Mapped::Pte(e) => (e, e.pfn()),
-        Mapped::Pmd(e, p) => (e, p),
-    };
-    if !e.present() || e.protnone() {
+    match lookup(cpu, mm, addr) {
+        // no_page_table()
+        Mapped::None => Ok(None),
+        Mapped::Pte(pte) => follow_page_pte(cpu, mm, vma, addr, pte, flags),
+        Mapped::Pmd(pmd, pfn) => follow_huge_pmd(cpu, mm, vma, addr, pmd, pfn, flags),
+    }
+}
+
+/// Kernel: `follow_page_pte()`; the caller holds the page-table lock.
+fn follow_page_pte(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    pte: Entry,
+    flags: u32,
+) -> Result<Option<Pfn>, Errno> {
+    if !pte.present() || pte.protnone() {
         return Ok(None);
     }
-    if write && !e.write() {
-        // can_follow_write_pte(): FOLL_FORCE may write through a read-only
-        // PTE of a private mapping once the fault made the page exclusive.
+    // vm_normal_page(): nothing behind a special entry.
+    let normal = (!pte.special()).then(|| cpu.m.sparse.pfn_to_page(pte.pfn()));
+    if flags & FOLL_WRITE != 0 && !pte.write() {
+        // FOLL_FORCE may write through a read-only PTE of a private
+        // mapping once the fault made the page exclusive.
         let forced_ok = flags & FOLL_FORCE != 0
             && vma.flags & VM_WRITE == 0
-            && e.dirty()
-            && !e.special()
-            && cpu
-                .m
-                .sparse
-                .pfn_to_page(pfn)
-                .test_flags(cpu, pg::ANON_EXCLUSIVE);
+            && pte.dirty()
+            && normal.is_some_and(|p| p.test_flags(cpu, pg::ANON_EXCLUSIVE));
         if !forced_ok {
             return Ok(None);
         }
     }
-    if e.special() && pfn != cpu.m.zero_pfn() {
-        // vm_normal_page() is NULL and it is not the zero page.
-        return Err(Errno::EFAULT);
+    let page = match normal {
+        Some(page) => page,
+        None if pte.pfn() == cpu.m.zero_pfn() => cpu.m.sparse.pfn_to_page(pte.pfn()),
+        // follow_pfn_pte(): an entry without a struct page to return.
+        None => return Err(Errno::EEXIST),
+    };
+    if !pte.write() && gup_must_unshare(cpu, Some(vma), flags, page) {
+        return Err(Errno::EMLINK);
     }
-    let page = cpu.m.sparse.pfn_to_page(pfn);
     let folio = page_folio(cpu, page);
     try_grab_folio(cpu, folio, 1, flags)?;
     if flags & FOLL_TOUCH != 0 {
         folio.set_referenced(cpu);
     }
     check_pinned_page(cpu, mm, addr, page);
+    Ok(Some(page.pfn()))
+}
+
+/// Kernel: `follow_huge_pmd()`: `pfn` is the page of the THP at `addr`;
+/// the caller holds the page-table lock.
+#[allow(clippy::too_many_arguments)]
+fn follow_huge_pmd(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    pmd: Entry,
+    pfn: Pfn,
+    flags: u32,
+) -> Result<Option<Pfn>, Errno> {
+    if pmd.protnone() {
+        return Ok(None);
+    }
+    let head = cpu.m.sparse.pfn_to_page(pmd.pfn());
+    if flags & FOLL_WRITE != 0 && !pmd.write() {
+        let forced_ok = flags & FOLL_FORCE != 0
+            && vma.flags & VM_WRITE == 0
+            && pmd.dirty()
+            && head.test_flags(cpu, pg::ANON_EXCLUSIVE);
+        if !forced_ok {
+            return Ok(None);
+        }
+    }
+    if !pmd.write() && gup_must_unshare(cpu, Some(vma), flags, head) {
+        return Err(Errno::EMLINK);
+    }
+    try_grab_folio(cpu, page_folio(cpu, head), 1, flags)?;
+    let page = cpu.m.sparse.pfn_to_page(pfn);
+    if flags & FOLL_TOUCH != 0 {
+        page_folio(cpu, page).set_referenced(cpu);
+    }
+    check_pinned_page(cpu, mm, addr, page);
     Ok(Some(pfn))
 }
 
-/// Kernel: `faultin_page()`.
+/// Kernel: `faultin_page()`: `unshare` after `EMLINK` from
+/// [`follow_page_mask`].
 fn faultin_page(
     cpu: &Cpu,
     mm: &MmStruct,
     vma: &Vma,
     addr: VirtAddr,
     flags: u32,
+    unshare: bool,
 ) -> Result<(), Errno> {
-    handle_mm_fault(
-        cpu,
-        mm,
-        vma,
-        addr,
-        flags & FOLL_WRITE != 0,
-        flags & FOLL_FORCE != 0,
-    )
+    let mut fault_flags = 0;
+    if flags & FOLL_WRITE != 0 {
+        fault_flags |= FAULT_FLAG_WRITE;
+    }
+    if unshare {
+        // Never with FOLL_WRITE: gup_must_unshare() is false for writes.
+        fault_flags |= FAULT_FLAG_UNSHARE;
+    }
+    handle_mm_fault(cpu, mm, vma, addr, fault_flags)
 }
 
+/// How many times [`__get_user_pages`] faults one page in before it gives
+/// up on it. The kernel retries without bound (until the page is there or a
+/// fatal signal is pending); under the model every extra round needs
+/// another CPU to undo the fault in between, and the explorer needs every
+/// loop bounded. Giving up returns the pages got so far, possibly none, as
+/// the kernel does when a fault asks to be retried later (`-EBUSY` from
+/// `faultin_page()`).
+pub const GUP_FAULT_RETRIES: u32 = 8;
+
 /// Kernel: `__get_user_pages()`: the caller holds `mmap_lock` for reading.
+/// Returns how many pages it got, or the error that stopped it at the
+/// first page.
 pub fn __get_user_pages(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -904,41 +982,43 @@ pub fn __get_user_pages(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
+    // `return i ? i : ret` at the kernel's `out:` label.
+    let out = |i: u64, ret: Errno| if i == 0 { Err(ret) } else { Ok(i as usize) };
+    let mut vma: Option<&Vma> = None;
     let mut i = 0u64;
     while i < nr_pages {
         let addr = VirtAddr::new(start.as_u64() + (i << PAGE_SHIFT));
-        let vma = match vmas.find(addr) {
-            Some(v) => v,
-            None if i == 0 => return Err(Errno::EFAULT),
-            None => break,
-        };
-        if let Err(e) = check_vma_flags(cpu, vma, gup_flags) {
-            if i == 0 {
-                return Err(e);
+        // First page, or crossing into the next VMA.
+        let v = match vma {
+            Some(v) if addr < v.end => v,
+            _ => {
+                let Some(v) = vmas.find(addr) else {
+                    return out(i, Errno::EFAULT);
+                };
+                if let Err(e) = check_vma_flags(cpu, v, gup_flags) {
+                    return out(i, e);
+                }
+                vma = Some(v);
+                v
             }
-            break;
-        }
-        let mut tries = 0;
+        };
+        let mut faults = 0;
         loop {
-            match follow_page_mask(cpu, mm, vma, addr, gup_flags) {
+            let unshare = match follow_page_mask(cpu, mm, v, addr, gup_flags) {
                 Ok(Some(p)) => {
                     pages.push(p);
                     break;
                 }
-                Ok(None) if tries < 3 && gup_flags & FOLL_NOWAIT == 0 => {
-                    tries += 1;
-                    if let Err(e) = faultin_page(cpu, mm, vma, addr, gup_flags) {
-                        return if i == 0 { Err(e) } else { Ok(i as usize) };
-                    }
-                }
-                Ok(None) => {
-                    return if i == 0 {
-                        Err(Errno::EFAULT)
-                    } else {
-                        Ok(i as usize)
-                    };
-                }
-                Err(e) => return if i == 0 { Err(e) } else { Ok(i as usize) },
+                Ok(None) => false,
+                Err(Errno::EMLINK) => true,
+                Err(e) => return out(i, e),
+            };
+            if faults == GUP_FAULT_RETRIES {
+                return Ok(i as usize);
+            }
+            faults += 1;
+            if let Err(e) = faultin_page(cpu, mm, v, addr, gup_flags, unshare) {
+                return out(i, e);
             }
         }
         i += 1;
