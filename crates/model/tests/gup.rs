@@ -802,3 +802,89 @@ fn gup_slow_path_refaults_until_the_retry_bound() {
         );
     }
 }
+
+/// v6.18 `can_follow_write_pte()`: `FOLL_FORCE` writes through a read-only
+/// PTE of a private, `VM_MAYWRITE` mapping as soon as the page is an
+/// exclusive anonymous one; the PTE need not be dirty, so no write fault
+/// is taken (the folio is marked dirty, the PTE stays clean).
+#[test]
+fn foll_force_writes_through_a_clean_readonly_pte_of_an_exclusive_page() {
+    use mmsim_model::mm::mm_types::pg;
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::Read, BackingKind::Anon, false);
+    // A read-only long-term pin unshares the zero page: an exclusive
+    // anonymous page behind a clean read-only PTE.
+    let mut pins = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_LONGTERM, &mut pins),
+        Ok(1)
+    );
+    let pte = |cpu: &Cpu| match lookup(cpu, &mm, a) {
+        Mapped::Pte(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert!(!pte(&cpu).write() && !pte(&cpu).dirty());
+    let mut pages = Vec::new();
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_FORCE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages[0], pins[0], "no COW: the page is exclusive");
+    assert!(!pte(&cpu).dirty(), "no write fault was taken");
+    assert!(m.sparse.pfn_to_page(pages[0]).test_flags(&cpu, pg::DIRTY));
+    put_user_pages(&cpu, &pages);
+    unpin_user_pages(&cpu, &pins);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// `FOLL_FORCE` reaches `PROT_NONE` memory (ptrace): v6.18 follows a
+/// PROT_NONE PTE (`gup_can_follow_protnone()` without
+/// `FOLL_HONOR_NUMA_FAULT`), and a forced write to an exclusive page of a
+/// private mapping goes through it (`can_follow_write_pte()`).
+#[test]
+fn foll_force_reaches_prot_none_memory() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(5)).unwrap();
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::None).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, 0, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_FORCE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_FORCE | FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages, vec![pfn, pfn]);
+    put_user_pages(&cpu, &pages);
+    // An access through the mapping still faults.
+    assert_eq!(
+        access_user(&cpu, &mm, a, None),
+        Err(mmsim_model::Errno::EFAULT)
+    );
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}

@@ -840,6 +840,43 @@ fn check_vma_flags(cpu: &Cpu, vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Kernel: `can_follow_write_common()`: `FOLL_FORCE` may write through a
+/// read-only entry of a private mapping that could be writable
+/// (`VM_MAYWRITE`) but is not (`VM_WRITE` would just take a write fault) once
+/// the page is an exclusive anonymous one: the fault that broke COW made it
+/// so, and `can_change_pte_writable()` would map it writable. (The kernel
+/// also refuses `VM_MAYSHARE`; every shared mapping of the model is
+/// `VM_SHARED`.)
+fn can_follow_write_common(cpu: &Cpu, page: Option<PageRef<'_>>, vma: &Vma, flags: u32) -> bool {
+    if flags & FOLL_FORCE == 0 {
+        return false;
+    }
+    if vma.flags & VM_SHARED != 0 || vma.flags & VM_MAYWRITE == 0 || vma.flags & VM_WRITE != 0 {
+        return false;
+    }
+    page.is_some_and(|page| {
+        let folio = page_folio(cpu, page);
+        folio_test_anon(cpu, folio) && page_anon_exclusive(cpu, folio, page)
+    })
+}
+
+/// Kernel: `can_follow_write_pte()`. The model has neither soft-dirty nor
+/// userfaultfd write protection, which would demand a write fault.
+fn can_follow_write_pte(
+    cpu: &Cpu,
+    pte: Entry,
+    page: Option<PageRef<'_>>,
+    vma: &Vma,
+    flags: u32,
+) -> bool {
+    pte.write() || can_follow_write_common(cpu, page, vma, flags)
+}
+
+/// Kernel: `can_follow_write_pmd()` (as [`can_follow_write_pte`]).
+fn can_follow_write_pmd(cpu: &Cpu, pmd: Entry, head: PageRef<'_>, vma: &Vma, flags: u32) -> bool {
+    pmd.write() || can_follow_write_common(cpu, Some(head), vma, flags)
+}
+
 /// Kernel: `follow_page_mask()`: under the page-table lock, the page
 /// mapped at `addr` with a reference grabbed. `Ok(None)` asks for a fault;
 /// `EMLINK` for an unsharing fault first ([`gup_must_unshare`]).
@@ -869,21 +906,16 @@ fn follow_page_pte(
     pte: Entry,
     flags: u32,
 ) -> Result<Option<Pfn>, Errno> {
-    if !pte.present() || pte.protnone() {
+    // A PROT_NONE entry is followed too (gup_can_follow_protnone() is
+    // true without FOLL_HONOR_NUMA_FAULT, which no caller here passes): a
+    // FOLL_FORCE access reads PROT_NONE memory, as ptrace does.
+    if !pte.present() {
         return Ok(None);
     }
     // vm_normal_page(): nothing behind a special entry.
     let normal = (!pte.special()).then(|| cpu.m.sparse.pfn_to_page(pte.pfn()));
-    if flags & FOLL_WRITE != 0 && !pte.write() {
-        // FOLL_FORCE may write through a read-only PTE of a private
-        // mapping once the fault made the page exclusive.
-        let forced_ok = flags & FOLL_FORCE != 0
-            && vma.flags & VM_WRITE == 0
-            && pte.dirty()
-            && normal.is_some_and(|p| p.test_flags(cpu, pg::ANON_EXCLUSIVE));
-        if !forced_ok {
-            return Ok(None);
-        }
+    if flags & FOLL_WRITE != 0 && !can_follow_write_pte(cpu, pte, normal, vma, flags) {
+        return Ok(None);
     }
     let page = match normal {
         Some(page) => page,
@@ -897,6 +929,11 @@ fn follow_page_pte(
     let folio = page_folio(cpu, page);
     try_grab_folio(cpu, folio, 1, flags)?;
     if flags & FOLL_TOUCH != 0 {
+        // A write through a clean PTE dirties the folio (folio_mark_dirty()),
+        // not the PTE; then folio_mark_accessed().
+        if flags & FOLL_WRITE != 0 && !pte.dirty() {
+            folio.page().set_flags_unless_set(cpu, pg::DIRTY);
+        }
         folio.set_referenced(cpu);
     }
     check_pinned_page(cpu, mm, addr, page);
@@ -915,19 +952,11 @@ fn follow_huge_pmd(
     pfn: Pfn,
     flags: u32,
 ) -> Result<Option<Pfn>, Errno> {
-    if pmd.protnone() {
+    let head = cpu.m.sparse.pfn_to_page(pmd.pfn());
+    if flags & FOLL_WRITE != 0 && !can_follow_write_pmd(cpu, pmd, head, vma, flags) {
         return Ok(None);
     }
-    let head = cpu.m.sparse.pfn_to_page(pmd.pfn());
-    if flags & FOLL_WRITE != 0 && !pmd.write() {
-        let forced_ok = flags & FOLL_FORCE != 0
-            && vma.flags & VM_WRITE == 0
-            && pmd.dirty()
-            && head.test_flags(cpu, pg::ANON_EXCLUSIVE);
-        if !forced_ok {
-            return Ok(None);
-        }
-    }
+    // A PROT_NONE PMD is followed, as a PTE is (see follow_page_pte()).
     if !pmd.write() && gup_must_unshare(cpu, Some(vma), flags, head) {
         return Err(Errno::EMLINK);
     }

@@ -285,7 +285,10 @@ pub fn handle_mm_fault(
         crate::mm::migrate::migration_entry_wait(cpu, ptep, pte);
         return Ok(());
     }
-    if pte.protnone() {
+    // A PROT_NONE PTE of an accessible VMA would be a NUMA hinting fault
+    // (do_numa_page()), which the model does not have; in a PROT_NONE VMA
+    // only a FOLL_FORCE GUP gets here, and it is handled as any other PTE.
+    if pte.protnone() && !access_error(vma, false) {
         return Err(Errno::EFAULT);
     }
     if (write || unshare) && !pte.write() {
