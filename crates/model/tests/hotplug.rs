@@ -461,10 +461,73 @@ fn offlining_a_node_migrates_its_pages_to_another_node() {
 
 #[test]
 fn on_ipi_the_migration_flush_waits_for_the_walker() {
-    // ptep_clear_flush() in try_to_migrate_one() IPIs the walker's CPU and
-    // waits until it enables IRQs: the walker then finds the PTE changed.
-    let (v, _) = open_sequence(Arch::Ipi, &[], Some("flush_tlb_mm_range"));
+    // The batched flush of migrate_pages_batch() (try_to_unmap_flush())
+    // IPIs the walker's CPU and waits until it enables IRQs: the walker
+    // then finds the PTE changed.
+    let (v, _) = open_sequence(Arch::Ipi, &[], Some("arch_tlbbatch_flush"));
     assert!(v.is_empty(), "{v:?}");
+}
+
+/// v6.18's synchronous migration first migrates its list as one
+/// `MIGRATE_ASYNC` batch: every folio is unmapped with its TLB flush
+/// deferred (`TTU_BATCH_FLUSH`), then one `try_to_unmap_flush()` covers
+/// them all. So while the flush waits for a walker with IRQs off (`ipi`),
+/// both pages of the block are already migration entries.
+#[test]
+fn migration_unmaps_the_whole_batch_before_one_flush() {
+    use mmsim_model::mm::memory::{Mapped, lookup};
+    let m = machine(Arch::Ipi, &[], 1, false);
+    let (mm, a, dimm) = dimm_page(&m);
+    let boot = m.boot_cpu();
+    let b = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .unwrap();
+    access_user(&boot, &mm, b, Some(0xb)).unwrap();
+    let in_dimm = |x| match lookup(&boot, &mm, x) {
+        Mapped::Pte(e) => dimm.start <= e.pfn() && e.pfn() < dimm.end(),
+        _ => false,
+    };
+    assert!(in_dimm(a) && in_dimm(b), "both pages in the DIMM");
+    // The walker stalls after the offline's own grace periods (as in
+    // open_sequence()), so that only the flush can wait for it.
+    let h_rem = m
+        .ctx
+        .hold(1, "offline_pages", "start_isolate_page_range", 0);
+    let h_walk = hold_walker(&m);
+    let rem = remover(&m, &dimm);
+    assert!(m.ctx.wait_reached(h_rem, T));
+    let wal = walker(&m, &mm, a);
+    assert!(m.ctx.wait_reached(h_walk, T));
+    m.ctx.release(h_rem);
+    assert!(
+        m.ctx.wait_until_waiting(1, "arch_tlbbatch_flush", T),
+        "the remover does not wait in the batched flush"
+    );
+    for x in [a, b] {
+        match lookup(&boot, &mm, x) {
+            Mapped::Pte(e) => assert!(e.is_migration(), "{x}: {e:?}"),
+            other => panic!("{x}: {other:?}"),
+        }
+    }
+    m.ctx.release(h_walk);
+    let _ = wal.join().unwrap();
+    rem.join().unwrap().unwrap().unwrap();
+    assert_eq!(access_user(&boot, &mm, a, None), Ok(0x5eed));
+    assert_eq!(access_user(&boot, &mm, b, None), Ok(0xb));
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 /// Two blocks, the page in the first: the second block's
