@@ -888,3 +888,240 @@ fn foll_force_reaches_prot_none_memory() {
         m.detect.violations()
     );
 }
+
+/// 32 MiB of boot memory and a 4 MiB DIMM onlined to `ZONE_MOVABLE`, in
+/// 2 MiB sections: user pages land in the DIMM first.
+fn machine_with_movable() -> Arc<Machine> {
+    use mmsim_model::mm::memory_hotplug::{add_memory, memory_block_online};
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = Machine::new(MachineConfig {
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 32 << 20,
+                node: 0,
+            },
+            RangeConfig {
+                name: "dimm".into(),
+                kind: RangeKind::Hotplug,
+                bytes: 4 << 20,
+                node: 0,
+            },
+        ],
+        section_shift: 21,
+        ..Default::default()
+    })
+    .unwrap();
+    let boot = m.boot_cpu();
+    let dimm = m.range("dimm").unwrap().clone();
+    add_memory(&boot, dimm.start, dimm.nr_pages).unwrap();
+    let mut b = dimm.start;
+    while b < dimm.end() {
+        memory_block_online(&boot, b, ZoneType::Movable).unwrap();
+        b = b.add(m.block_pages());
+    }
+    m
+}
+
+fn zone_of(cpu: &Cpu, pfn: Pfn) -> usize {
+    cpu.m.sparse.pfn_to_page(pfn).zonenum(cpu)
+}
+
+/// v6.18 `memalloc_pin_save()`: inside the scope (a `FOLL_LONGTERM` GUP),
+/// `current_gfp_context()` drops `__GFP_MOVABLE`, so user pages come from
+/// memory that may stay pinned.
+#[test]
+fn memalloc_pin_scope_keeps_allocations_out_of_zone_movable() {
+    use mmsim_model::kernel::cpu::memalloc_pin_save;
+    use mmsim_model::mm::mmzone::ZoneType;
+    use mmsim_model::mm::page_alloc::{Gfp, folio_alloc};
+    use mmsim_model::mm::page_ref::folio_put;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let outside = folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    assert_eq!(zone_of(&cpu, outside.pfn()), ZoneType::Movable as usize);
+    let inside = {
+        let _pin = memalloc_pin_save(&cpu);
+        folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap()
+    };
+    assert_eq!(zone_of(&cpu, inside.pfn()), ZoneType::Normal as usize);
+    let after = folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    assert_eq!(zone_of(&cpu, after.pfn()), ZoneType::Movable as usize);
+    for f in [outside, inside, after] {
+        folio_put(&cpu, f);
+    }
+}
+
+/// v6.18 `check_and_migrate_movable_pages()`: a `FOLL_LONGTERM` pin of a
+/// folio in `ZONE_MOVABLE` migrates it out (no `ZONE_MOVABLE` target
+/// inside `memalloc_pin_save()`) and pins the range again, so the pin is
+/// of the page the process now maps, with the same contents.
+#[test]
+fn longterm_pin_migrates_a_movable_folio_out_of_zone_movable() {
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 2, Prot::ReadWrite, BackingKind::Anon, false);
+    let b = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+    access_user(&cpu, &mm, a, Some(0xa)).unwrap();
+    access_user(&cpu, &mm, b, Some(0xb)).unwrap();
+    let old = mapped_pfn(&cpu, &mm, a).unwrap();
+    assert_eq!(zone_of(&cpu, old), ZoneType::Movable as usize);
+    let mut pages = Vec::new();
+    // A short-term pin may stay in ZONE_MOVABLE.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages[0], old);
+    unpin_user_pages(&cpu, &pages);
+    pages.clear();
+    for (i, pin) in [pin_user_pages_fast, pin_user_pages]
+        .into_iter()
+        .enumerate()
+    {
+        let x = [a, b][i];
+        assert_eq!(
+            pin(&cpu, &mm, x, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+            Ok(1)
+        );
+        let p = *pages.last().unwrap();
+        assert_eq!(zone_of(&cpu, p), ZoneType::Normal as usize);
+        assert_eq!(mapped_pfn(&cpu, &mm, x), Some(p));
+        let d = m.sparse.page_data(p).unwrap();
+        assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), [0xa, 0xb][i]);
+    }
+    // An unpopulated range faults its pages in outside ZONE_MOVABLE.
+    let c = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, c, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(zone_of(&cpu, pages[2]), ZoneType::Normal as usize);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// The same for a folio whose pageblock is isolated (offlining or
+/// `alloc_contig_range()` at work): the long-term pin moves it out.
+#[test]
+fn longterm_pin_migrates_a_folio_out_of_an_isolated_pageblock() {
+    use mmsim_model::mm::page_alloc::{start_isolate_page_range, undo_isolate_page_range};
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(3)).unwrap();
+    let old = mapped_pfn(&cpu, &mm, a).unwrap();
+    let pb = 1u64 << m.pageblock_order();
+    let start = Pfn::new(old.as_u64() & !(pb - 1));
+    start_isolate_page_range(&cpu, start, start.add(pb));
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert!(
+        pages[0] < start || pages[0] >= start.add(pb),
+        "{:?}",
+        pages[0]
+    );
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(3));
+    unpin_user_pages(&cpu, &pages);
+    undo_isolate_page_range(&cpu, start, start.add(pb));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `migrate_longterm_unpinnable_folios()`: a device-coherent folio
+/// may not be pinned long-term; its pin becomes a reference and
+/// `migrate_device_coherent_folio()` moves it back to ordinary memory,
+/// which is then pinned. The device page is free again.
+#[test]
+fn longterm_pin_migrates_a_device_coherent_folio_to_ordinary_memory() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Coherent).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    access_user(&cpu, &mm, a, Some(9)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(dev.start));
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert!(
+        pages[0] < dev.start || pages[0] >= dev.end(),
+        "{:?}",
+        pages[0]
+    );
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(9));
+    assert_eq!(m.sparse.pfn_to_page(dev.start).ref_count(&cpu), 0);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// A simplification, documented in docs/DESIGN.md: the model migrates only
+/// small anonymous folios, so a long-term pin of a THP in `ZONE_MOVABLE`
+/// (which v6.18 would migrate) pins, unpins and tries again
+/// `GUP_LONGTERM_RETRIES` times, then fails with `-ENOMEM`.
+#[test]
+fn longterm_pin_of_a_movable_thp_fails_after_the_retry_bound() {
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 512, Prot::ReadWrite, BackingKind::Anon, true);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    assert!(matches!(lookup(&cpu, &mm, a), Mapped::Pmd(..)));
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    assert_eq!(zone_of(&cpu, pfn), ZoneType::Movable as usize);
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 512, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::ENOMEM)
+    );
+    assert!(pages.is_empty());
+    let f = page_folio(&cpu, m.sparse.pfn_to_page(pfn));
+    assert!(!folio_maybe_dma_pinned(&cpu, f));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}

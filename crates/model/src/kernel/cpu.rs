@@ -42,6 +42,9 @@ pub struct Cpu {
     in_run: Cell<u32>,
     /// The running task's preferred node (`MPOL_PREFERRED`), if it has one.
     mempolicy: Cell<Option<u32>>,
+    /// `current->flags & PF_MEMALLOC_PIN` of the running task: see
+    /// [`memalloc_pin_save`].
+    memalloc_pin: Cell<bool>,
     /// This is the rcuo kthread's CPU ([`Machine::rcuo_cpu`]).
     rcuo: bool,
 }
@@ -75,6 +78,7 @@ impl Cpu {
             in_softirq: Cell::new(false),
             in_run: Cell::new(0),
             mempolicy: Cell::new(None),
+            memalloc_pin: Cell::new(false),
             rcuo: false,
         }
     }
@@ -117,6 +121,13 @@ impl Cpu {
     /// `set_mempolicy(MPOL_PREFERRED)` would. Returns the previous one.
     pub fn set_mempolicy(&self, nid: Option<u32>) -> Option<u32> {
         self.mempolicy.replace(nid)
+    }
+
+    /// Whether the running task is inside a [`memalloc_pin_save`] scope
+    /// (`current->flags & PF_MEMALLOC_PIN`).
+    #[inline]
+    pub fn memalloc_pin(&self) -> bool {
+        self.memalloc_pin.get()
     }
 
     /// Whether IRQs are disabled here (`irqs_disabled()`).
@@ -231,5 +242,28 @@ impl Cpu {
     pub fn finish(&self) {
         self.softirq();
         self.sched.wake_all();
+    }
+}
+
+/// The scope of [`memalloc_pin_save`]; dropping it is
+/// `memalloc_pin_restore()` (also when the CPU oopses inside the scope).
+pub struct MemallocPin<'a> {
+    cpu: &'a Cpu,
+    old: bool,
+}
+
+/// Kernel: `include/linux/sched/mm.h memalloc_pin_save()`: until the
+/// returned scope ends, the running task's allocations avoid memory that
+/// may not be pinned long-term (`current_gfp_context()` drops
+/// `__GFP_MOVABLE`). A model CPU runs one task at a time, so the task flag
+/// lives here.
+pub fn memalloc_pin_save(cpu: &Cpu) -> MemallocPin<'_> {
+    let old = cpu.memalloc_pin.replace(true);
+    MemallocPin { cpu, old }
+}
+
+impl Drop for MemallocPin<'_> {
+    fn drop(&mut self) {
+        self.cpu.memalloc_pin.set(self.old);
     }
 }

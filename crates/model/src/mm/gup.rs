@@ -44,22 +44,27 @@
 
 use crate::detect::Kind;
 use crate::errno::Errno;
-use crate::kernel::cpu::Cpu;
+use crate::kernel::cpu::{Cpu, memalloc_pin_save};
 use crate::kernel::rcupdate::local_irq_save;
 use crate::mm::memory::{
     FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE, Mapped, folio_test_anon, handle_mm_fault, lookup,
     page_anon_exclusive,
 };
 use crate::mm::memremap::PgmapType;
+use crate::mm::migrate::{
+    MigrationTargetControl, NUMA_NO_NODE, folio_isolate_lru, migrate_device_coherent_folio,
+    migrate_pages, putback_movable_pages,
+};
 use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
     Backing, MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
     VM_SHARED, VM_WRITE, Vma, next_level, pgd_offset,
 };
 use crate::mm::mmzone::ZoneType;
-use crate::mm::page_alloc::is_migrate_isolate_page;
+use crate::mm::page_alloc::{NODE_MASK_ALL, is_migrate_isolate_page};
 use crate::mm::page_ref::{
-    folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count, folio_ref_try_add,
+    folio_get, folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count,
+    folio_ref_try_add,
 };
 use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT, TableRef};
 use crate::mm::sparse::pfn_valid;
@@ -740,7 +745,8 @@ pub fn get_user_pages_fast(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
-    if gup_flags & FOLL_PIN != 0 {
+    // is_valid_gup_args(): FOLL_LONGTERM only with FOLL_PIN.
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != 0 {
         return Err(Errno::EINVAL);
     }
     gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_GET, pages)
@@ -1055,8 +1061,150 @@ pub fn __get_user_pages(
     Ok(i as usize)
 }
 
-/// Kernel: `__gup_longterm_locked()`: takes `mmap_lock`, runs the slow
-/// path, and for `FOLL_LONGTERM` refuses pins of movable folios.
+/// Kernel: `__get_user_pages_locked()`: the slow path under `mmap_lock`,
+/// which the callers here never hold, so it is taken and dropped here.
+fn __get_user_pages_locked(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    pages: &mut Vec<Pfn>,
+    gup_flags: u32,
+) -> Result<usize, Errno> {
+    if gup_flags & FOLL_PIN != 0 {
+        // mm_set_has_pinned_flag()
+        mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
+    }
+    let g = mm.mmap_lock.read(&cpu.sched);
+    __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)
+}
+
+/// Kernel: `folio_is_device_coherent()`.
+fn folio_is_device_coherent(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio.page().zonenum(cpu) == ZoneType::Device as usize
+        && cpu
+            .m
+            .pgmap_by_id(folio.page().private(cpu))
+            .is_some_and(|p| p.kind == PgmapType::Coherent)
+}
+
+/// Kernel: `pofs_next_folio()`: the index of the next entry of `pages`
+/// after `i` whose page is not part of `folio`, the folio of `pages[i]` (a
+/// large folio's pages come in a run).
+fn pofs_next_folio(cpu: &Cpu, pages: &[Pfn], i: usize, folio: Folio<'_>) -> usize {
+    let mut i = i + 1;
+    if folio.test_large(cpu) {
+        let (start, end) = (folio.pfn(), folio.pfn().add(folio.nr_pages(cpu)));
+        while i < pages.len() && start <= pages[i] && pages[i] < end {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Kernel: `collect_longterm_unpinnable_folios()`: counts the folios of
+/// `pages` that may not stay pinned long-term and isolates those that can
+/// be migrated off the LRU onto `movable` (device-coherent ones are
+/// migrated differently). The model has no per-CPU LRU caches to drain.
+fn collect_longterm_unpinnable_folios<'m>(
+    cpu: &'m Cpu,
+    pages: &[Pfn],
+    movable: &mut Vec<Folio<'m>>,
+) -> usize {
+    let mut collected = 0;
+    let mut i = 0;
+    while i < pages.len() {
+        let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pages[i]));
+        i = pofs_next_folio(cpu, pages, i, folio);
+        if folio_is_longterm_pinnable(cpu, folio) {
+            continue;
+        }
+        collected += 1;
+        if folio_is_device_coherent(cpu, folio) {
+            continue;
+        }
+        if folio_isolate_lru(cpu, folio) {
+            movable.push(folio);
+        }
+    }
+    collected
+}
+
+/// Kernel: `migrate_longterm_unpinnable_folios()`: drops every pin of
+/// `pages[from..]` (they leave `pages`), migrates device-coherent folios
+/// back to ordinary memory and the isolated `movable` ones out of the way
+/// (no `ZONE_MOVABLE` target inside `memalloc_pin_save()`). `EAGAIN` when
+/// all of them moved (pin the range again), another error when one did
+/// not.
+fn migrate_longterm_unpinnable_folios<'m>(
+    cpu: &'m Cpu,
+    mut movable: Vec<Folio<'m>>,
+    pages: &mut Vec<Pfn>,
+    from: usize,
+) -> Result<(), Errno> {
+    let pinned: Vec<Pfn> = pages.drain(from..).collect();
+    for (i, &p) in pinned.iter().enumerate() {
+        let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(p));
+        if folio_is_device_coherent(cpu, folio) {
+            // Migration fails on a pinned folio: the pin becomes a plain
+            // reference, which the migration consumes.
+            folio_get(cpu, folio);
+            gup_put_folio(cpu, folio, 1, FOLL_PIN);
+            if migrate_device_coherent_folio(cpu, folio).is_err() {
+                // pofs_unpin(): the pins not dropped yet.
+                unpin_user_pages(cpu, &pinned[i + 1..]);
+                putback_movable_pages(cpu, movable);
+                return Err(Errno::EBUSY);
+            }
+            continue;
+        }
+        // unpin_folio(): an isolated folio keeps the isolation's reference.
+        gup_put_folio(cpu, folio, 1, FOLL_PIN);
+    }
+    if !movable.is_empty() {
+        // MR_LONGTERM_PIN: any node, the source's preferred.
+        let mtc = MigrationTargetControl {
+            nid: NUMA_NO_NODE,
+            nmask: NODE_MASK_ALL,
+        };
+        if migrate_pages(cpu, &mut movable, &mtc) != 0 {
+            putback_movable_pages(cpu, movable);
+            return Err(Errno::ENOMEM);
+        }
+    }
+    putback_movable_pages(cpu, movable);
+    Err(Errno::EAGAIN)
+}
+
+/// Kernel: `check_and_migrate_movable_pages()`: `Ok` if every folio of
+/// `pages[from..]` may stay pinned long-term; else every pin there is
+/// dropped and the folios that may not stay are migrated: `EAGAIN` asks
+/// the caller to pin the range again, another error that a migration
+/// failed.
+fn check_and_migrate_movable_pages(
+    cpu: &Cpu,
+    pages: &mut Vec<Pfn>,
+    from: usize,
+) -> Result<(), Errno> {
+    let mut movable = Vec::new();
+    if collect_longterm_unpinnable_folios(cpu, &pages[from..], &mut movable) == 0 {
+        return Ok(());
+    }
+    migrate_longterm_unpinnable_folios(cpu, movable, pages, from)
+}
+
+/// How many times [`__gup_longterm_locked`] pins a range before it gives
+/// up with `-ENOMEM`. v6.18 pins again for as long as migration succeeds
+/// (`-EAGAIN`); a second round finds the migrated folios pinnable unless
+/// another CPU keeps mapping unpinnable ones, or the folio is one the model
+/// cannot migrate (a THP or a shmem page in `ZONE_MOVABLE`, which v6.18
+/// would move): the explorer needs the loop bounded.
+pub const GUP_LONGTERM_RETRIES: u32 = 4;
+
+/// Kernel: `__gup_longterm_locked()`: the slow path; for `FOLL_LONGTERM`
+/// inside `memalloc_pin_save()` (so its faults allocate nothing in
+/// `ZONE_MOVABLE`), and whatever may not stay pinned long-term is migrated
+/// and the range pinned again (`check_and_migrate_movable_pages()`).
 pub fn __gup_longterm_locked(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -1065,29 +1213,24 @@ pub fn __gup_longterm_locked(
     pages: &mut Vec<Pfn>,
     gup_flags: u32,
 ) -> Result<usize, Errno> {
-    let g = mm.mmap_lock.read(&cpu.sched);
-    let before = pages.len();
-    let n = __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)?;
     if gup_flags & FOLL_LONGTERM == 0 {
-        return Ok(n);
+        return __get_user_pages_locked(cpu, mm, start, nr_pages, pages, gup_flags);
     }
-    // check_and_migrate_movable_folios(): a long-term pin may not stay in
-    // ZONE_MOVABLE. The model migrates with the hotplug code; here such a
-    // pin is undone and the call fails as migration failure does.
-    let got: Vec<Pfn> = pages[before..].to_vec();
-    let movable = got.iter().any(|&p| {
-        let page = cpu.m.sparse.pfn_to_page(p);
-        !folio_is_longterm_pinnable(cpu, page_folio(cpu, page)) && !is_zero_page(cpu, page)
-    });
-    if movable {
-        pages.truncate(before);
-        for p in got {
-            let page = cpu.m.sparse.pfn_to_page(p);
-            gup_put_folio(cpu, page_folio(cpu, page), 1, gup_flags);
+    let _pin = memalloc_pin_save(cpu);
+    let before = pages.len();
+    for _ in 0..GUP_LONGTERM_RETRIES {
+        let nr_pinned_pages = __get_user_pages_locked(cpu, mm, start, nr_pages, pages, gup_flags)?;
+        if nr_pinned_pages == 0 {
+            return Ok(0);
         }
-        return Err(Errno::ENOMEM);
+        // FOLL_LONGTERM implies FOLL_PIN.
+        match check_and_migrate_movable_pages(cpu, pages, before) {
+            Ok(()) => return Ok(nr_pinned_pages),
+            Err(Errno::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(n)
+    Err(Errno::ENOMEM)
 }
 
 /// Kernel: `get_user_pages_remote()` / `get_user_pages()` (slow path only).
@@ -1099,7 +1242,8 @@ pub fn get_user_pages(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
-    if gup_flags & FOLL_PIN != 0 {
+    // is_valid_gup_args(): FOLL_LONGTERM only with FOLL_PIN.
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != 0 {
         return Err(Errno::EINVAL);
     }
     __gup_longterm_locked(
@@ -1124,7 +1268,6 @@ pub fn pin_user_pages(
     if gup_flags & FOLL_GET != 0 {
         return Err(Errno::EINVAL);
     }
-    mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
     __gup_longterm_locked(
         cpu,
         mm,

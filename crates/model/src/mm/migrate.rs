@@ -132,14 +132,27 @@ pub struct MigrationTargetControl {
     pub nmask: NodeMask,
 }
 
+/// `NUMA_NO_NODE`: no preferred node.
+pub const NUMA_NO_NODE: u32 = u32::MAX;
+
 /// Kernel: `alloc_migration_target()` for a small folio: movable memory,
-/// from the zonelist of `mtc.nid` restricted to `mtc.nmask`.
-pub fn alloc_migration_target<'m>(cpu: &'m Cpu, mtc: &MigrationTargetControl) -> Option<Folio<'m>> {
+/// from the zonelist of `mtc.nid` (`src`'s node if `NUMA_NO_NODE`)
+/// restricted to `mtc.nmask`.
+pub fn alloc_migration_target<'m>(
+    cpu: &'m Cpu,
+    src: Folio<'_>,
+    mtc: &MigrationTargetControl,
+) -> Option<Folio<'m>> {
+    let nid = if mtc.nid == NUMA_NO_NODE {
+        src.page().nid(cpu)
+    } else {
+        mtc.nid
+    };
     __alloc_pages(
         cpu,
         Gfp::HIGHUSER_MOVABLE.with(Gfp::COMP),
         0,
-        mtc.nid,
+        nid,
         mtc.nmask,
     )
     .map(Folio::from_head)
@@ -313,7 +326,7 @@ fn migrate_folio_unmap<'m>(
     mode: MigrateMode,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Result<Unmapped<'m>, Errno> {
-    let dst = alloc_migration_target(cpu, mtc).ok_or(Errno::ENOMEM)?;
+    let dst = alloc_migration_target(cpu, src, mtc).ok_or(Errno::ENOMEM)?;
     let mapped = rmap_walk(cpu, src);
     let entry = mapped.as_ref().and_then(|(mm, addr)| {
         try_to_migrate(cpu, src, mm, *addr, mode == MigrateMode::Async, ubc)
@@ -487,6 +500,26 @@ pub fn migration_entry_wait(cpu: &Cpu, ptep: pgtable::EntryPtr, swp: Entry) {
         Some(swp.pfn().as_u64()),
         || pgtable::get_lockless(cpu, ptep) != swp,
     );
+}
+
+/// Kernel: `mm/migrate_device.c migrate_device_coherent_folio()`: moves a
+/// device-coherent folio, which the caller holds a reference on, back to
+/// ordinary memory; the caller's reference goes either way. The model moves
+/// it as any small anonymous folio (its PTE becomes a migration entry, only
+/// the caller's reference may be left, the contents are copied, the entry
+/// points at the new folio), alone and synchronously.
+pub fn migrate_device_coherent_folio(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
+    // folio_alloc(GFP_USER): the running task's node.
+    let mtc = MigrationTargetControl {
+        nid: cpu.mempolicy_node(),
+        nmask: NODE_MASK_ALL,
+    };
+    let (failed, _) = migrate_pages_batch(cpu, vec![folio], &mtc, MigrateMode::Sync);
+    if failed.is_empty() {
+        return Ok(());
+    }
+    putback_movable_pages(cpu, failed);
+    Err(Errno::EBUSY)
 }
 
 /// Kernel: `migrate_pages(2)` / `move_pages(2)` in spirit

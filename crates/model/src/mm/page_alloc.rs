@@ -67,6 +67,16 @@ fn zones_for(gfp: Gfp) -> &'static [ZoneType] {
     }
 }
 
+/// Kernel: `include/linux/sched/mm.h current_gfp_context()`: the running
+/// task's scoped constraints applied to `gfp` (inside `memalloc_pin_save()`,
+/// no `__GFP_MOVABLE`).
+fn current_gfp_context(cpu: &Cpu, gfp: Gfp) -> Gfp {
+    if cpu.memalloc_pin() {
+        return Gfp(gfp.0 & !Gfp::MOVABLE.0);
+    }
+    gfp
+}
+
 /// A set of nodes (`nodemask_t`): bit `n` for node `n`.
 pub type NodeMask = u32;
 
@@ -85,6 +95,7 @@ pub fn __alloc_pages(
     preferred_nid: u32,
     nodemask: NodeMask,
 ) -> Option<PageRef<'_>> {
+    let gfp = current_gfp_context(cpu, gfp);
     if order > cpu.m.max_order() {
         return None;
     }
