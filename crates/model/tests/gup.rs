@@ -1125,3 +1125,133 @@ fn longterm_pin_of_a_movable_thp_fails_after_the_retry_bound() {
         m.detect.violations()
     );
 }
+
+/// A machine for hold-driven races: 64 MiB of boot memory, two CPUs.
+fn race_machine(arch: Arch, sg: Safeguards) -> Arc<Machine> {
+    Machine::new(MachineConfig {
+        ranges: vec![RangeConfig {
+            name: "boot".into(),
+            kind: RangeKind::Boot,
+            bytes: 64 << 20,
+            node: 0,
+        }],
+        section_shift: 23,
+        arch,
+        safeguards: sg,
+        mode: Mode::Native,
+        hooks: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A private anonymous mapping of one whole PTE table's span (2 MiB, PMD
+/// aligned) with its first page written.
+fn map_pte_table_span(cpu: &Cpu, mm: &MmStruct) -> VirtAddr {
+    use_mm(cpu, mm);
+    let a = do_mmap(
+        cpu,
+        mm,
+        &MmapArgs {
+            addr: Some(VirtAddr::new(1 << 30)),
+            len: PMD_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .unwrap();
+    access_user(cpu, mm, a, Some(1)).unwrap();
+    a
+}
+
+fn pmd_entry(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> mmsim_model::mm::pgtable::Entry {
+    let pmdp = mmsim_model::mm::memory::pmd_lookup(cpu, mm, a).unwrap();
+    mmsim_model::mm::pgtable::get_lockless(cpu, pmdp)
+}
+
+/// v6.18 `CONFIG_PT_RECLAIM` (x86-64 default): `MADV_DONTNEED` of a PTE
+/// table's whole span frees the table (`try_get_and_clear_pmd()`,
+/// `free_pte()`), through the mmu_gather; a partial one keeps it. The next
+/// fault allocates a new table.
+#[test]
+fn madvise_dontneed_of_a_whole_pte_table_frees_it() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map_pte_table_span(&cpu, &mm);
+    let table = pmd_entry(&cpu, &mm, a).pfn();
+    madvise_dontneed(&cpu, &mm, a, PAGE_SIZE).unwrap();
+    assert_eq!(
+        pmd_entry(&cpu, &mm, a).pfn(),
+        table,
+        "a partial zap keeps it"
+    );
+    let free = |m: &Machine| {
+        m.zone(mmsim_model::mm::mmzone::ZoneType::Normal)
+            .free_pages()
+    };
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
+    let before = free(&m);
+    madvise_dontneed(&cpu, &mm, a, PMD_SIZE).unwrap();
+    assert!(pmd_entry(&cpu, &mm, a).none(), "the PMD is cleared");
+    // The table goes after a grace period (MMU_GATHER_RCU_TABLE_FREE).
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
+    assert_eq!(free(&m), before + 1);
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(0));
+    assert!(!pmd_entry(&cpu, &mm, a).none());
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// PT_RECLAIM against GUP-fast: a walker that read the PMD and is about to
+/// read a PTE of the table `MADV_DONTNEED` frees. The table is freed after
+/// an RCU grace period, which waits for the walker's IRQ-disabled region
+/// (`mmu_gather.rcu_table_free`); without it, on `broadcast` nothing waits
+/// and the walker reads a freed table.
+#[test]
+fn pt_reclaim_vs_gup_fast_needs_rcu_table_free() {
+    for rcu_table_free in [true, false] {
+        let mut sg = Safeguards::default();
+        sg.set(Sg::RCU_TABLE_FREE, rcu_table_free);
+        let m = race_machine(Arch::Broadcast, sg);
+        let boot = m.boot_cpu();
+        let mm = mm_alloc(&boot).unwrap();
+        let a = map_pte_table_span(&boot, &mm);
+        drop(boot);
+        let (c0, c1) = (m.cpu(0), m.cpu(1));
+        use_mm(&c0, &mm);
+        use_mm(&c1, &mm);
+        let hold = m.ctx.hold(0, "gup_fast_pte_range", "ptep_get_lockless", 0);
+        let mm0 = mm.clone();
+        let walker = std::thread::spawn(move || {
+            let mut pages = Vec::new();
+            let r = c0.run(|| pin_user_pages_fast(&c0, &mm0, a, 1, FOLL_FAST_ONLY, &mut pages));
+            unpin_user_pages(&c0, &pages);
+            c0.finish();
+            r
+        });
+        assert!(m.ctx.wait_reached(hold, std::time::Duration::from_secs(10)));
+        c1.run(|| madvise_dontneed(&c1, &mm, a, PMD_SIZE).unwrap())
+            .unwrap();
+        m.ctx.release(hold);
+        let r = walker.join().unwrap();
+        let v = m.detect.violations();
+        if rcu_table_free {
+            assert_eq!(r, Ok(Ok(0)), "the walker finds the PTE gone");
+            assert!(v.is_empty(), "{v:?}");
+        } else {
+            assert!(
+                v.iter()
+                    .any(|v| v.kind == Kind::PageTableUseAfterFree && v.cpu == Some(0)),
+                "{v:?}"
+            );
+        }
+    }
+}

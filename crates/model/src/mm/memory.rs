@@ -12,14 +12,28 @@
 //!
 //! Anonymous pages record their owner in `page->mapping` (the mm's id with
 //! `PAGE_MAPPING_ANON`) and their address in `page->index`: the reverse map
-//! that the data-integrity detector checks pins against.
+//! that the data-integrity detector checks pins against. An anonymous page
+//! this mapping owns alone is `PageAnonExclusive`; a write fault reuses
+//! such a page (pinned or not) and copies anything else, and GUP's unshare
+//! fault (`FAULT_FLAG_UNSHARE`) copies a shared page (the zero page) into
+//! an exclusive one without making it writable.
+//!
+//! `MADV_DONTNEED` frees the PTE tables it empties (`CONFIG_PT_RECLAIM`,
+//! on by default on x86-64): through the mmu_gather, as `munmap()` frees
+//! tables, so after an RCU grace period (`mmu_gather.rcu_table_free`).
 //!
 //! # Simplifications
 //!
-//! One page-table lock per mm. No swap, no NUMA hinting faults (PROT_NONE
-//! PTEs come only from `mprotect(PROT_NONE)`). THP faults always allocate
-//! (no huge zero page); a partial unmap or protection change of a THP
-//! splits the PMD into PTEs.
+//! One page-table lock per mm (it is both the PTE and the PMD lock, so
+//! PT_RECLAIM never has to recheck a table). No swap, no fork (every
+//! anonymous page is exclusive), no NUMA hinting faults (PROT_NONE PTEs
+//! come only from `mprotect(PROT_NONE)`), no soft-dirty or userfaultfd
+//! write protection. THP faults always allocate (no huge zero page); a
+//! write fault on a read-only THP or a partial unmap or protection change
+//! splits the PMD into PTEs, and a large folio is never reused by a write
+//! fault unless exclusive. PT_RECLAIM happens on both flush architectures
+//! (`broadcast` stands for x86 INVLPGB and paravirt flushes as well as
+//! arm64, which has no PT_RECLAIM).
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
@@ -549,10 +563,55 @@ fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(),
     Ok(())
 }
 
+/// Kernel: `struct zap_details`, the one field the model uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZapDetails {
+    /// `reclaim_pt`: free a PTE table the zap leaves empty
+    /// (`CONFIG_PT_RECLAIM`; only `MADV_DONTNEED` asks for it).
+    pub reclaim_pt: bool,
+}
+
+/// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`
+/// for munmap, exit and driver zaps (no `zap_details`): see
+/// [`unmap_page_range`].
+pub fn zap_page_range(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vma: &Vma,
+    start: VirtAddr,
+    end: VirtAddr,
+) {
+    unmap_page_range(cpu, tlb, mm, vma, start, end, None);
+}
+
+/// Kernel: `zap_page_range_single_batched()`, as `MADV_DONTNEED` uses it
+/// (`madvise_dontneed_single_vma()`, with `reclaim_pt`).
+pub fn zap_page_range_single_batched(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vma: &Vma,
+    start: VirtAddr,
+    end: VirtAddr,
+    details: &ZapDetails,
+) {
+    unmap_page_range(cpu, tlb, mm, vma, start, end, Some(details));
+}
+
 /// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`:
 /// clears the entries of `[start, end)` in `vma`, queueing each page's
 /// reference in the mmu_gather (freed after the TLB flush).
-pub fn zap_page_range(
+///
+/// With `details.reclaim_pt` (`CONFIG_PT_RECLAIM`: default on x86-64, where
+/// it selects `MMU_GATHER_RCU_TABLE_FREE`), a PTE table whose whole span is
+/// zapped is freed too (`try_get_and_clear_pmd()`, `free_pte()`): its PMD
+/// is cleared and the table goes to the mmu_gather like one `munmap()`
+/// frees, so a GUP-fast walker still in it is protected by the same RCU
+/// grace period (`mmu_gather.rcu_table_free`) and PMD recheck. arm64 has
+/// no `PT_RECLAIM`; the model's `broadcast` architecture, which stands for
+/// x86 INVLPGB and paravirt flushes too, reclaims as x86 does.
+fn unmap_page_range(
     cpu: &Cpu,
     tlb: &mut MmuGather<'_>,
     mm: &MmStruct,
@@ -561,7 +620,9 @@ pub fn zap_page_range(
     _vma: &Vma,
     start: VirtAddr,
     end: VirtAddr,
+    details: Option<&ZapDetails>,
 ) {
+    let reclaim_pt = details.is_some_and(|d| d.reclaim_pt);
     let ptl = mm.page_table_lock.lock(&cpu.sched);
     let mut addr = start;
     while addr < end {
@@ -610,6 +671,22 @@ pub fn zap_page_range(
                 }
             }
             a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        // reclaim_pt_is_enabled(): the zap covered the table's whole span.
+        // The model's one page-table lock is both the PTE and the PMD lock
+        // and was held throughout, so no entry came back: the table is
+        // empty (try_to_free_pte()'s recheck says so too).
+        if reclaim_pt
+            && next.as_u64() - addr.as_u64() >= PMD_SIZE
+            && pgtable::table_empty(cpu, pmd.pfn())
+        {
+            cpu.point_arg(
+                point!("zap_pte_range", "try_get_and_clear_pmd"),
+                addr.as_u64(),
+            );
+            pgtable::get_and_clear(cpu, pmdp);
+            // free_pte() → pte_free_tlb()
+            tlb_remove_table(cpu, tlb, pmd.pfn());
         }
         addr = next;
     }
