@@ -41,6 +41,35 @@
 //! A `FOLL_PIN` reference on a small folio adds `GUP_PIN_COUNTING_BIAS`
 //! (1024) to its refcount; on a large folio it adds one to the refcount and
 //! one to `_pincount`. `FOLL_GET` adds one. [`gup_put_folio`] undoes either.
+//!
+//! # The slow path
+//!
+//! [`__get_user_pages`] walks the page tables under `mmap_lock` and the
+//! page-table lock (`follow_page_mask()`) and faults in what it does not
+//! find (`faultin_page()`). A read-only pin that must not share its page
+//! with anyone (`gup_must_unshare()`: the zero page in a private mapping,
+//! for a long-term pin) gets an unsharing fault first. `FOLL_LONGTERM`
+//! runs inside `memalloc_pin_save()` (faults allocate nothing in
+//! `ZONE_MOVABLE`), and folios that may not stay pinned
+//! ([`folio_is_longterm_pinnable`]) are migrated and the range pinned again
+//! (`check_and_migrate_movable_pages()`).
+//!
+//! # Simplifications
+//!
+//! * v6.18 faults a page in again for as long as another CPU undoes the
+//!   fault, and pins a long-term range again for as long as migration
+//!   succeeds; the explorer needs every loop bounded, so the model stops
+//!   after [`GUP_FAULT_RETRIES`] faults of one page (returning the pages it
+//!   has, as for a fault that asks to be retried) and after
+//!   [`GUP_LONGTERM_RETRIES`] rounds (`-ENOMEM`).
+//! * The model migrates only small anonymous and device-coherent folios: a
+//!   long-term pin of a THP or a shmem page in `ZONE_MOVABLE` fails.
+//! * No fork, so an anonymous page is always exclusive and
+//!   `gup_must_unshare()` matters only for the zero page; no secretmem, CMA
+//!   pageblocks, hugetlb, soft-dirty or userfaultfd write protection; no
+//!   `FOLL_NOFAULT`, `FOLL_HONOR_NUMA_FAULT` or `FOLL_PCI_P2PDMA`.
+//! * GUP takes one page per walk of a PMD-mapped THP where the kernel takes
+//!   the whole run at once (`page_mask`); the references are the same.
 
 use crate::detect::Kind;
 use crate::errno::Errno;

@@ -30,8 +30,9 @@
 //!
 //! # Simplifications
 //!
-//! Only small anonymous folios are migrated. A large folio (THP) or a page
-//! of a shared (shmem-like) mapping is treated as unmovable for offlining
+//! Only small anonymous folios are migrated (device-coherent ones too, for
+//! long-term GUP, by the same steps). A large folio (THP) or a page of a
+//! shared (shmem-like) mapping is treated as unmovable for offlining
 //! (`scan_movable_pages()` gives `-EBUSY`) and is not isolated. Each pass
 //! tries a folio once where v6.18 tries it up to three times in the batch
 //! and seven more on its own: enough for the batched flush and the
