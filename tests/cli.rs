@@ -257,3 +257,44 @@ fn list_names_the_catalog() {
         .collect();
     assert!(names.contains(&"munmap-reuse-vs-gup-fast"), "{names:?}");
 }
+
+/// The configuration is part of a run: `--config debug_vm=on` changes the
+/// two-block verdict to the poisoned read, the JSON names the configuration,
+/// the replay string carries it and replays the violation, and a bad option
+/// is bad input.
+#[test]
+fn config_changes_the_verdict_and_rides_in_the_replay_string() {
+    let o = mmsim(&["check", "hot-remove-two-blocks-vs-gup-fast", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["config"]["debug_vm"], "off");
+    let o = mmsim(&[
+        "check",
+        "hot-remove-two-blocks-vs-gup-fast",
+        "--config",
+        "debug_vm=on",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["config"]["debug_vm"], "on");
+    assert_eq!(v["violations"][0]["kind"], "poisoned-page-access");
+    assert_eq!(v["expected"], "poisoned-page-access");
+    assert_eq!(v["as_expected"], true);
+    let replay = v["replay"].as_str().unwrap().to_string();
+    assert!(replay.contains(":debug_vm=on:"), "{replay}");
+    let r = mmsim(&["replay", &replay, "--json"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("poisoned-page-access"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    let o = mmsim(&["check", "hot-remove-vs-gup-fast", "--config", "kasan=on"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option `kasan`"));
+    let o = mmsim(&["info", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["config"]["debug_vm"]["default"], "off");
+    assert_eq!(v["config"]["numa"]["default"], "on");
+    assert_eq!(v["config"]["page_ext"]["default"], "off");
+}

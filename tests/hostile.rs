@@ -347,10 +347,21 @@ fn clamped_or_ignored_options_exit_2_naming_the_flag_and_its_range() {
         ),
         (
             &[
+                "check",
+                s,
+                "--config",
+                "debug_vm=on",
+                "--config",
+                "debug_vm=off",
+            ],
+            "--config debug_vm: switched both on and off",
+        ),
+        (
+            &[
                 "replay",
                 "mmsim1:munmap-reuse-vs-gup-fast:ipi:gup_fast.pte_recheck=off,gup_fast.pte_recheck=on:-",
             ],
-            "safeguard `gup_fast.pte_recheck` appears twice",
+            "`gup_fast.pte_recheck` appears twice",
         ),
         (
             &["stress", "--cpus", "0"],

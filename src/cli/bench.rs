@@ -170,6 +170,7 @@ impl Gup {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: boot,
+                node: 0,
             }],
             ..Default::default()
         })?;
@@ -556,6 +557,7 @@ fn small_machine(nr_cpus: u32) -> Result<Arc<Machine>, String> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 1 << 20,
+            node: 0,
         }],
         ..Default::default()
     })
@@ -688,6 +690,7 @@ fn bench_memory(f: &mut Figures) -> Result<(), String> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 64 << 30,
+            node: 0,
         }],
         ..Default::default()
     })?;

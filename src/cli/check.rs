@@ -36,6 +36,10 @@ pub struct CheckArgs {
     /// Switch a safeguard (repeatable): `--safeguard hotplug.synchronize_rcu=on`.
     #[arg(long = "safeguard", value_name = "NAME=on|off")]
     pub safeguards: Vec<String>,
+    /// Set a kernel configuration option (repeatable), on top of the file's
+    /// `[config]`: `--config debug_vm=on` (see `mmsim info`).
+    #[arg(long = "config", value_name = "NAME=on|off")]
+    pub config: Vec<String>,
     /// TLB-flush architecture, instead of the file's.
     #[arg(long, value_parser = ["ipi", "broadcast"])]
     pub arch: Option<String>,
@@ -76,16 +80,20 @@ fn bad_input(json: bool, e: &dyn std::fmt::Display) -> u8 {
     2
 }
 
-/// `--safeguard NAME=on|off`, repeatable: a safeguard switched twice
-/// must be switched the same way.
-pub(crate) fn parse_switches(list: &[String]) -> Result<Vec<(String, bool)>, String> {
+/// Repeatable `NAME=on|off` switches (`--safeguard`, `--config`), each
+/// parsed by `parse`: a name switched twice must be switched the same way.
+pub(crate) fn switches_once(
+    flag: &str,
+    list: &[String],
+    parse: fn(&str) -> Result<(String, bool), String>,
+) -> Result<Vec<(String, bool)>, String> {
     let mut out: Vec<(String, bool)> = Vec::new();
     for s in list {
-        let (n, on) = parse_switch(s)?;
+        let (n, on) = parse(s)?;
         match out.iter().find(|(m, _)| *m == n) {
             Some((_, was)) if *was != on => {
                 return Err(format!(
-                    "--safeguard {n}: switched both on and off (give it once)"
+                    "{flag} {n}: switched both on and off (give it once)"
                 ));
             }
             Some(_) => {}
@@ -131,6 +139,53 @@ fn check_shard(strategy: Strategy, iterations: u64, (_, n): (u64, u64)) -> Resul
         ));
     }
     Ok(())
+}
+
+/// `--config NAME=on|off`.
+pub(crate) fn parse_config_switch(s: &str) -> Result<(String, bool), String> {
+    let bad = || format!("--config {s}: expected NAME=on|off");
+    let (n, v) = s.split_once('=').ok_or_else(bad)?;
+    let on = match v {
+        "on" | "true" => true,
+        "off" | "false" => false,
+        _ => return Err(bad()),
+    };
+    if mmsim_model::config::lookup(n).is_none() {
+        let known: Vec<_> = mmsim_model::config::REGISTRY
+            .iter()
+            .map(|i| i.name)
+            .collect();
+        return Err(format!(
+            "--config {s}: unknown option `{n}` (known: {})",
+            known.join(", ")
+        ));
+    }
+    Ok((n.to_string(), on))
+}
+
+/// `--config` and `--safeguard` switches as [`Overrides`].
+pub(crate) fn overrides(
+    arch: Option<Arch>,
+    config: &[String],
+    safeguards: &[String],
+) -> Result<Overrides, String> {
+    let mut ov = Overrides {
+        arch,
+        config: Vec::new(),
+        safeguards: Vec::new(),
+    };
+    ov.config = switches_once("--config", config, parse_config_switch)?;
+    ov.safeguards = switches_once("--safeguard", safeguards, parse_switch)?;
+    Ok(ov)
+}
+
+/// The JSON of a configuration: every option, `on` or `off`.
+pub fn config_json(c: &mmsim_model::KernelConfig) -> Value {
+    let mut m = serde_json::Map::new();
+    for (i, on) in c.iter() {
+        m.insert(i.name.into(), json!(if on { "on" } else { "off" }));
+    }
+    Value::Object(m)
 }
 
 /// `--shard K/N`.
@@ -218,13 +273,13 @@ fn load_plan(scenario: &str, ov: &Overrides) -> Result<(Scenario, Arc<Plan>), In
 
 /// Runs `mmsim check`.
 pub fn run(a: &CheckArgs) -> u8 {
-    let safeguards = match parse_switches(&a.safeguards) {
-        Ok(s) => s,
+    let ov = match overrides(
+        a.arch.as_deref().and_then(Arch::from_name),
+        &a.config,
+        &a.safeguards,
+    ) {
+        Ok(ov) => ov,
         Err(e) => return bad_input(a.json, &e),
-    };
-    let ov = Overrides {
-        arch: a.arch.as_deref().and_then(Arch::from_name),
-        safeguards,
     };
     let shard = match a.shard.as_deref().map(parse_shard).transpose() {
         Ok(s) => s.unwrap_or((0, 1)),
@@ -296,7 +351,7 @@ fn report(
     // `[expect]` is about the file's own settings; a run with other
     // settings is compared with the `[[expect.variant]]` that names them,
     // if there is one, and with nothing otherwise.
-    let claim = sc.expected_for(plan.arch, &plan.safeguards);
+    let claim = sc.expected_for(plan.arch, &plan.config, &plan.safeguards);
     let expected = claim.map(|(e, _)| e.to_string());
     let expected_from = claim.map(|(_, v)| match v {
         None => "expect".to_string(),
@@ -312,7 +367,7 @@ fn report(
         .as_ref()
         .map(|f| &f.decisions)
         .or(out.error_decisions.as_ref())
-        .map(|d| replay::encode(&a.scenario, plan.arch, &plan.safeguards, d));
+        .map(|d| replay::encode(&a.scenario, plan.arch, &plan.config, &plan.safeguards, d));
     let timeline = out
         .first
         .as_ref()
@@ -350,6 +405,7 @@ fn report(
         let j = json!({
             "scenario": sc.name,
             "source": sc.source,
+            "config": config_json(&plan.config),
             "safeguards": safeguards_json(plan),
             "safeguard_overrides": plan.safeguard_overrides(),
             "arch": plan.arch.name(),
@@ -505,6 +561,7 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
     };
     let ov = Overrides {
         arch: Some(spec.arch),
+        config: spec.config_switches(),
         safeguards: spec.safeguard_switches(),
     };
     let (sc, plan) = match load_plan(&spec.scenario, &ov) {
@@ -532,6 +589,7 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
                 "replay": a.replay.trim(),
                 "scenario": sc.name,
                 "arch": plan.arch.name(),
+                "config": config_json(&plan.config),
                 "safeguards": safeguards_json(&plan),
                 "decisions": spec.decisions.len(),
                 "violations": r.violations.iter().map(violation_json).collect::<Vec<_>>(),
@@ -649,10 +707,11 @@ const MAX_MERGE_INPUT: u64 = 64 << 20;
 
 /// The settings every shard of one run shares: merged outputs are of the
 /// same run, cut differently.
-const SAME_IN_EVERY_SHARD: [&str; 9] = [
+const SAME_IN_EVERY_SHARD: [&str; 10] = [
     "scenario",
     "source",
     "arch",
+    "config",
     "safeguards",
     "scheduler",
     "depth",

@@ -23,6 +23,11 @@ pub struct DemoArgs {
     /// Base seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// A kernel configuration option (repeatable): `--config debug_vm=on`.
+    /// The demo's claims are made for v6.18's defaults; under another
+    /// configuration it reports what it finds.
+    #[arg(long = "config", value_name = "NAME=on|off")]
+    pub config: Vec<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -53,21 +58,20 @@ fn kinds(o: &Outcome) -> Vec<&'static str> {
 
 /// Runs `mmsim demo`.
 pub fn run(a: &DemoArgs) -> u8 {
+    let base = match super::check::overrides(None, &a.config, &[]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mmsim demo: {e}");
+            return 2;
+        }
+    };
     let sg = |n: &str, on: bool| Overrides {
-        arch: None,
         safeguards: vec![(n.to_string(), on)],
+        ..base.clone()
     };
     let seed_race = "hot-remove-vs-gup-fast";
     let runs = [
-        (
-            "upstream",
-            seed_race,
-            Overrides {
-                arch: None,
-                safeguards: vec![],
-            },
-            20_000,
-        ),
+        ("upstream", seed_race, base.clone(), 20_000),
         (
             "fix",
             seed_race,
@@ -79,26 +83,20 @@ pub fn run(a: &DemoArgs) -> u8 {
             seed_race,
             Overrides {
                 arch: Some(Arch::Ipi),
-                safeguards: vec![],
+                ..base.clone()
             },
             a.iterations,
         ),
         (
             "two-blocks",
             "hot-remove-two-blocks-vs-gup-fast",
-            Overrides {
-                arch: None,
-                safeguards: vec![],
-            },
+            base.clone(),
             a.iterations,
         ),
         (
             "memunmap",
             "memunmap-vs-gup-fast",
-            Overrides {
-                arch: None,
-                safeguards: vec![],
-            },
+            base.clone(),
             a.iterations,
         ),
     ];
@@ -126,6 +124,10 @@ pub fn run(a: &DemoArgs) -> u8 {
     let clean_rest = ["fix", "ipi", "two-blocks", "memunmap"]
         .iter()
         .all(|l| found(l).violations.is_empty() && found(l).error.is_none());
+    let mut cfg = mmsim_model::KernelConfig::default();
+    for (n, on) in &base.config {
+        let _ = cfg.set_by_name(n, *on);
+    }
     if a.json {
         let runs: Vec<_> = out
             .iter()
@@ -136,12 +138,14 @@ pub fn run(a: &DemoArgs) -> u8 {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"kernel": "v6.18", "runs": runs, "race_found": race_found,
+            serde_json::json!({"kernel": "v6.18", "config": super::check::config_json(&cfg),
+                "runs": runs, "race_found": race_found,
                 "fixes_hold": clean_rest, "as_expected": race_found && clean_rest})
         );
         return if race_found && clean_rest { 0 } else { 1 };
     }
-    println!("The seed's race: GUP-fast against memory hot-remove (Linux v6.18 model)\n");
+    println!("The seed's race: GUP-fast against memory hot-remove (Linux v6.18 model)");
+    println!("Kernel configuration: {}\n", cfg.label());
     println!("cpu0 pins a page with GUP-fast: with IRQs off it loads the PTE, finds the");
     println!("page's folio and takes a speculative reference, then rechecks the PTE. That");
     println!("is safe only while the page's metadata (the memmap) exists. cpu1 offlines");

@@ -154,6 +154,7 @@ pub fn bench(a: &GupTestArgs) -> Result<(&'static str, Vec<Round>, bool), String
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: boot,
+            node: 0,
         }],
         ..Default::default()
     })?;

@@ -35,6 +35,10 @@ pub fn run(a: &InfoArgs) -> u8 {
                 "facade": "native",
                 "explorer": "shuttle",
                 "rcu_read_side": if membarrier { "membarrier (light fence)" } else { "fence(SeqCst)" },
+                "config": mmsim_model::config::REGISTRY.iter().map(|i| (i.name.to_string(), serde_json::json!({
+                    "default": if i.default { "on" } else { "off" },
+                    "changes": i.changes,
+                }))).collect::<serde_json::Map<_, _>>(),
             })
         );
     } else {
@@ -47,6 +51,17 @@ pub fn run(a: &InfoArgs) -> u8 {
         );
         println!("  struct page        {spb} bytes");
         println!("  facade             native threads; explorer: shuttle");
+        println!(
+            "  kernel configuration (v6.18 Kconfig defaults; --config NAME=on|off, [config]):"
+        );
+        for i in mmsim_model::config::REGISTRY {
+            println!(
+                "    {:<10} {:<4} {}",
+                i.name,
+                if i.default { "on" } else { "off" },
+                i.changes
+            );
+        }
         println!(
             "  RCU read side      {}",
             if membarrier {

@@ -47,6 +47,10 @@ pub struct StressArgs {
     /// Safeguard overrides, NAME=on|off (repeatable).
     #[arg(long = "safeguard")]
     pub safeguards: Vec<String>,
+    /// Kernel configuration options, NAME=on|off (repeatable; see `mmsim
+    /// info`). Safeguard defaults follow the configuration.
+    #[arg(long = "config", value_name = "NAME=on|off")]
+    pub config: Vec<String>,
     /// Random seed (the run's choices; thread timing is not reproducible).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -295,8 +299,16 @@ pub struct StressResult {
 pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let arch = Arch::from_name(&a.arch)
         .ok_or_else(|| format!("unknown --arch `{}` (ipi, broadcast)", a.arch))?;
-    let mut sg = Safeguards::default();
-    for (name, on) in super::check::parse_switches(&a.safeguards)? {
+    let mut kcfg = mmsim_model::KernelConfig::default();
+    let config =
+        super::check::switches_once("--config", &a.config, super::check::parse_config_switch)?;
+    for (name, on) in config {
+        kcfg.set_by_name(&name, on)?;
+    }
+    let mut sg = Safeguards::for_config(&kcfg);
+    let switches =
+        super::check::switches_once("--safeguard", &a.safeguards, super::check::parse_switch)?;
+    for (name, on) in switches {
         sg.set_by_name(&name, on)?;
     }
     let mut weights = DEFAULT_WEIGHTS;
@@ -357,20 +369,24 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: 64 << 20,
+                node: 0,
             },
             RangeConfig {
                 name: "dimm".into(),
                 kind: RangeKind::Hotplug,
                 bytes: 4 << 20,
+                node: 0,
             },
             RangeConfig {
                 name: "dax".into(),
                 kind: RangeKind::Device,
                 bytes: 2 << 20,
+                node: 0,
             },
         ],
         arch,
         safeguards: sg,
+        config: kcfg,
         mode: if a.jitter { Mode::Jitter } else { Mode::Native },
         ..Default::default()
     };

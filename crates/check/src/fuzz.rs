@@ -28,6 +28,7 @@
 use crate::explore::{Options, Strategy, explore};
 use crate::scenario::{op_fields, parse_bytes};
 use crate::setup::{Overrides, Plan};
+use mmsim_model::config::REGISTRY as CONFIG;
 use mmsim_model::detect::Kind;
 use mmsim_model::safeguards::REGISTRY;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -237,6 +238,14 @@ impl Generator {
             }
             t.insert("safeguards".into(), Value::Table(sg));
         }
+        if self.rng.chance(30) {
+            let mut c = Table::new();
+            for _ in 0..=self.rng.below(2) {
+                let i = self.rng.below(CONFIG.len() as u64) as usize;
+                c.insert(CONFIG[i].name.into(), Value::Boolean(self.rng.chance(50)));
+            }
+            t.insert("config".into(), Value::Table(c));
+        }
         t.insert("memory".into(), Value::Array(self.memories()));
         let procs: Vec<Value> = (0..self.rng.below(3)).map(|_| self.process()).collect();
         if !procs.is_empty() {
@@ -246,15 +255,14 @@ impl Generator {
         t.insert("cpu".into(), Value::Array(cpus));
         if self.rng.chance(50) {
             let file_sg = t.get("safeguards").and_then(Value::as_table).cloned();
+            let file_config = t.get("config").and_then(Value::as_table).cloned();
             let arch = t
                 .get("arch")
                 .and_then(Value::as_str)
                 .unwrap_or("ipi")
                 .to_string();
-            t.insert(
-                "expect".into(),
-                Value::Table(self.expect(&arch, file_sg.as_ref())),
-            );
+            let e = self.expect(&arch, file_sg.as_ref(), file_config.as_ref());
+            t.insert("expect".into(), Value::Table(e));
         }
         t
     }
@@ -287,6 +295,9 @@ impl Generator {
                 let z = g.rng.pick(&["movable", "normal"]);
                 normal = z == "normal";
                 m.insert("zone".into(), Value::String(z.into()));
+            }
+            if kind != "boot" && g.rng.chance(20) {
+                m.insert("node".into(), Value::Integer(g.rng.below(3) as i64));
             }
             if kind == "device" && g.rng.chance(80) {
                 m.insert("type".into(), Value::String(dev_type.into()));
@@ -449,8 +460,13 @@ impl Generator {
     }
 
     /// `[expect]`, whose variants each change the file's settings (`arch`,
-    /// the file's `[safeguards]`) in their own way.
-    fn expect(&mut self, arch: &str, file_sg: Option<&Table>) -> Table {
+    /// the file's `[config]` and `[safeguards]`) in their own way.
+    fn expect(
+        &mut self,
+        arch: &str,
+        file_sg: Option<&Table>,
+        file_config: Option<&Table>,
+    ) -> Table {
         let mut e = Table::new();
         let kinds: Vec<&str> = std::iter::once("none")
             .chain(Kind::ALL.iter().map(|k| k.name()))
@@ -468,21 +484,31 @@ impl Generator {
                 Value::Integer(1 + self.rng.below(50) as i64),
             );
         }
-        let is_on = |name: &str, info_default: bool| {
-            file_sg
+        let is_on = |table: Option<&Table>, name: &str, info_default: bool| {
+            table
                 .and_then(|t| t.get(name))
                 .and_then(Value::as_bool)
                 .unwrap_or(info_default)
         };
         let mut variants = Vec::new();
-        // Variant 0 flips the arch; the others flip one safeguard each,
-        // a different one every time.
+        // Variant 0 flips the arch or a configuration option; the others
+        // flip one safeguard each, a different one every time. (A
+        // configuration option also moves safeguard defaults, so a config
+        // variant can meet a safeguard one: the validator says so.)
         let mut flipped: Vec<usize> = Vec::new();
         for k in 0..self.rng.below(3) {
             let mut v = Table::new();
-            if k == 0 && self.rng.chance(50) {
+            if k == 0 && self.rng.chance(30) {
                 let other = if arch == "ipi" { "broadcast" } else { "ipi" };
                 v.insert("arch".into(), Value::String(other.into()));
+            } else if k == 0 && self.rng.chance(40) {
+                let info = &CONFIG[self.rng.below(CONFIG.len() as u64) as usize];
+                let mut c = Table::new();
+                c.insert(
+                    info.name.into(),
+                    Value::Boolean(!is_on(file_config, info.name, info.default)),
+                );
+                v.insert("config".into(), Value::Table(c));
             } else {
                 let i = self.rng.below(REGISTRY.len() as u64) as usize;
                 if flipped.contains(&i) {
@@ -493,7 +519,7 @@ impl Generator {
                 let mut sg = Table::new();
                 sg.insert(
                     info.name.into(),
-                    Value::Boolean(!is_on(info.name, info.default)),
+                    Value::Boolean(!is_on(file_sg, info.name, info.default)),
                 );
                 v.insert("safeguards".into(), Value::Table(sg));
             }

@@ -18,7 +18,7 @@ use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,
     unpin_user_pages,
 };
-use mmsim_model::mm::memory::{access_user, handle_mm_fault};
+use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
 };
@@ -261,7 +261,7 @@ fn exec(
             let a = user_addr(env, p, *vma, *page).map_err(errno)?;
             let g = mm.mmap_lock.read(&cpu.sched);
             let v = g.find(a).cloned().ok_or_else(|| errno(Errno::EFAULT))?;
-            handle_mm_fault(cpu, mm, &v, a, *write, false).map_err(errno)?;
+            do_user_addr_fault(cpu, mm, &v, a, *write).map_err(errno)?;
             Ok("ok".into())
         }
         OpKind::Mmap { vma } => {

@@ -6,17 +6,20 @@
 //!
 //! Fields, separated by `:`: the format version; the scenario (a built-in
 //! name or a path, as given to `mmsim check`; it may itself contain `:`); the
-//! architecture; every safeguard that differs from Linux v6.18, as
-//! `name=on|off` separated by `,` (or `-`); the decisions. Safeguards and
-//! architecture are the ones the run used, whatever the file says now.
+//! architecture; every configuration option that differs from v6.18's
+//! Kconfig defaults and then every safeguard that differs from v6.18's
+//! defaults for that configuration, as `name=on|off` separated by `,` (or
+//! `-`; option names have no `.`, safeguard names do); the decisions.
+//! Configuration, safeguards and architecture are the ones the run used,
+//! whatever the file says now.
 //!
 //! Decisions are the CPU chosen at each point where two or more CPUs could
 //! run: `a` is cpu0, `b` cpu1, ... `z` cpu25, `A` cpu26, ... `Z` cpu51, each
 //! optionally followed by a repeat count (`a3` = cpu0 three times). `-` is
 //! no decision at all.
 
-use mmsim_model::Arch;
 use mmsim_model::safeguards::{REGISTRY, Safeguards};
+use mmsim_model::{Arch, KernelConfig};
 
 const PREFIX: &str = "mmsim1:";
 
@@ -27,6 +30,8 @@ pub struct ReplaySpec {
     pub scenario: String,
     /// The architecture.
     pub arch: Arch,
+    /// The kernel configuration.
+    pub config: KernelConfig,
     /// The safeguards.
     pub safeguards: Safeguards,
     /// The decisions, CPU numbers.
@@ -100,8 +105,15 @@ pub fn decode_decisions(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The replay string of a run.
-pub fn encode(scenario: &str, arch: Arch, sg: &Safeguards, decisions: &[u8]) -> String {
-    let o = sg.overrides();
+pub fn encode(
+    scenario: &str,
+    arch: Arch,
+    config: &KernelConfig,
+    sg: &Safeguards,
+    decisions: &[u8],
+) -> String {
+    let mut o = config.overrides();
+    o.extend(sg.overrides_from(&Safeguards::for_config(config)));
     format!(
         "{PREFIX}{scenario}:{}:{}:{}",
         arch.name(),
@@ -130,17 +142,18 @@ pub fn decode(s: &str) -> Result<ReplaySpec, String> {
         return Err("the replay string names no scenario".into());
     }
     let arch = Arch::from_name(arch).ok_or_else(|| format!("unknown arch `{arch}`"))?;
-    let mut safeguards = Safeguards::default();
+    let mut config = KernelConfig::default();
+    let mut sg_items = Vec::new();
     if sgs != "-" {
         let mut seen: Vec<&str> = Vec::new();
         for item in sgs.split(',') {
             let (name, v) = item
                 .split_once('=')
                 .ok_or_else(|| format!("`{item}` is not NAME=on|off"))?;
-            // `encode` names each safeguard once: a repeat is an edited
+            // `encode` names each switch once: a repeat is an edited
             // string, and which of two switches wins would be a guess.
             if seen.contains(&name) {
-                return Err(format!("safeguard `{name}` appears twice"));
+                return Err(format!("`{name}` appears twice"));
             }
             seen.push(name);
             let on = match v {
@@ -148,18 +161,36 @@ pub fn decode(s: &str) -> Result<ReplaySpec, String> {
                 "off" => false,
                 _ => return Err(format!("`{item}` is not NAME=on|off")),
             };
-            safeguards.set_by_name(name, on)?;
+            if mmsim_model::config::lookup(name).is_some() {
+                config.set_by_name(name, on)?;
+            } else {
+                sg_items.push((name, on));
+            }
         }
+    }
+    // Safeguard defaults follow the configuration: apply it first.
+    let mut safeguards = Safeguards::for_config(&config);
+    for (name, on) in sg_items {
+        safeguards.set_by_name(name, on)?;
     }
     Ok(ReplaySpec {
         scenario: scenario.to_string(),
         arch,
+        config,
         safeguards,
         decisions: decode_decisions(dec)?,
     })
 }
 
 impl ReplaySpec {
+    /// The configuration as explicit switches for every option.
+    pub fn config_switches(&self) -> Vec<(String, bool)> {
+        self.config
+            .iter()
+            .map(|(i, on)| (i.name.to_string(), on))
+            .collect()
+    }
+
     /// The safeguards as explicit switches for every registered one.
     pub fn safeguard_switches(&self) -> Vec<(String, bool)> {
         self.safeguards
@@ -193,7 +224,8 @@ mod tests {
     fn strings_round_trip_with_colons_in_paths() {
         let mut sg = Safeguards::default();
         sg.set_by_name("gup_fast.pte_recheck", false).unwrap();
-        let s = encode("C:/x/y.toml", Arch::Broadcast, &sg, &[1, 0, 0]);
+        let c = KernelConfig::default();
+        let s = encode("C:/x/y.toml", Arch::Broadcast, &c, &sg, &[1, 0, 0]);
         assert_eq!(
             s,
             "mmsim1:C:/x/y.toml:broadcast:gup_fast.pte_recheck=off:ba2"
@@ -204,12 +236,19 @@ mod tests {
         assert_eq!(r.safeguards, sg);
         assert_eq!(r.decisions, vec![1, 0, 0]);
         assert!(decode("mmsim1:x:ipi:nope=off:a").is_err());
+        // Configuration options ride in the same field; safeguard defaults
+        // follow them.
+        let mut c = KernelConfig::default();
+        c.set_by_name("page_ext", true).unwrap();
+        c.set_by_name("debug_vm", true).unwrap();
+        let sg = Safeguards::for_config(&c);
+        let s = encode("x", Arch::Ipi, &c, &sg, &[]);
+        assert_eq!(s, "mmsim1:x:ipi:debug_vm=on,page_ext=on:-");
+        let r = decode(&s).unwrap();
+        assert_eq!((r.config, r.safeguards), (c, sg));
         // Issue 12: a contradictory string was read as its last switch.
         let e = decode("mmsim1:x:ipi:gup_fast.pte_recheck=off,gup_fast.pte_recheck=on:a");
-        assert_eq!(
-            e.unwrap_err(),
-            "safeguard `gup_fast.pte_recheck` appears twice"
-        );
+        assert_eq!(e.unwrap_err(), "`gup_fast.pte_recheck` appears twice");
         assert!(decode("garbage").is_err());
     }
 }

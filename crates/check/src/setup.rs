@@ -29,7 +29,9 @@ use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::mm::page_alloc::{__free_pages, Gfp, alloc_pages};
 use mmsim_model::safeguards::Safeguards;
 use mmsim_model::types::{PAGE_SHIFT, PAGE_SIZE};
-use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
+use mmsim_model::{
+    Arch, Cpu, KernelConfig, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr,
+};
 use std::fmt;
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ use std::sync::Arc;
 pub struct Overrides {
     /// `--arch`.
     pub arch: Option<Arch>,
+    /// `--config NAME=on|off`, in order.
+    pub config: Vec<(String, bool)>,
     /// `--safeguard NAME=on|off`, in order.
     pub safeguards: Vec<(String, bool)>,
 }
@@ -73,6 +77,8 @@ pub struct Plan {
     pub arch: Arch,
     /// The safeguards this run uses.
     pub safeguards: Safeguards,
+    /// The kernel configuration this run uses.
+    pub config: KernelConfig,
     cfg: MachineConfig,
     /// Per process, per initial VMA: whether its pages must be placed.
     steer: Vec<Vec<bool>>,
@@ -105,16 +111,14 @@ impl Plan {
                 }
             }
         }
-        let mut safeguards = scenario.safeguards;
-        for (name, on) in &ov.safeguards {
-            safeguards
-                .set_by_name(name, *on)
+        let (config, safeguards) =
+            scenario
+                .settings_with(&ov.config, &ov.safeguards)
                 .map_err(|message| SetupError {
-                    file: "--safeguard".into(),
+                    file: "--config/--safeguard".into(),
                     loc: None,
                     message,
                 })?;
-        }
         let arch = ov.arch.unwrap_or(scenario.arch);
         let cfg = MachineConfig {
             nr_cpus: scenario.cpus.len() as u32,
@@ -130,10 +134,12 @@ impl Plan {
                         MemKind::Device => RangeKind::Device,
                     },
                     bytes: m.bytes,
+                    node: m.node,
                 })
                 .collect(),
             arch,
             safeguards,
+            config,
             mode: Mode::Explore,
             hooks: false,
             tracing: false,
@@ -175,6 +181,7 @@ impl Plan {
             scenario,
             arch,
             safeguards,
+            config,
             cfg,
             steer,
             descriptions,
@@ -378,6 +385,10 @@ fn with_pages_from<T>(cpu: &Cpu, start: Pfn, end: Pfn, f: impl FnOnce() -> T) ->
     let m = &cpu.m;
     let inside = |p: PageRef<'_>| start <= p.pfn() && p.pfn() < end;
     let target_zone = m.sparse.pfn_to_page(start).zonenum(cpu);
+    // The task prefers the target's node (numactl --preferred), so that its
+    // zonelist starts there; only that node's other free blocks need holding.
+    let target_nid = m.sparse.pfn_to_page(start).nid(cpu);
+    let old_policy = cpu.set_mempolicy(Some(target_nid));
     let mut held: Vec<(PageRef<'_>, u32)> = Vec::new();
     let mut give_back: Vec<(PageRef<'_>, u32)> = Vec::new();
     for (zone, gfp) in [
@@ -389,7 +400,7 @@ fn with_pages_from<T>(cpu: &Cpu, start: Pfn, end: Pfn, f: impl FnOnce() -> T) ->
         }
         for order in (0..=m.max_order()).rev() {
             while let Some(p) = alloc_pages(cpu, gfp, order) {
-                if p.zonenum(cpu) != zone as usize {
+                if p.zonenum(cpu) != zone as usize || p.nid(cpu) != target_nid {
                     // This zone has no block of this order left.
                     __free_pages(cpu, p, order);
                     break;
@@ -406,6 +417,7 @@ fn with_pages_from<T>(cpu: &Cpu, start: Pfn, end: Pfn, f: impl FnOnce() -> T) ->
         __free_pages(cpu, p, o);
     }
     let r = f();
+    cpu.set_mempolicy(old_policy);
     for (p, o) in held {
         __free_pages(cpu, p, o);
     }

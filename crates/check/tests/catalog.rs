@@ -106,6 +106,7 @@ fn every_catalog_variant_flips_as_its_file_says() {
         for v in &e.variants {
             let ov = Overrides {
                 arch: v.arch,
+                config: v.config.clone(),
                 safeguards: v.safeguards.clone(),
             };
             check_claim(
@@ -137,6 +138,7 @@ fn bounded_dfs_exhausts_the_upstream_tree_and_finds_the_race_without_the_recheck
 
     let ov = Overrides {
         arch: None,
+        config: vec![],
         safeguards: vec![("gup_fast.pte_recheck".into(), false)],
     };
     let plan = Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap());

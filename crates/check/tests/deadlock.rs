@@ -43,6 +43,7 @@ fn two_cpus_waiting_for_each_other_are_a_deadlock() {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: 64 << 10,
+                node: 0,
             }],
             mode: Mode::Explore,
             ..Default::default()

@@ -13,6 +13,7 @@ fn racy() -> Arc<Plan> {
     let b = catalog::find("munmap-reuse-vs-gup-fast").unwrap();
     let ov = Overrides {
         arch: None,
+        config: vec![],
         safeguards: vec![("gup_fast.pte_recheck".into(), false)],
     };
     Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap())
@@ -159,6 +160,7 @@ fn the_ipi_flush_waits_for_the_walker_and_the_timeline_says_so() {
     let b = catalog::find("munmap-reuse-vs-gup-fast").unwrap();
     let ov = Overrides {
         arch: Some(mmsim_model::Arch::Ipi),
+        config: vec![],
         safeguards: vec![("gup_fast.pte_recheck".into(), false)],
     };
     let plan = Arc::new(Plan::new(b.scenario().unwrap(), &ov).unwrap());

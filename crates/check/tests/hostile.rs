@@ -198,9 +198,10 @@ fn placing_pages_in_memory_that_is_not_online_is_an_error_naming_its_state() {
     // Online in ZONE_NORMAL: set-up would put the VMA's page tables there,
     // outside boot memory where the model keeps them (populate failed with
     // a bare -EFAULT).
-    let t = PLACED
-        .replace("STATE", "online")
-        .replace("state = \"online\"", "state = \"online\"\nzone = \"normal\"");
+    let t = PLACED.replace("STATE", "online").replace(
+        "state = \"online\"",
+        "state = \"online\"\nzone = \"normal\"",
+    );
     let e = plan(&t).unwrap_err();
     assert!(e.contains("onlined to ZONE_NORMAL"), "{e}");
     // Online memory is where pages can go.

@@ -222,3 +222,36 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn config_and_nodes_parse_and_bad_ones_name_line_and_column() {
+    // [config] and `node` as SCENARIOS.md fixes them.
+    let t = GOOD.replace(
+        "section_size = \"64K\"\n",
+        "section_size = \"64K\"\n\n[config]\ndebug_vm = true\npage_ext = true\n",
+    );
+    let t = t.replace(
+        "size = \"256K\"\n",
+        "size = \"256K\"\n\n[[memory]]\nname = \"cxl\"\nkind = \"hotplug\"\nsize = \"64K\"\nstate = \"online\"\nnode = 1\n",
+    );
+    let s = parse(&t, "t.toml").unwrap();
+    assert!(s.config.debug_vm && s.config.page_ext && s.config.numa);
+    assert_eq!(s.memory[1].node, 1);
+    // page_ext's grace period follows the configuration.
+    assert!(
+        s.safeguards
+            .on(mmsim_model::safeguards::Sg::PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU)
+    );
+    // An unknown option.
+    let bad = t.replace("page_ext = true", "kasan = true");
+    let e = err(&bad);
+    let l = line_of(&bad, "kasan");
+    assert!(e.starts_with(&format!("t.toml:{l}:1:")), "{e}");
+    assert!(e.contains("unknown configuration option `kasan`"), "{e}");
+    // A node without NUMA.
+    let bad = t.replace("page_ext = true", "numa = false");
+    let e = err(&bad);
+    let l = line_of(&bad, "node = 1");
+    assert!(e.starts_with(&format!("t.toml:{l}:8:")), "{e}");
+    assert!(e.contains("needs numa"), "{e}");
+}

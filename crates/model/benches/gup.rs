@@ -43,6 +43,7 @@ fn buffer(thp: bool) -> Buf {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 128 << 20,
+            node: 0,
         }],
         ..Default::default()
     })

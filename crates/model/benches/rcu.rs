@@ -31,6 +31,7 @@ fn machine(nr_cpus: u32) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 1 << 20,
+            node: 0,
         }],
         ..Default::default()
     })

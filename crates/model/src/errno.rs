@@ -27,6 +27,8 @@ pub enum Errno {
     EINVAL = 22,
     /// No space left on device.
     ENOSPC = 28,
+    /// Too many links (inside GUP: "unshare this page first").
+    EMLINK = 31,
     /// Value too large for defined data type.
     EOVERFLOW = 75,
     /// Operation not supported.
@@ -50,6 +52,7 @@ impl Errno {
             Errno::ENODEV => "ENODEV",
             Errno::EINVAL => "EINVAL",
             Errno::ENOSPC => "ENOSPC",
+            Errno::EMLINK => "EMLINK",
             Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EHWPOISON => "EHWPOISON",

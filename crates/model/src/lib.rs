@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod detect;
 pub mod errno;
 pub mod kernel;
@@ -23,6 +24,7 @@ pub mod mm;
 pub mod safeguards;
 pub mod types;
 
+pub use config::KernelConfig;
 pub use errno::Errno;
 pub use kernel::cpu::Cpu;
 pub use machine::{Arch, Machine, MachineConfig, RangeConfig, RangeKind};

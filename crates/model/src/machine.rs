@@ -7,12 +7,13 @@
 //! when the machine starts; hot-pluggable and device ranges start absent and
 //! are added by the hotplug and `memremap` code.
 
+use crate::config::KernelConfig;
 use crate::detect::{Detector, Kind, Violation, install_panic_filter};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::rcupdate::{Rcu, rcu_barrier};
 use crate::mm::memory_hotplug::memmap_init_range;
 use crate::mm::mm_types::{PageRef, pgty};
-use crate::mm::mmzone::{Zone, ZoneType};
+use crate::mm::mmzone::{MAX_NUMNODES, PglistData, Zone, ZoneType};
 use crate::mm::page_alloc::{free_blocks, free_range_core};
 use crate::mm::pgtable::PtStore;
 use crate::mm::sparse::{Sparse, online_mem_sections, sparse_init_early_section};
@@ -78,6 +79,8 @@ pub struct RangeConfig {
     pub kind: RangeKind,
     /// Its size in bytes, a whole number of sections.
     pub bytes: u64,
+    /// Its NUMA node (0 without `CONFIG_NUMA`).
+    pub node: u32,
 }
 
 /// A physical range as laid out.
@@ -91,6 +94,8 @@ pub struct MemRange {
     pub start: Pfn,
     /// Its length in pages.
     pub nr_pages: u64,
+    /// Its NUMA node.
+    pub node: u32,
 }
 
 impl MemRange {
@@ -113,6 +118,8 @@ pub struct MachineConfig {
     pub arch: Arch,
     /// Safeguard switches.
     pub safeguards: Safeguards,
+    /// The kernel configuration.
+    pub config: KernelConfig,
     /// How CPUs are scheduled.
     pub mode: Mode,
     /// Whether tests may hold CPUs at points.
@@ -130,9 +137,11 @@ impl Default for MachineConfig {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: 128 << 20,
+                node: 0,
             }],
             arch: Arch::Ipi,
             safeguards: Safeguards::default(),
+            config: KernelConfig::default(),
             mode: Mode::Native,
             hooks: false,
             tracing: false,
@@ -146,6 +155,8 @@ pub struct Machine {
     pub cfg: MachineConfig,
     /// Safeguard switches (fixed for the machine's life).
     pub sg: Safeguards,
+    /// The kernel configuration (fixed for the machine's life).
+    pub config: KernelConfig,
     /// TLB flush flavour.
     pub arch: Arch,
     /// Scheduling context shared by the CPUs.
@@ -154,7 +165,8 @@ pub struct Machine {
     pub rcu: Rcu,
     /// The sections and memmap.
     pub sparse: Sparse,
-    zones: [Zone; 3],
+    /// `NODE_DATA(nid)` for each node.
+    nodes: Box<[PglistData]>,
     /// The oracle.
     pub detect: Detector,
     /// Physical memory layout.
@@ -219,7 +231,21 @@ impl Machine {
         let sec_bytes = 1u64 << cfg.section_shift;
         let mut ranges = Vec::new();
         let mut next = 0u64;
+        let mut nr_nodes = 1;
         for r in &cfg.ranges {
+            if r.node >= MAX_NUMNODES || (r.node > 0 && !cfg.config.numa) {
+                return Err(format!(
+                    "memory `{}`: node {} does not exist ({})",
+                    r.name,
+                    r.node,
+                    if cfg.config.numa {
+                        "the model has nodes 0 to 15"
+                    } else {
+                        "without numa there is only node 0"
+                    }
+                ));
+            }
+            nr_nodes = nr_nodes.max(r.node + 1);
             if r.bytes == 0 || r.bytes % sec_bytes != 0 {
                 return Err(format!(
                     "memory `{}`: {} bytes is not a whole number of {} KiB sections",
@@ -234,6 +260,7 @@ impl Machine {
                 kind: r.kind,
                 start: Pfn::try_new(next).ok_or("physical memory too large")?,
                 nr_pages,
+                node: r.node,
             });
             next = next
                 .checked_add(nr_pages)
@@ -258,11 +285,15 @@ impl Machine {
         ctx.set_tracing(cfg.tracing);
         let m = Arc::new(Machine {
             sg: cfg.safeguards,
+            config: cfg.config,
             arch: cfg.arch,
             ctx: std::sync::Arc::new(ctx),
-            rcu: Rcu::new(cfg.nr_cpus as usize + 1),
+            // The model CPUs, the rcuo kthread's, the boot CPU.
+            rcu: Rcu::new(cfg.nr_cpus as usize + 2),
             sparse: Sparse::new(cfg.section_shift, nr_sections),
-            zones: ZoneType::ALL.map(|z| Zone::new(z, max_order)),
+            nodes: (0..nr_nodes)
+                .map(|n| PglistData::new(n, max_order))
+                .collect(),
             detect: Detector::default(),
             ranges,
             max_order,
@@ -300,8 +331,16 @@ impl Machine {
                 sparse_init_early_section(&cpu, nr);
             }
             online_mem_sections(&cpu, r.start, r.end());
-            memmap_init_range(&cpu, r.start, r.nr_pages, ZoneType::Normal);
+            memmap_init_range(&cpu, r.start, r.nr_pages, r.node, ZoneType::Normal);
             free_range_core(&cpu, r.start, r.nr_pages);
+            self.node(r.node).set_has_memory(true);
+        }
+        // memory_tier_late_init(): every node with memory at boot joins the
+        // default DRAM tier.
+        for n in self.nodes.iter() {
+            if n.has_memory() {
+                crate::mm::memory_tiers::set_node_memory_tier(&cpu, n.node_id);
+            }
         }
         // The shared zero page: reserved, never freed.
         if let Some(z) =
@@ -329,14 +368,24 @@ impl Machine {
         Cpu::new(id, self.clone(), Sched::new(id, self.ctx.clone()))
     }
 
-    /// The boot CPU: runs set-up and teardown, outside any exploration (it
+    /// The CPU of the `rcuo` kthread an explorer runs beside the model CPUs
+    /// (number `nr_cpus`, the CPU after the last model CPU, as its shuttle
+    /// task comes after theirs); see [`crate::kernel::rcupdate::rcuo_kthread`].
+    /// Callbacks are left to it from now on.
+    pub fn rcuo_cpu(self: &Arc<Self>) -> Cpu {
+        self.rcu.defer_callbacks();
+        let id = self.cfg.nr_cpus;
+        Cpu::new_rcuo(id, self.clone(), Sched::new(id, self.ctx.clone()))
+    }
+
+    /// The boot CPU (number `nr_cpus + 1`): runs set-up and teardown, outside any exploration (it
     /// is never preempted and never traced).
     pub fn boot_cpu(self: &Arc<Self>) -> Cpu {
         let quiet = std::sync::Arc::new(Ctx::new(Mode::Native, false));
         Cpu::new(
-            self.cfg.nr_cpus,
+            self.cfg.nr_cpus + 1,
             self.clone(),
-            Sched::new(self.cfg.nr_cpus, quiet),
+            Sched::new(self.cfg.nr_cpus + 1, quiet),
         )
     }
 
@@ -351,15 +400,38 @@ impl Machine {
         self.pageblock_order
     }
 
-    /// A zone.
+    /// A zone of node 0 (the only node of a machine without NUMA ranges).
     pub fn zone(&self, z: ZoneType) -> &Zone {
-        &self.zones[z as usize]
+        self.nodes[0].zone(z)
+    }
+
+    /// `NODE_DATA(nid)`; node ids beyond the machine's are clamped to its
+    /// last node (page flags never hold one).
+    pub fn node(&self, nid: u32) -> &PglistData {
+        &self.nodes[(nid as usize).min(self.nodes.len() - 1)]
+    }
+
+    /// The number of nodes (`nr_node_ids`).
+    pub fn nr_nodes(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    /// The node of the physical range that holds `pfn` (what the firmware's
+    /// memory affinity table says), 0 outside every range.
+    pub fn pfn_to_nid(&self, pfn: Pfn) -> u32 {
+        self.ranges
+            .iter()
+            .find(|r| r.start <= pfn && pfn < r.end())
+            .map_or(0, |r| r.node)
     }
 
     /// `page_zone()`.
     pub fn zone_of(&self, cpu: &Cpu, page: PageRef<'_>) -> &Zone {
-        let z = page.zonenum(cpu).min(2);
-        &self.zones[z]
+        let c = page.checked(cpu);
+        let z = c.zonenum().min(2);
+        let nid = ((c.flags() & crate::mm::mm_types::pg::NODE_MASK)
+            >> crate::mm::mm_types::pg::NODE_SHIFT) as u32;
+        &self.node(nid).zones()[z]
     }
 
     /// `memory_block_size_bytes()` in pages: one section.
@@ -416,7 +488,7 @@ impl Machine {
             .map(|r| r.end().as_u64())
             .max()
             .unwrap_or(0);
-        for z in &self.zones {
+        for z in self.nodes.iter().flat_map(|n| n.zones().iter()) {
             // One bit per pfn: a bitmap, since the walk below asks for each.
             let mut free = vec![0u64; max_pfn.div_ceil(64) as usize];
             for (p, o) in free_blocks(z) {
@@ -431,6 +503,7 @@ impl Machine {
                     if !page.is_live()
                         || pfn == self.zero_pfn().as_u64()
                         || page.zonenum(&cpu) != z.zone_type as usize
+                        || page.nid(&cpu) != z.node
                         || page.page_type(&cpu) == pgty::OFFLINE
                         || is_free(pfn)
                     {

@@ -78,10 +78,22 @@ safeguards! {
     /// `percpu_ref_kill()` switches to atomic mode through `call_rcu`.
     PERCPU_REF_KILL_RCU = 10, "percpu_ref.kill_rcu", true,
         "incidentally: walkers of device pages zapped before memunmap_pages() killed pgmap->ref";
-    /// page_ext's `MEM_OFFLINE` notifier calls `synchronize_rcu()` (page_ext
-    /// is off in typical kernels).
+    /// page_ext's `MEM_OFFLINE` notifier `offline_page_ext()` calls
+    /// `synchronize_rcu()`. It runs only where a page_ext user is enabled:
+    /// its default follows the `page_ext` configuration option (see
+    /// [`Safeguards::for_config`]), off in v6.18's Kconfig defaults.
     PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU = 11, "page_ext.offline_synchronize_rcu", false,
-        "incidentally, with page_owner/page_table_check: walkers of the block being offlined";
+        "incidentally, where a page_ext user is on (page_owner, allocation profiling, page_table_check): walkers of the block being offlined; default = config page_ext";
+    /// The seed thread's "separate change" for offlining: `synchronize_rcu()`
+    /// in `offline_pages()` after the last `test_pages_isolated()`, before
+    /// `__offline_isolated_pages()` and the poisoning.
+    HOTPLUG_OFFLINE_SYNCHRONIZE_RCU = 12, "hotplug.offline_synchronize_rcu", false,
+        "GUP-fast (any lockless walker) against offlining: grace period after isolation, before the memmap is poisoned or freed (the seed's fix, offline placement; not upstream)";
+    /// `clear_node_memory_tier()`'s `synchronize_rcu()` (and
+    /// `establish_demotion_targets()`'s), run by the memory-tier node
+    /// notifier when offlining takes a node's last memory (`numa` only).
+    MEMTIER_SYNCHRONIZE_RCU = 13, "memtier.synchronize_rcu", true,
+        "incidentally, with numa: walkers of the block whose offlining empties its node (NODE_REMOVED_LAST_MEMORY)";
 }
 
 /// A set of switches, one per registered safeguard.
@@ -104,6 +116,15 @@ impl Default for Safeguards {
 }
 
 impl Safeguards {
+    /// v6.18's safeguards for a kernel built with `cfg`: the defaults, with
+    /// `page_ext.offline_synchronize_rcu` following `cfg.page_ext` (that
+    /// grace period exists exactly where a page_ext user is enabled).
+    pub fn for_config(cfg: &crate::config::KernelConfig) -> Safeguards {
+        let mut s = Safeguards::default();
+        s.set(Sg::PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU, cfg.page_ext);
+        s
+    }
+
     /// Whether the step runs.
     #[inline]
     pub fn on(&self, sg: Sg) -> bool {
@@ -134,9 +155,13 @@ impl Safeguards {
             .map(|(i, info)| (info, self.bits & (1 << i) != 0))
     }
 
-    /// The safeguards that differ from v6.18, as `name=on|off`.
+    /// The safeguards that differ from v6.18's defaults, as `name=on|off`.
     pub fn overrides(&self) -> Vec<String> {
-        let d = Safeguards::default();
+        self.overrides_from(&Safeguards::default())
+    }
+
+    /// The safeguards that differ from `d`, as `name=on|off`.
+    pub fn overrides_from(&self, d: &Safeguards) -> Vec<String> {
         self.iter()
             .zip(d.iter())
             .filter(|((_, a), (_, b))| a != b)

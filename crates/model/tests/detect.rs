@@ -29,11 +29,13 @@ fn machine() -> Arc<Machine> {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: 4 << 20,
+                node: 0,
             },
             RangeConfig {
                 name: "dimm".into(),
                 kind: RangeKind::Hotplug,
                 bytes: 2 << 20,
+                node: 0,
             },
         ],
         ..Default::default()
@@ -44,7 +46,7 @@ fn machine() -> Arc<Machine> {
 fn online_dimm(m: &Arc<Machine>, cpu: &Cpu) -> MemRange {
     let d = m.range("dimm").unwrap().clone();
     __add_pages(cpu, d.start, d.nr_pages).unwrap();
-    move_pfn_range_to_zone(cpu, d.start, d.nr_pages, ZoneType::Movable);
+    move_pfn_range_to_zone(cpu, d.start, d.nr_pages, 0, ZoneType::Movable);
     online_mem_sections(cpu, d.start, d.end());
     online_pages_range(cpu, d.start, d.nr_pages);
     d
@@ -111,7 +113,7 @@ fn access_after_re_adding_the_section_is_not_reported() {
     __add_pages(&boot, d.start, d.nr_pages).unwrap();
     assert!(page.is_live());
     assert!(cpu.run(|| page.flags(&cpu)).is_ok());
-    move_pfn_range_to_zone(&boot, d.start, d.nr_pages, ZoneType::Movable);
+    move_pfn_range_to_zone(&boot, d.start, d.nr_pages, 0, ZoneType::Movable);
     online_mem_sections(&boot, d.start, d.end());
     online_pages_range(&boot, d.start, d.nr_pages);
     assert_eq!(cpu.run(|| page.ref_count(&cpu)), Ok(0));

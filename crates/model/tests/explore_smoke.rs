@@ -22,6 +22,7 @@ fn explore_machine(nr_cpus: u32) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 64 << 10,
+            node: 0,
         }],
         mode: Mode::Explore,
         ..Default::default()
@@ -329,4 +330,69 @@ fn an_oops_while_another_cpu_waits_ends_the_run_cleanly() {
     };
     shuttle::check_dfs(body, None);
     shuttle::check_pct(body, 1000, 3);
+}
+
+/// MISSION.md §1a: `rcu_sync_exit()` queues a callback, and until it runs
+/// the state stays `GP_EXIT` — also after its grace period has passed, for
+/// as long as softirq or the rcuo kthread lags. Callbacks run on an rcuo
+/// kthread the explorer schedules like a CPU, so it explores that lag: some
+/// schedule sees `GP_EXIT` with the callback's grace period over, and a
+/// writer entering then takes no grace period.
+#[test]
+fn rcu_sync_can_stay_in_gp_exit_after_its_grace_period_passed() {
+    use mmsim_model::kernel::rcu_sync::GpState;
+    use mmsim_model::kernel::rcupdate::rcuo_kthread;
+    use mmsim_model::mm::memory_hotplug::{mem_hotplug_begin, mem_hotplug_done};
+    let lagged: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    let idle: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    let body = move || {
+        let m = explore_machine(2);
+        let (c0, c1) = (m.cpu(0), m.cpu(1));
+        let rcuo = m.rcuo_cpu();
+        let exited = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (e0, f0) = (exited.clone(), finished.clone());
+        let writer = shuttle::thread::spawn(move || {
+            let _ = c0.run(|| {
+                let g = mem_hotplug_begin(&c0);
+                mem_hotplug_done(g);
+            });
+            e0.store(true, Ordering::Release);
+            f0.fetch_add(1, Ordering::Release);
+            c0.finish();
+        });
+        let (m1, e1, f1) = (m.clone(), exited.clone(), finished.clone());
+        let observer = shuttle::thread::spawn(move || {
+            let _ = c1.run(|| {
+                while !e1.load(Ordering::Acquire) {
+                    c1.point(point!("observer", "wait for the writer"));
+                }
+                c1.point(point!("observer", "look at rcu_sync"));
+                let st = m1.mem_hotplug_lock.rss.state();
+                if st == GpState::Exit && m1.rcu.callback_due() {
+                    lagged.fetch_add(1, Ordering::Relaxed);
+                } else if st == GpState::Idle {
+                    idle.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            f1.fetch_add(1, Ordering::Release);
+            c1.finish();
+        });
+        let f2 = finished.clone();
+        let cb = shuttle::thread::spawn(move || {
+            let _ = rcuo.run(|| rcuo_kthread(&rcuo, &|| f2.load(Ordering::Acquire) == 2));
+        });
+        writer.join().unwrap();
+        observer.join().unwrap();
+        cb.join().unwrap();
+    };
+    shuttle::check_random(body, 500);
+    assert!(
+        lagged.load(Ordering::Relaxed) > 0,
+        "no schedule saw GP_EXIT after the grace period"
+    );
+    assert!(
+        idle.load(Ordering::Relaxed) > 0,
+        "no schedule saw the callback run first"
+    );
 }

@@ -19,6 +19,7 @@ fn machine(mb: u64) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: mb << 20,
+            node: 0,
         }],
         section_shift: 23,
         ..Default::default()
@@ -307,6 +308,7 @@ fn munmap_reuse(arch: Arch, pte_recheck: bool) -> (Vec<mmsim_model::detect::Viol
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 64 << 20,
+            node: 0,
         }],
         section_shift: 23,
         arch,
@@ -401,4 +403,855 @@ fn munmap_reuse_vs_gup_fast_on_ipi_waits_for_the_walker() {
     let (v, blocked) = munmap_reuse(Arch::Ipi, false);
     assert!(blocked, "the flush IPI must wait for the IRQs-off walker");
     assert!(v.is_empty(), "{v:?}");
+}
+
+/// The refcount of the folio at `a` (mapped by a PTE), set to `v` behind
+/// the model's back, as an earlier underflow would leave it.
+fn set_mapped_refcount(cpu: &Cpu, mm: &MmStruct, a: VirtAddr, v: i32) -> Pfn {
+    let pfn = mapped_pfn(cpu, mm, a).unwrap();
+    let f = page_folio(cpu, cpu.m.sparse.pfn_to_page(pfn));
+    mmsim_model::mm::page_ref::set_folio_count(cpu, f, v);
+    pfn
+}
+
+/// v6.18 `try_get_folio()`: `WARN_ON_ONCE(folio_ref_count(folio) < 0)`, and
+/// GUP-fast gives up on that page. A warning: recorded, and the CPU goes on.
+#[test]
+fn try_get_folio_warns_on_a_negative_refcount() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = set_mapped_refcount(&cpu, &mm, a, -1);
+    let mut pages = Vec::new();
+    let r = cpu.run(|| pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_FAST_ONLY, &mut pages));
+    assert_eq!(r, Ok(Ok(0)), "the walker warns and bails, it does not oops");
+    let v = m.detect.violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, Kind::RefcountUnderflow);
+    assert_eq!(v[0].function, "try_get_folio");
+    assert_eq!(v[0].pfn, Some(pfn));
+    set_mapped_refcount(&cpu, &mm, a, 1);
+    exit_mmap(&cpu, &mm);
+}
+
+/// v6.18 `try_grab_folio()`: `WARN_ON_ONCE(folio_ref_count(folio) <= 0)`
+/// and `-ENOMEM`: a folio the page table maps holds that mapping's
+/// reference, so a count of zero is an underflow somewhere.
+#[test]
+fn try_grab_folio_warns_on_a_refcount_of_zero() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = set_mapped_refcount(&cpu, &mm, a, 0);
+    let mut pages = Vec::new();
+    let r = cpu.run(|| pin_user_pages(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages));
+    assert_eq!(r, Ok(Err(mmsim_model::Errno::ENOMEM)));
+    let v = m.detect.violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, Kind::RefcountUnderflow);
+    assert_eq!(v[0].pfn, Some(pfn));
+    set_mapped_refcount(&cpu, &mm, a, 1);
+    exit_mmap(&cpu, &mm);
+}
+
+/// v6.18 `folio_is_longterm_pinnable()` refuses a folio whose pageblock is
+/// isolated (`MIGRATE_ISOLATE`: offlining or `alloc_contig_range()` is
+/// about to move it), so GUP-fast will not long-term pin it.
+#[test]
+fn a_folio_in_an_isolated_pageblock_is_not_longterm_pinnable() {
+    use mmsim_model::mm::page_alloc::{start_isolate_page_range, undo_isolate_page_range};
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    let folio = page_folio(&cpu, m.sparse.pfn_to_page(pfn));
+    assert!(folio_is_longterm_pinnable(&cpu, folio));
+    let pb = 1u64 << m.pageblock_order();
+    let start = Pfn::new(pfn.as_u64() & !(pb - 1));
+    start_isolate_page_range(&cpu, start, start.add(pb));
+    assert!(!folio_is_longterm_pinnable(&cpu, folio));
+    let mut pages = Vec::new();
+    let flags = FOLL_WRITE | FOLL_LONGTERM | FOLL_FAST_ONLY;
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, flags, &mut pages),
+        Ok(0)
+    );
+    // A short-term pin does not care.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_FAST_ONLY, &mut pages),
+        Ok(1)
+    );
+    unpin_user_pages(&cpu, &pages);
+    undo_isolate_page_range(&cpu, start, start.add(pb));
+    assert!(folio_is_longterm_pinnable(&cpu, folio));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `folio_is_longterm_pinnable()` on `ZONE_DEVICE`: coherent and
+/// fsdax folios may not be pinned long-term, device-dax (generic) and
+/// device-private ones may.
+#[test]
+fn device_folios_longterm_pinnable_by_type() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    use mmsim_model::mm::mm_types::Folio;
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    let per = dev.nr_pages / 4;
+    for (i, (kind, pinnable)) in [
+        (PgmapType::Generic, true),
+        (PgmapType::FsDax, false),
+        (PgmapType::Coherent, false),
+        (PgmapType::Private, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let start = dev.start.add(i as u64 * per);
+        memremap_pages(&cpu, start, per, kind).unwrap();
+        let folio = Folio::from_head(m.sparse.pfn_to_page(start));
+        assert_eq!(
+            folio_is_longterm_pinnable(&cpu, folio),
+            pinnable,
+            "{kind:?}"
+        );
+    }
+}
+
+/// 32 MiB of boot memory and an 8 MiB device range `dev` (not yet
+/// `memremap`ped), in 2 MiB sections.
+fn machine_with_device() -> Arc<Machine> {
+    Machine::new(MachineConfig {
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 32 << 20,
+                node: 0,
+            },
+            RangeConfig {
+                name: "dev".into(),
+                kind: RangeKind::Device,
+                bytes: 8 << 20,
+                node: 0,
+            },
+        ],
+        section_shift: 21,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// v6.18 `gup_fast_folio_allowed()` lets GUP-fast take a long-term writable
+/// pin of a file folio only if the file is shmem; a device-dax folio (its
+/// mapping is the dax device's) goes to the slow path, where
+/// `check_vma_flags()` allows it: the dax device needs no dirty tracking
+/// (`writable_file_mapping_allowed()`). Anonymous and shmem folios are
+/// pinned by GUP-fast.
+#[test]
+fn longterm_writable_pins_of_file_folios_other_than_shmem_need_the_slow_path() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Generic).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let dax = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    let shm = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Shared, false);
+    let anon = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    for a in [dax, shm, anon] {
+        access_user(&cpu, &mm, a, Some(1)).unwrap();
+    }
+    let lw = FOLL_WRITE | FOLL_LONGTERM;
+    let mut pages = Vec::new();
+    // GUP-fast alone: device-dax refused, the others pinned.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, dax, 1, lw | FOLL_FAST_ONLY, &mut pages),
+        Ok(0)
+    );
+    for a in [shm, anon] {
+        assert_eq!(
+            pin_user_pages_fast(&cpu, &mm, a, 1, lw | FOLL_FAST_ONLY, &mut pages),
+            Ok(1)
+        );
+    }
+    // Short-term or read-only pins of device-dax: GUP-fast is fine.
+    for f in [FOLL_WRITE, FOLL_LONGTERM] {
+        assert_eq!(
+            pin_user_pages_fast(&cpu, &mm, dax, 1, f | FOLL_FAST_ONLY, &mut pages),
+            Ok(1)
+        );
+    }
+    // With the fallback, the slow path pins device-dax.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, dax, 1, lw, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages.len(), 5);
+    assert_eq!(pages[4], dev.start);
+    unpin_user_pages(&cpu, &pages);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `check_vma_flags()`: `FOLL_LONGTERM` on an fsdax mapping is
+/// `-EOPNOTSUPP`, before any page is looked at.
+#[test]
+fn longterm_pins_of_fsdax_mappings_are_not_supported() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::FsDax).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::EOPNOTSUPP)
+    );
+    assert_eq!(
+        pin_user_pages(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::EOPNOTSUPP)
+    );
+    // A short-term pin is fine.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    unpin_user_pages(&cpu, &pages);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `gup_must_unshare()`: a read-only long-term pin of the zero page
+/// in a private mapping must break COW first (`-EMLINK`, then a
+/// `FAULT_FLAG_UNSHARE` fault), so that the pinned page is the page the
+/// process keeps mapping and sees its later writes. A short-term one
+/// pins the zero page.
+#[test]
+fn longterm_readonly_pin_of_the_zero_page_unshares_it() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 2, Prot::ReadWrite, BackingKind::Anon, false);
+    let b = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+    for x in [a, b] {
+        assert_eq!(access_user(&cpu, &mm, x, None), Ok(0));
+        assert_eq!(mapped_pfn(&cpu, &mm, x), Some(m.zero_pfn()));
+    }
+    let mut pages = Vec::new();
+    assert_eq!(pin_user_pages_fast(&cpu, &mm, a, 1, 0, &mut pages), Ok(1));
+    assert_eq!(
+        pages[0],
+        m.zero_pfn(),
+        "a short-term pin takes the zero page"
+    );
+    pages.clear();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, b, 1, FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert_ne!(pages[0], m.zero_pfn());
+    assert_eq!(mapped_pfn(&cpu, &mm, b), Some(pages[0]));
+    // The unshared page is mapped read-only and clean, as the zero page was.
+    match lookup(&cpu, &mm, b) {
+        Mapped::Pte(e) => assert!(!e.write() && !e.dirty(), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    // A later write through the mapping lands in the pinned page.
+    access_user(&cpu, &mm, b, Some(77)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, b), Some(pages[0]));
+    let d = m.sparse.page_data(pages[0]).unwrap();
+    assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), 77);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `do_wp_page()` reuses an anonymous page that is exclusive to the
+/// mapping whatever its refcount: a write fault on a pinned page (here
+/// after `mprotect()` made its PTE read-only) must not copy it away from
+/// the pin (the bug `PageAnonExclusive` fixed).
+#[test]
+fn write_fault_reuses_an_exclusive_pinned_page() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::Read).unwrap();
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::ReadWrite).unwrap();
+    access_user(&cpu, &mm, a, Some(2)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    let d = m.sparse.page_data(pages[0]).unwrap();
+    assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), 2);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// `__get_user_pages()` faults a page in again each time another CPU
+/// undoes the fault before the walk finds it (here `MADV_DONTNEED`
+/// between them). v6.18 retries without bound; the model retries
+/// `GUP_FAULT_RETRIES` times and then returns what it has (here nothing),
+/// as the kernel does for a fault that asks to be retried, not `-EFAULT`.
+#[test]
+fn gup_slow_path_refaults_until_the_retry_bound() {
+    for (undone, want) in [(4, Ok(1)), (GUP_FAULT_RETRIES, Ok(0))] {
+        let m = Machine::new(MachineConfig {
+            ranges: vec![RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 64 << 20,
+                node: 0,
+            }],
+            section_shift: 23,
+            mode: Mode::Native,
+            hooks: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let boot = m.boot_cpu();
+        let mm = mm_alloc(&boot).unwrap();
+        let a = map(&boot, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+        drop(boot);
+        let (c0, c1) = (m.cpu(0), m.cpu(1));
+        // cpu0 takes the page-table lock once per walk and once per fault,
+        // so each of its walks after the first is held (a hold counts
+        // passes from the release of the one before it).
+        let holds: Vec<_> = (1..=undone)
+            .map(|k| {
+                m.ctx.hold(
+                    0,
+                    "spin_lock",
+                    "page_table_lock",
+                    if k == 1 { 2 } else { 1 },
+                )
+            })
+            .collect();
+        let mm0 = mm.clone();
+        let gup = std::thread::spawn(move || {
+            let mut pages = Vec::new();
+            let r = c0.run(|| pin_user_pages(&c0, &mm0, a, 1, FOLL_WRITE, &mut pages));
+            unpin_user_pages(&c0, &pages);
+            r
+        });
+        for h in holds {
+            assert!(m.ctx.wait_reached(h, std::time::Duration::from_secs(10)));
+            c1.run(|| madvise_dontneed(&c1, &mm, a, PAGE_SIZE).unwrap())
+                .unwrap();
+            m.ctx.release(h);
+        }
+        assert_eq!(gup.join().unwrap(), Ok(want), "{undone} faults undone");
+        assert!(
+            m.detect.violations().is_empty(),
+            "{:?}",
+            m.detect.violations()
+        );
+    }
+}
+
+/// v6.18 `can_follow_write_pte()`: `FOLL_FORCE` writes through a read-only
+/// PTE of a private, `VM_MAYWRITE` mapping as soon as the page is an
+/// exclusive anonymous one; the PTE need not be dirty, so no write fault
+/// is taken (the folio is marked dirty, the PTE stays clean).
+#[test]
+fn foll_force_writes_through_a_clean_readonly_pte_of_an_exclusive_page() {
+    use mmsim_model::mm::mm_types::pg;
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::Read, BackingKind::Anon, false);
+    // A read-only long-term pin unshares the zero page: an exclusive
+    // anonymous page behind a clean read-only PTE.
+    let mut pins = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_LONGTERM, &mut pins),
+        Ok(1)
+    );
+    let pte = |cpu: &Cpu| match lookup(cpu, &mm, a) {
+        Mapped::Pte(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert!(!pte(&cpu).write() && !pte(&cpu).dirty());
+    let mut pages = Vec::new();
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_FORCE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages[0], pins[0], "no COW: the page is exclusive");
+    assert!(!pte(&cpu).dirty(), "no write fault was taken");
+    assert!(m.sparse.pfn_to_page(pages[0]).test_flags(&cpu, pg::DIRTY));
+    put_user_pages(&cpu, &pages);
+    unpin_user_pages(&cpu, &pins);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// `FOLL_FORCE` reaches `PROT_NONE` memory (ptrace): v6.18 follows a
+/// PROT_NONE PTE (`gup_can_follow_protnone()` without
+/// `FOLL_HONOR_NUMA_FAULT`), and a forced write to an exclusive page of a
+/// private mapping goes through it (`can_follow_write_pte()`).
+#[test]
+fn foll_force_reaches_prot_none_memory() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(5)).unwrap();
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    do_mprotect(&cpu, &mm, a, PAGE_SIZE, Prot::None).unwrap();
+    let mut pages = Vec::new();
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, 0, &mut pages),
+        Err(mmsim_model::Errno::EFAULT)
+    );
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_FORCE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(
+        get_user_pages(&cpu, &mm, a, 1, FOLL_FORCE | FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages, vec![pfn, pfn]);
+    put_user_pages(&cpu, &pages);
+    // An access through the mapping still faults.
+    assert_eq!(
+        access_user(&cpu, &mm, a, None),
+        Err(mmsim_model::Errno::EFAULT)
+    );
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// 32 MiB of boot memory and a 4 MiB DIMM onlined to `ZONE_MOVABLE`, in
+/// 2 MiB sections: user pages land in the DIMM first.
+fn machine_with_movable() -> Arc<Machine> {
+    use mmsim_model::mm::memory_hotplug::{add_memory, memory_block_online};
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = Machine::new(MachineConfig {
+        ranges: vec![
+            RangeConfig {
+                name: "boot".into(),
+                kind: RangeKind::Boot,
+                bytes: 32 << 20,
+                node: 0,
+            },
+            RangeConfig {
+                name: "dimm".into(),
+                kind: RangeKind::Hotplug,
+                bytes: 4 << 20,
+                node: 0,
+            },
+        ],
+        section_shift: 21,
+        ..Default::default()
+    })
+    .unwrap();
+    let boot = m.boot_cpu();
+    let dimm = m.range("dimm").unwrap().clone();
+    add_memory(&boot, dimm.start, dimm.nr_pages).unwrap();
+    let mut b = dimm.start;
+    while b < dimm.end() {
+        memory_block_online(&boot, b, ZoneType::Movable).unwrap();
+        b = b.add(m.block_pages());
+    }
+    m
+}
+
+fn zone_of(cpu: &Cpu, pfn: Pfn) -> usize {
+    cpu.m.sparse.pfn_to_page(pfn).zonenum(cpu)
+}
+
+/// v6.18 `memalloc_pin_save()`: inside the scope (a `FOLL_LONGTERM` GUP),
+/// `current_gfp_context()` drops `__GFP_MOVABLE`, so user pages come from
+/// memory that may stay pinned.
+#[test]
+fn memalloc_pin_scope_keeps_allocations_out_of_zone_movable() {
+    use mmsim_model::kernel::cpu::memalloc_pin_save;
+    use mmsim_model::mm::mmzone::ZoneType;
+    use mmsim_model::mm::page_alloc::{Gfp, folio_alloc};
+    use mmsim_model::mm::page_ref::folio_put;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let outside = folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    assert_eq!(zone_of(&cpu, outside.pfn()), ZoneType::Movable as usize);
+    let inside = {
+        let _pin = memalloc_pin_save(&cpu);
+        folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap()
+    };
+    assert_eq!(zone_of(&cpu, inside.pfn()), ZoneType::Normal as usize);
+    let after = folio_alloc(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    assert_eq!(zone_of(&cpu, after.pfn()), ZoneType::Movable as usize);
+    for f in [outside, inside, after] {
+        folio_put(&cpu, f);
+    }
+}
+
+/// v6.18 `check_and_migrate_movable_pages()`: a `FOLL_LONGTERM` pin of a
+/// folio in `ZONE_MOVABLE` migrates it out (no `ZONE_MOVABLE` target
+/// inside `memalloc_pin_save()`) and pins the range again, so the pin is
+/// of the page the process now maps, with the same contents.
+#[test]
+fn longterm_pin_migrates_a_movable_folio_out_of_zone_movable() {
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 2, Prot::ReadWrite, BackingKind::Anon, false);
+    let b = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+    access_user(&cpu, &mm, a, Some(0xa)).unwrap();
+    access_user(&cpu, &mm, b, Some(0xb)).unwrap();
+    let old = mapped_pfn(&cpu, &mm, a).unwrap();
+    assert_eq!(zone_of(&cpu, old), ZoneType::Movable as usize);
+    let mut pages = Vec::new();
+    // A short-term pin may stay in ZONE_MOVABLE.
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(pages[0], old);
+    unpin_user_pages(&cpu, &pages);
+    pages.clear();
+    for (i, pin) in [pin_user_pages_fast, pin_user_pages]
+        .into_iter()
+        .enumerate()
+    {
+        let x = [a, b][i];
+        assert_eq!(
+            pin(&cpu, &mm, x, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+            Ok(1)
+        );
+        let p = *pages.last().unwrap();
+        assert_eq!(zone_of(&cpu, p), ZoneType::Normal as usize);
+        assert_eq!(mapped_pfn(&cpu, &mm, x), Some(p));
+        let d = m.sparse.page_data(p).unwrap();
+        assert_eq!(d.load(std::sync::atomic::Ordering::Relaxed), [0xa, 0xb][i]);
+    }
+    // An unpopulated range faults its pages in outside ZONE_MOVABLE.
+    let c = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, c, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(zone_of(&cpu, pages[2]), ZoneType::Normal as usize);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// The same for a folio whose pageblock is isolated (offlining or
+/// `alloc_contig_range()` at work): the long-term pin moves it out.
+#[test]
+fn longterm_pin_migrates_a_folio_out_of_an_isolated_pageblock() {
+    use mmsim_model::mm::page_alloc::{start_isolate_page_range, undo_isolate_page_range};
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
+    access_user(&cpu, &mm, a, Some(3)).unwrap();
+    let old = mapped_pfn(&cpu, &mm, a).unwrap();
+    let pb = 1u64 << m.pageblock_order();
+    let start = Pfn::new(old.as_u64() & !(pb - 1));
+    start_isolate_page_range(&cpu, start, start.add(pb));
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert!(
+        pages[0] < start || pages[0] >= start.add(pb),
+        "{:?}",
+        pages[0]
+    );
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(3));
+    unpin_user_pages(&cpu, &pages);
+    undo_isolate_page_range(&cpu, start, start.add(pb));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// v6.18 `migrate_longterm_unpinnable_folios()`: a device-coherent folio
+/// may not be pinned long-term; its pin becomes a reference and
+/// `migrate_device_coherent_folio()` moves it back to ordinary memory,
+/// which is then pinned. The device page is free again.
+#[test]
+fn longterm_pin_migrates_a_device_coherent_folio_to_ordinary_memory() {
+    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    let m = machine_with_device();
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Coherent).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    access_user(&cpu, &mm, a, Some(9)).unwrap();
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(dev.start));
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Ok(1)
+    );
+    assert!(
+        pages[0] < dev.start || pages[0] >= dev.end(),
+        "{:?}",
+        pages[0]
+    );
+    assert_eq!(mapped_pfn(&cpu, &mm, a), Some(pages[0]));
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(9));
+    assert_eq!(m.sparse.pfn_to_page(dev.start).ref_count(&cpu), 0);
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// A simplification, documented in docs/DESIGN.md: the model migrates only
+/// small anonymous folios, so a long-term pin of a THP in `ZONE_MOVABLE`
+/// (which v6.18 would migrate) pins, unpins and tries again
+/// `GUP_LONGTERM_RETRIES` times, then fails with `-ENOMEM`.
+#[test]
+fn longterm_pin_of_a_movable_thp_fails_after_the_retry_bound() {
+    use mmsim_model::mm::mmzone::ZoneType;
+    let m = machine_with_movable();
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(&cpu, &mm, 512, Prot::ReadWrite, BackingKind::Anon, true);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    assert!(matches!(lookup(&cpu, &mm, a), Mapped::Pmd(..)));
+    let pfn = mapped_pfn(&cpu, &mm, a).unwrap();
+    assert_eq!(zone_of(&cpu, pfn), ZoneType::Movable as usize);
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 512, FOLL_WRITE | FOLL_LONGTERM, &mut pages),
+        Err(mmsim_model::Errno::ENOMEM)
+    );
+    assert!(pages.is_empty());
+    let f = page_folio(&cpu, m.sparse.pfn_to_page(pfn));
+    assert!(!folio_maybe_dma_pinned(&cpu, f));
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// A machine for hold-driven races: 64 MiB of boot memory, two CPUs.
+fn race_machine(arch: Arch, sg: Safeguards) -> Arc<Machine> {
+    Machine::new(MachineConfig {
+        ranges: vec![RangeConfig {
+            name: "boot".into(),
+            kind: RangeKind::Boot,
+            bytes: 64 << 20,
+            node: 0,
+        }],
+        section_shift: 23,
+        arch,
+        safeguards: sg,
+        mode: Mode::Native,
+        hooks: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A private anonymous mapping of one whole PTE table's span (2 MiB, PMD
+/// aligned) with its first page written.
+fn map_pte_table_span(cpu: &Cpu, mm: &MmStruct) -> VirtAddr {
+    use_mm(cpu, mm);
+    let a = do_mmap(
+        cpu,
+        mm,
+        &MmapArgs {
+            addr: Some(VirtAddr::new(1 << 30)),
+            len: PMD_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .unwrap();
+    access_user(cpu, mm, a, Some(1)).unwrap();
+    a
+}
+
+fn pmd_entry(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> mmsim_model::mm::pgtable::Entry {
+    let pmdp = mmsim_model::mm::memory::pmd_lookup(cpu, mm, a).unwrap();
+    mmsim_model::mm::pgtable::get_lockless(cpu, pmdp)
+}
+
+/// v6.18 `CONFIG_PT_RECLAIM` (x86-64 default): `MADV_DONTNEED` of a PTE
+/// table's whole span frees the table (`try_get_and_clear_pmd()`,
+/// `free_pte()`), through the mmu_gather; a partial one keeps it. The next
+/// fault allocates a new table.
+#[test]
+fn madvise_dontneed_of_a_whole_pte_table_frees_it() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map_pte_table_span(&cpu, &mm);
+    let table = pmd_entry(&cpu, &mm, a).pfn();
+    madvise_dontneed(&cpu, &mm, a, PAGE_SIZE).unwrap();
+    assert_eq!(
+        pmd_entry(&cpu, &mm, a).pfn(),
+        table,
+        "a partial zap keeps it"
+    );
+    let free = |m: &Machine| {
+        m.zone(mmsim_model::mm::mmzone::ZoneType::Normal)
+            .free_pages()
+    };
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
+    let before = free(&m);
+    madvise_dontneed(&cpu, &mm, a, PMD_SIZE).unwrap();
+    assert!(pmd_entry(&cpu, &mm, a).none(), "the PMD is cleared");
+    // The table goes after a grace period (MMU_GATHER_RCU_TABLE_FREE).
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
+    assert_eq!(free(&m), before + 1);
+    assert_eq!(access_user(&cpu, &mm, a, None), Ok(0));
+    assert!(!pmd_entry(&cpu, &mm, a).none());
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
+
+/// PT_RECLAIM against GUP-fast: a walker that read the PMD and is about to
+/// read a PTE of the table `MADV_DONTNEED` frees. The table is freed after
+/// an RCU grace period, which waits for the walker's IRQ-disabled region
+/// (`mmu_gather.rcu_table_free`); without it, on `broadcast` nothing waits
+/// and the walker reads a freed table.
+#[test]
+fn pt_reclaim_vs_gup_fast_needs_rcu_table_free() {
+    for rcu_table_free in [true, false] {
+        let mut sg = Safeguards::default();
+        sg.set(Sg::RCU_TABLE_FREE, rcu_table_free);
+        let m = race_machine(Arch::Broadcast, sg);
+        let boot = m.boot_cpu();
+        let mm = mm_alloc(&boot).unwrap();
+        let a = map_pte_table_span(&boot, &mm);
+        drop(boot);
+        let (c0, c1) = (m.cpu(0), m.cpu(1));
+        use_mm(&c0, &mm);
+        use_mm(&c1, &mm);
+        let hold = m.ctx.hold(0, "gup_fast_pte_range", "ptep_get_lockless", 0);
+        let mm0 = mm.clone();
+        let walker = std::thread::spawn(move || {
+            let mut pages = Vec::new();
+            let r = c0.run(|| pin_user_pages_fast(&c0, &mm0, a, 1, FOLL_FAST_ONLY, &mut pages));
+            unpin_user_pages(&c0, &pages);
+            c0.finish();
+            r
+        });
+        assert!(m.ctx.wait_reached(hold, std::time::Duration::from_secs(10)));
+        c1.run(|| madvise_dontneed(&c1, &mm, a, PMD_SIZE).unwrap())
+            .unwrap();
+        m.ctx.release(hold);
+        let r = walker.join().unwrap();
+        let v = m.detect.violations();
+        if rcu_table_free {
+            assert_eq!(r, Ok(Ok(0)), "the walker finds the PTE gone");
+            assert!(v.is_empty(), "{v:?}");
+        } else {
+            assert!(
+                v.iter()
+                    .any(|v| v.kind == Kind::PageTableUseAfterFree && v.cpu == Some(0)),
+                "{v:?}"
+            );
+        }
+    }
 }

@@ -19,6 +19,7 @@ fn machine(arch: Arch, cpus: u32) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 32 << 20,
+            node: 0,
         }],
         section_shift: 23,
         arch,

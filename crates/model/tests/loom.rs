@@ -50,12 +50,14 @@ fn machine(hotplug: bool) -> Arc<Machine> {
         name: "boot".into(),
         kind: RangeKind::Boot,
         bytes: 64 << 10,
+        node: 0,
     }];
     if hotplug {
         ranges.push(RangeConfig {
             name: "dimm".into(),
             kind: RangeKind::Hotplug,
             bytes: 64 << 10,
+            node: 0,
         });
     }
     Machine::new(MachineConfig {

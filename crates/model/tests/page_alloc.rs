@@ -26,12 +26,14 @@ fn machine(section_shift: u32, boot: u64, dimm: u64) -> Arc<Machine> {
         name: "boot".into(),
         kind: RangeKind::Boot,
         bytes: boot,
+        node: 0,
     }];
     if dimm > 0 {
         ranges.push(RangeConfig {
             name: "dimm".into(),
             kind: RangeKind::Hotplug,
             bytes: dimm,
+            node: 0,
         });
     }
     Machine::new(MachineConfig {
@@ -47,7 +49,7 @@ fn online_dimm(m: &Arc<Machine>) -> MemRange {
     let d = m.range("dimm").unwrap().clone();
     let cpu = m.boot_cpu();
     __add_pages(&cpu, d.start, d.nr_pages).unwrap();
-    move_pfn_range_to_zone(&cpu, d.start, d.nr_pages, ZoneType::Movable);
+    move_pfn_range_to_zone(&cpu, d.start, d.nr_pages, 0, ZoneType::Movable);
     online_mem_sections(&cpu, d.start, d.end());
     online_pages_range(&cpu, d.start, d.nr_pages);
     d

@@ -34,6 +34,7 @@ fn small(nr_cpus: u32) -> Arc<Machine> {
             name: "boot".into(),
             kind: RangeKind::Boot,
             bytes: 1 << 20,
+            node: 0,
         }],
         // The trace tells a test when another CPU's grace period has begun.
         tracing: true,

@@ -30,11 +30,13 @@ fn config(section_shift: u32, boot: u64, dimm: u64) -> MachineConfig {
                 name: "boot".into(),
                 kind: RangeKind::Boot,
                 bytes: boot,
+                node: 0,
             },
             RangeConfig {
                 name: "dimm".into(),
                 kind: RangeKind::Hotplug,
                 bytes: dimm,
+                node: 0,
             },
         ],
         ..Default::default()
@@ -47,7 +49,7 @@ fn machine(section_shift: u32, boot: u64, dimm: u64) -> Arc<Machine> {
 
 fn online(cpu: &Cpu, start: Pfn, nr: u64) {
     __add_pages(cpu, start, nr).unwrap();
-    move_pfn_range_to_zone(cpu, start, nr, ZoneType::Movable);
+    move_pfn_range_to_zone(cpu, start, nr, 0, ZoneType::Movable);
     online_mem_sections(cpu, start, start.add(nr));
     online_pages_range(cpu, start, nr);
 }
@@ -105,7 +107,7 @@ fn pfn_valid_follows_add_and_remove() {
     // Adding it twice is refused.
     assert_eq!(__add_pages(&cpu, d.start, d.nr_pages), Err(Errno::EEXIST));
 
-    move_pfn_range_to_zone(&cpu, d.start, d.nr_pages, ZoneType::Movable);
+    move_pfn_range_to_zone(&cpu, d.start, d.nr_pages, 0, ZoneType::Movable);
     online_mem_sections(&cpu, d.start, d.end());
     for &p in &sample {
         let page = pfn_to_online_page(&cpu, p).expect("online page");
@@ -193,7 +195,7 @@ fn subsections_are_valid_one_at_a_time() {
     assert!(!m.sparse.pfn_to_page(lo).is_live());
     assert!(m.sparse.pfn_to_page(hi).is_live());
     // Online only the second subsection.
-    move_pfn_range_to_zone(&cpu, hi, half, ZoneType::Movable);
+    move_pfn_range_to_zone(&cpu, hi, half, 0, ZoneType::Movable);
     online_mem_sections(&cpu, hi, d.end());
     online_pages_range(&cpu, hi, half);
     assert!(pfn_to_online_page(&cpu, hi).is_some());

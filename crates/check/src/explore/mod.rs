@@ -306,22 +306,49 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         }
     };
     let n = plan.scenario.cpus.len();
+    // CPUs that have finished their operations: the rcuo kthread stops once
+    // all have (teardown's rcu_barrier() runs what is left).
+    let finished = Arc::new(mmsim_facade::AtomicUsize::new(0));
     let handles: Vec<_> = (0..n)
         .map(|i| {
             let cpu = world.cpu(plan, i);
             let plan = plan.clone();
             let mms = world.mms.clone();
             let vmas = world.vmas.clone();
+            let finished = finished.clone();
             shuttle::thread::spawn(move || {
                 let env = Env {
                     plan: &plan,
                     mms: &mms,
                     vmas: &vmas,
                 };
-                run_cpu(&cpu, &env, i)
+                let d = run_cpu(&cpu, &env, i);
+                finished.fetch_add(1, mmsim_facade::Ordering::Release);
+                cpu.sched.wake_all();
+                d
             })
         })
         .collect();
+    // The rcuo kthread: RCU callbacks run when the explorer schedules it,
+    // not at the first scheduling point after their grace period, so the
+    // lag the kernel allows is explored too.
+    let rcuo = {
+        let cpu = world.m.rcuo_cpu();
+        let finished = finished.clone();
+        shuttle::thread::spawn(move || {
+            cpu.sched.note(
+                crate::ops::OP_START,
+                mmsim_facade::sched::Event::Step,
+                None,
+                Some("rcuo: the RCU callback kthread".into()),
+            );
+            let _ = cpu.run(|| {
+                mmsim_model::kernel::rcupdate::rcuo_kthread(&cpu, &|| {
+                    finished.load(mmsim_facade::Ordering::Acquire) == n
+                })
+            });
+        })
+    };
     let mut died = false;
     for h in handles {
         match h.join() {
@@ -329,15 +356,18 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
             Err(p) => std::panic::resume_unwind(p),
         }
     }
+    if let Err(p) = rcuo.join() {
+        std::panic::resume_unwind(p);
+    }
     let m = &world.m;
     if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
         teardown(&world);
     }
     let violations = if m.detect.count() > 0 {
-        let boot = n as u32;
+        let boot = m.boot_cpu().id();
         let mut v = m.detect.violations();
         // The boot CPU is no CPU of the scenario: what it found, it found
-        // in teardown.
+        // in set-up or teardown.
         for v in &mut v {
             if v.cpu == Some(boot) {
                 v.cpu = None;

@@ -24,6 +24,7 @@ pub use validate::{
 };
 
 use mmsim_model::Arch;
+use mmsim_model::KernelConfig;
 use mmsim_model::safeguards::Safeguards;
 use std::fmt;
 
@@ -146,6 +147,8 @@ pub struct Memory {
     pub zone: Zone,
     /// Device flavour (device memory).
     pub dev_type: DevType,
+    /// NUMA node (`node`, default 0).
+    pub node: u32,
     /// Where it is defined.
     pub loc: Loc,
 }
@@ -414,6 +417,8 @@ pub struct Expect {
 pub struct Variant {
     /// `arch`, if it changes.
     pub arch: Option<Arch>,
+    /// Configuration switches, on top of the file's `[config]`.
+    pub config: Vec<(String, bool)>,
     /// Safeguard switches, on top of the file's.
     pub safeguards: Vec<(String, bool)>,
     /// The violation kind expected, or `"none"`.
@@ -430,6 +435,9 @@ impl Variant {
         let mut v = Vec::new();
         if let Some(a) = self.arch {
             v.push(format!("--arch {}", a.name()));
+        }
+        for (n, on) in &self.config {
+            v.push(format!("--config {n}={}", if *on { "on" } else { "off" }));
         }
         for (n, on) in &self.safeguards {
             v.push(format!(
@@ -454,7 +462,13 @@ pub struct Scenario {
     pub arch: Arch,
     /// `SECTION_SIZE_BITS`.
     pub section_shift: u32,
-    /// The safeguards: v6.18's defaults with the file's `[safeguards]`.
+    /// `[config]`: the kernel configuration (v6.18's Kconfig defaults with
+    /// the file's changes).
+    pub config: KernelConfig,
+    /// The file's `[safeguards]`, in order.
+    pub sg_overrides: Vec<(String, bool)>,
+    /// The safeguards: v6.18's for the file's configuration
+    /// ([`Safeguards::for_config`]) with the file's `[safeguards]`.
     pub safeguards: Safeguards,
     /// Physical memory, in layout order.
     pub memory: Vec<Memory>,
@@ -472,27 +486,53 @@ impl Scenario {
         self.expect.as_ref().is_none_or(|e| e.check_leaks)
     }
 
-    /// The settings a variant runs with.
-    pub fn variant_settings(&self, v: &Variant) -> (Arch, Safeguards) {
-        let mut sg = self.safeguards;
-        for (n, on) in &v.safeguards {
-            // Names were checked when the file was parsed.
-            let _ = sg.set_by_name(n, *on);
+    /// The configuration and safeguards of a run with the file's settings
+    /// changed by `config` and then `safeguards` (a variant's, or the
+    /// command line's): the configuration first, since it decides
+    /// safeguard defaults ([`Safeguards::for_config`]), then the file's
+    /// `[safeguards]`, then `safeguards`.
+    pub fn settings_with(
+        &self,
+        config: &[(String, bool)],
+        safeguards: &[(String, bool)],
+    ) -> Result<(KernelConfig, Safeguards), String> {
+        let mut c = self.config;
+        for (n, on) in config {
+            c.set_by_name(n, *on)?;
         }
-        (v.arch.unwrap_or(self.arch), sg)
+        let mut sg = Safeguards::for_config(&c);
+        for (n, on) in self.sg_overrides.iter().chain(safeguards) {
+            sg.set_by_name(n, *on)?;
+        }
+        Ok((c, sg))
     }
 
-    /// What the file expects of a run with `arch` and `sg`: `[expect]` for
-    /// the file's own settings, a `[[expect.variant]]` for the settings it
-    /// names; `None` when the file says nothing about these settings.
-    pub fn expected_for(&self, arch: Arch, sg: &Safeguards) -> Option<(&str, Option<&Variant>)> {
+    /// The settings a variant runs with.
+    pub fn variant_settings(&self, v: &Variant) -> (Arch, KernelConfig, Safeguards) {
+        // Names were checked when the file was parsed.
+        let (c, sg) = self
+            .settings_with(&v.config, &v.safeguards)
+            .unwrap_or((self.config, self.safeguards));
+        (v.arch.unwrap_or(self.arch), c, sg)
+    }
+
+    /// What the file expects of a run with `arch`, `config` and `sg`:
+    /// `[expect]` for the file's own settings, a `[[expect.variant]]` for the
+    /// settings it names; `None` when the file says nothing about these
+    /// settings.
+    pub fn expected_for(
+        &self,
+        arch: Arch,
+        config: &KernelConfig,
+        sg: &Safeguards,
+    ) -> Option<(&str, Option<&Variant>)> {
         let e = self.expect.as_ref()?;
-        if arch == self.arch && *sg == self.safeguards {
+        if arch == self.arch && *config == self.config && *sg == self.safeguards {
             return Some((e.violation.as_str(), None));
         }
         e.variants
             .iter()
-            .find(|v| self.variant_settings(v) == (arch, *sg))
+            .find(|v| self.variant_settings(v) == (arch, *config, *sg))
             .map(|v| (v.violation.as_str(), Some(v)))
     }
 }

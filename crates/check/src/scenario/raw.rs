@@ -29,6 +29,7 @@ pub struct RawScenario {
     pub arch: Option<Spanned<ArchName>>,
     pub section_size: Option<Spanned<Size>>,
     pub safeguards: Option<BTreeMap<Spanned<String>, Spanned<bool>>>,
+    pub config: Option<BTreeMap<Spanned<String>, Spanned<bool>>>,
     #[serde(default)]
     pub memory: Vec<Spanned<RawMemory>>,
     #[serde(default)]
@@ -113,6 +114,7 @@ pub struct RawMemory {
     pub zone: Option<Spanned<ZoneName>>,
     #[serde(rename = "type")]
     pub dev_type: Option<Spanned<DevTypeName>>,
+    pub node: Option<Spanned<u32>>,
 }
 
 /// `[[process]]`.
@@ -201,6 +203,7 @@ pub struct RawExpect {
 pub struct RawVariant {
     pub arch: Option<Spanned<ArchName>>,
     pub safeguards: Option<BTreeMap<Spanned<String>, Spanned<bool>>>,
+    pub config: Option<BTreeMap<Spanned<String>, Spanned<bool>>>,
     pub violation: Spanned<String>,
     pub iterations: Option<Spanned<u64>>,
 }

@@ -10,6 +10,7 @@ use super::{
     Process, Prot, Scenario, ScenarioError, URange, Variant, VmaSpec, Zone,
 };
 use mmsim_model::Arch;
+use mmsim_model::KernelConfig;
 use mmsim_model::detect::Kind;
 use mmsim_model::mm::gup::{FOLL_FAST_ONLY, FOLL_FORCE, FOLL_LONGTERM, FOLL_WRITE};
 use mmsim_model::safeguards::{REGISTRY, Safeguards};
@@ -173,16 +174,24 @@ impl<'a> Validator<'a> {
                 bytes.trailing_zeros()
             }
         };
-        let mut safeguards = Safeguards::default();
+        let mut config = KernelConfig::default();
+        for (k, on) in self.config_switches(&raw.config)? {
+            let _ = config.set_by_name(&k, on);
+        }
+        let mut sg_overrides = Vec::new();
         for (k, on) in raw.safeguards.iter().flatten() {
             self.safeguard_name(k)?;
-            let _ = safeguards.set_by_name(k.get_ref(), *on.get_ref());
+            sg_overrides.push((k.get_ref().clone(), *on.get_ref()));
+        }
+        let mut safeguards = Safeguards::for_config(&config);
+        for (k, on) in &sg_overrides {
+            let _ = safeguards.set_by_name(k, *on);
         }
         let sec_bytes = 1u64 << section_shift;
         let mut memory: Vec<Memory> = Vec::new();
         for m in raw.memory {
             let span = m.span();
-            let mem = self.memory(m.into_inner(), span, sec_bytes, &memory)?;
+            let mem = self.memory(m.into_inner(), span, sec_bytes, &memory, &config)?;
             memory.push(mem);
         }
         match memory.iter().filter(|m| m.kind == MemKind::Boot).count() {
@@ -319,7 +328,9 @@ impl<'a> Validator<'a> {
                         self.safeguard_name(k)?;
                         safeguards.push((k.get_ref().clone(), *on.get_ref()));
                     }
+                    let config = self.config_switches(&rv.config)?;
                     variants.push(Variant {
+                        config,
                         arch: rv.arch.map(|a| match a.into_inner() {
                             ArchName::Ipi => Arch::Ipi,
                             ArchName::Broadcast => Arch::Broadcast,
@@ -330,7 +341,6 @@ impl<'a> Validator<'a> {
                         loc: self.loc(span.start),
                     });
                 }
-                self.check_variants(arch, &safeguards, &variants)?;
                 Some(Expect {
                     violation: v.clone(),
                     check_leaks: e.check_leaks.unwrap_or(true),
@@ -340,37 +350,38 @@ impl<'a> Validator<'a> {
                 })
             }
         };
-        Ok(Scenario {
+        let sc = Scenario {
             name: raw.name.into_inner(),
             summary: raw.summary.unwrap_or_default(),
             source: self.file.to_string(),
             arch,
             section_shift,
+            config,
+            sg_overrides,
             safeguards,
             memory,
             processes,
             cpus,
             expect,
-        })
+        };
+        self.check_variants(&sc)?;
+        Ok(sc)
     }
 
     /// Every variant names settings of its own: not the file's (which
     /// `[expect]` describes) and not another variant's.
-    fn check_variants(&self, arch: Arch, sg: &Safeguards, variants: &[Variant]) -> R<()> {
-        let settings = |v: &Variant| {
-            let mut s = *sg;
-            for (n, on) in &v.safeguards {
-                // Names were checked above.
-                let _ = s.set_by_name(n, *on);
-            }
-            (v.arch.unwrap_or(arch), s)
-        };
+    fn check_variants(&self, sc: &Scenario) -> R<()> {
+        let variants = sc.expect.as_ref().map_or(&[][..], |e| &e.variants[..]);
+        let own = (sc.arch, sc.config, sc.safeguards);
         for (i, v) in variants.iter().enumerate() {
-            let mine = settings(v);
-            let message = if mine == (arch, *sg) {
+            let mine = sc.variant_settings(v);
+            let message = if mine == own {
                 "this variant's settings are the file's own, whose outcome [expect] states"
                     .to_string()
-            } else if let Some(w) = variants[..i].iter().find(|w| settings(w) == mine) {
+            } else if let Some(w) = variants[..i]
+                .iter()
+                .find(|w| sc.variant_settings(w) == mine)
+            {
                 format!(
                     "this variant's settings are those of the variant at line {}",
                     w.loc.line
@@ -385,6 +396,32 @@ impl<'a> Validator<'a> {
             });
         }
         Ok(())
+    }
+
+    /// A `[config]` table: every name must be a configuration option.
+    fn config_switches(
+        &self,
+        t: &Option<std::collections::BTreeMap<Spanned<String>, Spanned<bool>>>,
+    ) -> R<Vec<(String, bool)>> {
+        let mut out = Vec::new();
+        for (k, on) in t.iter().flatten() {
+            if mmsim_model::config::lookup(k.get_ref()).is_none() {
+                let known: Vec<_> = mmsim_model::config::REGISTRY
+                    .iter()
+                    .map(|i| i.name)
+                    .collect();
+                return self.err(
+                    k.span(),
+                    format!(
+                        "unknown configuration option `{}` (known: {})",
+                        k.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+            out.push((k.get_ref().clone(), *on.get_ref()));
+        }
+        Ok(out)
     }
 
     fn kind_name(&self, v: &Spanned<String>) -> R<String> {
@@ -461,6 +498,7 @@ impl<'a> Validator<'a> {
         span: Range<usize>,
         sec_bytes: u64,
         sofar: &[Memory],
+        config: &KernelConfig,
     ) -> R<Memory> {
         let name = m.name.get_ref();
         if name.is_empty() {
@@ -572,6 +610,29 @@ impl<'a> Validator<'a> {
                 return self.err(t.span(), "`type` applies to device memory only");
             }
         };
+        let node = match &m.node {
+            None => 0,
+            Some(n) if *n.get_ref() > 0 && !config.numa => {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "memory `{name}`: node {} needs numa (without CONFIG_NUMA there is only node 0)",
+                        n.get_ref()
+                    ),
+                );
+            }
+            Some(n) if *n.get_ref() >= mmsim_model::mm::mmzone::MAX_NUMNODES => {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "memory `{name}`: node {} is out of range (0 to {})",
+                        n.get_ref(),
+                        mmsim_model::mm::mmzone::MAX_NUMNODES - 1
+                    ),
+                );
+            }
+            Some(n) => *n.get_ref(),
+        };
         Ok(Memory {
             name: m.name.into_inner(),
             kind,
@@ -579,6 +640,7 @@ impl<'a> Validator<'a> {
             state,
             zone,
             dev_type,
+            node,
             loc: self.loc(span.start),
         })
     }

@@ -50,6 +50,10 @@ pub enum Kind {
     BadPage,
     /// A page-table walk read a table page that had been freed.
     PageTableUseAfterFree,
+    /// An access to a `struct page` that `page_init_poison()` filled with
+    /// `0xff` (an offlined or unmapped memmap, `CONFIG_DEBUG_VM`): its
+    /// `compound_head` of all ones makes `page_folio()` a wild pointer.
+    PoisonedPageAccess,
     /// Unmapping a PTE left its page's mapcount negative: the PTE mapped a
     /// page whose metadata says nothing maps it (`print_bad_pte()`, "BUG:
     /// Bad page map"), e.g. a device page whose memmap was re-created under
@@ -59,7 +63,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::MemmapUseAfterFree,
         Kind::SectionUsageUseAfterFree,
         Kind::PfnNotValid,
@@ -72,6 +76,7 @@ impl Kind {
         Kind::Deadlock,
         Kind::BadPage,
         Kind::PageTableUseAfterFree,
+        Kind::PoisonedPageAccess,
         Kind::BadPageMap,
     ];
 
@@ -90,6 +95,7 @@ impl Kind {
             Kind::Deadlock => "deadlock",
             Kind::BadPage => "bad-page",
             Kind::PageTableUseAfterFree => "page-table-use-after-free",
+            Kind::PoisonedPageAccess => "poisoned-page-access",
             Kind::BadPageMap => "bad-page-map",
         }
     }
@@ -109,6 +115,7 @@ impl Kind {
                 | Kind::RefcountOverflow
                 | Kind::Deadlock
                 | Kind::PageTableUseAfterFree
+                | Kind::PoisonedPageAccess
         )
     }
 }

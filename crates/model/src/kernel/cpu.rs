@@ -40,6 +40,13 @@ pub struct Cpu {
     pub(crate) irq_nesting: Cell<u32>,
     pub(crate) in_softirq: Cell<bool>,
     in_run: Cell<u32>,
+    /// The running task's preferred node (`MPOL_PREFERRED`), if it has one.
+    mempolicy: Cell<Option<u32>>,
+    /// `current->flags & PF_MEMALLOC_PIN` of the running task: see
+    /// [`memalloc_pin_save`].
+    memalloc_pin: Cell<bool>,
+    /// This is the rcuo kthread's CPU ([`Machine::rcuo_cpu`]).
+    rcuo: bool,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -70,13 +77,57 @@ impl Cpu {
             irq_nesting: Cell::new(0),
             in_softirq: Cell::new(false),
             in_run: Cell::new(0),
+            mempolicy: Cell::new(None),
+            memalloc_pin: Cell::new(false),
+            rcuo: false,
         }
+    }
+
+    /// The CPU an explored machine's `rcuo` kthread runs on.
+    pub(crate) fn new_rcuo(id: u32, m: Arc<Machine>, sched: Sched) -> Cpu {
+        let mut c = Cpu::new(id, m, sched);
+        c.rcuo = true;
+        c
+    }
+
+    /// Whether this CPU runs the rcuo kthread (see
+    /// [`crate::kernel::rcupdate::rcuo_kthread`]).
+    #[inline]
+    pub fn is_rcuo(&self) -> bool {
+        self.rcuo
     }
 
     /// Kernel: `smp_processor_id()`.
     #[inline]
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Kernel: `numa_node_id()`: every model CPU sits on node 0 (other
+    /// nodes are CPU-less memory).
+    #[inline]
+    pub fn numa_node_id(&self) -> u32 {
+        0
+    }
+
+    /// The node the running task's allocations prefer: its memory policy's
+    /// (`policy_node()`), else [`Cpu::numa_node_id`].
+    #[inline]
+    pub fn mempolicy_node(&self) -> u32 {
+        self.mempolicy.get().unwrap_or_else(|| self.numa_node_id())
+    }
+
+    /// Sets (or clears) the running task's preferred node, as
+    /// `set_mempolicy(MPOL_PREFERRED)` would. Returns the previous one.
+    pub fn set_mempolicy(&self, nid: Option<u32>) -> Option<u32> {
+        self.mempolicy.replace(nid)
+    }
+
+    /// Whether the running task is inside a [`memalloc_pin_save`] scope
+    /// (`current->flags & PF_MEMALLOC_PIN`).
+    #[inline]
+    pub fn memalloc_pin(&self) -> bool {
+        self.memalloc_pin.get()
     }
 
     /// Whether IRQs are disabled here (`irqs_disabled()`).
@@ -117,6 +168,18 @@ impl Cpu {
     /// (see [`crate::detect`]).
     #[cold]
     pub fn report(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
+        self.record(kind, pfn, detail.into(), kind.fatal());
+    }
+
+    /// Records a violation that the kernel only warns about at this spot
+    /// (`WARN_ON_ONCE()` and carry on): the CPU goes on even where the kind
+    /// is one that oopses elsewhere.
+    #[cold]
+    pub fn warn(&self, kind: Kind, pfn: Option<Pfn>, detail: impl Into<String>) {
+        self.record(kind, pfn, detail.into(), false);
+    }
+
+    fn record(&self, kind: Kind, pfn: Option<Pfn>, detail: String, fatal: bool) {
         let at = self.sched.at();
         let v = Violation {
             kind,
@@ -124,9 +187,9 @@ impl Cpu {
             function: at.func,
             step: at.step,
             pfn,
-            detail: detail.into(),
+            detail,
         };
-        if kind.fatal() && self.in_run.get() == 0 && !std::thread::panicking() {
+        if fatal && self.in_run.get() == 0 && !std::thread::panicking() {
             // No operation boundary to unwind to: this is a plain panic.
             panic!("oops outside Cpu::run: {v}");
         }
@@ -137,7 +200,7 @@ impl Cpu {
             pfn.map(|p| p.as_u64()),
             Some(kind.name().to_string()),
         );
-        if kind.fatal() && !std::thread::panicking() {
+        if fatal && !std::thread::panicking() {
             if self.sched.exploring() {
                 self.sched.ctx().request_stop();
             }
@@ -179,5 +242,28 @@ impl Cpu {
     pub fn finish(&self) {
         self.softirq();
         self.sched.wake_all();
+    }
+}
+
+/// The scope of [`memalloc_pin_save`]; dropping it is
+/// `memalloc_pin_restore()` (also when the CPU oopses inside the scope).
+pub struct MemallocPin<'a> {
+    cpu: &'a Cpu,
+    old: bool,
+}
+
+/// Kernel: `include/linux/sched/mm.h memalloc_pin_save()`: until the
+/// returned scope ends, the running task's allocations avoid memory that
+/// may not be pinned long-term (`current_gfp_context()` drops
+/// `__GFP_MOVABLE`). A model CPU runs one task at a time, so the task flag
+/// lives here.
+pub fn memalloc_pin_save(cpu: &Cpu) -> MemallocPin<'_> {
+    let old = cpu.memalloc_pin.replace(true);
+    MemallocPin { cpu, old }
+}
+
+impl Drop for MemallocPin<'_> {
+    fn drop(&mut self) {
+        self.cpu.memalloc_pin.set(self.old);
     }
 }

@@ -27,6 +27,13 @@
 //! and whichever CPU next passes a scheduling point with IRQs on after the
 //! cookie completes runs it, as the softirq would ([`rcu_core`]).
 //!
+//! Under the explorer, callbacks are instead invoked by an `rcuo` kthread of
+//! their own ([`rcuo_kthread`], `CONFIG_RCU_NOCB_CPU`'s offload threads),
+//! a task the explorer schedules like any CPU: the lag between a grace
+//! period's end and its callbacks is then explored, as the kernel allows it
+//! (softirq or rcuo delay). That is what lets a run see `rcu_sync` still in
+//! `GP_EXIT` after its grace period has passed ([`Rcu::defer_callbacks`]).
+//!
 //! IPI-based waits are the same machinery restricted to `irq_ctr`:
 //! [`wait_for_irqs_enabled`] returns once every CPU in a set that had IRQs off
 //! has turned them back on, which is when an IPI sent to it would have run.
@@ -42,7 +49,7 @@
 use crate::kernel::cpu::Cpu;
 use mmsim_facade::membarrier::{heavy, light};
 use mmsim_facade::sched::{Event, chan};
-use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
+use mmsim_facade::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawLock, point};
 use std::collections::VecDeque;
 
 /// Per-CPU reader state, alone on its cache line pair. Each [`Cpu`] holds
@@ -71,6 +78,8 @@ pub struct Rcu {
     /// Callbacks taken off `cbs` whose function has not returned yet:
     /// `rcu_barrier()` waits for them too.
     running: AtomicUsize,
+    /// Whether explored CPUs leave callbacks to the `rcuo` kthread.
+    deferred: AtomicBool,
 }
 
 impl std::fmt::Debug for Rcu {
@@ -111,7 +120,20 @@ impl Rcu {
             cbs: RawLock::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            deferred: AtomicBool::new(false),
         }
+    }
+
+    /// From now on explored CPUs do not invoke callbacks at their
+    /// scheduling points: an [`rcuo_kthread`] does. The boot CPU (set-up,
+    /// teardown) still invokes them itself.
+    pub fn defer_callbacks(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cpu` leaves callbacks to the rcuo kthread.
+    fn leaves_callbacks(&self, cpu: &Cpu) -> bool {
+        self.deferred.load(Ordering::Relaxed) && cpu.sched.exploring() && !cpu.is_rcuo()
     }
 
     /// CPU `cpu`'s reader state (for its [`Cpu`] to keep).
@@ -124,6 +146,13 @@ impl Rcu {
     pub fn has_pending(&self) -> bool {
         // READ_ONCE: a stale answer only delays a callback to the next point.
         self.pending.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the first queued callback's grace period has passed and it
+    /// has not been invoked yet.
+    pub fn callback_due(&self) -> bool {
+        let q = self.cbs.lock();
+        q.front().is_some_and(|c| self.cookie_done(&c.cookie))
     }
 
     /// The number of queued callbacks.
@@ -180,6 +209,24 @@ impl Rcu {
         chan(self)
     }
 
+    /// The wait channel of the rcuo kthread: woken only where a callback
+    /// may have become due (one queued, a reader ending while callbacks
+    /// wait), so that it is not made runnable, and offered to the explorer,
+    /// at every reader's end.
+    fn rcuo_chan(&self) -> usize {
+        chan(&self.deferred)
+    }
+
+    /// Wakes whoever waits for reader state (grace periods), and the rcuo
+    /// kthread if callbacks are queued.
+    #[inline]
+    fn wake_readers_changed(&self, cpu: &Cpu) {
+        cpu.sched.wake(self.chan());
+        if self.has_pending() {
+            cpu.sched.wake(self.rcuo_chan());
+        }
+    }
+
     /// Whether `cpu` is inside a read-side section or IRQ-disabled region,
     /// as another CPU would see it.
     pub fn cpu_in_reader(&self, cpu: u32) -> bool {
@@ -225,7 +272,7 @@ impl Drop for RcuReadGuard<'_> {
             // Release pairs with the Acquire loads of a waiting writer: the
             // section's accesses happen before whatever it frees next.
             c.store(v + 1, Ordering::Release);
-            cpu.sched.wake(cpu.m.rcu.chan());
+            cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
 }
@@ -305,7 +352,7 @@ impl Drop for IrqGuard<'_> {
             light();
             let v = c.load(Ordering::Relaxed);
             c.store(v + 1, Ordering::Release);
-            cpu.sched.wake(cpu.m.rcu.chan());
+            cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
 }
@@ -396,6 +443,9 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
         f: Box::new(f),
     });
     rcu.pending.store(q.len(), Ordering::Relaxed);
+    drop(q);
+    // The rcuo kthread may be waiting for work.
+    cpu.sched.wake(rcu.rcuo_chan());
 }
 
 /// The RCU softirq: runs, in order, the queued callbacks whose grace period
@@ -404,6 +454,98 @@ pub fn rcu_core(cpu: &Cpu) {
     if cpu.irqs_disabled() || cpu.in_softirq.get() || std::thread::panicking() {
         return;
     }
+    let rcu = &cpu.m.rcu;
+    if rcu.leaves_callbacks(cpu) {
+        return;
+    }
+    invoke_ready(cpu);
+}
+
+/// Ends [`rcu_core`]'s softirq on this CPU and wakes whoever a callback
+/// may have satisfied (rcu_barrier, rcu_sync).
+struct SoftirqExit<'a>(&'a Cpu);
+
+impl Drop for SoftirqExit<'_> {
+    fn drop(&mut self) {
+        self.0.in_softirq.set(false);
+        self.0.m.rcu.wake_readers_changed(self.0);
+    }
+}
+
+/// Marks a callback taken off the queue as finished (also when it oopses).
+struct CallbackDone<'a>(&'a Rcu);
+
+impl Drop for CallbackDone<'_> {
+    fn drop(&mut self) {
+        // Release pairs with the Acquire in rcu_barrier(): whoever sees the
+        // count drop sees what the callback did.
+        self.0.running.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Kernel: `rcu_barrier()`. Waits until every callback queued so far has
+/// run to its end (here: until the queue is empty and no CPU is still
+/// running a callback it took off the queue).
+pub fn rcu_barrier(cpu: &Cpu) {
+    cpu.point(point!("rcu_barrier", "start"));
+    if !might_sleep(cpu, "rcu_barrier") {
+        return;
+    }
+    let rcu = &cpu.m.rcu;
+    // Acquire pairs with the Release in `CallbackDone`.
+    let idle = |q: &VecDeque<Queued>| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
+    let by_rcuo = rcu.leaves_callbacks(cpu);
+    loop {
+        rcu_core(cpu);
+        if idle(&rcu.cbs.lock()) {
+            return;
+        }
+        cpu.sched.wait(
+            point!("rcu_barrier", "wait for callbacks"),
+            rcu.chan(),
+            None,
+            || {
+                let q = rcu.cbs.lock();
+                match q.front() {
+                    None => idle(&q),
+                    // The rcuo kthread invokes it; wait until it has.
+                    Some(_) if by_rcuo => false,
+                    Some(c) => rcu.next_ready(c),
+                }
+            },
+        );
+    }
+}
+
+/// The `rcuo` kthread of an explored machine: invokes callbacks whose grace
+/// period has passed, one scheduling step each, until `done()` says every
+/// CPU has finished (teardown's `rcu_barrier()` on the boot CPU runs what
+/// is left). Kernel: `rcu_nocb_cb_kthread()` → `rcu_do_batch()`.
+pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
+    let rcu = &cpu.m.rcu;
+    let ready = || {
+        let q = rcu.cbs.lock();
+        q.front().is_some_and(|c| rcu.next_ready(c))
+    };
+    loop {
+        cpu.sched.wait(
+            point!("rcuo", "wait for callbacks"),
+            rcu.rcuo_chan(),
+            None,
+            || ready() || done(),
+        );
+        if !ready() {
+            return;
+        }
+        // The invocation is a step of its own: the explorer decides when
+        // the callback runs, however long after its grace period.
+        cpu.sched.point(point!("rcuo", "rcu_do_batch"));
+        invoke_ready(cpu);
+    }
+}
+
+/// Runs, in order, the queued callbacks whose grace period has passed.
+fn invoke_ready(cpu: &Cpu) {
     let rcu = &cpu.m.rcu;
     cpu.in_softirq.set(true);
     // Leaves the softirq even if a callback oopses, so that this CPU runs
@@ -435,59 +577,6 @@ pub fn rcu_core(cpu: &Cpu) {
             Some(c.what.to_string()),
         );
         (c.f)(cpu);
-    }
-}
-
-/// Ends [`rcu_core`]'s softirq on this CPU and wakes whoever a callback
-/// may have satisfied (rcu_barrier, rcu_sync).
-struct SoftirqExit<'a>(&'a Cpu);
-
-impl Drop for SoftirqExit<'_> {
-    fn drop(&mut self) {
-        self.0.in_softirq.set(false);
-        self.0.sched.wake(self.0.m.rcu.chan());
-    }
-}
-
-/// Marks a callback taken off the queue as finished (also when it oopses).
-struct CallbackDone<'a>(&'a Rcu);
-
-impl Drop for CallbackDone<'_> {
-    fn drop(&mut self) {
-        // Release pairs with the Acquire in rcu_barrier(): whoever sees the
-        // count drop sees what the callback did.
-        self.0.running.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// Kernel: `rcu_barrier()`. Waits until every callback queued so far has
-/// run to its end (here: until the queue is empty and no CPU is still
-/// running a callback it took off the queue).
-pub fn rcu_barrier(cpu: &Cpu) {
-    cpu.point(point!("rcu_barrier", "start"));
-    if !might_sleep(cpu, "rcu_barrier") {
-        return;
-    }
-    let rcu = &cpu.m.rcu;
-    // Acquire pairs with the Release in `CallbackDone`.
-    let idle = |q: &VecDeque<Queued>| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
-    loop {
-        rcu_core(cpu);
-        if idle(&rcu.cbs.lock()) {
-            return;
-        }
-        cpu.sched.wait(
-            point!("rcu_barrier", "wait for callbacks"),
-            rcu.chan(),
-            None,
-            || {
-                let q = rcu.cbs.lock();
-                match q.front() {
-                    None => idle(&q),
-                    Some(c) => rcu.next_ready(c),
-                }
-            },
-        );
     }
 }
 

@@ -41,20 +41,59 @@
 //! A `FOLL_PIN` reference on a small folio adds `GUP_PIN_COUNTING_BIAS`
 //! (1024) to its refcount; on a large folio it adds one to the refcount and
 //! one to `_pincount`. `FOLL_GET` adds one. [`gup_put_folio`] undoes either.
+//!
+//! # The slow path
+//!
+//! [`__get_user_pages`] walks the page tables under `mmap_lock` and the
+//! page-table lock (`follow_page_mask()`) and faults in what it does not
+//! find (`faultin_page()`). A read-only pin that must not share its page
+//! with anyone (`gup_must_unshare()`: the zero page in a private mapping,
+//! for a long-term pin) gets an unsharing fault first. `FOLL_LONGTERM`
+//! runs inside `memalloc_pin_save()` (faults allocate nothing in
+//! `ZONE_MOVABLE`), and folios that may not stay pinned
+//! ([`folio_is_longterm_pinnable`]) are migrated and the range pinned again
+//! (`check_and_migrate_movable_pages()`).
+//!
+//! # Simplifications
+//!
+//! * v6.18 faults a page in again for as long as another CPU undoes the
+//!   fault, and pins a long-term range again for as long as migration
+//!   succeeds; the explorer needs every loop bounded, so the model stops
+//!   after [`GUP_FAULT_RETRIES`] faults of one page (returning the pages it
+//!   has, as for a fault that asks to be retried) and after
+//!   [`GUP_LONGTERM_RETRIES`] rounds (`-ENOMEM`).
+//! * The model migrates only small anonymous and device-coherent folios: a
+//!   long-term pin of a THP or a shmem page in `ZONE_MOVABLE` fails.
+//! * No fork, so an anonymous page is always exclusive and
+//!   `gup_must_unshare()` matters only for the zero page; no secretmem, CMA
+//!   pageblocks, hugetlb, soft-dirty or userfaultfd write protection; no
+//!   `FOLL_NOFAULT`, `FOLL_HONOR_NUMA_FAULT` or `FOLL_PCI_P2PDMA`.
+//! * GUP takes one page per walk of a PMD-mapped THP where the kernel takes
+//!   the whole run at once (`page_mask`); the references are the same.
 
 use crate::detect::Kind;
 use crate::errno::Errno;
-use crate::kernel::cpu::Cpu;
+use crate::kernel::cpu::{Cpu, memalloc_pin_save};
 use crate::kernel::rcupdate::local_irq_save;
-use crate::mm::memory::{Mapped, handle_mm_fault, lookup};
+use crate::mm::memory::{
+    FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE, Mapped, folio_test_anon, handle_mm_fault, lookup,
+    page_anon_exclusive,
+};
+use crate::mm::memremap::PgmapType;
+use crate::mm::migrate::{
+    MigrationTargetControl, NUMA_NO_NODE, folio_isolate_lru, migrate_device_coherent_folio,
+    migrate_pages, putback_movable_pages,
+};
 use crate::mm::mm_types::{CheckedPage, Folio, PageRef, page_folio, page_folio_checked, pg};
 use crate::mm::mmap::{
-    MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
-    VM_WRITE, Vma, next_level, pgd_offset,
+    Backing, MMF_HAS_PINNED, MmStruct, PAGE_MAPPING_ANON, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+    VM_SHARED, VM_WRITE, Vma, next_level, pgd_offset,
 };
 use crate::mm::mmzone::ZoneType;
+use crate::mm::page_alloc::{NODE_MASK_ALL, is_migrate_isolate_page};
 use crate::mm::page_ref::{
-    folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count, folio_ref_try_add,
+    folio_get, folio_put_refs, folio_ref_add, folio_ref_add_checked, folio_ref_count,
+    folio_ref_try_add,
 };
 use crate::mm::pgtable::{self, Entry, EntryPtr, PMD_SHIFT, PUD_SHIFT, TableRef};
 use crate::mm::sparse::pfn_valid;
@@ -97,18 +136,38 @@ fn is_zero_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
     page.pfn() == cpu.m.zero_pfn()
 }
 
-/// Kernel: `folio_is_longterm_pinnable()`: not in `ZONE_MOVABLE`.
+#[inline(always)]
+fn is_zero_folio(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    is_zero_page(cpu, folio.page())
+}
+
+/// Kernel: `include/linux/mm.h folio_is_longterm_pinnable()`, as built with
+/// `CONFIG_MIGRATION` and `CONFIG_CMA` (distribution kernels): a folio may
+/// stay pinned indefinitely unless its pageblock is isolated (memory
+/// offlining or `alloc_contig_range()` is about to move it; the model has
+/// no CMA pageblocks), it is device-coherent or fsdax memory, or it is in
+/// `ZONE_MOVABLE`. Other `ZONE_DEVICE` folios qualify: device-dax ones, and
+/// device-private ones, which no present PTE maps, so GUP never meets them.
 #[inline(always)]
 pub fn folio_is_longterm_pinnable(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    // folio_migratetype() is MIGRATE_CMA or MIGRATE_ISOLATE.
+    if is_migrate_isolate_page(cpu, folio.page()) {
+        return false;
+    }
+    // The zero page is never really pinned (see try_grab_folio()).
+    if is_zero_folio(cpu, folio) {
+        return true;
+    }
     let z = folio.page().zonenum(cpu);
     if z == ZoneType::Device as usize {
-        // Device-coherent and fsdax folios may not be pinned long-term;
-        // generic (device-dax) ones may.
-        return cpu
+        // folio_is_device_coherent() || folio_is_fsdax(): both must stay
+        // free to be evicted or truncated.
+        return !cpu
             .m
             .pgmap_by_id(folio.page().private(cpu))
-            .is_some_and(|p| p.kind == crate::mm::memremap::PgmapType::Generic);
+            .is_some_and(|p| matches!(p.kind, PgmapType::Coherent | PgmapType::FsDax));
     }
+    // folio_is_zone_movable()
     z != ZoneType::Movable as usize
 }
 
@@ -138,7 +197,12 @@ pub fn gup_put_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) {
 /// Kernel: `try_grab_folio()`: the slow path's grab, on a folio the page
 /// table lock keeps stable.
 pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Result<(), Errno> {
-    if folio_ref_count(cpu, folio) <= 0 {
+    let count = folio_ref_count(cpu, folio);
+    if count <= 0 {
+        // WARN_ON_ONCE(folio_ref_count(folio) <= 0): a folio that a PTE
+        // maps, under the page-table lock, holds at least that mapping's
+        // reference.
+        refcount_not_positive(cpu, folio, count);
         return Err(Errno::ENOMEM);
     }
     if flags & FOLL_GET != 0 {
@@ -157,6 +221,19 @@ pub fn try_grab_folio(cpu: &Cpu, folio: Folio<'_>, refs: i32, flags: u32) -> Res
     Ok(())
 }
 
+/// The `WARN_ON_ONCE()` of [`try_grab_folio`] and [`try_get_folio`]: a
+/// refcount below what any user of the folio can hold. A warning, so the
+/// CPU goes on (the caller fails the grab).
+#[cold]
+#[inline(never)]
+fn refcount_not_positive(cpu: &Cpu, folio: Folio<'_>, count: i32) {
+    cpu.warn(
+        Kind::RefcountUnderflow,
+        Some(folio.pfn()),
+        format!("WARN_ON_ONCE: grabbing a folio whose refcount is {count}"),
+    );
+}
+
 /// Kernel: `try_get_folio()`: a speculative reference on the folio of
 /// `page`, rechecking that the page still belongs to it.
 #[inline(always)]
@@ -165,8 +242,11 @@ fn try_get_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, refs: i32) -> Option<Folio
         cpu.point_arg(point!("try_get_folio", "page_folio"), page.pfn().as_u64());
         let (folio, head) = page_folio_checked(cpu, page);
         // folio_ref_count(folio), on the head just checked.
-        if head.ref_count() < 0 {
-            // WARN_ON_ONCE(folio_ref_count(folio) < 0)
+        let count = head.ref_count();
+        if count < 0 {
+            // WARN_ON_ONCE(folio_ref_count(folio) < 0): an underflow
+            // happened before; the speculative reference stays away.
+            refcount_not_positive(cpu, folio, count);
             return None;
         }
         cpu.point_arg(
@@ -230,36 +310,75 @@ fn try_grab_folio_fast<'m>(
     Some(folio)
 }
 
-/// Kernel: `gup_fast_folio_allowed()`: a long-term writable pin of a
-/// file-backed folio is refused (anonymous and shmem are fine).
-#[inline(always)]
+/// Kernel: `gup_fast_folio_allowed()`: whether GUP-fast may keep this
+/// folio, judged without the VMA. A long-term writable pin of a file folio
+/// is refused unless the file is shmem (no dirty tracking to be bypassed:
+/// see [`writable_file_mapping_allowed`]), and with `CONFIG_SECRETMEM` (on
+/// by default where the direct map can change, as on x86-64 and arm64)
+/// every small folio has its mapping looked at to refuse secretmem. In
+/// doubt — no mapping, a truncated file — the slow path decides.
 ///
 /// `head` is the folio's head page, checked by the caller in this step.
+#[inline(always)]
 fn gup_fast_folio_allowed(head: CheckedPage<'_>, flags: u32) -> bool {
-    if flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) != (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) {
+    let reject_file_backed =
+        flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) == FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE;
+    // secretmem folios are always small.
+    let check_secretmem = !head.test_flags(pg::HEAD);
+    if !reject_file_backed && !check_secretmem {
         return true;
     }
+    // No slab or hugetlb folios in the model. The walker has IRQs off, so
+    // the mapping (freed by RCU with its inode) stays; read it once.
     let mapping = head.mapping();
     if mapping == 0 {
         return false;
     }
-    // Anonymous, or the model's shmem-like objects: both allowed.
-    true
+    // The model's only FOLIO_MAPPING_FLAGS bit is PAGE_MAPPING_ANON:
+    // anonymous folios pose no problem.
+    if mapping & PAGE_MAPPING_ANON != 0 {
+        return true;
+    }
+    // secretmem_mapping(): the model has no memfd_secret(), so it is false.
+    !reject_file_backed || shmem_mapping(head)
 }
 
-/// Kernel: `gup_must_unshare()` for GUP-fast (no VMA): a pin of an
-/// anonymous page that may be shared must go through the slow path.
+/// Kernel: `mm/shmem.c shmem_mapping()`: whether a file folio belongs to
+/// shmem (the kernel compares `mapping->a_ops` with shmem's). The model's
+/// file-like mappings are its shmem objects and the device-dax and fsdax
+/// files of ZONE_DEVICE memory ([`crate::mm::memremap::device_fault`]),
+/// whose ids share one counter; only the latter live in `ZONE_DEVICE`, so
+/// the folio's zone tells them apart.
 #[inline(always)]
-fn gup_must_unshare(cpu: &Cpu, flags: u32, page: PageRef<'_>) -> bool {
-    if flags & FOLL_PIN == 0 {
+fn shmem_mapping(head: CheckedPage<'_>) -> bool {
+    head.zonenum() != ZoneType::Device as usize
+}
+
+/// Kernel: `mm/internal.h gup_must_unshare()`: whether a read-only pin of
+/// `page`, mapped by a read-only entry, must first make it exclusive
+/// (`FAULT_FLAG_UNSHARE`) so that the pin and the page table keep agreeing.
+/// A writable pin needs nothing (a writable entry maps an exclusive page);
+/// a short-term read-only pin of a file page neither. A long-term one in a
+/// private mapping must break COW early (the zero page, say); GUP-fast
+/// (`vma` is `None`) cannot tell the mapping and falls back. An anonymous
+/// page must be exclusive: without fork in the model, it always is.
+#[inline(always)]
+fn gup_must_unshare(cpu: &Cpu, vma: Option<&Vma>, flags: u32, page: PageRef<'_>) -> bool {
+    if flags & (FOLL_WRITE | FOLL_PIN) != FOLL_PIN {
         return false;
     }
+    // PageAnon() is stable until the page is freed.
     let folio = page_folio(cpu, page);
-    let mapping = folio.page().mapping(cpu);
-    if mapping & PAGE_MAPPING_ANON == 0 {
-        return false;
+    if !folio_test_anon(cpu, folio) {
+        if flags & FOLL_LONGTERM == 0 {
+            return false;
+        }
+        return vma.is_none_or(|vma| is_cow_mapping(vma.flags));
     }
-    !page.test_flags(cpu, pg::ANON_EXCLUSIVE) && !folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE)
+    // smp_rmb(): pairs with the barrier of folio_try_share_anon_rmap_*(),
+    // which clears the flag before a page is shared.
+    fence(Ordering::Acquire);
+    !page_anon_exclusive(cpu, folio, page)
 }
 
 /// The data-integrity detector: a page handed to a GUP caller for `addr`
@@ -356,8 +475,9 @@ fn gup_fast_pte_range(
         if pte.special() {
             return false;
         }
-        // If it is not special it must have a valid memmap.
-        if !pfn_valid(cpu, pte.pfn()) {
+        // If it is not special it must have a valid memmap: a
+        // VM_WARN_ON_ONCE, so only CONFIG_DEBUG_VM evaluates it.
+        if cpu.m.config.debug_vm && !pfn_valid(cpu, pte.pfn()) {
             pfn_not_valid(cpu, pte.pfn());
         }
         let page = cpu.m.sparse.pfn_to_page(pte.pfn());
@@ -379,7 +499,7 @@ fn gup_fast_pte_range(
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
-        if !pte.write() && gup_must_unshare(cpu, flags, page) {
+        if !pte.write() && gup_must_unshare(cpu, None, flags, page) {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
@@ -440,7 +560,7 @@ fn gup_fast_pmd_leaf(
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
-    if !orig.write() && gup_must_unshare(cpu, flags, folio.page()) {
+    if !orig.write() && gup_must_unshare(cpu, None, flags, folio.page()) {
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
@@ -654,7 +774,8 @@ pub fn get_user_pages_fast(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
-    if gup_flags & FOLL_PIN != 0 {
+    // is_valid_gup_args(): FOLL_LONGTERM only with FOLL_PIN.
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != 0 {
         return Err(Errno::EINVAL);
     }
     gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_GET, pages)
@@ -675,19 +796,76 @@ pub fn pin_user_pages_fast(
     gup_fast_fallback(cpu, mm, start, nr_pages, gup_flags | FOLL_PIN, pages)
 }
 
-/// Kernel: `check_vma_flags()`.
-fn check_vma_flags(vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
+/// Kernel: `mm/vma.c vma_needs_dirty_tracking()`: only a shared writable
+/// mapping of a file that wants write notifications or can be written
+/// back needs it. None of the model's backings does: shmem and the dax
+/// device sit on the no-op backing device (no writeback) and have no
+/// `page_mkwrite`; fsdax files would, but long-term pins of them are
+/// refused earlier ([`vma_is_fsdax`]) and short-term ones are allowed.
+fn vma_needs_dirty_tracking(vma: &Vma) -> bool {
+    // vma_is_shared_writable()
+    if vma.flags & (VM_SHARED | VM_WRITE) != VM_SHARED | VM_WRITE {
+        return false;
+    }
+    // vm_ops_needs_writenotify() || vma_fs_can_writeback()
+    match vma.backing {
+        Backing::Anon | Backing::Shared(_) | Backing::PfnMap { .. } | Backing::Device { .. } => {
+            false
+        }
+    }
+}
+
+/// Kernel: `writable_file_mapping_allowed()`: a long-term pin must not
+/// write to a file folio behind the file system's dirty tracking.
+fn writable_file_mapping_allowed(vma: &Vma, gup_flags: u32) -> bool {
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != FOLL_PIN | FOLL_LONGTERM {
+        return true;
+    }
+    !vma_needs_dirty_tracking(vma)
+}
+
+/// Kernel: `include/linux/fs.h vma_is_fsdax()`: a mapping of a file on a
+/// DAX file system (in the model, a device mapping of fsdax memory; a
+/// device-dax character device is not one).
+fn vma_is_fsdax(cpu: &Cpu, vma: &Vma) -> bool {
+    match vma.backing {
+        Backing::Device { base } => cpu
+            .m
+            .pgmap_of(base)
+            .is_some_and(|p| p.kind == PgmapType::FsDax),
+        _ => false,
+    }
+}
+
+/// Kernel: `include/linux/mm.h is_cow_mapping()`: private and possibly
+/// writable.
+fn is_cow_mapping(vm_flags: u64) -> bool {
+    vm_flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
+}
+
+/// Kernel: `check_vma_flags()`. The model has no secretmem, no
+/// `VM_SHADOW_STACK`, and every VMA is `VM_MAYREAD`.
+fn check_vma_flags(cpu: &Cpu, vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
     let vm = vma.flags;
+    let write = gup_flags & FOLL_WRITE != 0;
+    // vma_is_anonymous(): no vm_ops; a shared anonymous mapping is shmem.
+    let vma_anon = vma.is_anon_private();
     if vm & (VM_IO | VM_PFNMAP) != 0 {
         return Err(Errno::EFAULT);
     }
-    if gup_flags & FOLL_WRITE != 0 {
+    if gup_flags & FOLL_LONGTERM != 0 && vma_is_fsdax(cpu, vma) {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if write {
+        if !vma_anon && !writable_file_mapping_allowed(vma, gup_flags) {
+            return Err(Errno::EFAULT);
+        }
         if vm & VM_WRITE == 0 {
             if gup_flags & FOLL_FORCE == 0 {
                 return Err(Errno::EFAULT);
             }
             // FOLL_FORCE writes only to private (COW) mappings.
-            if vm & VM_MAYWRITE == 0 || vm & VM_SHARED != 0 {
+            if !is_cow_mapping(vm) {
                 return Err(Errno::EFAULT);
             }
         }
@@ -697,9 +875,46 @@ fn check_vma_flags(vma: &Vma, gup_flags: u32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Kernel: `follow_page_mask()` (with `follow_page_pte()` and
-/// `follow_huge_pmd()`): the page at `addr` with a reference grabbed, or
-/// `None` if a fault is needed.
+/// Kernel: `can_follow_write_common()`: `FOLL_FORCE` may write through a
+/// read-only entry of a private mapping that could be writable
+/// (`VM_MAYWRITE`) but is not (`VM_WRITE` would just take a write fault) once
+/// the page is an exclusive anonymous one: the fault that broke COW made it
+/// so, and `can_change_pte_writable()` would map it writable. (The kernel
+/// also refuses `VM_MAYSHARE`; every shared mapping of the model is
+/// `VM_SHARED`.)
+fn can_follow_write_common(cpu: &Cpu, page: Option<PageRef<'_>>, vma: &Vma, flags: u32) -> bool {
+    if flags & FOLL_FORCE == 0 {
+        return false;
+    }
+    if vma.flags & VM_SHARED != 0 || vma.flags & VM_MAYWRITE == 0 || vma.flags & VM_WRITE != 0 {
+        return false;
+    }
+    page.is_some_and(|page| {
+        let folio = page_folio(cpu, page);
+        folio_test_anon(cpu, folio) && page_anon_exclusive(cpu, folio, page)
+    })
+}
+
+/// Kernel: `can_follow_write_pte()`. The model has neither soft-dirty nor
+/// userfaultfd write protection, which would demand a write fault.
+fn can_follow_write_pte(
+    cpu: &Cpu,
+    pte: Entry,
+    page: Option<PageRef<'_>>,
+    vma: &Vma,
+    flags: u32,
+) -> bool {
+    pte.write() || can_follow_write_common(cpu, page, vma, flags)
+}
+
+/// Kernel: `can_follow_write_pmd()` (as [`can_follow_write_pte`]).
+fn can_follow_write_pmd(cpu: &Cpu, pmd: Entry, head: PageRef<'_>, vma: &Vma, flags: u32) -> bool {
+    pmd.write() || can_follow_write_common(cpu, Some(head), vma, flags)
+}
+
+/// Kernel: `follow_page_mask()`: under the page-table lock, the page
+/// mapped at `addr` with a reference grabbed. `Ok(None)` asks for a fault;
+/// `EMLINK` for an unsharing fault first ([`gup_must_unshare`]).
 fn follow_page_mask(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -709,64 +924,119 @@ fn follow_page_mask(
 ) -> Result<Option<Pfn>, Errno> {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     cpu.point_arg(point!("follow_page_mask", "walk"), addr.as_u64());
-    let write = flags & FOLL_WRITE != 0;
-    let (e, pfn) = match lookup(cpu, mm, addr) {
-        Mapped::None => return Ok(None),
-        Mapped::Pte(e) => (e, e.pfn()),
-        Mapped::Pmd(e, p) => (e, p),
-    };
-    if !e.present() || e.protnone() {
+    match lookup(cpu, mm, addr) {
+        // no_page_table()
+        Mapped::None => Ok(None),
+        Mapped::Pte(pte) => follow_page_pte(cpu, mm, vma, addr, pte, flags),
+        Mapped::Pmd(pmd, pfn) => follow_huge_pmd(cpu, mm, vma, addr, pmd, pfn, flags),
+    }
+}
+
+/// Kernel: `follow_page_pte()`; the caller holds the page-table lock.
+fn follow_page_pte(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    pte: Entry,
+    flags: u32,
+) -> Result<Option<Pfn>, Errno> {
+    // A PROT_NONE entry is followed too (gup_can_follow_protnone() is
+    // true without FOLL_HONOR_NUMA_FAULT, which no caller here passes): a
+    // FOLL_FORCE access reads PROT_NONE memory, as ptrace does.
+    if !pte.present() {
         return Ok(None);
     }
-    if write && !e.write() {
-        // can_follow_write_pte(): FOLL_FORCE may write through a read-only
-        // PTE of a private mapping once the fault made the page exclusive.
-        let forced_ok = flags & FOLL_FORCE != 0
-            && vma.flags & VM_WRITE == 0
-            && e.dirty()
-            && !e.special()
-            && cpu
-                .m
-                .sparse
-                .pfn_to_page(pfn)
-                .test_flags(cpu, pg::ANON_EXCLUSIVE);
-        if !forced_ok {
-            return Ok(None);
-        }
+    // vm_normal_page(): nothing behind a special entry.
+    let normal = (!pte.special()).then(|| cpu.m.sparse.pfn_to_page(pte.pfn()));
+    if flags & FOLL_WRITE != 0 && !can_follow_write_pte(cpu, pte, normal, vma, flags) {
+        return Ok(None);
     }
-    if e.special() && pfn != cpu.m.zero_pfn() {
-        // vm_normal_page() is NULL and it is not the zero page.
-        return Err(Errno::EFAULT);
+    let page = match normal {
+        Some(page) => page,
+        None if pte.pfn() == cpu.m.zero_pfn() => cpu.m.sparse.pfn_to_page(pte.pfn()),
+        // follow_pfn_pte(): an entry without a struct page to return.
+        None => return Err(Errno::EEXIST),
+    };
+    if !pte.write() && gup_must_unshare(cpu, Some(vma), flags, page) {
+        return Err(Errno::EMLINK);
     }
-    let page = cpu.m.sparse.pfn_to_page(pfn);
     let folio = page_folio(cpu, page);
     try_grab_folio(cpu, folio, 1, flags)?;
     if flags & FOLL_TOUCH != 0 {
+        // A write through a clean PTE dirties the folio (folio_mark_dirty()),
+        // not the PTE; then folio_mark_accessed().
+        if flags & FOLL_WRITE != 0 && !pte.dirty() {
+            folio.page().set_flags_unless_set(cpu, pg::DIRTY);
+        }
         folio.set_referenced(cpu);
+    }
+    check_pinned_page(cpu, mm, addr, page);
+    Ok(Some(page.pfn()))
+}
+
+/// Kernel: `follow_huge_pmd()`: `pfn` is the page of the THP at `addr`;
+/// the caller holds the page-table lock.
+#[allow(clippy::too_many_arguments)]
+fn follow_huge_pmd(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    pmd: Entry,
+    pfn: Pfn,
+    flags: u32,
+) -> Result<Option<Pfn>, Errno> {
+    let head = cpu.m.sparse.pfn_to_page(pmd.pfn());
+    if flags & FOLL_WRITE != 0 && !can_follow_write_pmd(cpu, pmd, head, vma, flags) {
+        return Ok(None);
+    }
+    // A PROT_NONE PMD is followed, as a PTE is (see follow_page_pte()).
+    if !pmd.write() && gup_must_unshare(cpu, Some(vma), flags, head) {
+        return Err(Errno::EMLINK);
+    }
+    try_grab_folio(cpu, page_folio(cpu, head), 1, flags)?;
+    let page = cpu.m.sparse.pfn_to_page(pfn);
+    if flags & FOLL_TOUCH != 0 {
+        page_folio(cpu, page).set_referenced(cpu);
     }
     check_pinned_page(cpu, mm, addr, page);
     Ok(Some(pfn))
 }
 
-/// Kernel: `faultin_page()`.
+/// Kernel: `faultin_page()`: `unshare` after `EMLINK` from
+/// [`follow_page_mask`].
 fn faultin_page(
     cpu: &Cpu,
     mm: &MmStruct,
     vma: &Vma,
     addr: VirtAddr,
     flags: u32,
+    unshare: bool,
 ) -> Result<(), Errno> {
-    handle_mm_fault(
-        cpu,
-        mm,
-        vma,
-        addr,
-        flags & FOLL_WRITE != 0,
-        flags & FOLL_FORCE != 0,
-    )
+    let mut fault_flags = 0;
+    if flags & FOLL_WRITE != 0 {
+        fault_flags |= FAULT_FLAG_WRITE;
+    }
+    if unshare {
+        // Never with FOLL_WRITE: gup_must_unshare() is false for writes.
+        fault_flags |= FAULT_FLAG_UNSHARE;
+    }
+    handle_mm_fault(cpu, mm, vma, addr, fault_flags)
 }
 
+/// How many times [`__get_user_pages`] faults one page in before it gives
+/// up on it. The kernel retries without bound (until the page is there or a
+/// fatal signal is pending); under the model every extra round needs
+/// another CPU to undo the fault in between, and the explorer needs every
+/// loop bounded. Giving up returns the pages got so far, possibly none, as
+/// the kernel does when a fault asks to be retried later (`-EBUSY` from
+/// `faultin_page()`).
+pub const GUP_FAULT_RETRIES: u32 = 8;
+
 /// Kernel: `__get_user_pages()`: the caller holds `mmap_lock` for reading.
+/// Returns how many pages it got, or the error that stopped it at the
+/// first page.
 pub fn __get_user_pages(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -776,41 +1046,43 @@ pub fn __get_user_pages(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
+    // `return i ? i : ret` at the kernel's `out:` label.
+    let out = |i: u64, ret: Errno| if i == 0 { Err(ret) } else { Ok(i as usize) };
+    let mut vma: Option<&Vma> = None;
     let mut i = 0u64;
     while i < nr_pages {
         let addr = VirtAddr::new(start.as_u64() + (i << PAGE_SHIFT));
-        let vma = match vmas.find(addr) {
-            Some(v) => v,
-            None if i == 0 => return Err(Errno::EFAULT),
-            None => break,
-        };
-        if let Err(e) = check_vma_flags(vma, gup_flags) {
-            if i == 0 {
-                return Err(e);
+        // First page, or crossing into the next VMA.
+        let v = match vma {
+            Some(v) if addr < v.end => v,
+            _ => {
+                let Some(v) = vmas.find(addr) else {
+                    return out(i, Errno::EFAULT);
+                };
+                if let Err(e) = check_vma_flags(cpu, v, gup_flags) {
+                    return out(i, e);
+                }
+                vma = Some(v);
+                v
             }
-            break;
-        }
-        let mut tries = 0;
+        };
+        let mut faults = 0;
         loop {
-            match follow_page_mask(cpu, mm, vma, addr, gup_flags) {
+            let unshare = match follow_page_mask(cpu, mm, v, addr, gup_flags) {
                 Ok(Some(p)) => {
                     pages.push(p);
                     break;
                 }
-                Ok(None) if tries < 3 && gup_flags & FOLL_NOWAIT == 0 => {
-                    tries += 1;
-                    if let Err(e) = faultin_page(cpu, mm, vma, addr, gup_flags) {
-                        return if i == 0 { Err(e) } else { Ok(i as usize) };
-                    }
-                }
-                Ok(None) => {
-                    return if i == 0 {
-                        Err(Errno::EFAULT)
-                    } else {
-                        Ok(i as usize)
-                    };
-                }
-                Err(e) => return if i == 0 { Err(e) } else { Ok(i as usize) },
+                Ok(None) => false,
+                Err(Errno::EMLINK) => true,
+                Err(e) => return out(i, e),
+            };
+            if faults == GUP_FAULT_RETRIES {
+                return Ok(i as usize);
+            }
+            faults += 1;
+            if let Err(e) = faultin_page(cpu, mm, v, addr, gup_flags, unshare) {
+                return out(i, e);
             }
         }
         i += 1;
@@ -818,8 +1090,150 @@ pub fn __get_user_pages(
     Ok(i as usize)
 }
 
-/// Kernel: `__gup_longterm_locked()`: takes `mmap_lock`, runs the slow
-/// path, and for `FOLL_LONGTERM` refuses pins of movable folios.
+/// Kernel: `__get_user_pages_locked()`: the slow path under `mmap_lock`,
+/// which the callers here never hold, so it is taken and dropped here.
+fn __get_user_pages_locked(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    nr_pages: u64,
+    pages: &mut Vec<Pfn>,
+    gup_flags: u32,
+) -> Result<usize, Errno> {
+    if gup_flags & FOLL_PIN != 0 {
+        // mm_set_has_pinned_flag()
+        mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
+    }
+    let g = mm.mmap_lock.read(&cpu.sched);
+    __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)
+}
+
+/// Kernel: `folio_is_device_coherent()`.
+fn folio_is_device_coherent(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio.page().zonenum(cpu) == ZoneType::Device as usize
+        && cpu
+            .m
+            .pgmap_by_id(folio.page().private(cpu))
+            .is_some_and(|p| p.kind == PgmapType::Coherent)
+}
+
+/// Kernel: `pofs_next_folio()`: the index of the next entry of `pages`
+/// after `i` whose page is not part of `folio`, the folio of `pages[i]` (a
+/// large folio's pages come in a run).
+fn pofs_next_folio(cpu: &Cpu, pages: &[Pfn], i: usize, folio: Folio<'_>) -> usize {
+    let mut i = i + 1;
+    if folio.test_large(cpu) {
+        let (start, end) = (folio.pfn(), folio.pfn().add(folio.nr_pages(cpu)));
+        while i < pages.len() && start <= pages[i] && pages[i] < end {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Kernel: `collect_longterm_unpinnable_folios()`: counts the folios of
+/// `pages` that may not stay pinned long-term and isolates those that can
+/// be migrated off the LRU onto `movable` (device-coherent ones are
+/// migrated differently). The model has no per-CPU LRU caches to drain.
+fn collect_longterm_unpinnable_folios<'m>(
+    cpu: &'m Cpu,
+    pages: &[Pfn],
+    movable: &mut Vec<Folio<'m>>,
+) -> usize {
+    let mut collected = 0;
+    let mut i = 0;
+    while i < pages.len() {
+        let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pages[i]));
+        i = pofs_next_folio(cpu, pages, i, folio);
+        if folio_is_longterm_pinnable(cpu, folio) {
+            continue;
+        }
+        collected += 1;
+        if folio_is_device_coherent(cpu, folio) {
+            continue;
+        }
+        if folio_isolate_lru(cpu, folio) {
+            movable.push(folio);
+        }
+    }
+    collected
+}
+
+/// Kernel: `migrate_longterm_unpinnable_folios()`: drops every pin of
+/// `pages[from..]` (they leave `pages`), migrates device-coherent folios
+/// back to ordinary memory and the isolated `movable` ones out of the way
+/// (no `ZONE_MOVABLE` target inside `memalloc_pin_save()`). `EAGAIN` when
+/// all of them moved (pin the range again), another error when one did
+/// not.
+fn migrate_longterm_unpinnable_folios<'m>(
+    cpu: &'m Cpu,
+    mut movable: Vec<Folio<'m>>,
+    pages: &mut Vec<Pfn>,
+    from: usize,
+) -> Result<(), Errno> {
+    let pinned: Vec<Pfn> = pages.drain(from..).collect();
+    for (i, &p) in pinned.iter().enumerate() {
+        let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(p));
+        if folio_is_device_coherent(cpu, folio) {
+            // Migration fails on a pinned folio: the pin becomes a plain
+            // reference, which the migration consumes.
+            folio_get(cpu, folio);
+            gup_put_folio(cpu, folio, 1, FOLL_PIN);
+            if migrate_device_coherent_folio(cpu, folio).is_err() {
+                // pofs_unpin(): the pins not dropped yet.
+                unpin_user_pages(cpu, &pinned[i + 1..]);
+                putback_movable_pages(cpu, movable);
+                return Err(Errno::EBUSY);
+            }
+            continue;
+        }
+        // unpin_folio(): an isolated folio keeps the isolation's reference.
+        gup_put_folio(cpu, folio, 1, FOLL_PIN);
+    }
+    if !movable.is_empty() {
+        // MR_LONGTERM_PIN: any node, the source's preferred.
+        let mtc = MigrationTargetControl {
+            nid: NUMA_NO_NODE,
+            nmask: NODE_MASK_ALL,
+        };
+        if migrate_pages(cpu, &mut movable, &mtc) != 0 {
+            putback_movable_pages(cpu, movable);
+            return Err(Errno::ENOMEM);
+        }
+    }
+    putback_movable_pages(cpu, movable);
+    Err(Errno::EAGAIN)
+}
+
+/// Kernel: `check_and_migrate_movable_pages()`: `Ok` if every folio of
+/// `pages[from..]` may stay pinned long-term; else every pin there is
+/// dropped and the folios that may not stay are migrated: `EAGAIN` asks
+/// the caller to pin the range again, another error that a migration
+/// failed.
+fn check_and_migrate_movable_pages(
+    cpu: &Cpu,
+    pages: &mut Vec<Pfn>,
+    from: usize,
+) -> Result<(), Errno> {
+    let mut movable = Vec::new();
+    if collect_longterm_unpinnable_folios(cpu, &pages[from..], &mut movable) == 0 {
+        return Ok(());
+    }
+    migrate_longterm_unpinnable_folios(cpu, movable, pages, from)
+}
+
+/// How many times [`__gup_longterm_locked`] pins a range before it gives
+/// up with `-ENOMEM`. v6.18 pins again for as long as migration succeeds
+/// (`-EAGAIN`); a second round finds the migrated folios pinnable unless
+/// another CPU keeps mapping unpinnable ones, or the folio is one the model
+/// cannot migrate (a THP or a shmem page in `ZONE_MOVABLE`, which v6.18
+/// would move): the explorer needs the loop bounded.
+pub const GUP_LONGTERM_RETRIES: u32 = 4;
+
+/// Kernel: `__gup_longterm_locked()`: the slow path; for `FOLL_LONGTERM`
+/// inside `memalloc_pin_save()` (so its faults allocate nothing in
+/// `ZONE_MOVABLE`), and whatever may not stay pinned long-term is migrated
+/// and the range pinned again (`check_and_migrate_movable_pages()`).
 pub fn __gup_longterm_locked(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -828,29 +1242,24 @@ pub fn __gup_longterm_locked(
     pages: &mut Vec<Pfn>,
     gup_flags: u32,
 ) -> Result<usize, Errno> {
-    let g = mm.mmap_lock.read(&cpu.sched);
-    let before = pages.len();
-    let n = __get_user_pages(cpu, mm, &g, start, nr_pages, gup_flags, pages)?;
     if gup_flags & FOLL_LONGTERM == 0 {
-        return Ok(n);
+        return __get_user_pages_locked(cpu, mm, start, nr_pages, pages, gup_flags);
     }
-    // check_and_migrate_movable_folios(): a long-term pin may not stay in
-    // ZONE_MOVABLE. The model migrates with the hotplug code; here such a
-    // pin is undone and the call fails as migration failure does.
-    let got: Vec<Pfn> = pages[before..].to_vec();
-    let movable = got.iter().any(|&p| {
-        let page = cpu.m.sparse.pfn_to_page(p);
-        !folio_is_longterm_pinnable(cpu, page_folio(cpu, page)) && !is_zero_page(cpu, page)
-    });
-    if movable {
-        pages.truncate(before);
-        for p in got {
-            let page = cpu.m.sparse.pfn_to_page(p);
-            gup_put_folio(cpu, page_folio(cpu, page), 1, gup_flags);
+    let _pin = memalloc_pin_save(cpu);
+    let before = pages.len();
+    for _ in 0..GUP_LONGTERM_RETRIES {
+        let nr_pinned_pages = __get_user_pages_locked(cpu, mm, start, nr_pages, pages, gup_flags)?;
+        if nr_pinned_pages == 0 {
+            return Ok(0);
         }
-        return Err(Errno::ENOMEM);
+        // FOLL_LONGTERM implies FOLL_PIN.
+        match check_and_migrate_movable_pages(cpu, pages, before) {
+            Ok(()) => return Ok(nr_pinned_pages),
+            Err(Errno::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(n)
+    Err(Errno::ENOMEM)
 }
 
 /// Kernel: `get_user_pages_remote()` / `get_user_pages()` (slow path only).
@@ -862,7 +1271,8 @@ pub fn get_user_pages(
     gup_flags: u32,
     pages: &mut Vec<Pfn>,
 ) -> Result<usize, Errno> {
-    if gup_flags & FOLL_PIN != 0 {
+    // is_valid_gup_args(): FOLL_LONGTERM only with FOLL_PIN.
+    if gup_flags & (FOLL_PIN | FOLL_LONGTERM) != 0 {
         return Err(Errno::EINVAL);
     }
     __gup_longterm_locked(
@@ -887,7 +1297,6 @@ pub fn pin_user_pages(
     if gup_flags & FOLL_GET != 0 {
         return Err(Errno::EINVAL);
     }
-    mm.flags.fetch_or(MMF_HAS_PINNED, Ordering::Relaxed);
     __gup_longterm_locked(
         cpu,
         mm,

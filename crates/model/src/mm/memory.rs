@@ -12,25 +12,40 @@
 //!
 //! Anonymous pages record their owner in `page->mapping` (the mm's id with
 //! `PAGE_MAPPING_ANON`) and their address in `page->index`: the reverse map
-//! that the data-integrity detector checks pins against.
+//! that the data-integrity detector checks pins against. An anonymous page
+//! this mapping owns alone is `PageAnonExclusive`; a write fault reuses
+//! such a page (pinned or not) and copies anything else, and GUP's unshare
+//! fault (`FAULT_FLAG_UNSHARE`) copies a shared page (the zero page) into
+//! an exclusive one without making it writable.
+//!
+//! `MADV_DONTNEED` frees the PTE tables it empties (`CONFIG_PT_RECLAIM`,
+//! on by default on x86-64): through the mmu_gather, as `munmap()` frees
+//! tables, so after an RCU grace period (`mmu_gather.rcu_table_free`).
 //!
 //! # Simplifications
 //!
-//! One page-table lock per mm. No swap, no NUMA hinting faults (PROT_NONE
-//! PTEs come only from `mprotect(PROT_NONE)`). THP faults always allocate
-//! (no huge zero page); a partial unmap or protection change of a THP
-//! splits the PMD into PTEs.
+//! One page-table lock per mm (it is both the PTE and the PMD lock, so
+//! PT_RECLAIM never has to recheck a table). No swap, no fork (every
+//! anonymous page is exclusive), no NUMA hinting faults (PROT_NONE PTEs
+//! come only from `mprotect(PROT_NONE)`), no soft-dirty or userfaultfd
+//! write protection. THP faults always allocate (no huge zero page); a
+//! write fault on a read-only THP or a partial unmap or protection change
+//! splits the PMD into PTEs, and a large folio is never reused by a write
+//! fault unless exclusive. PT_RECLAIM happens on both flush architectures
+//! (`broadcast` stands for x86 INVLPGB and paravirt flushes as well as
+//! arm64, which has no PT_RECLAIM).
 
 use crate::detect::Kind;
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg};
 use crate::mm::mmap::{
-    Backing, MmStruct, Prot, Shmem, VM_HUGEPAGE, VM_WRITE, Vma, pgd_offset, pte_alloc_one,
+    Backing, MmStruct, PAGE_MAPPING_ANON, Prot, Shmem, VM_HUGEPAGE, VM_SHARED, VM_WRITE, Vma,
+    pgd_offset, pte_alloc_one,
 };
 use crate::mm::mmu_gather::{MmuGather, tlb_remove_table};
 use crate::mm::page_alloc::{Gfp, folio_alloc};
-use crate::mm::page_ref::{folio_get, folio_put};
+use crate::mm::page_ref::{folio_get, folio_put, folio_ref_count};
 use crate::mm::pgtable::{
     self, ACCESSED, DIRTY, Entry, EntryPtr, PMD_SHIFT, PRESENT, PROTNONE, PSE, PUD_SHIFT, RW,
     SPECIAL, USER,
@@ -171,25 +186,58 @@ fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
     }
 }
 
-/// Kernel: `handle_mm_fault()`. The caller holds `mmap_lock` for reading
-/// and has checked that `vma` covers `addr`.
-///
-/// `force` is `FOLL_FORCE`: a write to a read-only private mapping breaks
-/// COW into an exclusive, dirty page whose PTE stays read-only.
-pub fn handle_mm_fault(
+/// `FAULT_FLAG_WRITE`: the fault is a write.
+pub const FAULT_FLAG_WRITE: u32 = 1 << 0;
+/// `FAULT_FLAG_UNSHARE`: GUP wants a read-only pin of a page that may be
+/// shared (`gup_must_unshare()`): make it exclusive without making it
+/// writable.
+pub const FAULT_FLAG_UNSHARE: u32 = 1 << 10;
+
+/// Kernel: `arch/x86/mm/fault.c access_error()`: whether a user access is
+/// refused by the VMA's permissions (before any fault handling).
+fn access_error(vma: &Vma, write: bool) -> bool {
+    if write {
+        return vma.flags & VM_WRITE == 0;
+    }
+    // !vma_is_accessible()
+    vma.flags & (crate::mm::mmap::VM_READ | VM_WRITE) == 0
+}
+
+/// Kernel: `arch/x86/mm/fault.c do_user_addr_fault()` once the VMA is
+/// found: a user access that the VMA refuses is `SIGSEGV` (`EFAULT` here),
+/// anything else goes to [`handle_mm_fault`]. The caller holds `mmap_lock`
+/// for reading.
+pub fn do_user_addr_fault(
     cpu: &Cpu,
     mm: &MmStruct,
     vma: &Vma,
     addr: VirtAddr,
     write: bool,
-    force: bool,
 ) -> Result<(), Errno> {
-    if write && vma.flags & VM_WRITE == 0 && !(force && vma.is_anon_private()) {
+    if access_error(vma, write) {
         return Err(Errno::EFAULT);
     }
-    if vma.flags & (crate::mm::mmap::VM_READ | VM_WRITE) == 0 && !force {
-        return Err(Errno::EFAULT);
-    }
+    let flags = if write { FAULT_FLAG_WRITE } else { 0 };
+    handle_mm_fault(cpu, mm, vma, addr, flags)
+}
+
+/// Kernel: `handle_mm_fault()` (with `__handle_mm_fault()` and
+/// `handle_pte_fault()`). The caller holds `mmap_lock` for reading and has
+/// checked that `vma` covers `addr` and permits the access: the arch fault
+/// handler with `access_error()`, GUP with `check_vma_flags()` (which lets
+/// `FOLL_FORCE` write to a read-only private mapping: the write breaks COW
+/// into an exclusive page whose PTE stays read-only).
+///
+/// `flags` are `FAULT_FLAG_*`.
+pub fn handle_mm_fault(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    addr: VirtAddr,
+    flags: u32,
+) -> Result<(), Errno> {
+    let write = flags & FAULT_FLAG_WRITE != 0;
+    let unshare = flags & FAULT_FLAG_UNSHARE != 0;
     cpu.point_arg(point!("handle_mm_fault", "fault"), addr.as_u64());
     let ptl = mm.page_table_lock.lock(&cpu.sched);
     let pmdp = pmd_alloc(cpu, mm, addr)?;
@@ -220,13 +268,21 @@ pub fn handle_mm_fault(
         }
     }
     if pmd.leaf() {
-        if write && !pmd.write() {
-            // A write to a read-only THP: split and handle the PTE.
-            split_huge_pmd_locked(cpu, mm, pmdp)?;
-            pmd = pgtable::get_lockless(cpu, pmdp);
-        } else {
+        if !(write || unshare) || pmd.write() {
             return Ok(());
         }
+        // wp_huge_pmd() → do_huge_pmd_wp_page(): an unshare of an
+        // exclusive anonymous THP has nothing to do.
+        if unshare {
+            let page = cpu.m.sparse.pfn_to_page(pmd.pfn());
+            let folio = page_folio(cpu, page);
+            if folio_test_anon(cpu, folio) && page_anon_exclusive(cpu, folio, page) {
+                return Ok(());
+            }
+        }
+        // A write to a read-only THP: split and handle the PTE.
+        split_huge_pmd_locked(cpu, mm, pmdp)?;
+        pmd = pgtable::get_lockless(cpu, pmdp);
     }
     if pmd.none() {
         let t = pte_alloc_one(cpu)?;
@@ -254,11 +310,14 @@ pub fn handle_mm_fault(
         crate::mm::migrate::migration_entry_wait(cpu, ptep, pte);
         return Ok(());
     }
-    if pte.protnone() {
+    // A PROT_NONE PTE of an accessible VMA would be a NUMA hinting fault
+    // (do_numa_page()), which the model does not have; in a PROT_NONE VMA
+    // only a FOLL_FORCE GUP gets here, and it is handled as any other PTE.
+    if pte.protnone() && !access_error(vma, false) {
         return Err(Errno::EFAULT);
     }
-    if write && !pte.write() {
-        return do_wp_page(cpu, mm, vma, ptep, pte, addr);
+    if (write || unshare) && !pte.write() {
+        return do_wp_page(cpu, mm, vma, ptep, pte, addr, unshare);
     }
     Ok(())
 }
@@ -343,8 +402,33 @@ pub fn shmem_evict(cpu: &Cpu, s: &Shmem) {
     }
 }
 
-/// Kernel: `do_wp_page()`: a write to a read-only PTE of a writable
-/// private mapping: reuse the page if this mapping owns it alone, else copy.
+/// `folio_test_anon()`.
+pub(crate) fn folio_test_anon(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    folio.page().mapping(cpu) & PAGE_MAPPING_ANON != 0
+}
+
+/// `PageAnonExclusive()`: whether this mapping owns the anonymous page
+/// alone. A PMD-mapped THP keeps the flag on its head; the model's PMD split
+/// does not copy it to the subpages (the kernel's does), so a page of a
+/// large folio whose head has it counts as exclusive too.
+pub(crate) fn page_anon_exclusive(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) -> bool {
+    page.test_flags(cpu, pg::ANON_EXCLUSIVE)
+        || (folio.test_large(cpu) && folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE))
+}
+
+/// Kernel: `wp_can_reuse_anon_folio()`: a folio that is not marked exclusive
+/// may still be reused if this mapping holds its only reference. A large
+/// folio never is here (`__wp_can_reuse_large_anon_folio()` is not
+/// modelled): it is copied.
+fn wp_can_reuse_anon_folio(cpu: &Cpu, folio: Folio<'_>) -> bool {
+    !folio.test_large(cpu) && folio_ref_count(cpu, folio) == 1
+}
+
+/// Kernel: `do_wp_page()`: a write (or, with `unshare`, a GUP unshare
+/// request, `FAULT_FLAG_UNSHARE`) on a read-only PTE. A shared mapping just
+/// becomes writable; in a private one, an anonymous page that this mapping
+/// owns exclusively is reused — pinned or not, which is what keeps a pin
+/// and the page table agreeing — and anything else is copied.
 fn do_wp_page(
     cpu: &Cpu,
     mm: &MmStruct,
@@ -352,27 +436,47 @@ fn do_wp_page(
     ptep: EntryPtr,
     pte: Entry,
     addr: VirtAddr,
+    unshare: bool,
 ) -> Result<(), Errno> {
-    if !vma.is_anon_private() {
-        // Shared: just make it writable (wp_page_shared()).
+    if vma.flags & VM_SHARED != 0 {
+        // wp_page_shared(): GUP never asks to unshare a shared mapping.
         pgtable::set_entry(cpu, ptep, pte.mkwrite().mkdirty());
         return Ok(());
     }
     let old = pte.pfn();
+    // vm_normal_page(): none for a special PTE (the zero page).
     if !pte.special() {
         let page = cpu.m.sparse.pfn_to_page(old);
         let folio = page_folio(cpu, page);
-        // wp_can_reuse_anon_folio(): exclusive, one reference, not pinned.
-        if !folio.test_large(cpu)
-            && page.test_flags(cpu, pg::ANON_EXCLUSIVE)
-            && folio.page().ref_count(cpu) == 1
+        if folio_test_anon(cpu, folio)
+            && (page_anon_exclusive(cpu, folio, page) || wp_can_reuse_anon_folio(cpu, folio))
         {
+            page.set_flags(cpu, pg::ANON_EXCLUSIVE);
+            if unshare {
+                return Ok(());
+            }
+            // wp_page_reuse()
             cpu.point_arg(point!("do_wp_page", "wp_page_reuse"), old.as_u64());
             pgtable::set_entry(cpu, ptep, Entry(pte.mkdirty().0 | writable(vma)));
             return Ok(());
         }
     }
-    // wp_page_copy()
+    wp_page_copy(cpu, mm, vma, ptep, pte, addr, unshare)
+}
+
+/// Kernel: `wp_page_copy()`: a new exclusive anonymous page replaces the
+/// mapped one (the zero page: a zeroed one). For an unshare the new PTE is
+/// as read-only and clean as the old.
+fn wp_page_copy(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    ptep: EntryPtr,
+    pte: Entry,
+    addr: VirtAddr,
+    unshare: bool,
+) -> Result<(), Errno> {
+    let old = pte.pfn();
     let new = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE, 0).ok_or(Errno::ENOMEM)?;
     if pte.special() {
         if let Some(d) = cpu.m.sparse.page_data(new.pfn()) {
@@ -385,11 +489,11 @@ fn do_wp_page(
     cpu.point_arg(point!("wp_page_copy", "ptep_clear_flush"), addr.as_u64());
     pgtable::get_and_clear(cpu, ptep);
     crate::mm::mmu_gather::flush_tlb_mm_range(cpu, mm);
-    pgtable::set_entry(
-        cpu,
-        ptep,
-        Entry::from_pfn(new.pfn(), vma_pte_flags(vma, None) | writable(vma) | DIRTY),
-    );
+    let mut flags = vma_pte_flags(vma, None);
+    if !unshare {
+        flags |= writable(vma) | DIRTY;
+    }
+    pgtable::set_entry(cpu, ptep, Entry::from_pfn(new.pfn(), flags));
     if !pte.special() {
         let page = cpu.m.sparse.pfn_to_page(old);
         let folio = page_folio(cpu, page);
@@ -470,10 +574,55 @@ fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(),
     Ok(())
 }
 
+/// Kernel: `struct zap_details`, the one field the model uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZapDetails {
+    /// `reclaim_pt`: free a PTE table the zap leaves empty
+    /// (`CONFIG_PT_RECLAIM`; only `MADV_DONTNEED` asks for it).
+    pub reclaim_pt: bool,
+}
+
+/// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`
+/// for munmap, exit and driver zaps (no `zap_details`): see
+/// [`unmap_page_range`].
+pub fn zap_page_range(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vma: &Vma,
+    start: VirtAddr,
+    end: VirtAddr,
+) {
+    unmap_page_range(cpu, tlb, mm, vma, start, end, None);
+}
+
+/// Kernel: `zap_page_range_single_batched()`, as `MADV_DONTNEED` uses it
+/// (`madvise_dontneed_single_vma()`, with `reclaim_pt`).
+pub fn zap_page_range_single_batched(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vma: &Vma,
+    start: VirtAddr,
+    end: VirtAddr,
+    details: &ZapDetails,
+) {
+    unmap_page_range(cpu, tlb, mm, vma, start, end, Some(details));
+}
+
 /// Kernel: `unmap_page_range()` → `zap_pmd_range()` → `zap_pte_range()`:
 /// clears the entries of `[start, end)` in `vma`, queueing each page's
 /// reference in the mmu_gather (freed after the TLB flush).
-pub fn zap_page_range(
+///
+/// With `details.reclaim_pt` (`CONFIG_PT_RECLAIM`: default on x86-64, where
+/// it selects `MMU_GATHER_RCU_TABLE_FREE`), a PTE table whose whole span is
+/// zapped is freed too (`try_get_and_clear_pmd()`, `free_pte()`): its PMD
+/// is cleared and the table goes to the mmu_gather like one `munmap()`
+/// frees, so a GUP-fast walker still in it is protected by the same RCU
+/// grace period (`mmu_gather.rcu_table_free`) and PMD recheck. arm64 has
+/// no `PT_RECLAIM`; the model's `broadcast` architecture, which stands for
+/// x86 INVLPGB and paravirt flushes too, reclaims as x86 does.
+fn unmap_page_range(
     cpu: &Cpu,
     tlb: &mut MmuGather<'_>,
     mm: &MmStruct,
@@ -482,7 +631,9 @@ pub fn zap_page_range(
     _vma: &Vma,
     start: VirtAddr,
     end: VirtAddr,
+    details: Option<&ZapDetails>,
 ) {
+    let reclaim_pt = details.is_some_and(|d| d.reclaim_pt);
     let ptl = mm.page_table_lock.lock(&cpu.sched);
     let mut addr = start;
     while addr < end {
@@ -541,6 +692,22 @@ pub fn zap_page_range(
                 }
             }
             a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        // reclaim_pt_is_enabled(): the zap covered the table's whole span.
+        // The model's one page-table lock is both the PTE and the PMD lock
+        // and was held throughout, so no entry came back: the table is
+        // empty (try_to_free_pte()'s recheck says so too).
+        if reclaim_pt
+            && next.as_u64() - addr.as_u64() >= PMD_SIZE
+            && pgtable::table_empty(cpu, pmd.pfn())
+        {
+            cpu.point_arg(
+                point!("zap_pte_range", "try_get_and_clear_pmd"),
+                addr.as_u64(),
+            );
+            pgtable::get_and_clear(cpu, pmdp);
+            // free_pte() → pte_free_tlb()
+            tlb_remove_table(cpu, tlb, pmd.pfn());
         }
         addr = next;
     }
@@ -741,7 +908,7 @@ pub fn access_user(
                 None => d.load(Ordering::Relaxed),
             });
         }
-        handle_mm_fault(cpu, mm, &vma, addr, write.is_some(), false)?;
+        do_user_addr_fault(cpu, mm, &vma, addr, write.is_some())?;
     }
     Err(Errno::EFAULT)
 }

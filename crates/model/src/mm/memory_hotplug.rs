@@ -12,17 +12,44 @@ use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::mmzone::ZoneType;
 use crate::mm::page_alloc::free_range_core;
-use crate::mm::sparse::{sparse_add_section, sparse_remove_section};
+use crate::mm::sparse::{
+    memmap_unpoison, page_init_poison, sparse_add_section, sparse_remove_section,
+};
 use crate::types::Pfn;
 use mmsim_facade::point;
 
-/// Kernel: `memmap_init_range()` → `__init_single_page()` for each page.
-pub fn memmap_init_range(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneType) {
+/// Kernel: `memmap_init_range()` → `__init_single_page()` for each page of
+/// node `nid`'s `zone`. A memmap poisoned by an earlier offline is memory
+/// all the same: it is initialised again.
+pub fn memmap_init_range(cpu: &Cpu, start: Pfn, nr_pages: u64, nid: u32, zone: ZoneType) {
+    let _ = for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
+        memmap_unpoison(cpu, pfn, n);
+        Ok(())
+    });
     for i in 0..nr_pages {
         let p = cpu.m.sparse.pfn_to_page(start.add(i));
-        p.init_single_page(cpu, zone as u64);
+        p.init_single_page(cpu, zone as u64, nid);
     }
-    cpu.m.zone(zone).adjust_present(nr_pages as i64);
+    cpu.m.node(nid).zone(zone).adjust_present(nr_pages as i64);
+}
+
+/// Kernel: `remove_pfn_range_from_zone()`: the struct pages of the range
+/// are uninitialised again. Under `CONFIG_DEBUG_VM` that is
+/// `page_init_poison()` per section (every byte `0xff`); the zone's span
+/// shrinking is not modelled (zones have no span here).
+pub fn remove_pfn_range_from_zone(cpu: &Cpu, start: Pfn, nr_pages: u64) {
+    if !cpu.m.config.debug_vm {
+        return;
+    }
+    let _ = for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
+        // cond_resched() between sections.
+        cpu.point_arg(
+            point!("remove_pfn_range_from_zone", "page_init_poison"),
+            pfn.as_u64(),
+        );
+        page_init_poison(cpu, pfn, n);
+        Ok(())
+    });
 }
 
 /// Calls `f(pfn, nr)` for each section-sized piece of `[start, start+nr)`.
@@ -65,9 +92,9 @@ pub fn __remove_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) {
 }
 
 /// Kernel: `move_pfn_range_to_zone()`: the memmap of the range is
-/// initialised for `zone`.
-pub fn move_pfn_range_to_zone(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneType) {
-    memmap_init_range(cpu, start, nr_pages, zone);
+/// initialised for node `nid`'s `zone`.
+pub fn move_pfn_range_to_zone(cpu: &Cpu, start: Pfn, nr_pages: u64, nid: u32, zone: ZoneType) {
+    memmap_init_range(cpu, start, nr_pages, nid, zone);
 }
 
 /// Kernel: `online_pages_range()`: every page goes to the buddy allocator
@@ -96,6 +123,7 @@ pub fn online_pages_range(cpu: &Cpu, start: Pfn, nr_pages: u64) {
 use crate::kernel::percpu_rwsem::{PercpuWriteGuard, percpu_down_write};
 use crate::kernel::rcupdate::synchronize_rcu;
 use crate::machine::BlockState;
+use crate::mm::memory_tiers::{NodeAction, node_notify};
 use crate::mm::page_alloc::{
     __offline_isolated_pages, start_isolate_page_range, test_pages_isolated,
     undo_isolate_page_range,
@@ -183,17 +211,30 @@ pub fn __add_memory(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> {
 /// `mem_hotplug_begin()`.
 pub fn online_pages(cpu: &Cpu, start: Pfn, nr_pages: u64, zone: ZoneType) -> Result<(), Errno> {
     let end = start.add(nr_pages);
+    let nid = cpu.m.pfn_to_nid(start);
     cpu.point_arg(
         point!("online_pages", "move_pfn_range_to_zone"),
         start.as_u64(),
     );
     // Associate the range with the zone, its pageblocks isolated until the
     // zone is ready.
-    move_pfn_range_to_zone(cpu, start, nr_pages, zone);
+    move_pfn_range_to_zone(cpu, start, nr_pages, nid, zone);
     start_isolate_page_range(cpu, start, end);
+    // Adding memory to the node for the first time?
+    let first = !cpu.m.node(nid).has_memory();
+    if first {
+        node_notify(cpu, NodeAction::AddingFirstMemory, nid);
+    }
+    // memory_notify(MEM_GOING_ONLINE): nothing in the model objects.
     online_pages_range(cpu, start, nr_pages);
     online_mem_sections(cpu, start, end);
+    if first {
+        cpu.m.node(nid).set_has_memory(true);
+    }
     undo_isolate_page_range(cpu, start, end);
+    if first {
+        node_notify(cpu, NodeAction::AddedFirstMemory, nid);
+    }
     // memory_notify(MEM_ONLINE): nothing in the model listens.
     Ok(())
 }
@@ -238,6 +279,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
     if zone.zone_type == ZoneType::Device {
         return Err(Errno::EINVAL);
     }
+    let nid = zone.node;
     // zone_pcp_disable(): the model has no per-CPU page lists.
     lru_cache_disable(cpu);
     cpu.point_arg(
@@ -245,7 +287,19 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
         start.as_u64(),
     );
     start_isolate_page_range(cpu, start, end);
+    // Will the node have no present pages after this block goes?
+    let last_of_node = nr_pages >= cpu.m.node(nid).node_present_pages();
+    if last_of_node {
+        node_notify(cpu, NodeAction::RemovingLastMemory, nid);
+    }
     // memory_notify(MEM_GOING_OFFLINE): nothing in the model objects.
+    let cancel = |cpu: &Cpu| {
+        undo_isolate_page_range(cpu, start, end);
+        if last_of_node {
+            node_notify(cpu, NodeAction::CancelRemovingLastMemory, nid);
+        }
+        lru_cache_enable(cpu);
+    };
     let mut passes = 0;
     loop {
         let mut pfn = start;
@@ -257,8 +311,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
                 }
                 Err(Errno::ENOENT) => break,
                 Err(e) => {
-                    undo_isolate_page_range(cpu, start, end);
-                    lru_cache_enable(cpu);
+                    cancel(cpu);
                     return Err(e);
                 }
             }
@@ -273,8 +326,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
         passes += 1;
         if passes >= OFFLINE_RETRIES {
             // "signal backoff"
-            undo_isolate_page_range(cpu, start, end);
-            lru_cache_enable(cpu);
+            cancel(cpu);
             return Err(Errno::EINTR);
         }
         // cond_resched(): let whoever holds the pages go on.
@@ -282,6 +334,14 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
         if !cpu.sched.exploring() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+    if cpu.m.sg.on(Sg::HOTPLUG_OFFLINE_SYNCHRONIZE_RCU) {
+        // The seed thread's "separate change" for offlining: every page of
+        // the block is isolated and unused; wait for every lockless walker
+        // that might still hold a pointer to one before the memmap is
+        // poisoned (DEBUG_VM) or, later, freed.
+        cpu.point(point!("offline_pages", "synchronize_rcu"));
+        synchronize_rcu(cpu);
     }
     // Mark all sections offline and remove free pages from the buddy.
     cpu.point_arg(
@@ -291,15 +351,21 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
     offline_mem_sections(cpu, start, end);
     __offline_isolated_pages(cpu, start, end);
     lru_cache_enable(cpu);
+    // adjust_present_page_count()
+    zone.adjust_present(-(nr_pages as i64));
+    if last_of_node {
+        // The node goes memoryless before the zonelists are rebuilt; then
+        // its consumers are told (the memory tier's grace period).
+        cpu.m.node(nid).set_has_memory(false);
+        node_notify(cpu, NodeAction::RemovedLastMemory, nid);
+    }
     // memory_notify(MEM_OFFLINE): page_ext's offline_page_ext() invalidates
     // its sections, waits for their readers, and frees them.
     if cpu.m.sg.on(Sg::PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU) {
         cpu.point(point!("offline_page_ext", "synchronize_rcu"));
         synchronize_rcu(cpu);
     }
-    cpu.m
-        .zone(zone.zone_type)
-        .adjust_present(-(nr_pages as i64));
+    remove_pfn_range_from_zone(cpu, start, nr_pages);
     Ok(())
 }
 

@@ -39,6 +39,7 @@ use crate::kernel::percpu_ref::{
 use crate::kernel::rcupdate::synchronize_rcu;
 use crate::mm::memory_hotplug::{
     __add_pages, __remove_pages, mem_hotplug_begin, mem_hotplug_done, memmap_init_range,
+    remove_pfn_range_from_zone,
 };
 use crate::mm::mm_types::{Folio, pg};
 use crate::mm::mmap::{Backing, MmStruct, Vma};
@@ -135,7 +136,8 @@ pub fn memremap_pages(
     let r = __add_pages(cpu, start, nr_pages);
     if r.is_ok() {
         // move_pfn_range_to_zone(ZONE_DEVICE), memmap_init_zone_device()
-        memmap_init_range(cpu, start, nr_pages, ZoneType::Device);
+        let nid = cpu.m.pfn_to_nid(start);
+        memmap_init_range(cpu, start, nr_pages, nid, ZoneType::Device);
         taint_zone_device(cpu, start, start.add(nr_pages));
     }
     mem_hotplug_done(g);
@@ -164,6 +166,9 @@ fn pageunmap_range(cpu: &Cpu, pgmap: &DevPagemap) {
         // pointer into this memmap.
         synchronize_rcu(cpu);
     }
+    // The pages are dead and unused: their struct pages are uninitialised
+    // again (poisoned under CONFIG_DEBUG_VM), then the memmap is freed.
+    remove_pfn_range_from_zone(cpu, pgmap.start, pgmap.nr_pages);
     cpu.point_arg(
         point!("pageunmap_range", "arch_remove_memory"),
         pgmap.start.as_u64(),

@@ -1,29 +1,44 @@
-//! Page migration, as memory offlining uses it.
+//! Page migration, as memory offlining, `migrate_pages(2)` and long-term
+//! GUP use it.
 //!
-//! Kernel: `mm/migrate.c` (`migrate_pages`, `migrate_folio_unmap`,
-//! `migrate_folio_move`, `remove_migration_ptes`), `mm/rmap.c`
-//! (`try_to_migrate`), `mm/memory_hotplug.c` (`scan_movable_pages`,
+//! Kernel: `mm/migrate.c` (`migrate_pages`, `migrate_pages_batch`,
+//! `migrate_folio_unmap`, `migrate_folio_move`, `remove_migration_ptes`),
+//! `mm/rmap.c` (`try_to_migrate`, the deferred TLB flush), `mm/vmscan.c`
+//! (`folio_isolate_lru`), `mm/memory_hotplug.c` (`scan_movable_pages`,
 //! `do_migrate_range`).
 //!
 //! `do_migrate_range()` takes its own speculative reference on each folio
 //! of the range — `folio_try_get()`, then the `page_folio()` recheck, the
-//! same grab-and-revalidate as GUP-fast — and isolates it. Migration then
-//! replaces every PTE mapping the folio by a migration entry and flushes the
-//! TLB (`ptep_clear_flush()`: on `ipi` this waits for CPUs with IRQs off,
-//! such as one in GUP-fast; on `broadcast` it does not), drops the
-//! mappings' references, checks that only the migration's own reference is
-//! left (`folio_ref_count() == expected`, as `__folio_migrate_mapping()` does
-//! for anonymous folios without a mapping; a pin or a speculative reference
-//! makes it `-EAGAIN`, and the entries are restored), copies the contents to
-//! a new folio (`alloc_migration_target()`: movable memory preferred, so a
-//! later block that is still online), and points the entries at it.
+//! same grab-and-revalidate as GUP-fast — and isolates it. [`migrate_pages`]
+//! then migrates the isolated list the way v6.18's synchronous migration
+//! does: first all of it in one batch (`MIGRATE_ASYNC`), each folio's PTE
+//! replaced by a migration entry with the TLB flush deferred
+//! (`TTU_BATCH_FLUSH`, when another CPU runs the mm), then one flush for the
+//! whole batch (`try_to_unmap_flush()`: on `ipi` it waits for CPUs with IRQs
+//! off, such as one in GUP-fast; on `broadcast` it does not), then each
+//! folio moved: the mapping's reference is gone, so only the migration's
+//! own may be left (`folio_ref_count() == expected`, as
+//! `__folio_migrate_mapping()` checks for anonymous folios without a
+//! mapping; a pin or a speculative reference makes it `-EAGAIN`, and the
+//! entry is restored); the contents are copied to a new folio
+//! (`alloc_migration_target()`: movable memory preferred; with one memory
+//! node that is a later block still online, with several it is another
+//! node, since `do_migrate_range()` takes the source node out of the target
+//! mask) and the entry points at it. A folio that failed is tried once more
+//! on its own (`MIGRATE_SYNC`), its unmap flushing at once
+//! (`ptep_clear_flush()`).
 //!
 //! # Simplifications
 //!
-//! Only small anonymous folios are migrated. A large folio (THP) or a page
-//! of a shared (shmem-like) mapping is treated as unmovable for offlining
-//! (`scan_movable_pages()` gives `-EBUSY`). Migration entries are waited on
-//! by polling rather than on the folio lock.
+//! Only small anonymous folios are migrated (device-coherent ones too, for
+//! long-term GUP, by the same steps). A large folio (THP) or a page of a
+//! shared (shmem-like) mapping is treated as unmovable for offlining
+//! (`scan_movable_pages()` gives `-EBUSY`) and is not isolated. Each pass
+//! tries a folio once where v6.18 tries it up to three times in the batch
+//! and seven more on its own: enough for the batched flush and the
+//! synchronous fallback, and explorations stay short. Migration entries
+//! are waited on by polling rather than on the folio lock. There is no TLB
+//! in the model, so no `flush_tlb_batched_pending()`.
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
@@ -32,9 +47,9 @@ use crate::mm::memory::{
 };
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
-use crate::mm::mmu_gather::flush_tlb_mm_range;
-use crate::mm::page_alloc::{Gfp, folio_alloc};
-use crate::mm::page_ref::{folio_put, folio_ref_count, folio_try_get};
+use crate::mm::mmu_gather::{arch_tlbbatch_flush, flush_tlb_mm_range};
+use crate::mm::page_alloc::{__alloc_pages, Gfp, NODE_MASK_ALL, NodeMask};
+use crate::mm::page_ref::{folio_get, folio_put, folio_ref_count, folio_try_get};
 use crate::mm::pgtable::{self, Entry, MIGRATION, RW};
 use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
 use mmsim_facade::sched::{Point, chan};
@@ -84,43 +99,115 @@ pub fn do_migrate_range(cpu: &Cpu, start: Pfn, end: Pfn) -> Pfn {
         }
         pfn += 1;
     }
-    for f in isolated {
-        let _ = migrate_and_putback(cpu, Folio::from_head(cpu.m.sparse.pfn_to_page(f)));
+    if let Some(&first) = isolated.first() {
+        // Offlining checked that the range is one zone, so the first folio's
+        // node is every folio's. Try another node with memory, and this one
+        // only when no other has any (offlining part of the only node).
+        let nid = cpu.m.sparse.pfn_to_page(first).nid(cpu);
+        let mut nmask: NodeMask = 0;
+        for n in 0..cpu.m.nr_nodes() {
+            if n != nid && cpu.m.node(n).has_memory() {
+                nmask |= 1 << n;
+            }
+        }
+        if nmask == 0 {
+            nmask = 1 << nid;
+        }
+        let mtc = MigrationTargetControl { nid, nmask };
+        let mut source: Vec<Folio<'_>> = isolated
+            .into_iter()
+            .map(|f| Folio::from_head(cpu.m.sparse.pfn_to_page(f)))
+            .collect();
+        migrate_pages(cpu, &mut source, &mtc);
+        putback_movable_pages(cpu, source);
     }
     end
 }
 
+/// Kernel: `struct migration_target_control`: where new folios come from.
+#[derive(Clone, Copy, Debug)]
+pub struct MigrationTargetControl {
+    /// The preferred node.
+    pub nid: u32,
+    /// The nodes allowed.
+    pub nmask: NodeMask,
+}
+
+/// `NUMA_NO_NODE`: no preferred node.
+pub const NUMA_NO_NODE: u32 = u32::MAX;
+
+/// Kernel: `alloc_migration_target()` for a small folio: movable memory,
+/// from the zonelist of `mtc.nid` (`src`'s node if `NUMA_NO_NODE`)
+/// restricted to `mtc.nmask`.
+pub fn alloc_migration_target<'m>(
+    cpu: &'m Cpu,
+    src: Folio<'_>,
+    mtc: &MigrationTargetControl,
+) -> Option<Folio<'m>> {
+    let nid = if mtc.nid == NUMA_NO_NODE {
+        src.page().nid(cpu)
+    } else {
+        mtc.nid
+    };
+    __alloc_pages(
+        cpu,
+        Gfp::HIGHUSER_MOVABLE.with(Gfp::COMP),
+        0,
+        nid,
+        mtc.nmask,
+    )
+    .map(Folio::from_head)
+}
+
 /// Takes a speculative reference on the folio of `page` at `at` and
 /// isolates it for migration (`folio_isolate_lru()`), with the same
-/// revalidation as GUP-fast (was the page split off the folio?). Only small
-/// anonymous folios qualify; anything else is put back at once.
+/// revalidation as GUP-fast (was the page split off the folio?). Returns
+/// the folio, holding the isolation's reference.
 fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Option<Folio<'m>> {
     cpu.point_arg(at, page.pfn().as_u64());
     let folio = page_folio(cpu, page);
     if !folio_try_get(cpu, folio) {
         return None;
     }
+    let isolated = page_folio(cpu, page) == folio && folio_isolate_lru(cpu, folio);
+    folio_put(cpu, folio);
+    isolated.then_some(folio)
+}
+
+/// Kernel: `mm/vmscan.c folio_isolate_lru()`: takes the folio off the LRU
+/// for migration, with a reference of its own; the caller holds one
+/// already. The model has no LRU lists: a folio is on one when it is a
+/// small anonymous folio of ordinary memory (what the model can migrate)
+/// that nobody has isolated yet (`pg::ISOLATED` stands for a cleared
+/// `PG_lru`).
+pub fn folio_isolate_lru(cpu: &Cpu, folio: Folio<'_>) -> bool {
     let head = folio.page();
-    if page_folio(cpu, page) != folio
-        || folio.test_large(cpu)
+    if folio.test_large(cpu)
         || head.mapping(cpu) & PAGE_MAPPING_ANON == 0
         || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
         || head.test_flags(cpu, pg::ISOLATED)
     {
-        folio_put(cpu, folio);
-        return None;
+        return false;
     }
     head.set_flags(cpu, pg::ISOLATED);
-    Some(folio)
+    folio_get(cpu, folio);
+    true
 }
 
-/// Migrates an isolated folio, then puts it back (`migrate_folio_done()`):
-/// the isolation reference goes, which frees the old folio if it moved.
-fn migrate_and_putback(cpu: &Cpu, folio: Folio<'_>) -> bool {
-    let moved = migrate_folio(cpu, folio).is_ok();
-    folio.page().clear_flags(cpu, pg::ISOLATED);
-    folio_put(cpu, folio);
-    moved
+/// Kernel: `putback_movable_pages()` → `folio_putback_lru()`: folios that
+/// were isolated and did not move go back, with the isolation's reference.
+pub fn putback_movable_pages(cpu: &Cpu, folios: Vec<Folio<'_>>) {
+    for folio in folios {
+        folio.page().clear_flags(cpu, pg::ISOLATED);
+        folio_put(cpu, folio);
+    }
+}
+
+/// Kernel: `migrate_folio_done()`: the isolation reference of a folio that
+/// moved (or was freed meanwhile) goes, which frees it.
+fn migrate_folio_done(cpu: &Cpu, src: Folio<'_>) {
+    src.page().clear_flags(cpu, pg::ISOLATED);
+    folio_put(cpu, src);
 }
 
 /// The mm and address of an anonymous folio's mapping, from its reverse
@@ -135,44 +222,145 @@ fn rmap_walk(cpu: &Cpu, folio: Folio<'_>) -> Option<(Arc<MmStruct>, VirtAddr)> {
     Some((mm, addr))
 }
 
-/// Kernel: `migrate_pages()` of one small anonymous folio the caller has
-/// isolated (holding one reference).
-pub fn migrate_folio(cpu: &Cpu, src: Folio<'_>) -> Result<(), Errno> {
-    let dst = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE, 0).ok_or(Errno::ENOMEM)?;
-    // try_to_migrate(): the PTE becomes a migration entry.
-    let mapped = rmap_walk(cpu, src);
-    let mut entry = None;
-    if let Some((mm, addr)) = &mapped {
-        let _ptl = mm.page_table_lock.lock(&cpu.sched);
-        if let Mapped::Pte(pte) = lookup(cpu, mm, *addr)
-            && pte.present()
-            && pte.pfn() == src.pfn()
-            && let Some(pmdp) = pmd_lookup(cpu, mm, *addr)
-        {
-            let ptep = pte_offset(pgtable::get_lockless(cpu, pmdp), *addr);
-            cpu.point_arg(
-                point!("try_to_migrate_one", "ptep_clear_flush"),
-                src.pfn().as_u64(),
-            );
-            pgtable::get_and_clear(cpu, ptep);
-            flush_tlb_mm_range(cpu, mm);
-            let swp = Entry::from_pfn(src.pfn(), MIGRATION | (pte.0 & RW));
-            pgtable::set_entry(cpu, ptep, swp);
-            folio_remove_rmap_pte(cpu, src, src.page());
-            folio_put(cpu, src);
-            entry = Some((ptep, swp, pte));
-        }
+/// `enum migrate_mode`, the two modes synchronous migration goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrateMode {
+    /// `MIGRATE_ASYNC`: a batch; unmaps defer their TLB flush.
+    Async,
+    /// `MIGRATE_SYNC`: one folio; its unmap flushes at once.
+    Sync,
+}
+
+/// Kernel: `struct tlbflush_unmap_batch` (`current->tlb_ubc`): the TLB
+/// flush that deferred unmaps still owe, and the CPUs it must reach. Only
+/// [`migrate_pages_batch`] defers flushes here, so the batch is its local.
+#[derive(Debug, Default)]
+pub struct TlbflushUnmapBatch {
+    cpumask: u64,
+    flush_required: bool,
+}
+
+/// Kernel: `mm/rmap.c should_defer_flush()` with x86's
+/// `arch_tlbbatch_should_defer()`: a batched unmap defers its flush when a
+/// CPU other than this one may cache the mm's entries.
+fn should_defer_flush(cpu: &Cpu, mm: &MmStruct, batch_flush: bool) -> bool {
+    batch_flush && mm.cpumask.load(Ordering::Relaxed) & !(1u64 << cpu.id()) != 0
+}
+
+/// Kernel: `mm/rmap.c set_tlb_ubc_flush_pending()`
+/// (`arch_tlbbatch_add_pending()`): the batch's flush must reach the CPUs
+/// of `mm` too.
+fn set_tlb_ubc_flush_pending(ubc: &mut TlbflushUnmapBatch, mm: &MmStruct) {
+    ubc.cpumask |= mm.cpumask.load(Ordering::Relaxed);
+    ubc.flush_required = true;
+}
+
+/// Kernel: `mm/rmap.c try_to_unmap_flush()`: the deferred flush of every
+/// unmap of the batch, at once.
+pub fn try_to_unmap_flush(cpu: &Cpu, ubc: &mut TlbflushUnmapBatch) {
+    if !ubc.flush_required {
+        return;
     }
+    arch_tlbbatch_flush(cpu, ubc.cpumask);
+    *ubc = TlbflushUnmapBatch::default();
+}
+
+/// A folio [`migrate_folio_unmap`] has unmapped, with its new folio: what
+/// `migrate_folio_move()` needs (the kernel keeps it in the folios and on
+/// its lists).
+struct Unmapped<'m> {
+    src: Folio<'m>,
+    dst: Folio<'m>,
+    mapped: Option<(Arc<MmStruct>, VirtAddr)>,
+    /// The PTE, the migration entry put there, and the entry it replaced.
+    entry: Option<(pgtable::EntryPtr, Entry, Entry)>,
+}
+
+/// Kernel: `try_to_migrate()` → `try_to_migrate_one()` for the one mapping
+/// of a small anonymous folio: its PTE becomes a migration entry and the
+/// mapping's reference goes. With `batch_flush` (`TTU_BATCH_FLUSH`) the TLB
+/// flush may be left to `ubc`.
+fn try_to_migrate(
+    cpu: &Cpu,
+    src: Folio<'_>,
+    mm: &MmStruct,
+    addr: VirtAddr,
+    batch_flush: bool,
+    ubc: &mut TlbflushUnmapBatch,
+) -> Option<(pgtable::EntryPtr, Entry, Entry)> {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    let Mapped::Pte(pte) = lookup(cpu, mm, addr) else {
+        return None;
+    };
+    if !pte.present() || pte.pfn() != src.pfn() {
+        return None;
+    }
+    let ptep = pte_offset(pgtable::get_lockless(cpu, pmd_lookup(cpu, mm, addr)?), addr);
+    if should_defer_flush(cpu, mm, batch_flush) {
+        cpu.point_arg(
+            point!("try_to_migrate_one", "ptep_get_and_clear"),
+            src.pfn().as_u64(),
+        );
+        pgtable::get_and_clear(cpu, ptep);
+        set_tlb_ubc_flush_pending(ubc, mm);
+    } else {
+        cpu.point_arg(
+            point!("try_to_migrate_one", "ptep_clear_flush"),
+            src.pfn().as_u64(),
+        );
+        pgtable::get_and_clear(cpu, ptep);
+        flush_tlb_mm_range(cpu, mm);
+    }
+    let swp = Entry::from_pfn(src.pfn(), MIGRATION | (pte.0 & RW));
+    pgtable::set_entry(cpu, ptep, swp);
+    folio_remove_rmap_pte(cpu, src, src.page());
+    folio_put(cpu, src);
+    Some((ptep, swp, pte))
+}
+
+/// Kernel: `migrate_folio_unmap()`: a new folio for `src`, and `src`
+/// unmapped (`try_to_migrate()`; in `Async` mode with a deferred flush).
+fn migrate_folio_unmap<'m>(
+    cpu: &'m Cpu,
+    mtc: &MigrationTargetControl,
+    src: Folio<'m>,
+    mode: MigrateMode,
+    ubc: &mut TlbflushUnmapBatch,
+) -> Result<Unmapped<'m>, Errno> {
+    let dst = alloc_migration_target(cpu, src, mtc).ok_or(Errno::ENOMEM)?;
+    let mapped = rmap_walk(cpu, src);
+    let entry = mapped.as_ref().and_then(|(mm, addr)| {
+        try_to_migrate(cpu, src, mm, *addr, mode == MigrateMode::Async, ubc)
+    });
+    Ok(Unmapped {
+        src,
+        dst,
+        mapped,
+        entry,
+    })
+}
+
+/// Kernel: `migrate_folio_move()`: after the flush, the unmapped folio
+/// moves if only the isolation's reference is left (`-EAGAIN` otherwise,
+/// and `migrate_folio_undo_src()` maps it back).
+fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
+    let Unmapped {
+        src,
+        dst,
+        mapped,
+        entry,
+    } = u;
     // __folio_migrate_mapping(): only the isolation reference may be left.
     cpu.point_arg(
         point!("__folio_migrate_mapping", "folio_ref_count"),
         src.pfn().as_u64(),
     );
     if folio_ref_count(cpu, src) != 1 {
-        // -EAGAIN: put the mapping back (remove_migration_ptes(src, src)).
+        // migrate_folio_undo_src(): remove_migration_ptes(src, src).
         if let (Some((mm, _)), Some((ptep, swp, pte))) = (&mapped, entry) {
             restore(cpu, mm, src, ptep, swp, pte);
         }
+        // migrate_folio_undo_dst()
         folio_put(cpu, dst);
         return Err(Errno::EAGAIN);
     }
@@ -208,6 +396,7 @@ pub fn migrate_folio(cpu: &Cpu, src: Folio<'_>) -> Result<(), Errno> {
     // The old folio is unmapped; its rmap goes with it.
     src.page().set_mapping(cpu, 0);
     src.page().clear_flags(cpu, pg::ANON_EXCLUSIVE);
+    migrate_folio_done(cpu, src);
     Ok(())
 }
 
@@ -228,6 +417,81 @@ fn restore(
     cpu.sched.wake(chan(&cpu.m.ranges));
 }
 
+/// Kernel: `migrate_pages_batch()`, one pass: unmap every folio of `from`,
+/// flush once for all of them, then move each. Returns the folios that did
+/// not move (still isolated), and whether a target allocation failed
+/// (`-ENOMEM`: the rest of the batch is not unmapped, and a synchronous
+/// retry would not help).
+fn migrate_pages_batch<'m>(
+    cpu: &'m Cpu,
+    from: Vec<Folio<'m>>,
+    mtc: &MigrationTargetControl,
+    mode: MigrateMode,
+) -> (Vec<Folio<'m>>, bool) {
+    let mut ubc = TlbflushUnmapBatch::default();
+    let mut unmapped = Vec::new();
+    let mut failed = Vec::new();
+    let mut nomem = false;
+    let mut folios = from.into_iter();
+    for src in folios.by_ref() {
+        // Holding the last reference: the folio was freed from under us.
+        if folio_ref_count(cpu, src) == 1 {
+            migrate_folio_done(cpu, src);
+            continue;
+        }
+        match migrate_folio_unmap(cpu, mtc, src, mode, &mut ubc) {
+            Ok(u) => unmapped.push(u),
+            Err(_) => {
+                failed.push(src);
+                nomem = true;
+                break;
+            }
+        }
+    }
+    failed.extend(folios);
+    // Flush TLBs for all unmapped folios.
+    try_to_unmap_flush(cpu, &mut ubc);
+    for u in unmapped {
+        let src = u.src;
+        if migrate_folio_move(cpu, u).is_err() {
+            failed.push(src);
+        }
+    }
+    (failed, nomem)
+}
+
+/// `NR_MAX_BATCHED_MIGRATION`: the most pages one batch unmaps.
+const NR_MAX_BATCHED_MIGRATION: usize = 512;
+
+/// Kernel: `migrate_pages()` with `MIGRATE_SYNC` (`migrate_pages_sync()`):
+/// the isolated small folios of `from`, batch by batch, each batch first
+/// `Async` as a whole and then folio by folio `Sync`. The folios that
+/// moved are done (their isolation reference dropped); those that did not
+/// stay in `from`, still isolated, for [`putback_movable_pages`]. Returns
+/// how many did not move.
+pub fn migrate_pages<'m>(
+    cpu: &'m Cpu,
+    from: &mut Vec<Folio<'m>>,
+    mtc: &MigrationTargetControl,
+) -> usize {
+    let mut ret = Vec::new();
+    let all = std::mem::take(from);
+    for batch in all.chunks(NR_MAX_BATCHED_MIGRATION) {
+        // Try to migrate in batch with MIGRATE_ASYNC mode first...
+        let (failed, nomem) = migrate_pages_batch(cpu, batch.to_vec(), mtc, MigrateMode::Async);
+        if nomem {
+            ret.extend(failed);
+            continue;
+        }
+        // ...then each failed folio alone, synchronously.
+        for folio in failed {
+            ret.extend(migrate_pages_batch(cpu, vec![folio], mtc, MigrateMode::Sync).0);
+        }
+    }
+    *from = ret;
+    from.len()
+}
+
 /// Kernel: `migration_entry_wait()`: a fault on a migration entry waits
 /// until migration has put a real entry back.
 pub fn migration_entry_wait(cpu: &Cpu, ptep: pgtable::EntryPtr, swp: Entry) {
@@ -239,33 +503,65 @@ pub fn migration_entry_wait(cpu: &Cpu, ptep: pgtable::EntryPtr, swp: Entry) {
     );
 }
 
-/// Kernel: `migrate_pages(2)` / `move_pages(2)` in spirit: every small
-/// anonymous folio mapped in `[start, start + nr)` of `mm` is isolated (with
-/// the same speculative reference and recheck as `do_migrate_range()`) and
-/// migrated to a newly allocated folio. Returns how many moved.
+/// Kernel: `mm/migrate_device.c migrate_device_coherent_folio()`: moves a
+/// device-coherent folio, which the caller holds a reference on, back to
+/// ordinary memory; the caller's reference goes either way. The model moves
+/// it as any small anonymous folio (its PTE becomes a migration entry, only
+/// the caller's reference may be left, the contents are copied, the entry
+/// points at the new folio), alone and synchronously.
+pub fn migrate_device_coherent_folio(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
+    // folio_alloc(GFP_USER): the running task's node.
+    let mtc = MigrationTargetControl {
+        nid: cpu.mempolicy_node(),
+        nmask: NODE_MASK_ALL,
+    };
+    let (failed, _) = migrate_pages_batch(cpu, vec![folio], &mtc, MigrateMode::Sync);
+    if failed.is_empty() {
+        return Ok(());
+    }
+    putback_movable_pages(cpu, failed);
+    Err(Errno::EBUSY)
+}
+
+/// Kernel: `migrate_pages(2)` / `move_pages(2)` in spirit
+/// (`migrate_to_node()`): every small anonymous folio mapped in
+/// `[start, start + nr)` of `mm` is isolated under the page-table lock
+/// (`queue_folios_pte_range()`), then the list is migrated to newly
+/// allocated folios ([`migrate_pages`]). Returns how many moved.
 pub fn migrate_user_range(
     cpu: &Cpu,
     mm: &MmStruct,
     start: VirtAddr,
     nr_pages: u64,
 ) -> Result<usize, Errno> {
-    let mut moved = 0;
-    for i in 0..nr_pages {
-        let a = VirtAddr::try_new(start.as_u64() + (i << PAGE_SHIFT)).ok_or(Errno::EFAULT)?;
-        let pfn = {
-            let _g = mm.mmap_lock.read(&cpu.sched);
+    let mut pagelist = Vec::new();
+    {
+        let _g = mm.mmap_lock.read(&cpu.sched);
+        for i in 0..nr_pages {
+            let a = VirtAddr::try_new(start.as_u64() + (i << PAGE_SHIFT)).ok_or(Errno::EFAULT)?;
             let _ptl = mm.page_table_lock.lock(&cpu.sched);
-            match lookup(cpu, mm, a) {
+            let pfn = match lookup(cpu, mm, a) {
                 Mapped::Pte(e) if e.present() && !e.special() => e.pfn(),
                 _ => continue,
+            };
+            // The mapping holds a reference: no speculative one is needed.
+            cpu.point_arg(
+                point!("queue_folios_pte_range", "folio_isolate_lru"),
+                pfn.as_u64(),
+            );
+            let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pfn));
+            if folio_isolate_lru(cpu, folio) {
+                pagelist.push(folio);
             }
-        };
-        let page = cpu.m.sparse.pfn_to_page(pfn);
-        if let Some(folio) = isolate_folio(cpu, page, point!("migrate_pages", "folio_try_get"))
-            && migrate_and_putback(cpu, folio)
-        {
-            moved += 1;
         }
     }
-    Ok(moved)
+    let queued = pagelist.len();
+    // The task's own node and policy, any node allowed.
+    let mtc = MigrationTargetControl {
+        nid: cpu.mempolicy_node(),
+        nmask: NODE_MASK_ALL,
+    };
+    let failed = migrate_pages(cpu, &mut pagelist, &mtc);
+    putback_movable_pages(cpu, pagelist);
+    Ok(queued - failed)
 }

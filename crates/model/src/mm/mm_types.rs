@@ -52,6 +52,13 @@ pub mod pg {
     pub const ZONE_SHIFT: u32 = 60;
     /// Mask of the zone field.
     pub const ZONE_MASK: u64 = 0x3 << ZONE_SHIFT;
+    /// The node id lives below the zone, as `NODES_PGSHIFT` does.
+    pub const NODE_SHIFT: u32 = 56;
+    /// Mask of the node field (`MAX_NUMNODES` of 16).
+    pub const NODE_MASK: u64 = 0xf << NODE_SHIFT;
+    /// The fields above the flag bits that stay with a page for its life
+    /// (node and zone), which the allocator keeps when it resets flags.
+    pub const NODE_ZONE_MASK: u64 = NODE_MASK | ZONE_MASK;
     /// What `page_init_poison()` writes (`PAGE_POISON_PATTERN`).
     pub const POISON: u64 = !0;
 }
@@ -358,12 +365,14 @@ impl<'m> PageRef<'m> {
     }
 
     /// `__init_single_page()`: the state `memmap_init_range()` leaves a page
-    /// in: reserved, refcount 1, unmapped, in `zone`.
-    pub fn init_single_page(&self, cpu: &Cpu, zone: u64) {
+    /// in: reserved, refcount 1, unmapped, in `zone` of node `nid`.
+    pub fn init_single_page(&self, cpu: &Cpu, zone: u64, nid: u32) {
         self.check(cpu);
         let p = self.page();
-        p.flags
-            .store(pg::RESERVED | (zone << pg::ZONE_SHIFT), Ordering::Relaxed);
+        p.flags.store(
+            pg::RESERVED | (zone << pg::ZONE_SHIFT) | ((nid as u64) << pg::NODE_SHIFT),
+            Ordering::Relaxed,
+        );
         p.compound_head.store(0, Ordering::Relaxed);
         p.mapping.store(0, Ordering::Relaxed);
         p.index.store(0, Ordering::Relaxed);
@@ -380,6 +389,12 @@ impl<'m> PageRef<'m> {
     #[inline(always)]
     pub fn zonenum(&self, cpu: &Cpu) -> usize {
         ((self.flags(cpu) & pg::ZONE_MASK) >> pg::ZONE_SHIFT) as usize
+    }
+
+    /// `page_to_nid()`.
+    #[inline(always)]
+    pub fn nid(&self, cpu: &Cpu) -> u32 {
+        ((self.flags(cpu) & pg::NODE_MASK) >> pg::NODE_SHIFT) as u32
     }
 
     /// `PageTail()`.
@@ -499,6 +514,22 @@ impl<'m> CheckedPage<'m> {
 #[cold]
 #[inline(never)]
 fn memmap_use_after_free(cpu: &Cpu, pfn: Pfn) {
+    // The shadow's cold path: a poisoned memmap (populated, filled with 0xff
+    // by page_init_poison()) is not a freed one.
+    if cpu
+        .m
+        .sparse
+        .pfn_to_section(pfn)
+        .is_some_and(|ms| ms.memmap_poisoned(pfn))
+    {
+        cpu.report(
+            crate::detect::Kind::PoisonedPageAccess,
+            Some(pfn),
+            "access to a struct page poisoned by page_init_poison() (all 0xff: compound_head \
+             makes page_folio() a wild pointer); the memory was offlined or unmapped",
+        );
+        return;
+    }
     cpu.report(
         crate::detect::Kind::MemmapUseAfterFree,
         Some(pfn),
@@ -615,9 +646,23 @@ pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
     }
     match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
-        // A garbage head (never written by the model) is treated as the page.
-        None => Folio(page),
+        None => wild_head(cpu, page, head),
     }
+}
+
+/// `page_folio()` found a `compound_head` with bit 0 set that names no page
+/// frame: the kernel would follow it as a pointer and fault. Nothing the
+/// model writes looks like that, so this is a poisoned or corrupted struct
+/// page: reported, fatal.
+#[cold]
+#[inline(never)]
+fn wild_head<'m>(cpu: &'m Cpu, page: PageRef<'m>, head: u64) -> Folio<'m> {
+    cpu.report(
+        crate::detect::Kind::PoisonedPageAccess,
+        Some(page.pfn()),
+        format!("page_folio(): compound_head {head:#x} is not a page pointer (wild folio)"),
+    );
+    Folio(page)
 }
 
 /// [`page_folio`], also returning the folio's head checked for the rest
@@ -632,7 +677,7 @@ pub fn page_folio_checked<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> (Folio<'m>, Ch
     }
     let folio = match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
-        None => Folio(page),
+        None => wild_head(cpu, page, head),
     };
     (folio, folio.0.checked(cpu))
 }

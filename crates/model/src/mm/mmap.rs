@@ -26,7 +26,9 @@
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
-use crate::mm::memory::{free_pgd_range, zap_page_range};
+use crate::mm::memory::{
+    ZapDetails, free_pgd_range, zap_page_range, zap_page_range_single_batched,
+};
 use crate::mm::mm_types::pgty;
 use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
 use crate::mm::page_alloc::{Gfp, alloc_pages};
@@ -443,8 +445,9 @@ pub fn do_mprotect(
     Ok(())
 }
 
-/// Kernel: `madvise(MADV_DONTNEED)` → `zap_page_range_single()` for each
-/// VMA in the range (`madvise_walk_vmas()`); a hole in the range makes the
+/// Kernel: `madvise(MADV_DONTNEED)` → `zap_page_range_single_batched()`
+/// (with `reclaim_pt`: empty PTE tables are freed) for each VMA in the
+/// range (`madvise_walk_vmas()`); a hole in the range makes the
 /// call fail with `ENOMEM` after the mapped parts were done.
 pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<(), Errno> {
     let end = check_range(start, len)?;
@@ -459,7 +462,8 @@ pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> 
     let mut covered = 0;
     for v in g.vmas.iter().filter(|v| v.start < end && start < v.end) {
         let (a, e) = (v.start.max(start), v.end.min(end));
-        zap_page_range(cpu, &mut tlb, mm, v, a, e);
+        let details = ZapDetails { reclaim_pt: true };
+        zap_page_range_single_batched(cpu, &mut tlb, mm, v, a, e, &details);
         covered += e.as_u64() - a.as_u64();
     }
     tlb_finish_mmu(cpu, tlb);

@@ -75,6 +75,23 @@ pub fn flush_tlb_mm_range(cpu: &Cpu, mm: &MmStruct) {
     }
 }
 
+/// Kernel: `arch/x86/mm/tlb.c arch_tlbbatch_flush()`: one flush for every
+/// CPU of `cpumask` (`flush_tlb_multi()`), owed by deferred unmaps (see
+/// [`crate::mm::migrate::try_to_unmap_flush`]); on `ipi`, waits until each
+/// of them has had IRQs enabled since (handled the IPI). With INVLPGB the
+/// flush is a broadcast, waited for by nobody.
+pub fn arch_tlbbatch_flush(cpu: &Cpu, cpumask: u64) {
+    cpu.point(point!("arch_tlbbatch_flush", "flush"));
+    match cpu.m.arch {
+        Arch::Ipi => wait_for_irqs_enabled(
+            cpu,
+            &|i| cpumask & (1 << i) != 0,
+            point!("arch_tlbbatch_flush", "wait for IPI ack from cpu"),
+        ),
+        Arch::Broadcast => {}
+    }
+}
+
 /// Kernel: `tlb_remove_table_sync_one()`: an IPI to every CPU, waited for.
 pub fn tlb_remove_table_sync_one(cpu: &Cpu) {
     cpu.point(point!("tlb_remove_table_sync_one", "smp_call_function"));

@@ -2,10 +2,15 @@
 //!
 //! Kernel: `include/linux/mmzone.h`.
 //!
-//! One node with three zones: `ZONE_NORMAL` (boot memory, kernel
-//! allocations), `ZONE_MOVABLE` (hot-added memory onlined as movable, the
-//! kind that can be offlined again) and `ZONE_DEVICE` (memory that
-//! `memremap_pages()` describes; never in the buddy allocator). Each zone's
+//! Nodes (`pg_data_t`, [`PglistData`]) with three zones each: `ZONE_NORMAL`
+//! (boot memory, kernel allocations), `ZONE_MOVABLE` (hot-added memory
+//! onlined as movable, the kind that can be offlined again) and
+//! `ZONE_DEVICE` (memory that `memremap_pages()` describes; never in the
+//! buddy allocator). A node also keeps the state the hotplug node notifiers
+//! look at: whether it has memory (`N_MEMORY`) and its memory tier
+//! (`pgdat->memtier`, [`crate::mm::memory_tiers`]). Every model CPU sits on
+//! node 0; other nodes are CPU-less (CXL memory, say). Without
+//! `CONFIG_NUMA` there is only node 0. Each zone's
 //! free area holds, per order, the first pfns of free blocks: one list for
 //! ordinary pageblocks and one for `MIGRATE_ISOLATE` pageblocks, which the
 //! allocator never hands out.
@@ -19,7 +24,7 @@
 //! per-CPU page lists (so `zone_pcp_disable()` has nothing to drain) and no
 //! watermarks.
 
-use mmsim_facade::{AtomicU64, Ordering, RawLock};
+use mmsim_facade::{AtomicBool, AtomicU64, Ordering, RawLock};
 use std::collections::BTreeSet;
 
 /// `enum zone_type`.
@@ -69,16 +74,19 @@ pub struct FreeArea {
 pub struct Zone {
     /// Which zone.
     pub zone_type: ZoneType,
+    /// Its node (`zone_to_nid()`).
+    pub node: u32,
     pub(crate) area: RawLock<FreeArea>,
     managed_pages: AtomicU64,
     present_pages: AtomicU64,
 }
 
 impl Zone {
-    /// An empty zone with free lists up to `max_order`.
-    pub fn new(zone_type: ZoneType, max_order: u32) -> Zone {
+    /// An empty zone of node `node` with free lists up to `max_order`.
+    pub fn new(zone_type: ZoneType, node: u32, max_order: u32) -> Zone {
         Zone {
             zone_type,
+            node,
             area: RawLock::new(FreeArea {
                 free: (0..=max_order)
                     .map(|_| [BTreeSet::new(), BTreeSet::new()])
@@ -121,5 +129,64 @@ impl Zone {
             self.present_pages
                 .fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
         }
+    }
+}
+
+/// `MAX_NUMNODES` of the model (node ids fit the page-flags node field).
+pub const MAX_NUMNODES: u32 = 16;
+
+/// `pg_data_t` (`struct pglist_data`): one node.
+#[derive(Debug)]
+pub struct PglistData {
+    /// `node_id`.
+    pub node_id: u32,
+    zones: [Zone; 3],
+    /// `node_state(nid, N_MEMORY)`.
+    n_memory: AtomicBool,
+    /// `pgdat->memtier != NULL` (`CONFIG_NUMA`): the node is in a memory
+    /// tier. Set and cleared by [`crate::mm::memory_tiers`].
+    pub(crate) memtier: AtomicBool,
+}
+
+impl PglistData {
+    /// An empty node.
+    pub fn new(node_id: u32, max_order: u32) -> PglistData {
+        PglistData {
+            node_id,
+            zones: ZoneType::ALL.map(|z| Zone::new(z, node_id, max_order)),
+            n_memory: AtomicBool::new(false),
+            memtier: AtomicBool::new(false),
+        }
+    }
+
+    /// `&pgdat->node_zones[z]`.
+    pub fn zone(&self, z: ZoneType) -> &Zone {
+        &self.zones[z as usize]
+    }
+
+    /// Every zone of the node.
+    pub fn zones(&self) -> &[Zone; 3] {
+        &self.zones
+    }
+
+    /// `pgdat->node_present_pages`: present pages of its ordinary zones
+    /// (`ZONE_DEVICE` pages are never counted present).
+    pub fn node_present_pages(&self) -> u64 {
+        self.zone(ZoneType::Normal).present_pages() + self.zone(ZoneType::Movable).present_pages()
+    }
+
+    /// `node_state(nid, N_MEMORY)`.
+    pub fn has_memory(&self) -> bool {
+        self.n_memory.load(Ordering::Acquire)
+    }
+
+    /// `node_set_state()` / `node_clear_state()` of `N_MEMORY`.
+    pub(crate) fn set_has_memory(&self, on: bool) {
+        self.n_memory.store(on, Ordering::Release);
+    }
+
+    /// Whether the node is in a memory tier (`pgdat->memtier`).
+    pub fn has_memtier(&self) -> bool {
+        self.memtier.load(Ordering::Acquire)
     }
 }

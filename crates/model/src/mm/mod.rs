@@ -11,6 +11,7 @@
 pub mod gup;
 pub mod memory;
 pub mod memory_hotplug;
+pub mod memory_tiers;
 pub mod memremap;
 pub mod migrate;
 pub mod mm_types;

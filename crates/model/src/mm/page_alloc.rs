@@ -57,7 +57,9 @@ impl Gfp {
     }
 }
 
-fn zonelist(gfp: Gfp) -> &'static [ZoneType] {
+/// The zones an allocation with `gfp` may use, highest first
+/// (`gfp_zone()` and the zonelist's zone order within a node).
+fn zones_for(gfp: Gfp) -> &'static [ZoneType] {
     if gfp.has(Gfp::MOVABLE) {
         &[ZoneType::Movable, ZoneType::Normal]
     } else {
@@ -65,8 +67,35 @@ fn zonelist(gfp: Gfp) -> &'static [ZoneType] {
     }
 }
 
-/// Kernel: `__alloc_pages()`: `2^order` pages, or `None`.
-pub fn __alloc_pages(cpu: &Cpu, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
+/// Kernel: `include/linux/sched/mm.h current_gfp_context()`: the running
+/// task's scoped constraints applied to `gfp` (inside `memalloc_pin_save()`,
+/// no `__GFP_MOVABLE`).
+fn current_gfp_context(cpu: &Cpu, gfp: Gfp) -> Gfp {
+    if cpu.memalloc_pin() {
+        return Gfp(gfp.0 & !Gfp::MOVABLE.0);
+    }
+    gfp
+}
+
+/// A set of nodes (`nodemask_t`): bit `n` for node `n`.
+pub type NodeMask = u32;
+
+/// Every node.
+pub const NODE_MASK_ALL: NodeMask = !0;
+
+/// Kernel: `__alloc_pages()` (`__alloc_pages_noprof()`): `2^order` pages, or
+/// `None`, from the zonelist of `preferred_nid` restricted to `nodemask`.
+/// The zonelist is node-ordered, as every kernel since v4.14 builds it: the
+/// preferred node's zones (highest first), then the other nodes' in order of
+/// distance (the model's distance is the difference of node ids).
+pub fn __alloc_pages(
+    cpu: &Cpu,
+    gfp: Gfp,
+    order: u32,
+    preferred_nid: u32,
+    nodemask: NodeMask,
+) -> Option<PageRef<'_>> {
+    let gfp = current_gfp_context(cpu, gfp);
     if order > cpu.m.max_order() {
         return None;
     }
@@ -74,27 +103,33 @@ pub fn __alloc_pages(cpu: &Cpu, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
         point!("__alloc_pages", "get_page_from_freelist"),
         order as u64,
     );
-    for &zt in zonelist(gfp) {
-        let zone = cpu.m.zone(zt);
-        while let Some(pfn) = rmqueue(cpu, zone, order) {
-            let page = cpu.m.sparse.pfn_to_page(pfn);
-            if prep_new_page(cpu, page, order, gfp) {
-                return Some(page);
+    let nr = cpu.m.nr_nodes();
+    let mut nodes: Vec<u32> = (0..nr).filter(|n| nodemask & (1 << n) != 0).collect();
+    nodes.sort_by_key(|&n| (n.abs_diff(preferred_nid), n));
+    for nid in nodes {
+        for &zt in zones_for(gfp) {
+            let zone = cpu.m.node(nid).zone(zt);
+            while let Some(pfn) = rmqueue(cpu, zone, order) {
+                let page = cpu.m.sparse.pfn_to_page(pfn);
+                if prep_new_page(cpu, page, order, gfp) {
+                    return Some(page);
+                }
+                // check_new_page() found it in use: it is leaked, try another.
             }
-            // check_new_page() found it in use: it is leaked, try another.
         }
     }
     None
 }
 
-/// Kernel: `alloc_pages()`.
+/// Kernel: `alloc_pages()`: the current task's node (`numa_node_id()`, or
+/// the node its memory policy prefers), any node allowed.
 pub fn alloc_pages(cpu: &Cpu, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
-    __alloc_pages(cpu, gfp, order)
+    __alloc_pages(cpu, gfp, order, cpu.mempolicy_node(), NODE_MASK_ALL)
 }
 
 /// Kernel: `folio_alloc()`: a folio of `2^order` pages, refcount one.
 pub fn folio_alloc(cpu: &Cpu, gfp: Gfp, order: u32) -> Option<Folio<'_>> {
-    __alloc_pages(cpu, gfp.with(Gfp::COMP), order).map(Folio::from_head)
+    alloc_pages(cpu, gfp.with(Gfp::COMP), order).map(Folio::from_head)
 }
 
 /// Kernel: `rmqueue()` → `__rmqueue_smallest()`.
@@ -141,7 +176,7 @@ fn prep_new_page(cpu: &Cpu, page: PageRef<'_>, order: u32, gfp: Gfp) -> bool {
             return false;
         }
     }
-    let zone_bits = page.flags(cpu) & pg::ZONE_MASK;
+    let zone_bits = page.flags(cpu) & pg::NODE_ZONE_MASK;
     for i in 0..(1u64 << order) {
         let p = page.nth(cpu, i);
         p.store_flags(cpu, zone_bits);
@@ -259,7 +294,7 @@ fn free_pages_prepare(cpu: &Cpu, page: PageRef<'_>, order: u32) -> bool {
     if compound {
         destroy_compound_page(cpu, page, order);
     }
-    let zone_bits = page.flags(cpu) & pg::ZONE_MASK;
+    let zone_bits = page.flags(cpu) & pg::NODE_ZONE_MASK;
     for i in 0..(1u64 << order) {
         let p = page.nth(cpu, i);
         p.store_flags(cpu, zone_bits);
@@ -276,6 +311,12 @@ fn is_isolated(cpu: &Cpu, pfn: Pfn) -> bool {
     };
     let pb = (pfn.as_u64() & (sp.pages_per_section() - 1)) >> cpu.m.pageblock_order();
     ms.pageblock_isolate.load(Ordering::Acquire) & (1 << pb) != 0
+}
+
+/// Kernel: `include/linux/page-isolation.h is_migrate_isolate_page()`:
+/// whether the pageblock of `page` is isolated (`MIGRATE_ISOLATE`).
+pub fn is_migrate_isolate_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
+    is_isolated(cpu, page.pfn())
 }
 
 /// Kernel: `__free_one_page()`: merge with free buddies, then list.

@@ -95,8 +95,15 @@ pub struct MemSection {
     usage: AtomicU64,
     usages: [MemSectionUsage; NR_USAGE_SLOTS],
     memmap: OnceLock<Box<[Page]>>,
-    /// The shadow: bit `i` set while subsection `i`'s memmap is populated.
+    /// The shadow: bit `i` set while subsection `i`'s memmap is populated
+    /// and initialised.
     memmap_live: AtomicU64,
+    /// The shadow's second state: bit `i` set while subsection `i`'s memmap
+    /// is populated but poisoned by `page_init_poison()` (offlined or
+    /// unmapped under `CONFIG_DEBUG_VM`). Its `memmap_live` bit is clear
+    /// then, so every access takes the shadow check's cold path, which
+    /// tells a poisoned struct page from a freed one.
+    memmap_poisoned: AtomicU64,
     /// Bit `i` set while pageblock `i` is `MIGRATE_ISOLATE`.
     pub(crate) pageblock_isolate: AtomicU64,
     data: OnceLock<Box<[AtomicU64]>>,
@@ -129,6 +136,7 @@ impl MemSection {
             usages: std::array::from_fn(|_| MemSectionUsage::new()),
             memmap: OnceLock::new(),
             memmap_live: AtomicU64::new(0),
+            memmap_poisoned: AtomicU64::new(0),
             pageblock_isolate: AtomicU64::new(0),
             data: OnceLock::new(),
             dummy: Page::poisoned(),
@@ -204,6 +212,12 @@ impl MemSection {
         #[cfg(not(loom))]
         let live = self.memmap_live.load(Ordering::Acquire);
         live & self.subsection_bit(pfn) != 0
+    }
+
+    /// Whether the memmap of `pfn` is populated but poisoned (see
+    /// `memmap_poisoned`). Only the shadow check's cold path asks.
+    pub fn memmap_poisoned(&self, pfn: Pfn) -> bool {
+        self.memmap_poisoned.load(Ordering::Acquire) & self.subsection_bit(pfn) != 0
     }
 
     fn storage(&self) -> &[Page] {
@@ -448,8 +462,9 @@ fn populate_section_memmap(ms: &MemSection, pfn: Pfn, nr_pages: u64) {
     for p in &m[start..start + nr_pages as usize] {
         p.poison();
     }
-    ms.memmap_live
-        .fetch_or(ms.subsection_mask(pfn, nr_pages), Ordering::AcqRel);
+    let mask = ms.subsection_mask(pfn, nr_pages);
+    ms.memmap_poisoned.fetch_and(!mask, Ordering::AcqRel);
+    ms.memmap_live.fetch_or(mask, Ordering::AcqRel);
 }
 
 /// Kernel: `depopulate_section_memmap()` → `vmemmap_free()`. The shadow is
@@ -460,13 +475,53 @@ fn depopulate_section_memmap(cpu: &Cpu, ms: &MemSection, pfn: Pfn, nr_pages: u64
         point!("depopulate_section_memmap", "vmemmap_free"),
         pfn.as_u64(),
     );
-    ms.memmap_live
-        .fetch_and(!ms.subsection_mask(pfn, nr_pages), Ordering::AcqRel);
+    let mask = ms.subsection_mask(pfn, nr_pages);
+    ms.memmap_live.fetch_and(!mask, Ordering::AcqRel);
+    ms.memmap_poisoned.fetch_and(!mask, Ordering::AcqRel);
     if let Some(m) = ms.memmap.get() {
         let start = (pfn.as_u64() & ms.pfn_mask) as usize;
         for p in &m[start..start + nr_pages as usize] {
             p.poison();
         }
+    }
+}
+
+/// Kernel: `page_init_poison()` (`mm/debug.c`, `CONFIG_DEBUG_VM` only) over
+/// the memmap of `[pfn, pfn+nr)`, as `remove_pfn_range_from_zone()` calls it
+/// per section: every byte of those struct pages becomes `0xff`. The shadow
+/// marks them poisoned (not live): the next access through any pointer to
+/// them is a `poisoned-page-access`, until `memmap_init_range()`
+/// initialises them again ([`memmap_unpoison`]).
+pub fn page_init_poison(cpu: &Cpu, pfn: Pfn, nr_pages: u64) {
+    let sp = &cpu.m.sparse;
+    let Some(ms) = sp.pfn_to_section(pfn) else {
+        return;
+    };
+    let mask = ms.subsection_mask(pfn, nr_pages);
+    // Only a populated memmap can be poisoned (a freed one is not memory).
+    let live = ms.memmap_live.load(Ordering::Acquire) & mask;
+    ms.memmap_live.fetch_and(!live, Ordering::AcqRel);
+    ms.memmap_poisoned.fetch_or(live, Ordering::AcqRel);
+    if let Some(m) = ms.memmap.get() {
+        let start = (pfn.as_u64() & ms.pfn_mask) as usize;
+        for p in &m[start..start + nr_pages as usize] {
+            p.poison();
+        }
+    }
+}
+
+/// The memmap of `[pfn, pfn+nr)` (one section) is about to be initialised
+/// again (`memmap_init_range()` after an offline): poisoned subsections
+/// become live. The memory was there all along; only its contents were
+/// garbage.
+pub fn memmap_unpoison(cpu: &Cpu, pfn: Pfn, nr_pages: u64) {
+    let Some(ms) = cpu.m.sparse.pfn_to_section(pfn) else {
+        return;
+    };
+    let mask = ms.subsection_mask(pfn, nr_pages);
+    let p = ms.memmap_poisoned.fetch_and(!mask, Ordering::AcqRel) & mask;
+    if p != 0 {
+        ms.memmap_live.fetch_or(p, Ordering::AcqRel);
     }
 }
 
