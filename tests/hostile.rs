@@ -481,3 +481,18 @@ fn merge_refuses_what_is_not_the_shards_of_one_run() {
         &format!("{other}:1: `scenario` is"),
     );
 }
+
+/// Issue 12, item 2 (coherent pages): `memunmap_pages()` waits forever for
+/// the page still mapped: a `deadlock`, exit 1, and no panic printed (it is
+/// a result, whichever of the facade or shuttle sees it first).
+#[test]
+fn memunmap_of_a_mapped_coherent_range_exits_1_as_a_deadlock_without_a_panic() {
+    let p = scratch(
+        "coherent.toml",
+        &device("coherent", r#"{ op = "memunmap_pages", memory = "dev" }"#),
+    );
+    let o = mmsim(&["check", &p, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(json(&o)["violations"][0]["kind"], "deadlock");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

@@ -54,6 +54,10 @@ pub const MAX_STEPS: usize = 1_000_000;
 /// shuttle's message when an execution passes `max_steps`.
 const MAX_STEPS_MESSAGE: &str = "exceeded max_steps bound";
 
+/// shuttle's message when no task can run (a deadlock the facade's own
+/// check did not see first).
+const SHUTTLE_DEADLOCK_MESSAGE: &str = "deadlock!";
+
 /// An execution longer than [`MAX_STEPS`]: not a defect of the model, and
 /// not a finding, but more than the explorer explores.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,10 +269,12 @@ fn ensure_hooks() {
             {
                 return;
             }
-            // A schedule past the step bound is reported as such (TooLong).
-            if p.downcast_ref::<String>()
-                .is_some_and(|m| m.starts_with(MAX_STEPS_MESSAGE))
-            {
+            // A schedule past the step bound is reported as such (TooLong),
+            // and shuttle's own deadlock panic as a `deadlock` violation
+            // (see `crashed`): results, not crashes.
+            if p.downcast_ref::<String>().is_some_and(|m| {
+                m.starts_with(MAX_STEPS_MESSAGE) || m.starts_with(SHUTTLE_DEADLOCK_MESSAGE)
+            }) {
                 return;
             }
             prev(info);
@@ -563,7 +569,7 @@ impl Explorer {
             let trace = ctx.map(|c| c.trace()).unwrap_or_default();
             self.out.too_long = Some(TooLong::from_trace(plan, i, &trace));
             self.out.error_decisions = Some(self.decisions.clone());
-        } else if message.contains("deadlock") {
+        } else if message.starts_with(SHUTTLE_DEADLOCK_MESSAGE) {
             let v = Violation {
                 kind: Kind::Deadlock,
                 cpu: None,
