@@ -262,6 +262,11 @@ impl Ctx {
         true
     }
 
+    /// Every CPU that is waiting, with where, in the order they began.
+    pub fn waiting(&self) -> Vec<(u32, &'static Point)> {
+        lock_ignoring_poison(&self.waiting).clone()
+    }
+
     /// Where `cpu` is waiting (in a grace period, an IPI, a lock, a
     /// completion), if it is.
     pub fn waiting_at(&self, cpu: u32) -> Option<&'static Point> {
@@ -518,6 +523,36 @@ impl Sched {
                 }
             }
         }
+    }
+
+    /// [`Sched::wait`] for a helper task that only serves the CPUs (the rcuo
+    /// kthread). Under the explorer, if it is about to block while no other
+    /// task can run, every CPU is blocked for good: it returns `false` then,
+    /// so the helper can report the CPUs' deadlock, instead of unwinding as
+    /// if the helper itself were stuck. Elsewhere it is [`Sched::wait`].
+    pub fn wait_unless_all_blocked(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        mut cond: impl FnMut() -> bool,
+    ) -> bool {
+        #[cfg(not(loom))]
+        if self.ctx.mode == Mode::Explore {
+            self.cur.set(p);
+            loop {
+                if cond() || std::thread::panicking() {
+                    return true;
+                }
+                self.check_stop();
+                if explore::nobody_else_can_run() {
+                    return false;
+                }
+                lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
+                explore::block_and_switch();
+            }
+        }
+        self.wait(p, chan, None, cond);
+        true
     }
 
     #[cfg(not(loom))]

@@ -528,12 +528,17 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
         q.front().is_some_and(|c| rcu.next_ready(c))
     };
     loop {
-        cpu.sched.wait(
+        let woken = cpu.sched.wait_unless_all_blocked(
             point!("rcuo", "wait for callbacks"),
             rcu.rcuo_chan(),
-            None,
             || ready() || done(),
         );
+        if !woken {
+            // No callback is due and every CPU is blocked: nothing can ever
+            // wake them. Report each where it waits, and end the run.
+            cpus_deadlocked(cpu);
+            return;
+        }
         if !ready() {
             return;
         }
@@ -542,6 +547,33 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
         cpu.sched.point(point!("rcuo", "rcu_do_batch"));
         invoke_ready(cpu);
     }
+}
+
+/// Every CPU waits for something that no CPU (and no callback) will ever
+/// do: a `deadlock` for each, where it waits; then the explorer stops the
+/// run (the CPUs unwind from their waits).
+#[cold]
+fn cpus_deadlocked(cpu: &Cpu) {
+    let ctx = cpu.sched.ctx();
+    for (c, p) in ctx.waiting() {
+        cpu.m.detect.record(crate::detect::Violation {
+            kind: crate::detect::Kind::Deadlock,
+            cpu: Some(c),
+            function: p.func,
+            step: p.step,
+            pfn: None,
+            detail: "waits for something no CPU will ever do".into(),
+        });
+        ctx.record(mmsim_facade::sched::TraceEntry {
+            cpu: c,
+            point: p,
+            event: Event::Report,
+            arg: None,
+            note: Some(crate::detect::Kind::Deadlock.name().to_string()),
+        });
+    }
+    ctx.request_stop();
+    cpu.sched.wake_all();
 }
 
 /// Runs, in order, the queued callbacks whose grace period has passed.
