@@ -221,9 +221,13 @@ impl Rcu {
     /// kthread if callbacks are queued.
     #[inline]
     fn wake_readers_changed(&self, cpu: &Cpu) {
-        cpu.sched.wake(self.chan());
-        if self.has_pending() {
-            cpu.sched.wake(self.rcuo_chan());
+        // Natively nobody blocks on channels (waits poll): the read side
+        // pays one branch here.
+        if cpu.sched.exploring() {
+            cpu.sched.wake(self.chan());
+            if self.has_pending() {
+                cpu.sched.wake(self.rcuo_chan());
+            }
         }
     }
 

@@ -104,9 +104,16 @@ pub fn __alloc_pages(
         order as u64,
     );
     let nr = cpu.m.nr_nodes();
-    let mut nodes: Vec<u32> = (0..nr).filter(|n| nodemask & (1 << n) != 0).collect();
-    nodes.sort_by_key(|&n| (n.abs_diff(preferred_nid), n));
-    for nid in nodes {
+    // A node the machine lacks prefers its last one.
+    let preferred_nid = preferred_nid.min(nr - 1);
+    // Nodes by distance from the preferred one, the nearer lower one first;
+    // no allocation on this path.
+    let by_distance = (0..nr).flat_map(|d| {
+        let below = preferred_nid.checked_sub(d);
+        let above = (d > 0).then(|| preferred_nid + d);
+        below.into_iter().chain(above)
+    });
+    for nid in by_distance.filter(|&n| n < nr && nodemask & (1 << n) != 0) {
         for &zt in zones_for(gfp) {
             let zone = cpu.m.node(nid).zone(zt);
             while let Some(pfn) = rmqueue(cpu, zone, order) {
