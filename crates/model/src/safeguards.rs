@@ -94,6 +94,11 @@ safeguards! {
     /// notifier when offlining takes a node's last memory (`numa` only).
     MEMTIER_SYNCHRONIZE_RCU = 13, "memtier.synchronize_rcu", true,
         "incidentally, with numa: walkers of the block whose offlining empties its node (NODE_REMOVED_LAST_MEMORY)";
+    /// `copy_present_ptes()` refuses to share a `PageAnonExclusive` page
+    /// that may be DMA-pinned (`folio_needs_cow_for_dma()`: `MMF_HAS_PINNED`
+    /// and `folio_maybe_dma_pinned()`) and copies it for the child at fork.
+    FORK_COW_FOR_DMA = 14, "fork.cow_for_dma", true,
+        "a page pinned before fork() against the parent's later write fault replacing it (the pin would point at the child's page)";
 }
 
 /// A set of switches, one per registered safeguard.

@@ -233,12 +233,14 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
             let cpu = world.cpu(plan, i);
             let plan = plan.clone();
             let mms = world.mms.clone();
+            let children = world.children.clone();
             let vmas = world.vmas.clone();
             let finished = finished.clone();
             shuttle::thread::spawn(move || {
                 let env = Env {
                     plan: &plan,
                     mms: &mms,
+                    children: &children,
                     vmas: &vmas,
                 };
                 let d = run_cpu(&cpu, &env, i);
@@ -283,6 +285,15 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         let boot = m.boot_cpu();
         for mm in &world.mms {
             exit_mmap(&boot, mm);
+        }
+        for slot in world.children.iter() {
+            let child = match &*slot.0.lock() {
+                crate::setup::Child::Forked(mm) => Some(mm.clone()),
+                _ => None,
+            };
+            if let Some(mm) = child {
+                exit_mmap(&boot, &mm);
+            }
         }
         drop(boot);
         m.check_leaks();

@@ -221,6 +221,12 @@ pub struct Process {
     pub vmas: Vec<VmaSpec>,
     /// How many of `vmas` exist at start.
     pub initial: usize,
+    /// For a process a `fork` operation creates (named by its `as`): the
+    /// forking process. Such a process has no mm at start; its `vmas`
+    /// begin with every VMA name of the parent (the child inherits the
+    /// mappings that exist when it forks), then those its own `mmap`
+    /// operations create.
+    pub forked_from: Option<usize>,
 }
 
 /// A VMA of a process, by index in [`Process::vmas`].
@@ -367,6 +373,12 @@ pub enum OpKind {
     /// `pfn_to_online_page()` then `folio_try_get()`/`folio_put()` on each
     /// pfn.
     PfnWalk(MRange),
+    /// `fork()` of the CPU's process (`dup_mm()`): creates process
+    /// `child`, which CPUs with `process = "<as>"` run once it exists.
+    Fork {
+        /// The child, by index in [`Scenario::processes`].
+        child: usize,
+    },
 }
 
 /// An operation and where it is written.

@@ -382,7 +382,8 @@ fn gup_must_unshare(cpu: &Cpu, vma: Option<&Vma>, flags: u32, page: PageRef<'_>)
 }
 
 /// The data-integrity detector: a page handed to a GUP caller for `addr`
-/// must be the page `mm` maps there (its reverse map says so). A speculative
+/// must be the page `mm` maps there (its reverse map says so: the page's
+/// anon_vma is `mm`'s or, for a page a fork shares, an ancestor's). A speculative
 /// reference that lost a race and was not revalidated returns someone
 /// else's page.
 #[inline(always)]
@@ -398,7 +399,8 @@ fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>
     }
     let sub = page.pfn().as_u64() - folio.pfn().as_u64();
     let expect_index = addr.vpn() - sub;
-    if mapping != mm.anon_mapping() || head.index() != expect_index {
+    if (mapping != mm.anon_mapping() && !mm.anon_ancestor(mapping)) || head.index() != expect_index
+    {
         pinned_page_mismatch(cpu, mm, addr, page, folio, mapping);
     }
 }
@@ -839,7 +841,7 @@ fn vma_is_fsdax(cpu: &Cpu, vma: &Vma) -> bool {
 
 /// Kernel: `include/linux/mm.h is_cow_mapping()`: private and possibly
 /// writable.
-fn is_cow_mapping(vm_flags: u64) -> bool {
+pub(crate) fn is_cow_mapping(vm_flags: u64) -> bool {
     vm_flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
 }
 
