@@ -3,7 +3,8 @@
 //! One OS thread per model CPU runs randomly chosen operations on one shared
 //! address space and on hot-pluggable and device memory: GUP (fast and
 //! slow, get and pin), unpin, mmap/munmap/madvise/mprotect, user accesses
-//! (faults), memory add/online/offline/remove, `memremap_pages` /
+//! (faults), fork (a child that writes, reads and pins its copy-on-write
+//! pages, then exits), memory add/online/offline/remove, `memremap_pages` /
 //! `memunmap_pages` of a coherent device range mapped into the process. With
 //! `--jitter` scheduling points pause now and then, and rarely stall for
 //! milliseconds while IRQs are off — a preempted vCPU — which is what opens
@@ -66,7 +67,9 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 3000)]
     pub stall_us: u64,
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
-    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap.
+    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
+    /// process forks, or its child exits), child (the child writes, reads
+    /// or pins).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -77,11 +80,11 @@ pub struct StressArgs {
     pub json: bool,
 }
 
-const OPS: [&str; 11] = [
+const OPS: [&str; 13] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap",
+    "hotplug", "memremap", "fork", "child",
 ];
-const DEFAULT_WEIGHTS: [u32; 11] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2];
+const DEFAULT_WEIGHTS: [u32; 13] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5];
 const REGION_PAGES: u64 = 64;
 
 /// A small, seeded generator (SplitMix64).
@@ -119,6 +122,10 @@ struct Shared {
     dimm: (Pfn, u64),
     dax: (Pfn, u64),
     pgmap: Mutex<Option<Arc<DevPagemap>>>,
+    /// The process's child, while it lives. Its operations run with this
+    /// lock held, so that it exits only when nobody runs it (an mm's page
+    /// tables go only with its last user).
+    child: mmsim_facade::Mutex<Option<Arc<MmStruct>>>,
     dev_addr: VirtAddr,
     stop: AtomicBool,
     ops_done: AtomicU64,
@@ -226,6 +233,44 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                     Ok(())
                 });
                 format!("add_memory+online(dimm) = {r:?}")
+            }
+        }
+        "fork" => {
+            let mut g = sh.child.lock(&cpu.sched);
+            match g.take() {
+                Some(child) => {
+                    exit_mmap(cpu, &child);
+                    format!("child mm{} exits", child.id)
+                }
+                None => {
+                    let r = mmsim_model::kernel::fork::dup_mm(cpu, mm);
+                    let s = format!("fork() = {:?}", r.as_ref().map(|c| c.id));
+                    *g = r.ok();
+                    s
+                }
+            }
+        }
+        "child" => {
+            let g = sh.child.lock(&cpu.sched);
+            let Some(child) = g.as_ref() else {
+                return "child: none".into();
+            };
+            use_mm(cpu, child);
+            match rng.below(3) {
+                0 => {
+                    let r = access_user(cpu, child, a, Some(rng.next()));
+                    format!("child write {a} = {r:?}")
+                }
+                1 => {
+                    let r = access_user(cpu, child, a, None);
+                    format!("child read {a} = {r:?}")
+                }
+                _ => {
+                    let flags = if rng.below(2) == 0 { FOLL_WRITE } else { 0 };
+                    let r = pin_user_pages_fast(cpu, child, a, n, flags, &mut pages);
+                    unpin_user_pages(cpu, &pages);
+                    format!("child pin_user_pages_fast({a}, {n}, {flags:#x}) = {r:?}")
+                }
             }
         }
         "memremap" => {
@@ -382,6 +427,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         dimm: (dimm.start, dimm.nr_pages),
         dax: (dax.start, dax.nr_pages),
         pgmap: Mutex::new(Some(pg)),
+        child: mmsim_facade::Mutex::new(mmsim_facade::point!("stress", "child process"), None),
         dev_addr,
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
@@ -473,7 +519,11 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let elapsed = start.elapsed().as_secs_f64();
     // Teardown: the process exits, the device goes away, leaks are counted.
     let pg = sh.pgmap.lock().take();
+    let child = sh.child.lock(&boot.sched).take();
     let _ = boot.run(|| {
+        if let Some(child) = child {
+            exit_mmap(&boot, &child);
+        }
         exit_mmap(&boot, &sh.mm);
         if let Some(pg) = pg {
             memunmap_pages(&boot, &pg);

@@ -289,6 +289,10 @@ fn try_to_migrate(
     ubc: &mut TlbflushUnmapBatch,
 ) -> Option<(pgtable::EntryPtr, Entry, Entry)> {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    // The process exited: its VMA is off the anon_vma, rmap finds nothing.
+    if mm.exited.load(Ordering::Relaxed) {
+        return None;
+    }
     let Mapped::Pte(pte) = lookup(cpu, mm, addr) else {
         return None;
     };
@@ -357,8 +361,8 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
     );
     if folio_ref_count(cpu, src) != 1 {
         // migrate_folio_undo_src(): remove_migration_ptes(src, src).
-        if let (Some((mm, _)), Some((ptep, swp, pte))) = (&mapped, entry) {
-            restore(cpu, mm, src, ptep, swp, pte);
+        if let (Some((mm, addr)), Some((_, swp, pte))) = (&mapped, entry) {
+            restore(cpu, mm, *addr, src, swp, pte);
         }
         // migrate_folio_undo_dst()
         folio_put(cpu, dst);
@@ -374,14 +378,14 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
         d.store(v, Ordering::Relaxed);
     }
     match (&mapped, entry) {
-        (Some((mm, addr)), Some((ptep, swp, pte))) => {
+        (Some((mm, addr)), Some((_, swp, pte))) => {
             // remove_migration_ptes(src, dst)
             let _ptl = mm.page_table_lock.lock(&cpu.sched);
             cpu.point_arg(
                 point!("remove_migration_pte", "set_pte_at"),
                 dst.pfn().as_u64(),
             );
-            if pgtable::get_lockless(cpu, ptep) == swp {
+            if let Some(ptep) = migration_pte(cpu, mm, *addr, swp) {
                 folio_add_new_anon_rmap(cpu, dst, mm, *addr, false);
                 let e = Entry((pte.0 & !pgtable::PFN_MASK) | (dst.pfn().as_u64() << PAGE_SHIFT));
                 pgtable::set_entry(cpu, ptep, e);
@@ -400,16 +404,31 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
     Ok(())
 }
 
-fn restore(
+/// The PTE of `addr` in `mm` if it still holds the migration entry `swp`,
+/// walked again under the page-table lock (the caller's) as
+/// `remove_migration_ptes()` finds it through the reverse map: between
+/// the unmap and now the range may have been unmapped, or the process may
+/// have exited, and its table freed.
+fn migration_pte(
     cpu: &Cpu,
     mm: &MmStruct,
-    src: Folio<'_>,
-    ptep: pgtable::EntryPtr,
+    addr: VirtAddr,
     swp: Entry,
-    pte: Entry,
-) {
+) -> Option<pgtable::EntryPtr> {
+    if mm.exited.load(Ordering::Relaxed) {
+        return None;
+    }
+    let pmd = pgtable::get_lockless(cpu, pmd_lookup(cpu, mm, addr)?);
+    if !pmd.present() || pmd.leaf() {
+        return None;
+    }
+    let ptep = pte_offset(pmd, addr);
+    (pgtable::get_lockless(cpu, ptep) == swp).then_some(ptep)
+}
+
+fn restore(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, src: Folio<'_>, swp: Entry, pte: Entry) {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
-    if pgtable::get_lockless(cpu, ptep) == swp {
+    if let Some(ptep) = migration_pte(cpu, mm, addr, swp) {
         crate::mm::page_ref::folio_get(cpu, src);
         src.page().mapcount_add(cpu, 1);
         pgtable::set_entry(cpu, ptep, pte);

@@ -34,7 +34,7 @@ use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
 use crate::mm::page_alloc::{Gfp, alloc_pages};
 use crate::mm::pgtable::{self, Entry};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
-use mmsim_facade::{AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
+use mmsim_facade::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
 // Handles on address spaces are not protocol steps: std's Arc in every mode.
 use std::sync::Arc;
 
@@ -172,6 +172,10 @@ pub struct MmStruct {
     /// anon_vma chain that lets a page a fork shares keep its parent's
     /// `page->mapping` and still be this mm's.
     pub ancestors: Vec<u64>,
+    /// Set by `exit_mmap()` under the page-table lock before anything is
+    /// freed: the mm's VMAs are off their anon_vmas from then on, so a
+    /// reverse-map walk (migration) no longer reaches its page tables.
+    pub exited: AtomicBool,
 }
 
 impl std::fmt::Debug for MmStruct {
@@ -229,6 +233,7 @@ pub fn mm_init(cpu: &Cpu, ancestors: Vec<u64>) -> Result<Arc<MmStruct>, Errno> {
         flags: AtomicU64::new(0),
         cpumask: AtomicU64::new(0),
         ancestors,
+        exited: AtomicBool::new(false),
     });
     cpu.m.mms.lock().push(Arc::downgrade(&mm));
     Ok(mm)
@@ -521,6 +526,11 @@ pub fn dup_mmap(cpu: &Cpu, mm: &MmStruct, oldmm: &MmStruct) -> Result<(), Errno>
 /// Kernel: `exit_mmap()`: everything unmapped and freed, the PGD too.
 pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
     let mut g = mm.mmap_lock.write(&cpu.sched);
+    // unlink_anon_vmas(), in effect: see `exited`.
+    {
+        let _ptl = mm.page_table_lock.lock(&cpu.sched);
+        mm.exited.store(true, Ordering::Relaxed);
+    }
     let vmas: Vec<Vma> = g.vmas.drain(..).collect();
     let mut tlb = tlb_gather_mmu(cpu, mm);
     for v in &vmas {
