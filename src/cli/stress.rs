@@ -4,7 +4,7 @@
 //! address space and on hot-pluggable and device memory: GUP (fast and
 //! slow, get and pin), unpin, mmap/munmap/madvise/mprotect, user accesses
 //! (faults), fork (a child that writes, reads and pins its copy-on-write
-//! pages, then exits), memory add/online/offline/remove, `memremap_pages` /
+//! pages, then exits), THP faults and folio splits, memory add/online/offline/remove, `memremap_pages` /
 //! `memunmap_pages` of a coherent device range mapped into the process. With
 //! `--jitter` scheduling points pause now and then, and rarely stall for
 //! milliseconds while IRQs are off — a preempted vCPU — which is what opens
@@ -69,7 +69,8 @@ pub struct StressArgs {
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
     /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
     /// process forks, or its child exits), child (the child writes, reads
-    /// or pins).
+    /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
+    /// split (split_folio of what the THP region maps).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -80,12 +81,13 @@ pub struct StressArgs {
     pub json: bool,
 }
 
-const OPS: [&str; 13] = [
+const OPS: [&str; 15] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child",
+    "hotplug", "memremap", "fork", "child", "thp", "split",
 ];
-const DEFAULT_WEIGHTS: [u32; 13] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5];
+const DEFAULT_WEIGHTS: [u32; 15] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3];
 const REGION_PAGES: u64 = 64;
+const THP_PAGES: u64 = 512;
 
 /// A small, seeded generator (SplitMix64).
 struct Rng(u64);
@@ -119,6 +121,8 @@ struct Shared {
     m: Arc<Machine>,
     mm: Arc<MmStruct>,
     base: VirtAddr,
+    /// A 2 MiB `MADV_HUGEPAGE` region: THPs to pin, access and split.
+    thp_base: VirtAddr,
     dimm: (Pfn, u64),
     dax: (Pfn, u64),
     pgmap: Mutex<Option<Arc<DevPagemap>>>,
@@ -147,7 +151,12 @@ fn addr(sh: &Shared, page: u64) -> VirtAddr {
 fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
     let p = rng.below(REGION_PAGES);
     let n = (1 + rng.below(8)).min(REGION_PAGES - p);
-    let a = addr(sh, p);
+    // Now and then the THP region instead (its first pages).
+    let a = if rng.below(4) == 0 {
+        VirtAddr::new(sh.thp_base.as_u64() + p * PAGE_SIZE)
+    } else {
+        addr(sh, p)
+    };
     let mm = &sh.mm;
     let mut pages = Vec::new();
     match op {
@@ -234,6 +243,28 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                 });
                 format!("add_memory+online(dimm) = {r:?}")
             }
+        }
+        "thp" => {
+            let len = THP_PAGES * PAGE_SIZE;
+            let _ = do_munmap(cpu, mm, sh.thp_base, len);
+            let args = MmapArgs {
+                addr: Some(sh.thp_base),
+                len,
+                prot: Prot::ReadWrite,
+                backing: BackingKind::Anon,
+                thp: true,
+            };
+            let r = do_mmap(cpu, mm, &args)
+                .and_then(|_| access_user(cpu, mm, sh.thp_base, Some(rng.next())));
+            format!("munmap+mmap+fault(thp) = {r:?}")
+        }
+        "split" => {
+            let a = VirtAddr::new(sh.thp_base.as_u64() + rng.below(THP_PAGES) * PAGE_SIZE);
+            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+            format!(
+                "split_folio({a}) = {:?}",
+                mmsim_model::mm::huge_memory::split_huge_pages_pid(cpu, mm, a, end)
+            )
         }
         "fork" => {
             let mut g = sh.child.lock(&cpu.sched);
@@ -408,6 +439,18 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let thp_base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: THP_PAGES * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: true,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let dev_addr = do_mmap(
         &boot,
         &mm,
@@ -424,6 +467,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         m: m.clone(),
         mm,
         base,
+        thp_base,
         dimm: (dimm.start, dimm.nr_pages),
         dax: (dax.start, dax.nr_pages),
         pgmap: Mutex::new(Some(pg)),

@@ -19,6 +19,7 @@ use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,
     unpin_user_pages,
 };
+use mmsim_model::mm::huge_memory::split_huge_pages_pid;
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -214,6 +215,7 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         | OpKind::PfnWalk(r) => mr(r),
         OpKind::OnlinePages(r, z) => format!("{} to {z:?}", mr(r)).to_lowercase(),
         OpKind::Fork { child } => format!("as {}", sc.processes[*child].name),
+        OpKind::SplitFolio { vma, page } => format!("{} page {page}", vma_name(*vma)),
     };
     format!("{} {args}", op.name)
 }
@@ -412,6 +414,16 @@ fn exec(
                 .ok_or_else(|| errno(Errno::EINVAL))?;
             memunmap_pages(cpu, &pgmap);
             Ok("ok".into())
+        }
+        OpKind::SplitFolio { vma, page } => {
+            let (p, mm) = mm()?;
+            let a = user_addr(env, p, *vma, *page).map_err(errno)?;
+            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+            match split_huge_pages_pid(cpu, mm, a, end) {
+                Ok(0) => Err(errno(Errno::EINVAL)),
+                Ok(_) => Ok("ok".into()),
+                Err(e) => Err(errno(e)),
+            }
         }
         OpKind::Fork { child } => {
             let (p, parent) = mm()?;

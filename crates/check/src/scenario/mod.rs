@@ -373,6 +373,13 @@ pub enum OpKind {
     /// `pfn_to_online_page()` then `folio_try_get()`/`folio_put()` on each
     /// pfn.
     PfnWalk(MRange),
+    /// `split_folio()` of the large folio mapped at a page.
+    SplitFolio {
+        /// The VMA.
+        vma: VmaId,
+        /// The page.
+        page: u64,
+    },
     /// `fork()` of the CPU's process (`dup_mm()`): creates process
     /// `child`, which CPUs with `process = "<as>"` run once it exists.
     Fork {

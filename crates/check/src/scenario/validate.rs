@@ -81,6 +81,7 @@ const OPS: &[(&str, &[&str])] = &[
     ("pfn_valid", &["memory", "block"]),
     ("pfn_walk", &["memory", "block"]),
     ("fork", &["as"]),
+    ("split_folio", &["vma", "page"]),
 ];
 
 /// Every operation name, for `mmsim list` and error messages.
@@ -1110,6 +1111,11 @@ impl<'a> Validator<'a> {
                         write: op.write.as_ref().is_some_and(|w| *w.get_ref()),
                     },
                 }
+            }
+            "split_folio" => {
+                let (vma, spec) = vma_of(&op.vma)?;
+                let page = page_of(spec)?;
+                OpKind::SplitFolio { vma, page }
             }
             "mmap" => {
                 // Resolved in pass 1.

@@ -814,7 +814,7 @@ pub fn remap_pfn_range(cpu: &Cpu, mm: &MmStruct, vma: &Vma, base: Pfn) -> Result
 
 /// Kernel: `__split_huge_pmd_locked()`: replaces a PMD leaf by a PTE table
 /// mapping the same 512 pages.
-fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
+pub(crate) fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
     let pmd = pgtable::get_lockless(cpu, pmdp);
     if !pmd.leaf() {
         return Ok(());

@@ -43,7 +43,8 @@
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::memory::{
-    Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, lookup, pmd_lookup, pte_offset,
+    Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, folio_test_anon, lookup, pmd_lookup,
+    pte_offset,
 };
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
@@ -73,7 +74,9 @@ pub fn scan_movable_pages(cpu: &Cpu, start: Pfn, end: Pfn) -> Result<Pfn, Errno>
         }
         let folio = page_folio(cpu, page);
         let mapping = folio.page().mapping(cpu);
-        if folio.test_large(cpu) || mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
+        // An anonymous THP is on the LRU: movable (do_migrate_range()
+        // splits it, see isolate_folio()).
+        if mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
             return Err(Errno::EBUSY);
         }
         return Ok(Pfn::new(pfn));
@@ -165,9 +168,29 @@ pub fn alloc_migration_target<'m>(
 /// the folio, holding the isolation's reference.
 fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Option<Folio<'m>> {
     cpu.point_arg(at, page.pfn().as_u64());
-    let folio = page_folio(cpu, page);
+    let mut folio = page_folio(cpu, page);
     if !folio_try_get(cpu, folio) {
         return None;
+    }
+    if page_folio(cpu, page) == folio
+        && folio.test_large(cpu)
+        && folio_test_anon(cpu, folio)
+        && crate::mm::huge_memory::split_folio(cpu, folio).is_ok()
+    {
+        // migrate_pages() splits a THP it cannot move whole
+        // (try_split_folio()); the model moves only small folios, so it
+        // splits here, before isolating, and moves the page's own folio.
+        // The reference stays on the old head, now the first small folio.
+        let small = page_folio(cpu, page);
+        if small != folio {
+            // A zero-filled page went to the shared zero page and is free.
+            let got = folio_try_get(cpu, small);
+            folio_put(cpu, folio);
+            if !got {
+                return None;
+            }
+            folio = small;
+        }
     }
     let isolated = page_folio(cpu, page) == folio && folio_isolate_lru(cpu, folio);
     folio_put(cpu, folio);
