@@ -4,7 +4,7 @@
 //! address space and on hot-pluggable and device memory: GUP (fast and
 //! slow, get and pin), unpin, mmap/munmap/madvise/mprotect, user accesses
 //! (faults), fork (a child that writes, reads and pins its copy-on-write
-//! pages, then exits), THP faults and folio splits, memory add/online/offline/remove, `memremap_pages` /
+//! pages, then exits), THP faults, folio splits and khugepaged collapses, memory add/online/offline/remove, `memremap_pages` /
 //! `memunmap_pages` of a coherent device range mapped into the process. With
 //! `--jitter` scheduling points pause now and then, and rarely stall for
 //! milliseconds while IRQs are off — a preempted vCPU — which is what opens
@@ -70,7 +70,8 @@ pub struct StressArgs {
     /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
     /// process forks, or its child exits), child (the child writes, reads
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
-    /// split (split_folio of what the THP region maps).
+    /// split (split_folio of what the THP region maps), collapse
+    /// (khugepaged's collapse of the THP region).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -81,11 +82,11 @@ pub struct StressArgs {
     pub json: bool,
 }
 
-const OPS: [&str; 15] = [
+const OPS: [&str; 16] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child", "thp", "split",
+    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse",
 ];
-const DEFAULT_WEIGHTS: [u32; 15] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3];
+const DEFAULT_WEIGHTS: [u32; 16] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3];
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -266,6 +267,10 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                 mmsim_model::mm::huge_memory::split_huge_pages_pid(cpu, mm, a, end)
             )
         }
+        "collapse" => format!(
+            "collapse_huge_page(thp) = {:?}",
+            mmsim_model::mm::khugepaged::collapse_huge_page(cpu, mm, sh.thp_base)
+        ),
         "fork" => {
             let mut g = sh.child.lock(&cpu.sched);
             match g.take() {

@@ -20,6 +20,7 @@ use mmsim_model::mm::gup::{
     unpin_user_pages,
 };
 use mmsim_model::mm::huge_memory::split_huge_pages_pid;
+use mmsim_model::mm::khugepaged::collapse_huge_page;
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -215,7 +216,9 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         | OpKind::PfnWalk(r) => mr(r),
         OpKind::OnlinePages(r, z) => format!("{} to {z:?}", mr(r)).to_lowercase(),
         OpKind::Fork { child } => format!("as {}", sc.processes[*child].name),
-        OpKind::SplitFolio { vma, page } => format!("{} page {page}", vma_name(*vma)),
+        OpKind::SplitFolio { vma, page } | OpKind::Collapse { vma, page } => {
+            format!("{} page {page}", vma_name(*vma))
+        }
     };
     format!("{} {args}", op.name)
 }
@@ -424,6 +427,12 @@ fn exec(
                 Ok(_) => Ok("ok".into()),
                 Err(e) => Err(errno(e)),
             }
+        }
+        OpKind::Collapse { vma, page } => {
+            let (p, mm) = mm()?;
+            let a = user_addr(env, p, *vma, *page).map_err(errno)?;
+            collapse_huge_page(cpu, mm, a).map_err(errno)?;
+            Ok("ok".into())
         }
         OpKind::Fork { child } => {
             let (p, parent) = mm()?;

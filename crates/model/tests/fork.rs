@@ -145,6 +145,13 @@ fn without_cow_for_dma_the_parents_write_leaves_its_pin_behind() {
     let child = dup_mm(&cpu, &parent).unwrap();
     assert_eq!(mapped_pfn(&cpu, &child, a), Some(pages[0]));
     access_user(&cpu, &parent, a, Some(0x77)).unwrap();
+    // The device (the pin) still sees the old data; the parent its write.
+    let dma = m.sparse.page_data(pages[0]).unwrap();
+    assert_eq!(dma.load(std::sync::atomic::Ordering::Relaxed), 0x5a);
+    assert_ne!(mapped_pfn(&cpu, &parent, a), Some(pages[0]));
+    assert!(m.detect.violations().is_empty());
+    // The pinner's unpin reports it.
+    unpin_user_pages(&cpu, &pages);
     let kinds: Vec<Kind> = m.detect.violations().iter().map(|v| v.kind).collect();
     assert_eq!(kinds, vec![Kind::PinnedPageMismatch]);
 }

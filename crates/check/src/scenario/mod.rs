@@ -380,6 +380,14 @@ pub enum OpKind {
         /// The page.
         page: u64,
     },
+    /// khugepaged's collapse of the PMD-sized range holding a page
+    /// (`collapse_huge_page()`).
+    Collapse {
+        /// The VMA.
+        vma: VmaId,
+        /// The page.
+        page: u64,
+    },
     /// `fork()` of the CPU's process (`dup_mm()`): creates process
     /// `child`, which CPUs with `process = "<as>"` run once it exists.
     Fork {

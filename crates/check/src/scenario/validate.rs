@@ -82,6 +82,7 @@ const OPS: &[(&str, &[&str])] = &[
     ("pfn_walk", &["memory", "block"]),
     ("fork", &["as"]),
     ("split_folio", &["vma", "page"]),
+    ("collapse", &["vma", "page"]),
 ];
 
 /// Every operation name, for `mmsim list` and error messages.
@@ -1112,10 +1113,14 @@ impl<'a> Validator<'a> {
                     },
                 }
             }
-            "split_folio" => {
+            "split_folio" | "collapse" => {
                 let (vma, spec) = vma_of(&op.vma)?;
                 let page = page_of(spec)?;
-                OpKind::SplitFolio { vma, page }
+                if name == "collapse" {
+                    OpKind::Collapse { vma, page }
+                } else {
+                    OpKind::SplitFolio { vma, page }
+                }
             }
             "mmap" => {
                 // Resolved in pass 1.

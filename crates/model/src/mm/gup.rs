@@ -1313,7 +1313,40 @@ pub fn pin_user_pages(
 pub fn unpin_user_page(cpu: &Cpu, page: Pfn) {
     let p = cpu.m.sparse.pfn_to_page(page);
     cpu.point_arg(point!("unpin_user_page", "gup_put_folio"), page.as_u64());
+    check_unpinned_page(cpu, p);
     gup_put_folio(cpu, page_folio(cpu, p), 1, FOLL_PIN);
+}
+
+/// The data-integrity detector at the pinner's unpin: a page its
+/// pinner's mapping replaced by a copy while the pin was held (a
+/// copy-on-write after fork, khugepaged's collapse; `pg::PIN_REPLACED`)
+/// took the device's view of the memory away from the process's.
+#[inline(always)]
+fn check_unpinned_page(cpu: &Cpu, page: PageRef<'_>) {
+    if page.test_flags(cpu, pg::PIN_REPLACED) {
+        pin_replaced(cpu, page);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pin_replaced(cpu: &Cpu, page: PageRef<'_>) {
+    page.clear_flags(cpu, pg::PIN_REPLACED);
+    let data = cpu
+        .m
+        .sparse
+        .page_data(page.pfn())
+        .map_or(0, |d| d.load(Ordering::Relaxed));
+    cpu.report(
+        Kind::PinnedPageMismatch,
+        Some(page.pfn()),
+        format!(
+            "unpin of pfn {} (data {data:#x}): while pinned it was replaced by a copy in its \
+             pinner's mapping (copy-on-write or collapse), so the device and the process saw \
+             different pages",
+            page.pfn()
+        ),
+    );
 }
 
 /// Kernel: `gup_folio_next()`: how many of the pages from `i` on belong to
@@ -1350,6 +1383,9 @@ pub fn unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
         );
         let folio = next.unwrap_or_else(|| page_folio(cpu, cpu.m.sparse.pfn_to_page(pages[i])));
         let (nr, after) = gup_folio_next(cpu, pages, i, folio);
+        for &p in &pages[i..i + nr] {
+            check_unpinned_page(cpu, cpu.m.sparse.pfn_to_page(p));
+        }
         gup_put_folio(cpu, folio, nr as i32, FOLL_PIN);
         i += nr;
         next = after;

@@ -79,10 +79,8 @@ struct Unmapped {
 /// then `try_to_unmap_flush()`: a PMD mapping is split into PTEs, every
 /// PTE of the folio becomes a migration entry (its rmap and reference
 /// dropped), and one TLB flush covers them all.
-fn unmap_folio(cpu: &Cpu, folio: Folio<'_>) -> Option<Unmapped> {
+fn unmap_folio(cpu: &Cpu, folio: Folio<'_>, mm: Arc<MmStruct>) -> Option<Unmapped> {
     let head = folio.page();
-    let mapping = head.mapping(cpu);
-    let mm = cpu.m.mm_by_id(mapping >> 1)?;
     let start = VirtAddr::try_new(head.index(cpu) << PAGE_SHIFT)?;
     let nr = folio.nr_pages(cpu);
     let mut ptes = vec![None; nr as usize];
@@ -240,6 +238,12 @@ pub fn __folio_split(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
 }
 
 fn split_locked(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
+    let nr = folio.nr_pages(cpu);
+    // folio_get_anon_vma() + anon_vma_lock_write(), for the whole split.
+    let Some(mm) = cpu.m.mm_by_id(folio.page().mapping(cpu) >> 1) else {
+        return Err(Errno::EBUSY);
+    };
+    let _anon_vma = mm.anon_vma_lock.write(&cpu.sched);
     // Racy check if we can split the page, before unmap_folio() splits
     // PMDs: a pinned folio keeps its mapping untouched.
     cpu.point_arg(
@@ -249,8 +253,7 @@ fn split_locked(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
     if !can_split_folio(cpu, folio, 1) {
         return Err(Errno::EAGAIN);
     }
-    let nr = folio.nr_pages(cpu);
-    let Some(u) = unmap_folio(cpu, folio) else {
+    let Some(u) = unmap_folio(cpu, folio, mm.clone()) else {
         return Err(Errno::EBUSY);
     };
     let ok = {

@@ -170,7 +170,7 @@ fn folio_remove_rmap_pmd(cpu: &Cpu, folio: Folio<'_>) {
 }
 
 /// Copies a page's contents (`copy_user_highpage()`).
-fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
+pub(crate) fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
     let v = cpu
         .m
         .sparse
@@ -423,8 +423,10 @@ fn wp_can_reuse_anon_folio(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct) -> bool {
         return false;
     }
     // folio_move_anon_rmap(): the last mapping after a fork may be the
-    // child's, whose anon_vma is its own.
+    // child's, whose anon_vma is its own; a pin taken from now on is this
+    // mapping's.
     folio.page().set_mapping(cpu, mm.anon_mapping());
+    folio.page().clear_flags(cpu, pg::PIN_REPLACED);
     true
 }
 
@@ -515,7 +517,8 @@ fn wp_page_copy(
 /// its reverse map names (a pin needs an exclusive page, and an exclusive
 /// page belongs to the mm that pinned it), the pin now points at a page
 /// `mm` no longer maps: the device and the process see different memory
-/// from here on. That is what fork's `write_protect_seq` and
+/// from here on. The page is marked, and the pinner's unpin reports a
+/// pinned-page-mismatch ([`crate::mm::gup::unpin_user_pages`]). That is what fork's `write_protect_seq` and
 /// `folio_needs_cow_for_dma()` exist to prevent. A copy in another process
 /// (the child breaking COW on the parent's pinned page) leaves the pinner's
 /// mapping alone and is fine.
@@ -528,21 +531,10 @@ fn check_cow_of_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, old: Pfn) 
     {
         return;
     }
-    cpu.point_arg(point!("wp_page_copy", "copy a pinned page"), old.as_u64());
-    let data = cpu
-        .m
-        .sparse
-        .page_data(old)
-        .map_or(0, |d| d.load(Ordering::Relaxed));
-    cpu.report(
-        crate::detect::Kind::PinnedPageMismatch,
-        Some(old),
-        format!(
-            "copy-on-write in mm{} at {addr} replaces pfn {old}, which mm{} has pinned: \
-             the pin keeps the old page (data {data:#x}), the process maps a copy",
-            mm.id, mm.id
-        ),
-    );
+    // The pin may still be a speculative one GUP-fast is about to drop:
+    // the pinner's unpin decides (see `pg::PIN_REPLACED`).
+    cpu.point_arg(point!("wp_page_copy", "copy a pinned page"), addr.as_u64());
+    page.set_flags(cpu, pg::PIN_REPLACED);
 }
 
 /// Kernel: `include/linux/mm.h folio_needs_cow_for_dma()`: whether fork
@@ -819,7 +811,13 @@ pub(crate) fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) ->
     if !pmd.leaf() {
         return Ok(());
     }
-    let t = pte_alloc_one(cpu)?;
+    // pgtable_trans_huge_withdraw(): a THP that khugepaged made brought
+    // its old PTE table along; others get a fresh one (the kernel deposits
+    // one at every THP fault; the model allocates it here instead).
+    let t = match pgtable_trans_huge_withdraw(mm, pmdp) {
+        Some(t) => t,
+        None => pte_alloc_one(cpu)?,
+    };
     let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pmd.pfn()));
     let flags = pmd.0 & (PRESENT | RW | USER | ACCESSED | DIRTY | PROTNONE);
     // The head's PageAnonExclusive stood for the whole PMD mapping; each
@@ -864,6 +862,41 @@ pub(crate) fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) ->
         Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED),
     );
     Ok(())
+}
+
+/// Kernel: `mm/pgtable-generic.c pgtable_trans_huge_deposit()`: `table`
+/// waits with the THP that `pmdp` will map, for a later PMD split to
+/// reuse or a zap to free. The caller holds the page-table lock.
+pub fn pgtable_trans_huge_deposit(mm: &MmStruct, pmdp: EntryPtr, table: Pfn) {
+    mm.deposited.lock().push((pmdp, table));
+}
+
+/// Kernel: `mm/pgtable-generic.c pgtable_trans_huge_withdraw()`: the
+/// table deposited for `pmdp`, if any. The caller holds the page-table
+/// lock.
+pub fn pgtable_trans_huge_withdraw(mm: &MmStruct, pmdp: EntryPtr) -> Option<Pfn> {
+    let mut d = mm.deposited.lock();
+    let i = d.iter().position(|(p, _)| *p == pmdp)?;
+    Some(d.swap_remove(i).1)
+}
+
+/// Kernel: `mm/huge_memory.c zap_deposited_table()`: the table deposited
+/// with a THP being zapped is freed at once with `pte_free()`, not
+/// through the mmu_gather and not after a grace period: nothing can walk
+/// it, provided no GUP-fast walker loaded the PMD that pointed to it
+/// before khugepaged made the THP (`khugepaged.ipi_sync`).
+pub fn zap_deposited_table(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) {
+    if let Some(t) = pgtable_trans_huge_withdraw(mm, pmdp) {
+        pte_free(cpu, t);
+    }
+}
+
+/// Kernel: `pte_free()`: a page-table page back to the allocator now.
+pub fn pte_free(cpu: &Cpu, table: Pfn) {
+    cpu.point_arg(point!("pte_free", "pagetable_free"), table.as_u64());
+    let p = cpu.m.sparse.pfn_to_page(table);
+    p.set_page_type(cpu, crate::mm::mm_types::pgty::NONE);
+    crate::mm::page_alloc::__free_pages(cpu, p, 0);
 }
 
 /// Kernel: `struct zap_details`, the one field the model uses.
@@ -949,6 +982,7 @@ fn unmap_page_range(
                 let old = pgtable::get_and_clear(cpu, pmdp);
                 let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(old.pfn()));
                 folio_remove_rmap_pmd(cpu, folio);
+                zap_deposited_table(cpu, mm, pmdp);
                 tlb.remove_folio(folio.pfn());
                 addr = next;
                 continue;

@@ -311,6 +311,8 @@ fn try_to_migrate(
     batch_flush: bool,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Option<(pgtable::EntryPtr, Entry, Entry)> {
+    // rmap_walk() → anon_vma_lock_read()
+    let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     // The process exited: its VMA is off the anon_vma, rmap finds nothing.
     if mm.exited.load(Ordering::Relaxed) {
@@ -403,6 +405,7 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
     match (&mapped, entry) {
         (Some((mm, addr)), Some((_, swp, pte))) => {
             // remove_migration_ptes(src, dst)
+            let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
             let _ptl = mm.page_table_lock.lock(&cpu.sched);
             cpu.point_arg(
                 point!("remove_migration_pte", "set_pte_at"),
@@ -450,6 +453,7 @@ fn migration_pte(
 }
 
 fn restore(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, src: Folio<'_>, swp: Entry, pte: Entry) {
+    let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     if let Some(ptep) = migration_pte(cpu, mm, addr, swp) {
         crate::mm::page_ref::folio_get(cpu, src);

@@ -176,6 +176,16 @@ pub struct MmStruct {
     /// freed: the mm's VMAs are off their anon_vmas from then on, so a
     /// reverse-map walk (migration) no longer reaches its page tables.
     pub exited: AtomicBool,
+    /// PTE tables deposited with PMD-mapped THPs
+    /// (`pgtable_trans_huge_deposit()`; the kernel keeps them on the PMD
+    /// table page's `pmd_huge_pte` list): by the PMD entry they belong to.
+    pub deposited: RawLock<Vec<(pgtable::EntryPtr, Pfn)>>,
+    /// The anon_vma's `rwsem`, one per mm (the model's reverse map names
+    /// one mm per anonymous folio): rmap walkers (migration) take it for
+    /// reading, a folio split and khugepaged's collapse for writing, so no
+    /// walker looks for a PTE while collapse has the PTE table detached.
+    /// Lock order: `mmap_lock` → this → `page_table_lock`.
+    pub anon_vma_lock: RwLock<()>,
 }
 
 impl std::fmt::Debug for MmStruct {
@@ -234,6 +244,8 @@ pub fn mm_init(cpu: &Cpu, ancestors: Vec<u64>) -> Result<Arc<MmStruct>, Errno> {
         cpumask: AtomicU64::new(0),
         ancestors,
         exited: AtomicBool::new(false),
+        deposited: RawLock::new(Vec::new()),
+        anon_vma_lock: RwLock::new(point!("anon_vma_lock", "anon_vma->rwsem"), ()),
     });
     cpu.m.mms.lock().push(Arc::downgrade(&mm));
     Ok(mm)
