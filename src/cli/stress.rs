@@ -71,7 +71,8 @@ pub struct StressArgs {
     /// process forks, or its child exits), child (the child writes, reads
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
-    /// (khugepaged's collapse of the THP region).
+    /// (khugepaged's collapse of the THP region), shrink (the deferred
+    /// split shrinker).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -82,11 +83,11 @@ pub struct StressArgs {
     pub json: bool,
 }
 
-const OPS: [&str; 16] = [
+const OPS: [&str; 17] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse",
+    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink",
 ];
-const DEFAULT_WEIGHTS: [u32; 16] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3];
+const DEFAULT_WEIGHTS: [u32; 17] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1];
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -267,6 +268,10 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                 mmsim_model::mm::huge_memory::split_huge_pages_pid(cpu, mm, a, end)
             )
         }
+        "shrink" => format!(
+            "deferred_split_scan() = {}",
+            mmsim_model::mm::huge_memory::deferred_split_scan(cpu)
+        ),
         "collapse" => format!(
             "collapse_huge_page(thp) = {:?}",
             mmsim_model::mm::khugepaged::collapse_huge_page(cpu, mm, sh.thp_base)

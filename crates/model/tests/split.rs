@@ -257,3 +257,34 @@ fn a_thp_in_a_dimm_is_split_migrated_and_the_block_removed() {
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }
+
+/// A partial munmap of a THP splits only the PMD and queues the folio;
+/// the deferred split shrinker then splits it, and the unmapped page is
+/// freed.
+#[test]
+fn a_partial_munmap_queues_a_deferred_split() {
+    use mmsim_model::mm::huge_memory::deferred_split_scan;
+    let m = machine();
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = thp(&cpu, &mm, |i| i + 1);
+    let Mapped::Pmd(_, head) = lookup(&cpu, &mm, a) else {
+        panic!("no THP");
+    };
+    do_munmap(&cpu, &mm, page_at(a, 9), PAGE_SIZE).unwrap();
+    let f = page_folio(&cpu, m.sparse.pfn_to_page(head));
+    assert!(f.test_large(&cpu), "the munmap split the PMD only");
+    assert_eq!(deferred_split_scan(&cpu), 1);
+    assert!(!f.test_large(&cpu));
+    // The unmapped page went back to the allocator.
+    assert_eq!(m.sparse.pfn_to_page(head.add(9)).ref_count(&cpu), 0);
+    assert_eq!(access_user(&cpu, &mm, page_at(a, 10), None), Ok(11));
+    assert_eq!(deferred_split_scan(&cpu), 0);
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+    exit_mmap(&cpu, &mm);
+    assert_eq!(m.check_leaks(), 0);
+}

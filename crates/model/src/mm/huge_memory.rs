@@ -32,8 +32,17 @@
 //!
 //! Only anonymous PMD-order folios are large in the model, and each has one
 //! mapping (the reverse map the model keeps); file folios, which the kernel
-//! unmaps without remapping, do not exist. No deferred split queue, no
-//! swap cache, no non-uniform split: a split always goes to order 0.
+//! unmaps without remapping, do not exist. No swap cache, no non-uniform
+//! split: a split always goes to order 0.
+//!
+//! # The deferred split queue
+//!
+//! A partial `munmap()` or `MADV_DONTNEED` of a THP splits only the PMD;
+//! the folio, now partially mapped, goes on the deferred split queue
+//! (`deferred_split_folio()`), and the shrinker splits it later
+//! (`deferred_split_scan()`) so that its unmapped pages can be freed. The
+//! queue holds no reference: a folio freed meanwhile loses its
+//! `PG_partially_mapped` with its other flags and is skipped.
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
@@ -158,6 +167,8 @@ fn __split_unmapped_folio(cpu: &Cpu, folio: Folio<'_>) {
         // INVARIANT: from this store on, page_folio(t) is t.
         t.store_compound_head(cpu, 0);
     }
+    // Off the deferred split queue too (the kernel's list_del_init()).
+    folio_unqueue_deferred_split(cpu, folio);
     head.clear_flags(cpu, pg::HEAD);
     head.set_mapcount(cpu, -1);
 }
@@ -353,4 +364,73 @@ pub fn split_huge_pages_pid(
         (0, Some(e)) => Err(e),
         _ => Ok(split),
     }
+}
+
+/// Kernel: `struct deferred_split`: the partially mapped large folios, by
+/// head pfn (see the module doc).
+#[derive(Debug)]
+pub struct DeferredSplit {
+    queue: mmsim_facade::RawLock<Vec<crate::types::Pfn>>,
+}
+
+impl Default for DeferredSplit {
+    fn default() -> Self {
+        DeferredSplit {
+            queue: mmsim_facade::RawLock::new(Vec::new()),
+        }
+    }
+}
+
+/// Kernel: `deferred_split_folio(folio, partially_mapped)`: queues an
+/// anonymous large folio that lost some of its mappings.
+pub fn deferred_split_folio(cpu: &Cpu, folio: Folio<'_>) {
+    if !folio.test_large(cpu) || !folio_test_anon(cpu, folio) {
+        return;
+    }
+    let head = folio.page();
+    if head.test_flags(cpu, pg::PARTIALLY_MAPPED) {
+        return;
+    }
+    head.set_flags(cpu, pg::PARTIALLY_MAPPED);
+    cpu.m.deferred_split.queue.lock().push(folio.pfn());
+}
+
+/// Kernel: `folio_unqueue_deferred_split()`: a folio being split or freed
+/// leaves the queue (under its lock, so the shrinker either took its
+/// reference first or never sees it).
+pub fn folio_unqueue_deferred_split(cpu: &Cpu, folio: Folio<'_>) {
+    let head = folio.page();
+    if !head.test_flags(cpu, pg::PARTIALLY_MAPPED) {
+        return;
+    }
+    let mut q = cpu.m.deferred_split.queue.lock();
+    head.clear_flags(cpu, pg::PARTIALLY_MAPPED);
+    q.retain(|&p| p != folio.pfn());
+}
+
+/// Kernel: `deferred_split_scan()`, the shrinker: every queued folio is
+/// referenced under the queue's lock (a folio on the queue is not freed:
+/// freeing unqueues it first) and split. Returns how many were split. A
+/// folio that does not split (pinned, say) leaves the queue, where v6.18
+/// puts it back for a later scan.
+pub fn deferred_split_scan(cpu: &Cpu) -> usize {
+    let mut split = 0;
+    loop {
+        cpu.point(point!("deferred_split_scan", "split_queue_lock"));
+        let folio = {
+            let mut q = cpu.m.deferred_split.queue.lock();
+            let Some(pfn) = q.pop() else { break };
+            let folio = Folio::from_head(cpu.m.sparse.pfn_to_page(pfn));
+            folio.page().clear_flags(cpu, pg::PARTIALLY_MAPPED);
+            if !crate::mm::page_ref::folio_try_get(cpu, folio) {
+                continue;
+            }
+            folio
+        };
+        if split_folio(cpu, folio).is_ok() {
+            split += 1;
+        }
+        folio_put(cpu, folio);
+    }
+    split
 }

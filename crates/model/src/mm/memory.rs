@@ -1004,6 +1004,11 @@ fn unmap_page_range(
                     let page = cpu.m.sparse.pfn_to_page(old.pfn());
                     let folio = page_folio(cpu, page);
                     folio_remove_rmap_pte(cpu, folio, page);
+                    // __folio_remove_rmap(): a THP left partially mapped
+                    // goes on the deferred split queue.
+                    if folio.test_large(cpu) && folio.mapped(cpu) {
+                        crate::mm::huge_memory::deferred_split_folio(cpu, folio);
+                    }
                     tlb.remove_folio(folio.pfn());
                 }
             }

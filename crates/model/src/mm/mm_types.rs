@@ -55,6 +55,9 @@ pub mod pg {
     /// reach the unpin, so they cannot be mistaken for the real thing.
     /// The allocator clears it with the other flags.
     pub const PIN_REPLACED: u64 = 1 << 11;
+    /// `PG_partially_mapped` (the kernel keeps it in the folio's second
+    /// page): an anonymous large folio on the deferred split queue.
+    pub const PARTIALLY_MAPPED: u64 = 1 << 12;
     /// The zone number lives in the top bits, as `ZONES_PGSHIFT` does.
     pub const ZONE_SHIFT: u32 = 60;
     /// Mask of the zone field.
