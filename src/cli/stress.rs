@@ -3,7 +3,8 @@
 //! One OS thread per model CPU runs randomly chosen operations on one shared
 //! address space and on hot-pluggable and device memory: GUP (fast and
 //! slow, get and pin), unpin, mmap/munmap/madvise/mprotect, user accesses
-//! (faults), memory add/online/offline/remove, `memremap_pages` /
+//! (faults), fork (a child that writes, reads and pins its copy-on-write
+//! pages, then exits), THP faults, folio splits and khugepaged collapses, memory add/online/offline/remove, `memremap_pages` /
 //! `memunmap_pages` of a coherent device range mapped into the process. With
 //! `--jitter` scheduling points pause now and then, and rarely stall for
 //! milliseconds while IRQs are off — a preempted vCPU — which is what opens
@@ -70,7 +71,12 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 3000)]
     pub stall_us: u64,
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
-    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap.
+    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
+    /// process forks, or its child exits), child (the child writes, reads
+    /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
+    /// split (split_folio of what the THP region maps), collapse
+    /// (khugepaged's collapse of the THP region), shrink (the deferred
+    /// split shrinker).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -92,12 +98,13 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 11] = [
+const OPS: [&str; 17] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap",
+    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink",
 ];
-const DEFAULT_WEIGHTS: [u32; 11] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2];
+const DEFAULT_WEIGHTS: [u32; 17] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1];
 const REGION_PAGES: u64 = 64;
+const THP_PAGES: u64 = 512;
 
 /// A small, seeded generator (SplitMix64).
 struct Rng(u64);
@@ -141,9 +148,15 @@ struct Shared {
     m: Arc<Machine>,
     mm: Arc<MmStruct>,
     base: VirtAddr,
+    /// A 2 MiB `MADV_HUGEPAGE` region: THPs to pin, access and split.
+    thp_base: VirtAddr,
     dimm: (Pfn, u64),
     dax: (Pfn, u64),
     pgmap: Mutex<Option<Arc<DevPagemap>>>,
+    /// The process's child, while it lives. Its operations run with this
+    /// lock held, so that it exits only when nobody runs it (an mm's page
+    /// tables go only with its last user).
+    child: mmsim_facade::Mutex<Option<Arc<MmStruct>>>,
     dev_addr: VirtAddr,
     stop: AtomicBool,
     ops_done: AtomicU64,
@@ -165,7 +178,12 @@ fn addr(sh: &Shared, page: u64) -> VirtAddr {
 fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
     let p = rng.below(REGION_PAGES);
     let n = (1 + rng.below(8)).min(REGION_PAGES - p);
-    let a = addr(sh, p);
+    // Now and then the THP region instead (its first pages).
+    let a = if rng.below(4) == 0 {
+        VirtAddr::new(sh.thp_base.as_u64() + p * PAGE_SIZE)
+    } else {
+        addr(sh, p)
+    };
     let mm = &sh.mm;
     let mut pages = Vec::new();
     match op {
@@ -251,6 +269,74 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                     Ok(())
                 });
                 format!("add_memory+online(dimm) = {r:?}")
+            }
+        }
+        "thp" => {
+            let len = THP_PAGES * PAGE_SIZE;
+            let _ = do_munmap(cpu, mm, sh.thp_base, len);
+            let args = MmapArgs {
+                addr: Some(sh.thp_base),
+                len,
+                prot: Prot::ReadWrite,
+                backing: BackingKind::Anon,
+                thp: true,
+            };
+            let r = do_mmap(cpu, mm, &args)
+                .and_then(|_| access_user(cpu, mm, sh.thp_base, Some(rng.next())));
+            format!("munmap+mmap+fault(thp) = {r:?}")
+        }
+        "split" => {
+            let a = VirtAddr::new(sh.thp_base.as_u64() + rng.below(THP_PAGES) * PAGE_SIZE);
+            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+            format!(
+                "split_folio({a}) = {:?}",
+                mmsim_model::mm::huge_memory::split_huge_pages_pid(cpu, mm, a, end)
+            )
+        }
+        "shrink" => format!(
+            "deferred_split_scan() = {}",
+            mmsim_model::mm::huge_memory::deferred_split_scan(cpu)
+        ),
+        "collapse" => format!(
+            "collapse_huge_page(thp) = {:?}",
+            mmsim_model::mm::khugepaged::collapse_huge_page(cpu, mm, sh.thp_base)
+        ),
+        "fork" => {
+            let mut g = sh.child.lock(&cpu.sched);
+            match g.take() {
+                Some(child) => {
+                    exit_mmap(cpu, &child);
+                    format!("child mm{} exits", child.id)
+                }
+                None => {
+                    let r = mmsim_model::kernel::fork::dup_mm(cpu, mm);
+                    let s = format!("fork() = {:?}", r.as_ref().map(|c| c.id));
+                    *g = r.ok();
+                    s
+                }
+            }
+        }
+        "child" => {
+            let g = sh.child.lock(&cpu.sched);
+            let Some(child) = g.as_ref() else {
+                return "child: none".into();
+            };
+            use_mm(cpu, child);
+            match rng.below(3) {
+                0 => {
+                    let r = access_user(cpu, child, a, Some(rng.next()));
+                    format!("child write {a} = {r:?}")
+                }
+                1 => {
+                    let r = access_user(cpu, child, a, None);
+                    format!("child read {a} = {r:?}")
+                }
+                _ => {
+                    let flags = if rng.below(2) == 0 { FOLL_WRITE } else { 0 };
+                    let r = pin_user_pages_fast(cpu, child, a, n, flags, &mut pages);
+                    unpin_user_pages(cpu, &pages);
+                    format!("child pin_user_pages_fast({a}, {n}, {flags:#x}) = {r:?}")
+                }
             }
         }
         "memremap" => {
@@ -420,6 +506,18 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let thp_base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: THP_PAGES * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: true,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let dev_addr = do_mmap(
         &boot,
         &mm,
@@ -436,9 +534,11 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         m: m.clone(),
         mm,
         base,
+        thp_base,
         dimm: (dimm.start, dimm.nr_pages),
         dax: (dax.start, dax.nr_pages),
         pgmap: Mutex::new(Some(pg)),
+        child: mmsim_facade::Mutex::new(mmsim_facade::point!("stress", "child process"), None),
         dev_addr,
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
@@ -549,7 +649,11 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     // Teardown: the process exits, the device goes away, leaks are counted.
     let leaked = if left_behind.is_empty() {
         let pg = sh.pgmap.lock().take();
+        let child = sh.child.lock(&boot.sched).take();
         let _ = boot.run(|| {
+            if let Some(child) = child {
+                exit_mmap(&boot, &child);
+            }
             exit_mmap(&boot, &sh.mm);
             if let Some(pg) = pg {
                 memunmap_pages(&boot, &pg);

@@ -10,14 +10,17 @@
 //! each kernel step belongs to.
 
 use crate::scenario::{GupFn, MRange, Op, OpKind, Prot, Scenario, URange};
-use crate::setup::{Plan, map_vma, pgmap_type, zone_type};
-use mmsim_facade::sched::{Event, Point};
+use crate::setup::{Child, ChildSlot, Plan, map_vma, pgmap_type, zone_type};
+use mmsim_facade::sched::{Event, Point, chan};
 use mmsim_facade::{AtomicU64, point};
 use mmsim_model::kernel::cpu::Died;
+use mmsim_model::kernel::fork::dup_mm;
 use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,
     unpin_user_pages,
 };
+use mmsim_model::mm::huge_memory::split_huge_pages_pid;
+use mmsim_model::mm::khugepaged::collapse_huge_page;
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -53,8 +56,10 @@ pub fn unsupported(op: &Op) -> Option<String> {
 pub struct Env<'a> {
     /// The plan (scenario and settings).
     pub plan: &'a Plan,
-    /// Every process's mm.
+    /// Every declared process's mm.
     pub mms: &'a [Arc<MmStruct>],
+    /// Every forked process's mm, once its fork has made it.
+    pub children: &'a [ChildSlot],
     /// Every process's VMA addresses.
     pub vmas: &'a [Vec<AtomicU64>],
 }
@@ -66,7 +71,21 @@ pub fn run_cpu(cpu: &Cpu, env: &Env<'_>, idx: usize) -> Option<Died> {
     let mut refs: Vec<Vec<Pfn>> = vec![Vec::new(); spec.refs.len()];
     let tracing = cpu.sched.exploring();
     let mut died = None;
-    for (i, op) in spec.ops.iter().enumerate() {
+    // A CPU that runs a forked process starts when the fork has made it.
+    let mut ops = spec.ops.as_slice();
+    if let Some(slot) = spec.process.and_then(|p| env.child_slot(p)) {
+        cpu.sched.wait(
+            point!("fork", "wait for the child to exist"),
+            chan(slot),
+            None,
+            || !matches!(*slot.0.lock(), Child::NotYet),
+        );
+        match &*slot.0.lock() {
+            Child::Forked(mm) => mmsim_model::mm::mmap::use_mm(cpu, mm),
+            _ => ops = &[],
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
         if tracing {
             let what = env.plan.descriptions[idx][i].clone();
             cpu.sched.note(OP_START, Event::Step, None, Some(what));
@@ -87,8 +106,40 @@ pub fn run_cpu(cpu: &Cpu, env: &Env<'_>, idx: usize) -> Option<Died> {
             }
         }
     }
+    // Children this CPU was to fork and did not will never exist.
+    for op in &spec.ops {
+        if let OpKind::Fork { child } = op.kind
+            && let Some(slot) = env.child_slot(child)
+        {
+            let mut c = slot.0.lock();
+            if matches!(*c, Child::NotYet) {
+                *c = Child::Never;
+                drop(c);
+                cpu.sched.wake(chan(slot));
+            }
+        }
+    }
     cpu.finish();
     died
+}
+
+impl Env<'_> {
+    /// The slot of process `p` if it is a forked one.
+    fn child_slot(&self, p: usize) -> Option<&ChildSlot> {
+        p.checked_sub(self.mms.len())
+            .and_then(|i| self.children.get(i))
+    }
+
+    /// Process `p`'s mm, if it exists (yet).
+    fn mm(&self, p: usize) -> Option<Arc<MmStruct>> {
+        if let Some(mm) = self.mms.get(p) {
+            return Some(mm.clone());
+        }
+        match &*self.child_slot(p)?.0.lock() {
+            Child::Forked(mm) => Some(mm.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// One line naming an operation and its arguments (the plan keeps them).
@@ -166,6 +217,10 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         | OpKind::PfnValid(r)
         | OpKind::PfnWalk(r) => mr(r),
         OpKind::OnlinePages(r, z) => format!("{} to {z:?}", mr(r)).to_lowercase(),
+        OpKind::Fork { child } => format!("as {}", sc.processes[*child].name),
+        OpKind::SplitFolio { vma, page } | OpKind::Collapse { vma, page } => {
+            format!("{} page {page}", vma_name(*vma))
+        }
     };
     format!("{} {args}", op.name)
 }
@@ -192,9 +247,13 @@ fn exec(
 ) -> Result<String, String> {
     let spec = &env.plan.scenario.cpus[idx];
     let proc = spec.process;
+    let this_mm = proc.and_then(|p| env.mm(p));
     let mm = || -> Result<(usize, &MmStruct), String> {
         let p = proc.ok_or("this CPU runs no process")?;
-        Ok((p, &*env.mms[p]))
+        let mm = this_mm
+            .as_deref()
+            .ok_or("this CPU's process does not exist")?;
+        Ok((p, mm))
     };
     let range = |r: &URange| -> Result<(&MmStruct, VirtAddr, u64), String> {
         let (p, mm) = mm()?;
@@ -360,6 +419,47 @@ fn exec(
                 .ok_or_else(|| errno(Errno::EINVAL))?;
             memunmap_pages(cpu, &pgmap);
             Ok("ok".into())
+        }
+        OpKind::SplitFolio { vma, page } => {
+            let (p, mm) = mm()?;
+            let a = user_addr(env, p, *vma, *page).map_err(errno)?;
+            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+            match split_huge_pages_pid(cpu, mm, a, end) {
+                Ok(0) => Err(errno(Errno::EINVAL)),
+                Ok(_) => Ok("ok".into()),
+                Err(e) => Err(errno(e)),
+            }
+        }
+        OpKind::Collapse { vma, page } => {
+            let (p, mm) = mm()?;
+            let a = user_addr(env, p, *vma, *page).map_err(errno)?;
+            collapse_huge_page(cpu, mm, a).map_err(errno)?;
+            Ok("ok".into())
+        }
+        OpKind::Fork { child } => {
+            let (p, parent) = mm()?;
+            let slot = env
+                .child_slot(*child)
+                .ok_or("fork: the child has no slot")?;
+            let mm = dup_mm(cpu, parent).map_err(|e| {
+                *slot.0.lock() = Child::Never;
+                cpu.sched.wake(chan(slot));
+                errno(e)
+            })?;
+            // The child's VMAs start where the parent's are (the names the
+            // child inherits come first in its list).
+            for (vid, a) in env.vmas[p].iter().enumerate() {
+                if let Some(c) = env.vmas[*child].get(vid) {
+                    c.store(
+                        a.load(mmsim_facade::Ordering::Acquire),
+                        mmsim_facade::Ordering::Release,
+                    );
+                }
+            }
+            let id = mm.id;
+            *slot.0.lock() = Child::Forked(mm);
+            cpu.sched.wake(chan(slot));
+            Ok(format!("child mm{id}"))
         }
         OpKind::UnmapMappingRange(r) => {
             let (s, e) = pfns(env, cpu, r);

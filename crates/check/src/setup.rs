@@ -18,7 +18,7 @@
 
 use crate::scenario::{Backing, Loc, MemKind, MemState, Prot, Scenario, VmaId};
 use mmsim_facade::sched::Mode;
-use mmsim_facade::{AtomicU64, Ordering};
+use mmsim_facade::{AtomicU64, Ordering, RawLock};
 use mmsim_model::kernel::rcupdate::rcu_barrier;
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::{add_memory, online_memory_block};
@@ -86,12 +86,32 @@ pub struct Plan {
     pub descriptions: Vec<Vec<String>>,
 }
 
+/// Where a forked process's mm appears once its parent forks.
+#[derive(Debug)]
+pub enum Child {
+    /// The fork has not happened yet.
+    NotYet,
+    /// The fork made this mm.
+    Forked(Arc<MmStruct>),
+    /// The fork will never happen (it failed, or its CPU ended without it).
+    Never,
+}
+
+/// A forked process's slot (see [`Child`]); a CPU that runs the child
+/// waits on it (its wait channel is the slot's address).
+#[derive(Debug)]
+pub struct ChildSlot(pub RawLock<Child>);
+
 /// A booted machine in the scenario's start state.
 pub struct World {
     /// The machine.
     pub m: Arc<Machine>,
-    /// Each process's mm.
+    /// Each declared process's mm (forked processes come after them in the
+    /// scenario's list and live in `children`).
     pub mms: Vec<Arc<MmStruct>>,
+    /// Each forked process's mm once it exists, by its index in the
+    /// scenario's processes minus `mms.len()`.
+    pub children: Arc<Vec<ChildSlot>>,
     /// Each process's VMAs' start addresses (0: not mapped yet).
     pub vmas: Arc<Vec<Vec<AtomicU64>>>,
 }
@@ -244,6 +264,9 @@ impl Plan {
             .collect();
         let world_vmas = Arc::new(vmas);
         for (pi, p) in self.scenario.processes.iter().enumerate() {
+            if p.forked_from.is_some() {
+                continue;
+            }
             let mm = mm_alloc(&boot)
                 .map_err(|e| self.err(None, format!("process `{}`: mm_alloc: {e}", p.name)))?;
             for vid in 0..p.initial {
@@ -263,9 +286,13 @@ impl Plan {
             mms.push(mm);
         }
         rcu_barrier(&boot);
+        let children = (mms.len()..self.scenario.processes.len())
+            .map(|_| ChildSlot(RawLock::new(Child::NotYet)))
+            .collect();
         Ok(World {
             m,
             mms,
+            children: Arc::new(children),
             vmas: world_vmas,
         })
     }
@@ -288,8 +315,9 @@ impl World {
     /// Model CPU `i`, running its process's mm (`switch_mm()`), if any.
     pub fn cpu(&self, plan: &Plan, i: usize) -> Cpu {
         let c = self.m.cpu(i as u32);
-        if let Some(p) = plan.scenario.cpus[i].process {
-            use_mm(&c, &self.mms[p]);
+        // A forked process's CPU joins its mm when the fork has made it.
+        if let Some(mm) = plan.scenario.cpus[i].process.and_then(|p| self.mms.get(p)) {
+            use_mm(&c, mm);
         }
         c
     }

@@ -190,6 +190,9 @@ pub struct Machine {
     pub pgmaps: RawLock<Vec<Arc<DevPagemap>>>,
     /// Every address space, for the reverse map (migration, driver zaps).
     pub mms: RawLock<Vec<std::sync::Weak<MmStruct>>>,
+    /// The deferred split queue (`struct deferred_split`), owned by
+    /// [`crate::mm::huge_memory`].
+    pub deferred_split: crate::mm::huge_memory::DeferredSplit,
 }
 
 /// The state of a memory block.
@@ -314,6 +317,7 @@ impl Machine {
             blocks: RawLock::new(BTreeMap::new()),
             pgmaps: RawLock::new(Vec::new()),
             mms: RawLock::new(Vec::new()),
+            deferred_split: Default::default(),
             cfg,
         });
         m.boot();

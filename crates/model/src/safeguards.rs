@@ -94,6 +94,21 @@ safeguards! {
     /// notifier when offlining takes a node's last memory (`numa` only).
     MEMTIER_SYNCHRONIZE_RCU = 13, "memtier.synchronize_rcu", true,
         "incidentally, with numa: walkers of the block whose offlining empties its node (NODE_REMOVED_LAST_MEMORY)";
+    /// `copy_present_ptes()` refuses to share a `PageAnonExclusive` page
+    /// that may be DMA-pinned (`folio_needs_cow_for_dma()`: `MMF_HAS_PINNED`
+    /// and `folio_maybe_dma_pinned()`) and copies it for the child at fork.
+    FORK_COW_FOR_DMA = 14, "fork.cow_for_dma", true,
+        "a page pinned before fork() against the parent's later write fault replacing it (the pin would point at the child's page)";
+    /// `collapse_huge_page()` calls `tlb_remove_table_sync_one()` after
+    /// `pmdp_collapse_flush()`: an IPI every CPU must take, so a GUP-fast
+    /// walker that loaded the old PMD has left its IRQs-off section
+    /// (Linux 2ba99c5e0881).
+    KHUGEPAGED_IPI_SYNC = 15, "khugepaged.ipi_sync", true,
+        "GUP-fast against khugepaged's collapse where the TLB flush sends no IPI (the old PTE table, its pages; 2ba99c5e0881)";
+    /// `__collapse_huge_page_isolate()` refuses a page with references
+    /// beyond its mappings (`folio_expected_ref_count()`).
+    KHUGEPAGED_REFCOUNT_CHECK = 16, "khugepaged.refcount_check", true,
+        "a pinned (or otherwise referenced) page against khugepaged copying it into a new THP and dropping it";
 }
 
 /// A set of switches, one per registered safeguard.

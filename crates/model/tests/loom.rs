@@ -19,21 +19,23 @@
 #![allow(clippy::disallowed_types)] // Counters across loom iterations are std's.
 
 use loom::model::Builder;
-use mmsim_facade::{AtomicU64, Ordering, point};
+use mmsim_facade::{AtomicU64, Ordering, point, smp_mb, smp_mb__after_atomic};
 use mmsim_model::detect::Kind;
 use mmsim_model::kernel::cpu::Died;
 use mmsim_model::kernel::rcupdate::{local_irq_save, rcu_read_lock, synchronize_rcu};
+use mmsim_model::mm::gup::{GUP_PIN_COUNTING_BIAS, folio_maybe_dma_pinned};
 use mmsim_model::mm::memory_hotplug::{
     __add_pages, __remove_pages, move_pfn_range_to_zone, online_pages_range,
 };
+use mmsim_model::mm::mm_types::pg;
 use mmsim_model::mm::mm_types::{Folio, page_folio};
 use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::mm::page_alloc::{
     __offline_isolated_pages, Gfp, folio_alloc, start_isolate_page_range, test_pages_isolated,
 };
 use mmsim_model::mm::page_ref::{
-    folio_put, folio_ref_count, folio_ref_freeze, folio_ref_unfreeze, folio_try_get,
-    set_folio_count,
+    folio_put, folio_put_refs, folio_ref_add, folio_ref_count, folio_ref_freeze,
+    folio_ref_unfreeze, folio_try_get, set_folio_count,
 };
 use mmsim_model::mm::sparse::{offline_mem_sections, online_mem_sections};
 use mmsim_model::{Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind};
@@ -356,7 +358,7 @@ fn gup_vs_hot_remove(gp: Gp) -> bool {
         // Hot-add the DIMM as ZONE_MOVABLE and map one of its pages.
         let boot = m.boot_cpu();
         __add_pages(&boot, start, nr).unwrap();
-        move_pfn_range_to_zone(&boot, start, nr, ZoneType::Movable);
+        move_pfn_range_to_zone(&boot, start, nr, 0, ZoneType::Movable);
         online_mem_sections(&boot, start, end);
         online_pages_range(&boot, start, nr);
         let f = folio_alloc(&boot, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
@@ -484,4 +486,108 @@ fn c_gup_fast_against_hot_remove_with_grace_period_is_safe() {
         report(&format!("c ({gp:?})"), t0, tally);
         assert_eq!(tally.counts().1, 0);
     }
+}
+
+// ------------------- (d) GUP-fast's pin against __folio_try_share_anon_rmap()
+
+/// `try_grab_folio_fast()`'s `smp_mb__after_atomic()` pairs with the
+/// `smp_mb()` in `__folio_try_share_anon_rmap()`, which its callers
+/// (`try_to_unmap_one()`, `try_to_migrate_one()`, KSM's
+/// `write_protect_page()`, the split freeze; not fork, which relies on
+/// `write_protect_seq`) run after clearing the PTE and before they look
+/// for pins and clear `PageAnonExclusive`. It is the store-buffering
+/// pattern: the unmapper stores the PTE then loads the refcount, GUP-fast
+/// adds to the refcount then reloads the PTE. Without both full barriers
+/// each may read the other's old value: the unmapper sees no pin and
+/// shares the page, while GUP-fast's recheck sees the old PTE and keeps a
+/// pin of a page that is no longer exclusive. The explorer is sequentially
+/// consistent and cannot see this; loom can. Returns whether it happened.
+fn share_vs_pin(barriers: bool) -> bool {
+    let m = machine(false);
+    let boot = m.boot_cpu();
+    let folio = folio_alloc(&boot, Gfp::KERNEL, 0).unwrap();
+    let pfn = folio.pfn();
+    folio.page().set_flags(&boot, pg::ANON_EXCLUSIVE);
+    drop(boot);
+    let ptep = Arc::new(AtomicU64::new(mk_pte(pfn)));
+    let (c0, c1) = (m.cpu(0), m.cpu(1));
+    let p = ptep.clone();
+    let unmapper = loom::thread::spawn(move || {
+        let f = Folio::from_head(c0.m.sparse.pfn_to_page(pfn));
+        // ptep_clear_flush()
+        let old = p.swap(0, Ordering::AcqRel);
+        // __folio_try_share_anon_rmap(): smp_mb(), then the pin check.
+        if barriers {
+            smp_mb();
+        }
+        if folio_maybe_dma_pinned(&c0, f) {
+            // The caller restores the PTE and gives up.
+            p.store(old, Ordering::Release);
+            return false;
+        }
+        f.page().clear_flags(&c0, pg::ANON_EXCLUSIVE);
+        true
+    });
+    let p = ptep.clone();
+    let pinner = loom::thread::spawn(move || {
+        let _irq = local_irq_save(&c1);
+        let pte = p.load(Ordering::Acquire);
+        if pte & PRESENT == 0 {
+            return false;
+        }
+        let f = Folio::from_head(c1.m.sparse.pfn_to_page(pfn));
+        // try_grab_folio_fast(): the pin, then smp_mb__after_atomic().
+        folio_ref_add(&c1, f, GUP_PIN_COUNTING_BIAS);
+        if barriers {
+            smp_mb__after_atomic();
+        }
+        // gup_fast_pte_range()'s recheck.
+        if p.load(Ordering::Acquire) != pte {
+            folio_put_refs(&c1, f, GUP_PIN_COUNTING_BIAS);
+            return false;
+        }
+        true
+    });
+    let shared = unmapper.join().unwrap();
+    let pinned = pinner.join().unwrap();
+    let bad = shared && pinned;
+    assert!(
+        !(barriers && bad),
+        "the page was shared while GUP-fast kept its pin"
+    );
+    bad
+}
+
+/// With both barriers, a page is never shared while a GUP-fast pin of it
+/// survives its recheck.
+#[test]
+fn d_pin_against_try_share_anon_rmap_with_barriers() {
+    let t0 = Instant::now();
+    let tally: &'static Tally = Box::leak(Box::default());
+    builder(None).check(move || {
+        tally.run();
+        if share_vs_pin(true) {
+            tally.bad();
+        }
+    });
+    report("d (with barriers)", t0, tally);
+    let (n, bad) = tally.counts();
+    assert!(n > 1);
+    assert_eq!(bad, 0);
+}
+
+/// The control: without the barriers loom finds the store-buffering
+/// outcome.
+#[test]
+fn d_control_without_barriers_the_pin_survives_the_share() {
+    let t0 = Instant::now();
+    let tally: &'static Tally = Box::leak(Box::default());
+    builder(None).check(move || {
+        tally.run();
+        if share_vs_pin(false) {
+            tally.bad();
+        }
+    });
+    report("d (without barriers)", t0, tally);
+    assert!(tally.counts().1 > 0, "loom did not find the bad outcome");
 }

@@ -320,12 +320,14 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
             let cpu = world.cpu(plan, i);
             let plan = plan.clone();
             let mms = world.mms.clone();
+            let children = world.children.clone();
             let vmas = world.vmas.clone();
             let finished = finished.clone();
             shuttle::thread::spawn(move || {
                 let env = Env {
                     plan: &plan,
                     mms: &mms,
+                    children: &children,
                     vmas: &vmas,
                 };
                 let d = run_cpu(&cpu, &env, i);
@@ -418,6 +420,16 @@ fn teardown(world: &crate::setup::World) {
     let _ = boot.run(|| {
         for mm in &world.mms {
             exit_mmap(&boot, mm);
+        }
+        // Children that fork made and that are still alive.
+        for slot in world.children.iter() {
+            let child = match &*slot.0.lock() {
+                crate::setup::Child::Forked(mm) => Some(mm.clone()),
+                _ => None,
+            };
+            if let Some(mm) = child {
+                exit_mmap(&boot, &mm);
+            }
         }
     });
     drop(boot);

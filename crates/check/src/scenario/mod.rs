@@ -223,6 +223,12 @@ pub struct Process {
     pub vmas: Vec<VmaSpec>,
     /// How many of `vmas` exist at start.
     pub initial: usize,
+    /// For a process a `fork` operation creates (named by its `as`): the
+    /// forking process. Such a process has no mm at start; its `vmas`
+    /// begin with every VMA name of the parent (the child inherits the
+    /// mappings that exist when it forks), then those its own `mmap`
+    /// operations create.
+    pub forked_from: Option<usize>,
 }
 
 /// A VMA of a process, by index in [`Process::vmas`].
@@ -369,6 +375,27 @@ pub enum OpKind {
     /// `pfn_to_online_page()` then `folio_try_get()`/`folio_put()` on each
     /// pfn.
     PfnWalk(MRange),
+    /// `split_folio()` of the large folio mapped at a page.
+    SplitFolio {
+        /// The VMA.
+        vma: VmaId,
+        /// The page.
+        page: u64,
+    },
+    /// khugepaged's collapse of the PMD-sized range holding a page
+    /// (`collapse_huge_page()`).
+    Collapse {
+        /// The VMA.
+        vma: VmaId,
+        /// The page.
+        page: u64,
+    },
+    /// `fork()` of the CPU's process (`dup_mm()`): creates process
+    /// `child`, which CPUs with `process = "<as>"` run once it exists.
+    Fork {
+        /// The child, by index in [`Scenario::processes`].
+        child: usize,
+    },
 }
 
 /// An operation and where it is written.

@@ -110,6 +110,9 @@ const OPS: &[(&str, &[&str])] = &[
     ("unmap_mapping_range", &["memory"]),
     ("pfn_valid", &["memory", "block"]),
     ("pfn_walk", &["memory", "block"]),
+    ("fork", &["as"]),
+    ("split_folio", &["vma", "page"]),
+    ("collapse", &["vma", "page"]),
 ];
 
 /// Every operation name, for `mmsim list` and error messages.
@@ -235,6 +238,7 @@ impl<'a> Validator<'a> {
                 name: p.name.into_inner(),
                 vmas: Vec::new(),
                 initial: 0,
+                forked_from: None,
             };
             for v in p.vma {
                 let span = v.span();
@@ -257,15 +261,28 @@ impl<'a> Validator<'a> {
                 format!("more than {MAX_CPUS} CPUs"),
             );
         }
+        // Pass 0: every process a fork creates (named by its `as`), so
+        // that a [[cpu]] may run it.
+        let declared = processes.len();
+        let fork_ids = self.forks(&raw.cpu, &mut processes)?;
         // Pass 1: each CPU's process, and every VMA an mmap operation
         // creates (an operation may name a VMA that another CPU, or a later
-        // operation, maps).
+        // operation, maps). The declared processes' first: a child
+        // inherits every VMA name of its parent.
         let mut cpu_procs = Vec::new();
         for c in &raw.cpu {
             cpu_procs.push(self.cpu_process(c.get_ref(), &processes)?);
         }
         let mut mmap_ids: HashMap<(usize, usize), usize> = HashMap::new();
-        for (ci, c) in raw.cpu.iter().enumerate() {
+        let mut order: Vec<usize> = (0..raw.cpu.len()).collect();
+        order.sort_by_key(|&ci| cpu_procs[ci].is_some_and(|p| p >= declared));
+        let mut children_named = false;
+        for ci in order {
+            let c = &raw.cpu[ci];
+            if !children_named && cpu_procs[ci].is_some_and(|p| p >= declared) {
+                inherit_vmas(&mut processes, declared);
+                children_named = true;
+            }
             for (oi, o) in c.get_ref().ops.iter().enumerate() {
                 let op = o.get_ref();
                 if op.op.as_ref().map(|s| s.get_ref().as_str()) != Some("mmap") {
@@ -286,6 +303,9 @@ impl<'a> Validator<'a> {
                     .insert((pi, vid), (ci, oi, self.loc(o.span().start)));
             }
         }
+        if !children_named {
+            inherit_vmas(&mut processes, declared);
+        }
         // Pass 2: every operation.
         let mut cpus = Vec::new();
         for (ci, c) in raw.cpu.into_iter().enumerate() {
@@ -301,6 +321,14 @@ impl<'a> Validator<'a> {
             for (oi, o) in c.ops.into_iter().enumerate() {
                 let span = o.span();
                 let op = o.into_inner();
+                if let Some(&child) = fork_ids.get(&(ci, oi)) {
+                    spec.ops.push(Op {
+                        name: "fork",
+                        kind: OpKind::Fork { child },
+                        loc: self.loc(span.start),
+                    });
+                    continue;
+                }
                 let proc = spec.process.map(|p| &processes[p]);
                 let here = Here {
                     cpu: ci,
@@ -864,6 +892,60 @@ impl<'a> Validator<'a> {
         })
     }
 
+    /// The processes `fork` operations create, appended to `processes`
+    /// (their VMA names come later, [`inherit_vmas`]); by (CPU, operation),
+    /// the child each fork creates. Only a declared process forks here.
+    fn forks(
+        &self,
+        cpus: &[Spanned<RawCpu>],
+        processes: &mut Vec<Process>,
+    ) -> R<HashMap<(usize, usize), usize>> {
+        let declared = processes.len();
+        let mut ids = HashMap::new();
+        for (ci, c) in cpus.iter().enumerate() {
+            for (oi, o) in c.get_ref().ops.iter().enumerate() {
+                let op = o.get_ref();
+                if op.op.as_ref().map(|s| s.get_ref().as_str()) != Some("fork") {
+                    continue;
+                }
+                self.check_fields(op, o.span(), "fork")?;
+                let Some(name) = &op.as_ else {
+                    return self.err(o.span(), "`fork` needs `as`: the child process's name");
+                };
+                let parent = match &c.get_ref().process {
+                    None if declared > 0 => 0,
+                    None => return self.err(o.span(), "fork: this CPU runs no process"),
+                    Some(p) => match processes[..declared]
+                        .iter()
+                        .position(|q| q.name == *p.get_ref())
+                    {
+                        Some(i) => i,
+                        None => {
+                            return self.err(
+                                o.span(),
+                                "fork: only a [[process]] forks in this build, not a forked one",
+                            );
+                        }
+                    },
+                };
+                if processes.iter().any(|q| q.name == *name.get_ref()) {
+                    return self.err(
+                        name.span(),
+                        format!("a second process named `{}`", name.get_ref()),
+                    );
+                }
+                processes.push(Process {
+                    name: name.get_ref().clone(),
+                    vmas: Vec::new(),
+                    initial: 0,
+                    forked_from: Some(parent),
+                });
+                ids.insert((ci, oi), processes.len() - 1);
+            }
+        }
+        Ok(ids)
+    }
+
     fn cpu_process(&self, c: &RawCpu, processes: &[Process]) -> R<Option<usize>> {
         match &c.process {
             None => Ok(if processes.is_empty() { None } else { Some(0) }),
@@ -1212,6 +1294,15 @@ impl<'a> Validator<'a> {
                     },
                 }
             }
+            "split_folio" | "collapse" => {
+                let (vma, spec) = vma_of(&op.vma)?;
+                let page = page_of(spec)?;
+                if name == "collapse" {
+                    OpKind::Collapse { vma, page }
+                } else {
+                    OpKind::SplitFolio { vma, page }
+                }
+            }
             "mmap" => {
                 // Resolved in pass 1.
                 let Some(vma) = here.mmap_id else {
@@ -1294,6 +1385,18 @@ struct Here {
     op: usize,
     process: Option<usize>,
     mmap_id: Option<usize>,
+}
+
+/// A forked process's VMA names begin with its parent's (every VMA the
+/// parent has or maps; the child inherits those that exist at the fork).
+fn inherit_vmas(processes: &mut [Process], declared: usize) {
+    for i in declared..processes.len() {
+        if let Some(p) = processes[i].forked_from {
+            let mut v = processes[p].vmas.clone();
+            v.append(&mut processes[i].vmas);
+            processes[i].vmas = v;
+        }
+    }
 }
 
 /// The `[[process.vma]]` fields of an `mmap` operation.

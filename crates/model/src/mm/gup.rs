@@ -382,7 +382,8 @@ fn gup_must_unshare(cpu: &Cpu, vma: Option<&Vma>, flags: u32, page: PageRef<'_>)
 }
 
 /// The data-integrity detector: a page handed to a GUP caller for `addr`
-/// must be the page `mm` maps there (its reverse map says so). A speculative
+/// must be the page `mm` maps there (its reverse map says so: the page's
+/// anon_vma is `mm`'s or, for a page a fork shares, an ancestor's). A speculative
 /// reference that lost a race and was not revalidated returns someone
 /// else's page.
 #[inline(always)]
@@ -398,7 +399,8 @@ fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>
     }
     let sub = page.pfn().as_u64() - folio.pfn().as_u64();
     let expect_index = addr.vpn() - sub;
-    if mapping != mm.anon_mapping() || head.index() != expect_index {
+    if (mapping != mm.anon_mapping() && !mm.anon_ancestor(mapping)) || head.index() != expect_index
+    {
         pinned_page_mismatch(cpu, mm, addr, page, folio, mapping);
     }
 }
@@ -839,7 +841,7 @@ fn vma_is_fsdax(cpu: &Cpu, vma: &Vma) -> bool {
 
 /// Kernel: `include/linux/mm.h is_cow_mapping()`: private and possibly
 /// writable.
-fn is_cow_mapping(vm_flags: u64) -> bool {
+pub(crate) fn is_cow_mapping(vm_flags: u64) -> bool {
     vm_flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
 }
 
@@ -1311,7 +1313,40 @@ pub fn pin_user_pages(
 pub fn unpin_user_page(cpu: &Cpu, page: Pfn) {
     let p = cpu.m.sparse.pfn_to_page(page);
     cpu.point_arg(point!("unpin_user_page", "gup_put_folio"), page.as_u64());
+    check_unpinned_page(cpu, p);
     gup_put_folio(cpu, page_folio(cpu, p), 1, FOLL_PIN);
+}
+
+/// The data-integrity detector at the pinner's unpin: a page its
+/// pinner's mapping replaced by a copy while the pin was held (a
+/// copy-on-write after fork, khugepaged's collapse; `pg::PIN_REPLACED`)
+/// took the device's view of the memory away from the process's.
+#[inline(always)]
+fn check_unpinned_page(cpu: &Cpu, page: PageRef<'_>) {
+    if page.test_flags(cpu, pg::PIN_REPLACED) {
+        pin_replaced(cpu, page);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pin_replaced(cpu: &Cpu, page: PageRef<'_>) {
+    page.clear_flags(cpu, pg::PIN_REPLACED);
+    let data = cpu
+        .m
+        .sparse
+        .page_data(page.pfn())
+        .map_or(0, |d| d.load(Ordering::Relaxed));
+    cpu.report(
+        Kind::PinnedPageMismatch,
+        Some(page.pfn()),
+        format!(
+            "unpin of pfn {} (data {data:#x}): while pinned it was replaced by a copy in its \
+             pinner's mapping (copy-on-write or collapse), so the device and the process saw \
+             different pages",
+            page.pfn()
+        ),
+    );
 }
 
 /// Kernel: `gup_folio_next()`: how many of the pages from `i` on belong to
@@ -1348,6 +1383,9 @@ pub fn unpin_user_pages(cpu: &Cpu, pages: &[Pfn]) {
         );
         let folio = next.unwrap_or_else(|| page_folio(cpu, cpu.m.sparse.pfn_to_page(pages[i])));
         let (nr, after) = gup_folio_next(cpu, pages, i, folio);
+        for &p in &pages[i..i + nr] {
+            check_unpinned_page(cpu, cpu.m.sparse.pfn_to_page(p));
+        }
         gup_put_folio(cpu, folio, nr as i32, FOLL_PIN);
         i += nr;
         next = after;

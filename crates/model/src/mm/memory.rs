@@ -18,6 +18,13 @@
 //! fault (`FAULT_FLAG_UNSHARE`) copies a shared page (the zero page) into
 //! an exclusive one without making it writable.
 //!
+//! Fork ([`copy_page_range`]) shares private anonymous pages read-only
+//! with the child, clearing `PageAnonExclusive`, unless the page may be
+//! pinned (`folio_needs_cow_for_dma()`): then the child gets a copy at once.
+//! A page shared by a fork keeps its parent's `page->mapping` (the anon_vma
+//! the child is linked into); a write fault that finds it the last mapping
+//! reuses it and moves it to the writer (`folio_move_anon_rmap()`).
+//!
 //! `MADV_DONTNEED` frees the PTE tables it empties (`CONFIG_PT_RECLAIM`,
 //! on by default on x86-64): through the mmu_gather, as `munmap()` frees
 //! tables, so after an RCU grace period (`mmu_gather.rcu_table_free`).
@@ -25,8 +32,7 @@
 //! # Simplifications
 //!
 //! One page-table lock per mm (it is both the PTE and the PMD lock, so
-//! PT_RECLAIM never has to recheck a table). No swap, no fork (every
-//! anonymous page is exclusive), no NUMA hinting faults (PROT_NONE PTEs
+//! PT_RECLAIM never has to recheck a table). No swap, no NUMA hinting faults (PROT_NONE PTEs
 //! come only from `mprotect(PROT_NONE)`), no soft-dirty or userfaultfd
 //! write protection. THP faults always allocate (no huge zero page); a
 //! write fault on a read-only THP or a partial unmap or protection change
@@ -51,7 +57,7 @@ use crate::mm::pgtable::{
     SPECIAL, USER,
 };
 use crate::types::{HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, Pfn, VirtAddr};
-use mmsim_facade::{Ordering, point};
+use mmsim_facade::{Ordering, fence, point};
 
 /// The PTE flags a VMA's protection gives.
 fn vma_pte_flags(vma: &Vma, prot: Option<Prot>) -> u64 {
@@ -175,7 +181,7 @@ fn folio_remove_rmap_pmd(cpu: &Cpu, folio: Folio<'_>) {
 }
 
 /// Copies a page's contents (`copy_user_highpage()`).
-fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
+pub(crate) fn copy_data(cpu: &Cpu, from: Pfn, to: Pfn) {
     let v = cpu
         .m
         .sparse
@@ -412,16 +418,27 @@ pub(crate) fn folio_test_anon(cpu: &Cpu, folio: Folio<'_>) -> bool {
 /// does not copy it to the subpages (the kernel's does), so a page of a
 /// large folio whose head has it counts as exclusive too.
 pub(crate) fn page_anon_exclusive(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) -> bool {
+    // A PMD-mapped THP keeps the flag on its head, which is the page every
+    // PMD-level caller passes; a PMD split copies it to every subpage.
+    let _ = folio;
     page.test_flags(cpu, pg::ANON_EXCLUSIVE)
-        || (folio.test_large(cpu) && folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE))
 }
 
 /// Kernel: `wp_can_reuse_anon_folio()`: a folio that is not marked exclusive
-/// may still be reused if this mapping holds its only reference. A large
+/// may still be reused if this mapping holds its only reference; it then
+/// moves to this mapping's reverse map (`folio_move_anon_rmap()`). A large
 /// folio never is here (`__wp_can_reuse_large_anon_folio()` is not
 /// modelled): it is copied.
-fn wp_can_reuse_anon_folio(cpu: &Cpu, folio: Folio<'_>) -> bool {
-    !folio.test_large(cpu) && folio_ref_count(cpu, folio) == 1
+fn wp_can_reuse_anon_folio(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct) -> bool {
+    if folio.test_large(cpu) || folio_ref_count(cpu, folio) != 1 {
+        return false;
+    }
+    // folio_move_anon_rmap(): the last mapping after a fork may be the
+    // child's, whose anon_vma is its own; a pin taken from now on is this
+    // mapping's.
+    folio.page().set_mapping(cpu, mm.anon_mapping());
+    folio.page().clear_flags(cpu, pg::PIN_REPLACED);
+    true
 }
 
 /// Kernel: `do_wp_page()`: a write (or, with `unshare`, a GUP unshare
@@ -449,7 +466,7 @@ fn do_wp_page(
         let page = cpu.m.sparse.pfn_to_page(old);
         let folio = page_folio(cpu, page);
         if folio_test_anon(cpu, folio)
-            && (page_anon_exclusive(cpu, folio, page) || wp_can_reuse_anon_folio(cpu, folio))
+            && (page_anon_exclusive(cpu, folio, page) || wp_can_reuse_anon_folio(cpu, folio, mm))
         {
             page.set_flags(cpu, pg::ANON_EXCLUSIVE);
             if unshare {
@@ -485,6 +502,9 @@ fn wp_page_copy(
     } else {
         copy_data(cpu, old, new.pfn());
     }
+    if !pte.special() {
+        check_cow_of_pinned_page(cpu, mm, addr, old);
+    }
     folio_add_new_anon_rmap(cpu, new, mm, addr, false);
     cpu.point_arg(point!("wp_page_copy", "ptep_clear_flush"), addr.as_u64());
     pgtable::get_and_clear(cpu, ptep);
@@ -499,6 +519,274 @@ fn wp_page_copy(
         let folio = page_folio(cpu, page);
         folio_remove_rmap_pte(cpu, folio, page);
         folio_put(cpu, folio);
+    }
+    Ok(())
+}
+
+/// The data-integrity detector at a copy-on-write: `mm` is about to map a
+/// copy of `old` at `addr`. If `old` is DMA-pinned and `mm` is the process
+/// its reverse map names (a pin needs an exclusive page, and an exclusive
+/// page belongs to the mm that pinned it), the pin now points at a page
+/// `mm` no longer maps: the device and the process see different memory
+/// from here on. The page is marked, and the pinner's unpin reports a
+/// pinned-page-mismatch ([`crate::mm::gup::unpin_user_pages`]). That is what fork's `write_protect_seq` and
+/// `folio_needs_cow_for_dma()` exist to prevent. A copy in another process
+/// (the child breaking COW on the parent's pinned page) leaves the pinner's
+/// mapping alone and is fine.
+fn check_cow_of_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, old: Pfn) {
+    let page = cpu.m.sparse.pfn_to_page(old);
+    let folio = page_folio(cpu, page);
+    if !folio_test_anon(cpu, folio)
+        || folio.page().mapping(cpu) != mm.anon_mapping()
+        || !crate::mm::gup::folio_maybe_dma_pinned(cpu, folio)
+    {
+        return;
+    }
+    // The pin may still be a speculative one GUP-fast is about to drop:
+    // the pinner's unpin decides (see `pg::PIN_REPLACED`).
+    cpu.point_arg(point!("wp_page_copy", "copy a pinned page"), addr.as_u64());
+    page.set_flags(cpu, pg::PIN_REPLACED);
+}
+
+/// Kernel: `include/linux/mm.h folio_needs_cow_for_dma()`: whether fork
+/// must copy an anonymous folio for the child now instead of sharing it,
+/// because the parent may have it pinned (`MMF_HAS_PINNED`, then
+/// `folio_maybe_dma_pinned()`: for a small folio a refcount of 1024 or
+/// more, so false positives exist). Safeguard `fork.cow_for_dma`.
+fn folio_needs_cow_for_dma(cpu: &Cpu, src_mm: &MmStruct, folio: Folio<'_>) -> bool {
+    if !cpu.m.sg.on(crate::safeguards::Sg::FORK_COW_FOR_DMA) {
+        return false;
+    }
+    if src_mm.flags.load(Ordering::Relaxed) & crate::mm::mmap::MMF_HAS_PINNED == 0 {
+        return false;
+    }
+    crate::mm::gup::folio_maybe_dma_pinned(cpu, folio)
+}
+
+/// Kernel: `include/linux/rmap.h folio_try_dup_anon_rmap_pte()`: the child
+/// is about to map `page` too. A `PageAnonExclusive` page that may be
+/// pinned is refused (`EBUSY`: the caller copies it); otherwise the page
+/// stops being exclusive and gains a mapping. Device-private folios are
+/// never refused (no present PTE maps them in the model, so none gets
+/// here). Fork needs no barrier here: GUP-fast's `write_protect_seq` check
+/// orders it against a concurrent pin.
+fn folio_try_dup_anon_rmap_pte(
+    cpu: &Cpu,
+    folio: Folio<'_>,
+    page: PageRef<'_>,
+    src_mm: &MmStruct,
+) -> Result<(), Errno> {
+    let maybe_pinned = folio_needs_cow_for_dma(cpu, src_mm, folio);
+    if maybe_pinned && page.test_flags(cpu, pg::ANON_EXCLUSIVE) {
+        return Err(Errno::EBUSY);
+    }
+    page.clear_flags(cpu, pg::ANON_EXCLUSIVE);
+    page.mapcount_add(cpu, 1);
+    if folio.test_large(cpu) {
+        folio
+            .large_mapcount_atomic(cpu)
+            .fetch_add(1, Ordering::AcqRel);
+    }
+    Ok(())
+}
+
+/// Kernel: `copy_present_page()`: the child gets its own copy of a page
+/// the parent may have pinned, mapped writable if the VMA is; the
+/// parent's PTE stays as it was.
+fn copy_present_page(
+    cpu: &Cpu,
+    dst_mm: &MmStruct,
+    vma: &Vma,
+    dst_pte: EntryPtr,
+    addr: VirtAddr,
+    page: PageRef<'_>,
+) -> Result<(), Errno> {
+    let new = folio_alloc(cpu, Gfp::HIGHUSER_MOVABLE, 0).ok_or(Errno::ENOMEM)?;
+    copy_data(cpu, page.pfn(), new.pfn());
+    folio_add_new_anon_rmap(cpu, new, dst_mm, addr, false);
+    let flags = vma_pte_flags(vma, None) | writable(vma) | DIRTY;
+    cpu.point_arg(
+        point!("copy_present_page", "set_pte_at"),
+        new.pfn().as_u64(),
+    );
+    pgtable::set_entry(cpu, dst_pte, Entry::from_pfn(new.pfn(), flags));
+    Ok(())
+}
+
+/// Kernel: `__copy_present_ptes()` for one PTE: in a COW mapping a
+/// writable entry is write-protected in the parent (`wrprotect_ptes()`,
+/// with no TLB flush: `dup_mmap()` flushes once at the end) and mapped
+/// read-only in the child.
+fn __copy_present_ptes(
+    cpu: &Cpu,
+    vma: &Vma,
+    dst_pte: EntryPtr,
+    src_pte: EntryPtr,
+    mut pte: Entry,
+    addr: VirtAddr,
+) {
+    if crate::mm::gup::is_cow_mapping(vma.flags) && pte.write() {
+        cpu.point_arg(
+            point!("__copy_present_ptes", "wrprotect_ptes"),
+            addr.as_u64(),
+        );
+        pgtable::set_entry(cpu, src_pte, pte.wrprotect());
+        pte = pte.wrprotect();
+    }
+    pgtable::set_entry(cpu, dst_pte, Entry(pte.0 & !ACCESSED));
+}
+
+/// Kernel: `copy_present_ptes()` for one PTE (the model never batches a
+/// large folio's PTEs): the child shares the page, unless it is an
+/// anonymous page the parent may have pinned, which the child gets a copy
+/// of ([`copy_present_page`]).
+#[allow(clippy::too_many_arguments)]
+fn copy_present_ptes(
+    cpu: &Cpu,
+    dst_mm: &MmStruct,
+    src_mm: &MmStruct,
+    vma: &Vma,
+    dst_pte: EntryPtr,
+    src_pte: EntryPtr,
+    pte: Entry,
+    addr: VirtAddr,
+) -> Result<(), Errno> {
+    // vm_normal_page(): a special entry (zero page, pfnmap) is copied as is.
+    if pte.special() {
+        __copy_present_ptes(cpu, vma, dst_pte, src_pte, pte, addr);
+        return Ok(());
+    }
+    let page = cpu.m.sparse.pfn_to_page(pte.pfn());
+    let folio = page_folio(cpu, page);
+    folio_get(cpu, folio);
+    if folio_test_anon(cpu, folio) {
+        cpu.point_arg(
+            point!("copy_present_ptes", "folio_try_dup_anon_rmap_pte"),
+            page.pfn().as_u64(),
+        );
+        if folio_try_dup_anon_rmap_pte(cpu, folio, page, src_mm).is_err() {
+            folio_put(cpu, folio);
+            return copy_present_page(cpu, dst_mm, vma, dst_pte, addr, page);
+        }
+    } else {
+        // folio_dup_file_rmap_pte()
+        page.mapcount_add(cpu, 1);
+    }
+    __copy_present_ptes(cpu, vma, dst_pte, src_pte, pte, addr);
+    Ok(())
+}
+
+/// Kernel: `copy_page_range()` → `copy_pte_range()`: copies `vma`'s page
+/// tables from `src_mm` into `dst_mm`, the child that `dup_mmap()` is
+/// building. A COW mapping is copied inside `src_mm->write_protect_seq`
+/// (odd while the parent's PTEs are being write-protected), which is what
+/// GUP-fast's `FOLL_PIN` path checks (safeguard
+/// `gup_fast.write_protect_seq`). No TLB flush here: the caller flushes
+/// once after every VMA (`flush_tlb_mm()` in `dup_mmap()`), so the race
+/// with GUP-fast is open on both architectures.
+///
+/// Simplifications: a PMD-mapped THP is split in the parent first (v6.18
+/// shares the PMD, and splits too when the folio may be pinned); a
+/// migration entry is waited for rather than copied (the model's reverse
+/// map knows one mapping per anonymous folio).
+pub fn copy_page_range(
+    cpu: &Cpu,
+    dst_mm: &MmStruct,
+    src_mm: &MmStruct,
+    vma: &Vma,
+) -> Result<(), Errno> {
+    let is_cow = crate::mm::gup::is_cow_mapping(vma.flags);
+    if is_cow {
+        // raw_write_seqcount_begin(): the increment, then smp_wmb() so that
+        // a GUP-fast walker that sees a write-protected PTE (or the pin
+        // check's result) sees the odd count too; pairs with the smp_rmb()
+        // in gup_fast()'s read_seqcount_retry().
+        cpu.point(point!(
+            "copy_page_range",
+            "raw_write_seqcount_begin(write_protect_seq)"
+        ));
+        src_mm.write_protect_seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+    let r = copy_pte_ranges(cpu, dst_mm, src_mm, vma);
+    if is_cow {
+        // raw_write_seqcount_end(): smp_wmb(), then the increment.
+        fence(Ordering::Release);
+        cpu.point(point!(
+            "copy_page_range",
+            "raw_write_seqcount_end(write_protect_seq)"
+        ));
+        src_mm.write_protect_seq.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// The PMD-by-PMD loop of `copy_page_range()` (`copy_pmd_range()` →
+/// `copy_pte_range()`), under the child's and then the parent's page-table
+/// lock (the kernel's order: `dst_ptl`, then `src_ptl` nested).
+fn copy_pte_ranges(
+    cpu: &Cpu,
+    dst_mm: &MmStruct,
+    src_mm: &MmStruct,
+    vma: &Vma,
+) -> Result<(), Errno> {
+    let mut addr = vma.start;
+    while addr < vma.end {
+        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(vma.end);
+        let _dst_ptl = dst_mm.page_table_lock.lock(&cpu.sched);
+        let src_ptl = src_mm.page_table_lock.lock(&cpu.sched);
+        let Some(src_pmdp) = pmd_lookup(cpu, src_mm, addr) else {
+            addr = next;
+            continue;
+        };
+        if pgtable::get_lockless(cpu, src_pmdp).leaf() {
+            split_huge_pmd_locked(cpu, src_mm, src_pmdp)?;
+        }
+        let src_pmd = pgtable::get_lockless(cpu, src_pmdp);
+        if src_pmd.none() {
+            addr = next;
+            continue;
+        }
+        let dst_pmdp = pmd_alloc(cpu, dst_mm, addr)?;
+        let mut dst_pmd = pgtable::get_lockless(cpu, dst_pmdp);
+        if dst_pmd.none() {
+            let t = pte_alloc_one(cpu)?;
+            dst_pmd = Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED);
+            pgtable::set_entry(cpu, dst_pmdp, dst_pmd);
+        }
+        let mut a = addr;
+        let mut wait = None;
+        while a < next {
+            let src_pte = pte_offset(src_pmd, a);
+            let pte = pgtable::get_lockless(cpu, src_pte);
+            if pte.is_migration() {
+                wait = Some((src_pte, pte));
+                break;
+            }
+            if pte.present() {
+                copy_present_ptes(
+                    cpu,
+                    dst_mm,
+                    src_mm,
+                    vma,
+                    pte_offset(dst_pmd, a),
+                    src_pte,
+                    pte,
+                    a,
+                )?;
+            }
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        drop(src_ptl);
+        if let Some((ptep, pte)) = wait {
+            // The model's simplification (see above): wait, then copy the
+            // rest of this PMD's range from the entry that was migrating.
+            drop(_dst_ptl);
+            crate::mm::migrate::migration_entry_wait(cpu, ptep, pte);
+            addr = a;
+            continue;
+        }
+        addr = next;
     }
     Ok(())
 }
@@ -529,17 +817,30 @@ pub fn remap_pfn_range(cpu: &Cpu, mm: &MmStruct, vma: &Vma, base: Pfn) -> Result
 
 /// Kernel: `__split_huge_pmd_locked()`: replaces a PMD leaf by a PTE table
 /// mapping the same 512 pages.
-fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
+pub(crate) fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(), Errno> {
     let pmd = pgtable::get_lockless(cpu, pmdp);
     if !pmd.leaf() {
         return Ok(());
     }
-    let t = pte_alloc_one(cpu)?;
+    // pgtable_trans_huge_withdraw(): a THP that khugepaged made brought
+    // its old PTE table along; others get a fresh one (the kernel deposits
+    // one at every THP fault; the model allocates it here instead).
+    let t = match pgtable_trans_huge_withdraw(mm, pmdp) {
+        Some(t) => t,
+        None => pte_alloc_one(cpu)?,
+    };
     let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pmd.pfn()));
     let flags = pmd.0 & (PRESENT | RW | USER | ACCESSED | DIRTY | PROTNONE);
+    // The head's PageAnonExclusive stood for the whole PMD mapping; each
+    // PTE mapping now carries its own.
+    let anon_exclusive =
+        folio_test_anon(cpu, folio) && folio.page().test_flags(cpu, pg::ANON_EXCLUSIVE);
     for i in 0..512u64 {
         let page = folio.nth_page(cpu, i);
         page.mapcount_add(cpu, 1);
+        if anon_exclusive {
+            page.set_flags(cpu, pg::ANON_EXCLUSIVE);
+        }
         let e = Entry::from_pfn(pmd.pfn().add(i), flags);
         pgtable::set_entry(
             cpu,
@@ -572,6 +873,41 @@ fn split_huge_pmd_locked(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) -> Result<(),
         Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED),
     );
     Ok(())
+}
+
+/// Kernel: `mm/pgtable-generic.c pgtable_trans_huge_deposit()`: `table`
+/// waits with the THP that `pmdp` will map, for a later PMD split to
+/// reuse or a zap to free. The caller holds the page-table lock.
+pub fn pgtable_trans_huge_deposit(mm: &MmStruct, pmdp: EntryPtr, table: Pfn) {
+    mm.deposited.lock().push((pmdp, table));
+}
+
+/// Kernel: `mm/pgtable-generic.c pgtable_trans_huge_withdraw()`: the
+/// table deposited for `pmdp`, if any. The caller holds the page-table
+/// lock.
+pub fn pgtable_trans_huge_withdraw(mm: &MmStruct, pmdp: EntryPtr) -> Option<Pfn> {
+    let mut d = mm.deposited.lock();
+    let i = d.iter().position(|(p, _)| *p == pmdp)?;
+    Some(d.swap_remove(i).1)
+}
+
+/// Kernel: `mm/huge_memory.c zap_deposited_table()`: the table deposited
+/// with a THP being zapped is freed at once with `pte_free()`, not
+/// through the mmu_gather and not after a grace period: nothing can walk
+/// it, provided no GUP-fast walker loaded the PMD that pointed to it
+/// before khugepaged made the THP (`khugepaged.ipi_sync`).
+pub fn zap_deposited_table(cpu: &Cpu, mm: &MmStruct, pmdp: EntryPtr) {
+    if let Some(t) = pgtable_trans_huge_withdraw(mm, pmdp) {
+        pte_free(cpu, t);
+    }
+}
+
+/// Kernel: `pte_free()`: a page-table page back to the allocator now.
+pub fn pte_free(cpu: &Cpu, table: Pfn) {
+    cpu.point_arg(point!("pte_free", "pagetable_free"), table.as_u64());
+    let p = cpu.m.sparse.pfn_to_page(table);
+    p.set_page_type(cpu, crate::mm::mm_types::pgty::NONE);
+    crate::mm::page_alloc::__free_pages(cpu, p, 0);
 }
 
 /// Kernel: `struct zap_details`, the one field the model uses.
@@ -657,6 +993,7 @@ fn unmap_page_range(
                 let old = pgtable::get_and_clear(cpu, pmdp);
                 let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(old.pfn()));
                 folio_remove_rmap_pmd(cpu, folio);
+                zap_deposited_table(cpu, mm, pmdp);
                 tlb.remove_folio(folio.pfn());
                 addr = next;
                 continue;
@@ -687,6 +1024,11 @@ fn unmap_page_range(
                             Some(old.pfn()),
                             "the PTE maps a page whose mapcount says it is not mapped",
                         );
+                    }
+                    // __folio_remove_rmap(): a THP left partially mapped
+                    // goes on the deferred split queue.
+                    if folio.test_large(cpu) && folio.mapped(cpu) {
+                        crate::mm::huge_memory::deferred_split_folio(cpu, folio);
                     }
                     tlb.remove_folio(folio.pfn());
                 }

@@ -43,7 +43,8 @@
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::memory::{
-    Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, lookup, pmd_lookup, pte_offset,
+    Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, folio_test_anon, lookup, pmd_lookup,
+    pte_offset,
 };
 use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
@@ -73,7 +74,9 @@ pub fn scan_movable_pages(cpu: &Cpu, start: Pfn, end: Pfn) -> Result<Pfn, Errno>
         }
         let folio = page_folio(cpu, page);
         let mapping = folio.page().mapping(cpu);
-        if folio.test_large(cpu) || mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
+        // An anonymous THP is on the LRU: movable (do_migrate_range()
+        // splits it, see isolate_folio()).
+        if mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
             return Err(Errno::EBUSY);
         }
         return Ok(Pfn::new(pfn));
@@ -165,9 +168,29 @@ pub fn alloc_migration_target<'m>(
 /// the folio, holding the isolation's reference.
 fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Option<Folio<'m>> {
     cpu.point_arg(at, page.pfn().as_u64());
-    let folio = page_folio(cpu, page);
+    let mut folio = page_folio(cpu, page);
     if !folio_try_get(cpu, folio) {
         return None;
+    }
+    if page_folio(cpu, page) == folio
+        && folio.test_large(cpu)
+        && folio_test_anon(cpu, folio)
+        && crate::mm::huge_memory::split_folio(cpu, folio).is_ok()
+    {
+        // migrate_pages() splits a THP it cannot move whole
+        // (try_split_folio()); the model moves only small folios, so it
+        // splits here, before isolating, and moves the page's own folio.
+        // The reference stays on the old head, now the first small folio.
+        let small = page_folio(cpu, page);
+        if small != folio {
+            // A zero-filled page went to the shared zero page and is free.
+            let got = folio_try_get(cpu, small);
+            folio_put(cpu, folio);
+            if !got {
+                return None;
+            }
+            folio = small;
+        }
     }
     let isolated = page_folio(cpu, page) == folio && folio_isolate_lru(cpu, folio);
     folio_put(cpu, folio);
@@ -288,7 +311,13 @@ fn try_to_migrate(
     batch_flush: bool,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Option<(pgtable::EntryPtr, Entry, Entry)> {
+    // rmap_walk() → anon_vma_lock_read()
+    let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    // The process exited: its VMA is off the anon_vma, rmap finds nothing.
+    if mm.exited.load(Ordering::Relaxed) {
+        return None;
+    }
     let Mapped::Pte(pte) = lookup(cpu, mm, addr) else {
         return None;
     };
@@ -357,8 +386,8 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
     );
     if folio_ref_count(cpu, src) != 1 {
         // migrate_folio_undo_src(): remove_migration_ptes(src, src).
-        if let (Some((mm, _)), Some((ptep, swp, pte))) = (&mapped, entry) {
-            restore(cpu, mm, src, ptep, swp, pte);
+        if let (Some((mm, addr)), Some((_, swp, pte))) = (&mapped, entry) {
+            restore(cpu, mm, *addr, src, swp, pte);
         }
         // migrate_folio_undo_dst()
         folio_put(cpu, dst);
@@ -374,14 +403,15 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
         d.store(v, Ordering::Relaxed);
     }
     match (&mapped, entry) {
-        (Some((mm, addr)), Some((ptep, swp, pte))) => {
+        (Some((mm, addr)), Some((_, swp, pte))) => {
             // remove_migration_ptes(src, dst)
+            let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
             let _ptl = mm.page_table_lock.lock(&cpu.sched);
             cpu.point_arg(
                 point!("remove_migration_pte", "set_pte_at"),
                 dst.pfn().as_u64(),
             );
-            if pgtable::get_lockless(cpu, ptep) == swp {
+            if let Some(ptep) = migration_pte(cpu, mm, *addr, swp) {
                 folio_add_new_anon_rmap(cpu, dst, mm, *addr, false);
                 let e = Entry((pte.0 & !pgtable::PFN_MASK) | (dst.pfn().as_u64() << PAGE_SHIFT));
                 pgtable::set_entry(cpu, ptep, e);
@@ -400,16 +430,32 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
     Ok(())
 }
 
-fn restore(
+/// The PTE of `addr` in `mm` if it still holds the migration entry `swp`,
+/// walked again under the page-table lock (the caller's) as
+/// `remove_migration_ptes()` finds it through the reverse map: between
+/// the unmap and now the range may have been unmapped, or the process may
+/// have exited, and its table freed.
+fn migration_pte(
     cpu: &Cpu,
     mm: &MmStruct,
-    src: Folio<'_>,
-    ptep: pgtable::EntryPtr,
+    addr: VirtAddr,
     swp: Entry,
-    pte: Entry,
-) {
+) -> Option<pgtable::EntryPtr> {
+    if mm.exited.load(Ordering::Relaxed) {
+        return None;
+    }
+    let pmd = pgtable::get_lockless(cpu, pmd_lookup(cpu, mm, addr)?);
+    if !pmd.present() || pmd.leaf() {
+        return None;
+    }
+    let ptep = pte_offset(pmd, addr);
+    (pgtable::get_lockless(cpu, ptep) == swp).then_some(ptep)
+}
+
+fn restore(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, src: Folio<'_>, swp: Entry, pte: Entry) {
+    let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
-    if pgtable::get_lockless(cpu, ptep) == swp {
+    if let Some(ptep) = migration_pte(cpu, mm, addr, swp) {
         crate::mm::page_ref::folio_get(cpu, src);
         src.page().mapcount_add(cpu, 1);
         pgtable::set_entry(cpu, ptep, pte);

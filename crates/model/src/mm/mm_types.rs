@@ -48,6 +48,16 @@ pub mod pg {
     pub const ANON_EXCLUSIVE: u64 = 1 << 8;
     /// `PG_isolated`: taken off the LRU for migration.
     pub const ISOLATED: u64 = 1 << 9;
+    /// Not a kernel flag: the data-integrity detector's shadow bit. A
+    /// DMA-pinned page that its pinner's mapping replaced by a copy (a
+    /// copy-on-write, khugepaged's collapse); the pinner's unpin reports
+    /// it. Pins that GUP-fast takes speculatively and drops again never
+    /// reach the unpin, so they cannot be mistaken for the real thing.
+    /// The allocator clears it with the other flags.
+    pub const PIN_REPLACED: u64 = 1 << 11;
+    /// `PG_partially_mapped` (the kernel keeps it in the folio's second
+    /// page): an anonymous large folio on the deferred split queue.
+    pub const PARTIALLY_MAPPED: u64 = 1 << 12;
     /// The zone number lives in the top bits, as `ZONES_PGSHIFT` does.
     pub const ZONE_SHIFT: u32 = 60;
     /// Mask of the zone field.

@@ -34,7 +34,7 @@ use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
 use crate::mm::page_alloc::{Gfp, alloc_pages};
 use crate::mm::pgtable::{self, Entry};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
-use mmsim_facade::{AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
+use mmsim_facade::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
 // Handles on address spaces are not protocol steps: std's Arc in every mode.
 use std::sync::Arc;
 
@@ -168,6 +168,24 @@ pub struct MmStruct {
     pub flags: AtomicU64,
     /// `mm_cpumask()`.
     pub cpumask: AtomicU64,
+    /// The ids of the mms this one was forked from, nearest last: the
+    /// anon_vma chain that lets a page a fork shares keep its parent's
+    /// `page->mapping` and still be this mm's.
+    pub ancestors: Vec<u64>,
+    /// Set by `exit_mmap()` under the page-table lock before anything is
+    /// freed: the mm's VMAs are off their anon_vmas from then on, so a
+    /// reverse-map walk (migration) no longer reaches its page tables.
+    pub exited: AtomicBool,
+    /// PTE tables deposited with PMD-mapped THPs
+    /// (`pgtable_trans_huge_deposit()`; the kernel keeps them on the PMD
+    /// table page's `pmd_huge_pte` list): by the PMD entry they belong to.
+    pub deposited: RawLock<Vec<(pgtable::EntryPtr, Pfn)>>,
+    /// The anon_vma's `rwsem`, one per mm (the model's reverse map names
+    /// one mm per anonymous folio): rmap walkers (migration) take it for
+    /// reading, a folio split and khugepaged's collapse for writing, so no
+    /// walker looks for a PTE while collapse has the PTE table detached.
+    /// Lock order: `mmap_lock` → this → `page_table_lock`.
+    pub anon_vma_lock: RwLock<()>,
 }
 
 impl std::fmt::Debug for MmStruct {
@@ -183,6 +201,12 @@ impl MmStruct {
     /// `page->mapping` for this mm's anonymous pages.
     pub fn anon_mapping(&self) -> u64 {
         (self.id << 1) | PAGE_MAPPING_ANON
+    }
+
+    /// Whether an anonymous page's `page->mapping` names an ancestor of
+    /// this mm (the anon_vma chain a fork links the child into).
+    pub fn anon_ancestor(&self, mapping: u64) -> bool {
+        mapping & PAGE_MAPPING_ANON != 0 && self.ancestors.contains(&(mapping >> 1))
     }
 
     /// Whether `cpu` is in `mm_cpumask()`.
@@ -201,6 +225,13 @@ pub fn pte_alloc_one(cpu: &Cpu) -> Result<Pfn, Errno> {
 
 /// Kernel: `mm_alloc()`: a new, empty address space.
 pub fn mm_alloc(cpu: &Cpu) -> Result<Arc<MmStruct>, Errno> {
+    mm_init(cpu, Vec::new())
+}
+
+/// Kernel: `kernel/fork.c mm_init()`: a fresh mm with its own PGD; a
+/// forked one (`ancestors` not empty) is linked into its parent's
+/// anon_vma chain. `MMF_HAS_PINNED` is not inherited (`mmf_init_flags()`).
+pub fn mm_init(cpu: &Cpu, ancestors: Vec<u64>) -> Result<Arc<MmStruct>, Errno> {
     let pgd = pte_alloc_one(cpu)?;
     let id = cpu.m.next_mm_id();
     let mm = Arc::new(MmStruct {
@@ -211,6 +242,10 @@ pub fn mm_alloc(cpu: &Cpu) -> Result<Arc<MmStruct>, Errno> {
         write_protect_seq: AtomicU32::new(0),
         flags: AtomicU64::new(0),
         cpumask: AtomicU64::new(0),
+        ancestors,
+        exited: AtomicBool::new(false),
+        deposited: RawLock::new(Vec::new()),
+        anon_vma_lock: RwLock::new(point!("anon_vma_lock", "anon_vma->rwsem"), ()),
     });
     cpu.m.mms.lock().push(Arc::downgrade(&mm));
     Ok(mm)
@@ -473,9 +508,41 @@ pub fn madvise_dontneed(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> 
     Ok(())
 }
 
+/// Kernel: `dup_mmap()`: the child `mm` gets a copy of every VMA of
+/// `oldmm` and, where a fault could not fill them in
+/// (`vma_needs_copy()`: private anonymous memory and pfnmaps), of their
+/// page tables ([`copy_page_range`](crate::mm::memory::copy_page_range)),
+/// with both `mmap_lock`s held for writing. One TLB flush of the parent
+/// after all copying (`flush_tlb_mm()`): the write-protected PTEs reach
+/// other CPUs' TLBs only then. Shared mappings are not copied: the child
+/// faults them in from the shared object.
+pub fn dup_mmap(cpu: &Cpu, mm: &MmStruct, oldmm: &MmStruct) -> Result<(), Errno> {
+    // Lock order: the parent's mmap_lock, then the child's (nobody else
+    // can see the child yet).
+    let old = oldmm.mmap_lock.write(&cpu.sched);
+    let mut new = mm.mmap_lock.write(&cpu.sched);
+    cpu.point_arg(point!("dup_mmap", "copy VMAs"), mm.id);
+    let mut r = Ok(());
+    for v in &old.vmas {
+        new.vmas.push(v.clone());
+        let needs_copy = v.is_anon_private() || v.flags & VM_PFNMAP != 0;
+        if needs_copy && r.is_ok() {
+            r = crate::mm::memory::copy_page_range(cpu, mm, oldmm, v);
+        }
+    }
+    // flush_tlb_mm(oldmm)
+    crate::mm::mmu_gather::flush_tlb_mm_range(cpu, oldmm);
+    r
+}
+
 /// Kernel: `exit_mmap()`: everything unmapped and freed, the PGD too.
 pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
     let mut g = mm.mmap_lock.write(&cpu.sched);
+    // unlink_anon_vmas(), in effect: see `exited`.
+    {
+        let _ptl = mm.page_table_lock.lock(&cpu.sched);
+        mm.exited.store(true, Ordering::Relaxed);
+    }
     let vmas: Vec<Vma> = g.vmas.drain(..).collect();
     let mut tlb = tlb_gather_mmu(cpu, mm);
     for v in &vmas {

@@ -9,6 +9,8 @@
 //! [`gup`] (get_user_pages, slow and fast).
 
 pub mod gup;
+pub mod huge_memory;
+pub mod khugepaged;
 pub mod memory;
 pub mod memory_hotplug;
 pub mod memory_tiers;

@@ -207,6 +207,10 @@ fn prep_new_page(cpu: &Cpu, page: PageRef<'_>, order: u32, gfp: Gfp) -> bool {
 
 /// Kernel: `__folio_put()`: the last reference is gone.
 pub fn __folio_put(cpu: &Cpu, folio: Folio<'_>) {
+    // folio_unqueue_deferred_split(), for a large folio.
+    if folio.page().test_flags(cpu, pg::HEAD) {
+        crate::mm::huge_memory::folio_unqueue_deferred_split(cpu, folio);
+    }
     if folio.page().zonenum(cpu) == ZoneType::Device as usize {
         crate::mm::memremap::free_zone_device_folio(cpu, folio);
         return;
