@@ -667,6 +667,13 @@ pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
 #[cold]
 #[inline(never)]
 fn wild_head<'m>(cpu: &'m Cpu, page: PageRef<'m>, head: u64) -> Folio<'m> {
+    if !page.is_live() {
+        // The memmap went away between the shadow check and the load (a
+        // weak-memory or loom interleaving): what the load read is freed
+        // (or poisoned) metadata, and the shadow says which.
+        memmap_use_after_free(cpu, page.pfn());
+        return Folio(page);
+    }
     cpu.report(
         crate::detect::Kind::PoisonedPageAccess,
         Some(page.pfn()),
