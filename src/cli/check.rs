@@ -655,7 +655,9 @@ pub fn run_list(a: &ListArgs) -> u8 {
                     "path": b.path,
                     "arch": s.arch.name(),
                     "cpus": s.cpus.len(),
-                    "safeguard_overrides": s.safeguards.overrides(),
+                    "config": config_json(&s.config),
+                    "safeguard_overrides": s.safeguards.overrides_from(
+                        &mmsim_model::safeguards::Safeguards::for_config(&s.config)),
                     "expected": s.expect.as_ref().map(|e| e.violation.clone()),
                     "variants": s.expect.as_ref().map(|e| e.variants.iter().map(|v| json!({
                         "flags": v.flags(),
@@ -669,7 +671,11 @@ pub fn run_list(a: &ListArgs) -> u8 {
     }
     for (_, s) in &items {
         println!("{}\n    {}", s.name, s.summary);
-        let o = s.safeguards.overrides();
+        let mut o = s.config.overrides();
+        o.extend(
+            s.safeguards
+                .overrides_from(&mmsim_model::safeguards::Safeguards::for_config(&s.config)),
+        );
         println!(
             "    arch {}{}: expect {}",
             s.arch.name(),
