@@ -12,38 +12,17 @@ use mmsim_model::mm::mmap::*;
 use mmsim_model::mm::page_ref::folio_ref_count;
 use mmsim_model::safeguards::{Safeguards, Sg};
 use mmsim_model::types::PAGE_SIZE;
-use mmsim_model::{Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
+use mmsim_model::{Cpu, Machine, Pfn, VirtAddr};
 use std::sync::Arc;
 
+mod common;
+
 fn machine(sg: Safeguards) -> Arc<Machine> {
-    Machine::new(MachineConfig {
-        ranges: vec![RangeConfig {
-            name: "boot".into(),
-            kind: RangeKind::Boot,
-            bytes: 64 << 20,
-            node: 0,
-        }],
-        section_shift: 23,
-        safeguards: sg,
-        ..Default::default()
-    })
-    .unwrap()
+    common::boot_machine(sg)
 }
 
 fn anon(cpu: &Cpu, mm: &MmStruct, pages: u64) -> VirtAddr {
-    use_mm(cpu, mm);
-    do_mmap(
-        cpu,
-        mm,
-        &MmapArgs {
-            addr: None,
-            len: pages * PAGE_SIZE,
-            prot: Prot::ReadWrite,
-            backing: BackingKind::Anon,
-            thp: false,
-        },
-    )
-    .unwrap()
+    common::anon_mmap(cpu, mm, None, pages * PAGE_SIZE, false)
 }
 
 fn mapped_pfn(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> Option<Pfn> {

@@ -6,44 +6,21 @@ use mmsim_model::mm::khugepaged::collapse_huge_page;
 use mmsim_model::mm::memory::{Mapped, access_user, lookup};
 use mmsim_model::mm::mmap::*;
 use mmsim_model::types::{PAGE_SIZE, PMD_SIZE};
-use mmsim_model::{Cpu, Errno, Machine, MachineConfig, RangeConfig, RangeKind, VirtAddr};
+use mmsim_model::{Cpu, Errno, Machine, VirtAddr};
 use std::sync::Arc;
 
-fn machine() -> Arc<Machine> {
-    Machine::new(MachineConfig {
-        ranges: vec![RangeConfig {
-            name: "boot".into(),
-            kind: RangeKind::Boot,
-            bytes: 64 << 20,
-            node: 0,
-        }],
-        section_shift: 23,
-        ..Default::default()
-    })
-    .unwrap()
-}
+mod common;
+use common::{anon_mmap, page_at};
 
-fn page_at(a: VirtAddr, i: u64) -> VirtAddr {
-    VirtAddr::new(a.as_u64() + i * PAGE_SIZE)
+fn machine() -> Arc<Machine> {
+    common::boot_machine(mmsim_model::safeguards::Safeguards::default())
 }
 
 /// A 2 MiB-aligned anonymous range of small pages: page `i` holds `i + 1`
 /// for the pages written (every other one; the rest stay empty).
 fn small_pages(cpu: &Cpu, mm: &MmStruct) -> VirtAddr {
-    use_mm(cpu, mm);
-    let a = do_mmap(
-        cpu,
-        mm,
-        &MmapArgs {
-            // 2 MiB-aligned, faulted in page by page (no MADV_HUGEPAGE).
-            addr: Some(VirtAddr::new(1 << 30)),
-            len: PMD_SIZE,
-            prot: Prot::ReadWrite,
-            backing: BackingKind::Anon,
-            thp: false,
-        },
-    )
-    .unwrap();
+    // 2 MiB-aligned, faulted in page by page (no MADV_HUGEPAGE).
+    let a = anon_mmap(cpu, mm, Some(VirtAddr::new(1 << 30)), PMD_SIZE, false);
     // A read of page 1 maps the zero page, which collapse counts as empty.
     access_user(cpu, mm, page_at(a, 1), None).unwrap();
     for i in (0..512).step_by(2) {

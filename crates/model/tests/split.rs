@@ -13,36 +13,16 @@ use mmsim_model::types::{PAGE_SIZE, PMD_SIZE};
 use mmsim_model::{Cpu, Errno, Machine, MachineConfig, RangeConfig, RangeKind, VirtAddr};
 use std::sync::Arc;
 
+mod common;
+use common::{anon_mmap, page_at};
+
 fn machine() -> Arc<Machine> {
-    Machine::new(MachineConfig {
-        ranges: vec![RangeConfig {
-            name: "boot".into(),
-            kind: RangeKind::Boot,
-            bytes: 64 << 20,
-            node: 0,
-        }],
-        section_shift: 23,
-        safeguards: Safeguards::default(),
-        ..Default::default()
-    })
-    .unwrap()
+    common::boot_machine(Safeguards::default())
 }
 
 /// A 2 MiB THP mapping with every page written (`v(i)` at page `i`).
 fn thp(cpu: &Cpu, mm: &MmStruct, v: impl Fn(u64) -> u64) -> VirtAddr {
-    use_mm(cpu, mm);
-    let a = do_mmap(
-        cpu,
-        mm,
-        &MmapArgs {
-            addr: None,
-            len: PMD_SIZE,
-            prot: Prot::ReadWrite,
-            backing: BackingKind::Anon,
-            thp: true,
-        },
-    )
-    .unwrap();
+    let a = anon_mmap(cpu, mm, None, PMD_SIZE, true);
     for i in 0..512 {
         access_user(
             cpu,
@@ -53,10 +33,6 @@ fn thp(cpu: &Cpu, mm: &MmStruct, v: impl Fn(u64) -> u64) -> VirtAddr {
         .unwrap();
     }
     a
-}
-
-fn page_at(a: VirtAddr, i: u64) -> VirtAddr {
-    VirtAddr::new(a.as_u64() + i * PAGE_SIZE)
 }
 
 /// The folio mapped at `a`, with a reference (what a caller of
