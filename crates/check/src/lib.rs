@@ -2,6 +2,8 @@
 //!
 //! The layer between the model (`mmsim-model`) and the command line:
 //!
+//! * [`ablate`]: the protection matrix: a scenario with each safeguard
+//!   flipped, and pairs switched off together;
 //! * [`scenario`]: scenario files (TOML, the format of `SCENARIOS.md`),
 //!   parsed and validated, every error at `file:line:column`;
 //! * [`catalog`]: the built-in scenarios of the repository's `scenarios/`;
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ablate;
 pub mod catalog;
 pub mod explore;
 pub mod fuzz;

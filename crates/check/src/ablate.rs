@@ -1,0 +1,523 @@
+//! Ablation: which of the kernel's steps make a scenario safe.
+//!
+//! A scenario's row of the protection matrix comes from explorations of
+//! the same scenario with the same architecture and kernel configuration:
+//!
+//! 1. the *baseline*: every safeguard as the file's configuration and
+//!    `[safeguards]` set it (v6.18's defaults for that configuration,
+//!    [`Safeguards::for_config`](mmsim_model::safeguards::Safeguards::for_config));
+//! 2. each safeguard of the [`REGISTRY`] flipped alone (on → off, off → on);
+//! 3. where the baseline is clean, each pair of safeguards that are on in
+//!    the baseline switched off together, if neither alone changed the
+//!    outcome: a sequence protected twice over is exactly what the single
+//!    ablation misses.
+//!
+//! A cell is then [`Effect::Necessary`] (off → a violation),
+//! [`Effect::Redundant`] (off → still none, but off together with a named
+//! partner → a violation), [`Effect::Fix`] (on → none where the baseline
+//! found a violation), [`Effect::Changes`] (a different outcome otherwise:
+//! other violation kinds, or none where switching a safeguard off took the
+//! path away) or [`Effect::NoEffect`].
+//!
+//! Where the baseline finds a violation, a safeguard switched *off* whose
+//! run finds none is explored again [`CONFIRM_FACTOR`] times longer before
+//! the cell says so (removing a step rarely closes a race; it moves it).
+//!
+//! "none" is "none within the exploration's bound": with PCT or random
+//! schedules, within `iterations` schedules; with bounded DFS, every
+//! schedule within the preemption bound where the run says `exhausted`.
+//! Explorations are deterministic for a seed, so the matrix is too (the
+//! test suite checks `docs/HOTPLUG.md`'s matrix against a fresh one).
+
+use crate::explore::{self, Options, Outcome, Strategy};
+use crate::scenario::Scenario;
+use crate::setup::{Overrides, Plan};
+use crate::{InputError, replay};
+use mmsim_model::safeguards::REGISTRY;
+use std::sync::Arc;
+
+/// How many times `iterations` a run gets that seems to show that
+/// switching a safeguard *off* removes a violation: removing a protective
+/// step rarely closes a race, and more often it only moves the race's
+/// schedules beyond the bound (other scheduling points, other PCT
+/// priorities), so such a cell is explored again this much longer.
+pub const CONFIRM_FACTOR: u64 = 10;
+
+/// How to explore every run of an ablation.
+#[derive(Clone, Copy, Debug)]
+pub struct AblateOptions {
+    /// The strategy of every run.
+    pub strategy: Strategy,
+    /// Schedules per run.
+    pub iterations: u64,
+    /// The base seed of every run.
+    pub seed: u64,
+}
+
+/// What one exploration of one setting found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The violation kinds of the first failing schedule, in the order
+    /// found; empty: none within the bound.
+    pub kinds: Vec<&'static str>,
+    /// Schedules explored.
+    pub schedules: u64,
+    /// DFS: every schedule within the preemption bound was explored.
+    pub exhausted: bool,
+    /// The replay string of the first failing schedule.
+    pub replay: Option<String>,
+}
+
+impl RunResult {
+    /// `none`, or the kinds joined with `+`.
+    pub fn outcome(&self) -> String {
+        if self.kinds.is_empty() {
+            "none".into()
+        } else {
+            self.kinds.join("+")
+        }
+    }
+
+    /// Whether a violation was found.
+    pub fn violated(&self) -> bool {
+        !self.kinds.is_empty()
+    }
+}
+
+/// What flipping one safeguard does to a row's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// On in the baseline; off → a violation where the baseline had none.
+    Necessary,
+    /// On in the baseline; off alone → still none, off with a partner → a
+    /// violation (the partner covers the sequence too).
+    Redundant,
+    /// Off in the baseline; on → none where the baseline had a violation.
+    Fix,
+    /// Any other change of the outcome (other kinds; or none where the
+    /// baseline had a violation, by switching a step off).
+    Changes,
+    /// The same outcome.
+    NoEffect,
+}
+
+impl Effect {
+    /// The stable name (JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Effect::Necessary => "necessary",
+            Effect::Redundant => "redundant",
+            Effect::Fix => "fix",
+            Effect::Changes => "changes",
+            Effect::NoEffect => "no-effect",
+        }
+    }
+
+    /// The matrix's one-letter symbol.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Effect::Necessary => "N",
+            Effect::Redundant => "R",
+            Effect::Fix => "F",
+            Effect::Changes => "C",
+            Effect::NoEffect => ".",
+        }
+    }
+}
+
+/// One safeguard flipped alone.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// The safeguard.
+    pub safeguard: &'static str,
+    /// Its state in the baseline.
+    pub default_on: bool,
+    /// What the run with it flipped found.
+    pub run: RunResult,
+    /// What that means.
+    pub effect: Effect,
+    /// For [`Effect::Redundant`]: the partners switched off with it that
+    /// expose a violation, and what each found.
+    pub redundant_with: Vec<(&'static str, String)>,
+}
+
+/// Two safeguards switched off together.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// The two safeguards, in registry order.
+    pub safeguards: [&'static str; 2],
+    /// What the run found.
+    pub run: RunResult,
+}
+
+/// One scenario's row of the matrix.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The scenario's name.
+    pub scenario: String,
+    /// What the command line named (a built-in name or a path).
+    pub source: String,
+    /// The architecture of every run.
+    pub arch: mmsim_model::Arch,
+    /// The kernel configuration of every run.
+    pub config: mmsim_model::KernelConfig,
+    /// The baseline's safeguards differing from v6.18's defaults for that
+    /// configuration (the file's `[safeguards]`).
+    pub safeguard_overrides: Vec<String>,
+    /// The baseline.
+    pub baseline: RunResult,
+    /// One cell per registered safeguard, in registry order.
+    pub cells: Vec<Cell>,
+    /// The pairs explored (only where the baseline is clean).
+    pub pairs: Vec<Pair>,
+}
+
+impl Row {
+    /// Whether every "none" of this row covers every schedule within the
+    /// bound (DFS runs that said `exhausted`).
+    pub fn none_exhaustive(&self) -> bool {
+        std::iter::once(&self.baseline)
+            .chain(self.cells.iter().map(|c| &c.run))
+            .chain(self.pairs.iter().map(|p| &p.run))
+            .all(|r| r.violated() || r.exhausted)
+    }
+}
+
+/// Why an ablation could not finish.
+#[derive(Clone, Debug)]
+pub enum AblateError {
+    /// Bad input: the scenario, the settings, a schedule too long.
+    Input(InputError),
+    /// A defect of the model, with the replay string of the schedule.
+    Internal {
+        /// The message.
+        message: String,
+        /// The schedule that failed so.
+        replay: Option<String>,
+    },
+}
+
+/// One setting to explore: safeguard switches on top of the row's.
+type Setting = Vec<(String, bool)>;
+
+/// Explores one setting.
+fn run_one(
+    sc: &Scenario,
+    ov: &Overrides,
+    switches: &Setting,
+    o: &AblateOptions,
+) -> Result<RunResult, AblateError> {
+    let mut ov = ov.clone();
+    ov.safeguards.extend(switches.iter().cloned());
+    let plan =
+        Arc::new(Plan::new(sc.clone(), &ov).map_err(|e| AblateError::Input(InputError::Setup(e)))?);
+    let out: Outcome = explore::explore(
+        plan.clone(),
+        Options {
+            strategy: o.strategy,
+            iterations: o.iterations,
+            seed: o.seed,
+            shard: (0, 1),
+            keep_going: false,
+            progress: None,
+        },
+    );
+    let encode =
+        |d: &Vec<u8>| replay::encode(&sc.source, plan.arch, &plan.config, &plan.safeguards, d);
+    if let Some(e) = &out.error {
+        return Err(AblateError::Internal {
+            message: e.clone(),
+            replay: out.error_decisions.as_ref().map(encode),
+        });
+    }
+    if let Some(t) = &out.too_long {
+        let msg = format!(
+            "{}: schedule {} is longer than the explorer's bound of {} steps: {}",
+            sc.source,
+            t.execution,
+            explore::MAX_STEPS,
+            explore::TooLong::HINT
+        );
+        return Err(AblateError::Input(InputError::Other(msg)));
+    }
+    let kinds = out
+        .first
+        .as_ref()
+        .map(|f| {
+            let mut k: Vec<&'static str> = Vec::new();
+            for v in &f.violations {
+                if !k.contains(&v.kind.name()) {
+                    k.push(v.kind.name());
+                }
+            }
+            k
+        })
+        .unwrap_or_default();
+    Ok(RunResult {
+        kinds,
+        schedules: out.schedules,
+        exhausted: out.exhausted,
+        replay: out.first.as_ref().map(|f| encode(&f.decisions)),
+    })
+}
+
+/// Explores `settings` one after the other, results in order. (Explorations
+/// on several OS threads at once were slower here, not faster: each
+/// execution maps and unmaps its tasks' stacks, and the threads contend on
+/// the host's mmap lock.)
+fn run_all(
+    sc: &Scenario,
+    ov: &Overrides,
+    settings: &[Setting],
+    o: &AblateOptions,
+) -> Result<Vec<RunResult>, AblateError> {
+    settings.iter().map(|s| run_one(sc, ov, s, o)).collect()
+}
+
+/// The row of scenario `sc` with the architecture and configuration of
+/// `ov` (its `safeguards` are the baseline's switches on top of the
+/// file's).
+pub fn ablate_row(sc: &Scenario, ov: &Overrides, o: &AblateOptions) -> Result<Row, AblateError> {
+    let base_plan =
+        Plan::new(sc.clone(), ov).map_err(|e| AblateError::Input(InputError::Setup(e)))?;
+    let base_sg = base_plan.safeguards;
+    let states: Vec<(&'static str, bool)> = base_sg.iter().map(|(i, on)| (i.name, on)).collect();
+    // The baseline and every single flip, in one batch.
+    let mut settings: Vec<Setting> = vec![Vec::new()];
+    for (n, on) in &states {
+        settings.push(vec![(n.to_string(), !on)]);
+    }
+    let mut results = run_all(sc, ov, &settings, o)?;
+    let mut singles = results.split_off(1);
+    if results[0].violated() {
+        let longer = AblateOptions {
+            iterations: o.iterations.saturating_mul(CONFIRM_FACTOR),
+            ..*o
+        };
+        for (k, (_, on)) in states.iter().enumerate() {
+            if *on && !singles[k].violated() {
+                let mut r = run_one(sc, ov, &settings[k + 1], &longer)?;
+                r.schedules = r.schedules.saturating_add(singles[k].schedules);
+                singles[k] = r;
+            }
+        }
+    }
+    let baseline = results.remove(0);
+    let changed = |r: &RunResult| r.kinds != baseline.kinds;
+    let mut cells: Vec<Cell> = states
+        .iter()
+        .zip(singles)
+        .map(|((name, on), run)| {
+            let effect = if !changed(&run) {
+                Effect::NoEffect
+            } else if *on && !baseline.violated() && run.violated() {
+                Effect::Necessary
+            } else if !*on && baseline.violated() && !run.violated() {
+                Effect::Fix
+            } else {
+                Effect::Changes
+            };
+            Cell {
+                safeguard: name,
+                default_on: *on,
+                run,
+                effect,
+                redundant_with: Vec::new(),
+            }
+        })
+        .collect();
+    // Pairs: only a clean baseline is "protected", and only safeguards
+    // that are on and whose single flip changed nothing can be protecting
+    // it twice over.
+    let mut pairs = Vec::new();
+    if !baseline.violated() {
+        let quiet: Vec<usize> = (0..cells.len())
+            .filter(|&i| cells[i].default_on && cells[i].effect == Effect::NoEffect)
+            .collect();
+        let mut which = Vec::new();
+        let mut pair_settings = Vec::new();
+        for (x, &i) in quiet.iter().enumerate() {
+            for &j in &quiet[x + 1..] {
+                which.push((i, j));
+                pair_settings.push(vec![
+                    (cells[i].safeguard.to_string(), false),
+                    (cells[j].safeguard.to_string(), false),
+                ]);
+            }
+        }
+        let runs = run_all(sc, ov, &pair_settings, o)?;
+        for ((i, j), run) in which.into_iter().zip(runs) {
+            if run.violated() {
+                let out = run.outcome();
+                for (a, b) in [(i, j), (j, i)] {
+                    cells[a].effect = Effect::Redundant;
+                    let partner = cells[b].safeguard;
+                    cells[a].redundant_with.push((partner, out.clone()));
+                }
+            }
+            pairs.push(Pair {
+                safeguards: [cells[i].safeguard, cells[j].safeguard],
+                run,
+            });
+        }
+    }
+    debug_assert_eq!(cells.len(), REGISTRY.len());
+    Ok(Row {
+        scenario: sc.name.clone(),
+        source: sc.source.clone(),
+        arch: base_plan.arch,
+        config: base_plan.config,
+        safeguard_overrides: base_sg.overrides_from(
+            &mmsim_model::safeguards::Safeguards::for_config(&base_plan.config),
+        ),
+        baseline,
+        cells,
+        pairs,
+    })
+}
+
+/// The strategy's bound in words, for the matrix's header.
+pub fn bound_words(o: &AblateOptions) -> String {
+    match o.strategy {
+        Strategy::Pct { depth } => format!(
+            "pct depth {depth}, {} schedules per run, seed {}: \"none\" = none within those schedules",
+            o.iterations, o.seed
+        ),
+        Strategy::Random => format!(
+            "random, {} schedules per run, seed {}: \"none\" = none within those schedules",
+            o.iterations, o.seed
+        ),
+        Strategy::Dfs { preemptions } => format!(
+            "dfs, at most {preemptions} preemptions, at most {} schedules per run: \"none\" = none in every schedule within the preemption bound where the run was exhausted",
+            o.iterations
+        ),
+    }
+}
+
+/// The matrix as text: a legend of the columns, one line per row (the
+/// scenario, its configuration and architecture, the baseline's outcome
+/// and one symbol per safeguard), then each row's changed cells in words.
+/// Nothing in it depends on timing: the same runs print the same text.
+pub fn render_text(rows: &[Row], o: &AblateOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!("Protection matrix ({})", bound_words(o)));
+    out.push(
+        "  N necessary (off -> violation)  R redundant (off -> none, off with a partner -> violation)"
+            .into(),
+    );
+    out.push("  F fix (on -> none)  C changes the outcome otherwise  . no effect".into());
+    out.push("columns:".into());
+    let col = |i: usize| -> String {
+        // A..Z then a..z: more than 52 safeguards would need two letters.
+        let c = if i < 26 {
+            (b'A' + i as u8) as char
+        } else {
+            (b'a' + (i as u8 - 26)) as char
+        };
+        c.to_string()
+    };
+    for (i, info) in REGISTRY.iter().enumerate() {
+        out.push(format!("  {} {}", col(i), info.name));
+    }
+    let name_w = rows
+        .iter()
+        .map(|r| r.scenario.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let cfg = |r: &Row| -> String {
+        let o = r.config.overrides();
+        if o.is_empty() {
+            "defaults".into()
+        } else {
+            o.join(",")
+        }
+    };
+    let cfg_w = rows.iter().map(|r| cfg(r).len()).max().unwrap_or(6).max(6);
+    let base_w = rows
+        .iter()
+        .map(|r| r.baseline.outcome().len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let letters: Vec<String> = (0..REGISTRY.len()).map(col).collect();
+    out.push(format!(
+        "{:<name_w$}  {:<cfg_w$}  {:<9}  {:<base_w$}  {}",
+        "scenario",
+        "config",
+        "arch",
+        "baseline",
+        letters.join(" ")
+    ));
+    for r in rows {
+        let syms: Vec<&str> = r.cells.iter().map(|c| c.effect.symbol()).collect();
+        out.push(format!(
+            "{:<name_w$}  {:<cfg_w$}  {:<9}  {:<base_w$}  {}",
+            r.scenario,
+            cfg(r),
+            r.arch.name(),
+            r.baseline.outcome(),
+            syms.join(" ")
+        ));
+    }
+    for r in rows {
+        out.push(String::new());
+        let mut head = format!(
+            "{} [config {}; arch {}",
+            r.scenario,
+            r.config.label(),
+            r.arch.name()
+        );
+        if !r.safeguard_overrides.is_empty() {
+            head += &format!("; file sets {}", r.safeguard_overrides.join(", "));
+        }
+        head += &format!("]: {}", r.baseline.outcome());
+        out.push(head);
+        let mut any = false;
+        for c in &r.cells {
+            let flip = format!(
+                "{}={}",
+                c.safeguard,
+                if c.default_on { "off" } else { "on" }
+            );
+            match c.effect {
+                Effect::NoEffect => continue,
+                Effect::Redundant => {
+                    let with: Vec<String> = c
+                        .redundant_with
+                        .iter()
+                        .map(|(p, k)| format!("with {p}=off -> {k}"))
+                        .collect();
+                    out.push(format!(
+                        "  {:<10} {flip} -> none; {}",
+                        c.effect.name(),
+                        with.join("; ")
+                    ));
+                }
+                _ => out.push(format!(
+                    "  {:<10} {flip} -> {}",
+                    c.effect.name(),
+                    c.run.outcome()
+                )),
+            }
+            any = true;
+        }
+        if !any {
+            out.push("  no single safeguard changes the outcome".into());
+        }
+        if !r.pairs.is_empty() && !r.cells.iter().any(|c| c.effect == Effect::Redundant) {
+            out.push(format!(
+                "  nor does any of the {} pairs of safeguards that are on and change nothing alone",
+                r.pairs.len()
+            ));
+        }
+        if matches!(o.strategy, Strategy::Dfs { .. }) {
+            out.push(if r.none_exhaustive() {
+                "  every \"none\" of this row is exhaustive within the preemption bound".into()
+            } else {
+                "  some \"none\" of this row is NOT exhaustive: raise --iterations".into()
+            });
+        }
+    }
+    out
+}
