@@ -12,7 +12,8 @@
 //! * [`explore`]: many executions under shuttle (PCT, random, bounded DFS),
 //!   every schedule recorded; [`explore::replay`] reruns one;
 //! * [`replay`]: the replay string that names a schedule;
-//! * [`trace`]: an execution's trace as a per-CPU timeline.
+//! * [`trace`]: an execution's trace as a per-CPU timeline;
+//! * [`svg`]: the same trace as per-CPU swimlanes, an SVG picture.
 //! * [`fuzz`]: generated scenario files, valid and hostile, and a run of
 //!   one as `mmsim check` would (the fuzz tests; a random scenario hunt).
 //!
@@ -31,6 +32,7 @@ pub mod ops;
 pub mod replay;
 pub mod scenario;
 pub mod setup;
+pub mod svg;
 pub mod trace;
 
 use scenario::{Scenario, ScenarioError};

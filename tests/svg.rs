@@ -1,0 +1,146 @@
+//! `--svg`: the failing schedule as per-CPU swimlanes, read back with an
+//! XML parser and checked against the timeline's steps.
+
+mod common;
+
+use common::{json, mmsim, scratch};
+
+fn attr<'a>(n: &roxmltree::Node<'a, 'a>, a: &str) -> &'a str {
+    n.attribute(a).unwrap_or_else(|| panic!("no {a} on {n:?}"))
+}
+
+/// The seed's race: `check --svg` and `replay --svg` draw the same steps
+/// as the timeline, one lane per CPU and the rcuo kthread, the operations
+/// as spans, the grace periods, the memmap free across the lanes, and the
+/// violating step highlighted with its kind.
+#[test]
+fn the_seed_race_svg_has_the_timelines_lanes_spans_and_violation() {
+    let path = scratch("seed.svg", "");
+    let o = mmsim(&["check", "hot-remove-vs-gup-fast", "--svg", &path, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let j = json(&o);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("<script") && !text.contains("http://www.w3.org/1999/xlink"));
+    assert!(!text.contains("@import") && !text.contains("url(http"));
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let class = |c: &'static str| {
+        doc.descendants()
+            .filter(move |n| n.attribute("class") == Some(c))
+            .collect::<Vec<_>>()
+    };
+    // Lanes: cpu0, cpu1, and the rcuo kthread.
+    let lanes: Vec<&str> = class("lane").iter().map(|n| attr(n, "data-lane")).collect();
+    assert_eq!(lanes, ["0", "1", "2"]);
+    // Steps: exactly the timeline's lines, in order.
+    let timeline: Vec<String> = j["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().trim().to_string())
+        .filter(|l| !l.starts_with("..."))
+        .collect();
+    let steps = class("step");
+    let lines: Vec<&str> = steps.iter().map(|n| attr(n, "data-line")).collect();
+    assert_eq!(lines, timeline);
+    for (i, n) in steps.iter().enumerate() {
+        assert_eq!(attr(n, "data-row"), i.to_string());
+        assert!(timeline[i].starts_with(&format!("cpu{} ", attr(n, "data-cpu"))));
+    }
+    // Operations as spans, one per `>>`, each on its CPU's lane.
+    let ops = class("op");
+    let starts: Vec<&String> = timeline.iter().filter(|l| l.contains(" >> ")).collect();
+    assert_eq!(ops.len(), starts.len());
+    for (n, l) in ops.iter().zip(&starts) {
+        assert!(l.starts_with(&format!(
+            "cpu{} >> {}",
+            attr(n, "data-cpu"),
+            attr(n, "data-op")
+        )));
+    }
+    // Grace periods: the offline's synchronize_rcu ran and ended on cpu1.
+    assert!(class("gp").iter().any(|n| attr(n, "data-cpu") == "1"
+        && attr(n, "data-func") == "synchronize_rcu"
+        && attr(n, "data-ended") == "true"));
+    // The violation: the last row, on cpu0, with the JSON's kind, after the
+    // memmap was freed, inside cpu0's IRQ-disabled region.
+    let v = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("violation-mark"))
+        .expect("a highlighted violation");
+    let vrow: usize = attr(&v, "data-row").parse().unwrap();
+    assert_eq!(vrow, steps.len() - 1);
+    assert_eq!(attr(&v, "data-cpu"), "0");
+    assert_eq!(
+        attr(&v, "data-kind"),
+        j["violations"][0]["kind"].as_str().unwrap()
+    );
+    let freed = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("freed-mark"))
+        .expect("the memmap free is marked");
+    assert_eq!(attr(&freed, "data-what"), "memmap freed");
+    assert!(attr(&freed, "data-row").parse::<usize>().unwrap() < vrow);
+    assert!(class("irq").iter().any(|n| attr(n, "data-cpu") == "0"
+        && attr(n, "data-first-row").parse::<usize>().unwrap() <= vrow
+        && attr(n, "data-last-row").parse::<usize>().unwrap() >= vrow));
+    // replay --svg draws the same schedule.
+    let rpath = scratch("seed-replay.svg", "");
+    let r = mmsim(&["replay", j["replay"].as_str().unwrap(), "--svg", &rpath]);
+    assert_eq!(r.status.code(), Some(1));
+    let rtext = std::fs::read_to_string(&rpath).unwrap();
+    let rdoc = roxmltree::Document::parse(&rtext).unwrap();
+    let rlines: Vec<&str> = rdoc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("step"))
+        .map(|n| attr(&n, "data-line"))
+        .collect();
+    assert_eq!(rlines, lines);
+}
+
+/// A wait draws an arrow to the CPU it waits for: `memunmap_pages()`
+/// without its incidental grace periods, where the kill's
+/// `wait_for_completion()` or a grace period waits for the walker.
+#[test]
+fn a_wait_is_an_arrow_to_the_cpu_waited_for() {
+    let path = scratch("mem.svg", "");
+    let o = mmsim(&[
+        "check",
+        "memunmap-vs-gup-fast",
+        "--safeguard",
+        "percpu_ref.kill_rcu=off",
+        "--safeguard",
+        "mem_hotplug_lock.rcu_sync=off",
+        "--svg",
+        &path,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let steps: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("step"))
+        .collect();
+    let waits: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("wait"))
+        .collect();
+    assert!(!waits.is_empty(), "no wait drawn");
+    for w in waits {
+        let row: usize = attr(&w, "data-row").parse().unwrap();
+        let line = attr(&steps[row], "data-line");
+        assert!(
+            line.ends_with(&format!("waiting for cpu{}", attr(&w, "data-to"))),
+            "{line}"
+        );
+    }
+    // One highlighted violation.
+    let kinds: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("violation-mark"))
+        .map(|n| attr(&n, "data-kind"))
+        .collect();
+    assert_eq!(kinds.len(), 1);
+}
