@@ -144,3 +144,61 @@ fn a_wait_is_an_arrow_to_the_cpu_waited_for() {
         .collect();
     assert_eq!(kinds.len(), 1);
 }
+
+/// `ablate --svg`: the heat map has a cell per scenario and safeguard
+/// with the effect the JSON gives it, and the violation kinds as legend.
+#[test]
+fn the_ablate_heat_map_agrees_with_its_json() {
+    let path = scratch("matrix.svg", "");
+    let o = mmsim(&[
+        "ablate",
+        "munmap-table-free-vs-gup-fast",
+        "usage-vs-pfn-valid",
+        "--iterations",
+        "200",
+        "--svg",
+        &path,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let j = json(&o);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("<script"));
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let cells: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("matrix-cell"))
+        .collect();
+    let rows = j["rows"].as_array().unwrap();
+    let want: Vec<(String, String, String)> = rows
+        .iter()
+        .flat_map(|r| {
+            r["cells"].as_array().unwrap().iter().map(move |c| {
+                (
+                    r["scenario"].as_str().unwrap().to_string(),
+                    c["safeguard"].as_str().unwrap().to_string(),
+                    c["effect"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    let got: Vec<(String, String, String)> = cells
+        .iter()
+        .map(|n| {
+            (
+                attr(n, "data-scenario").to_string(),
+                attr(n, "data-safeguard").to_string(),
+                attr(n, "data-effect").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let legend: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("legend-kind"))
+        .map(|n| attr(&n, "data-kind"))
+        .collect();
+    for k in ["page-table-use-after-free", "section-usage-use-after-free"] {
+        assert!(legend.contains(&k), "{legend:?}");
+    }
+}

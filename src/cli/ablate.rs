@@ -48,6 +48,9 @@ pub struct AblateArgs {
     /// Base seed of every run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also draw the matrix as a heat map in an SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +176,11 @@ pub fn run(a: &AblateArgs) -> u8 {
     } else {
         0
     };
+    if let Some(path) = &a.svg
+        && let Err(e) = std::fs::write(path, ablate::render_svg(&rows, &o))
+    {
+        return bad_input(a.json, &format!("--svg {path}: cannot write: {e}"));
+    }
     let dfs = matches!(strategy, Strategy::Dfs { .. });
     if a.json {
         let depth = match strategy {

@@ -521,3 +521,221 @@ pub fn render_text(rows: &[Row], o: &AblateOptions) -> Vec<String> {
     }
     out
 }
+
+fn xml_esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A color per violation kind, in the order the kinds first appear.
+const KIND_COLORS: &[&str] = &[
+    "#d7301f", "#6a51a3", "#e6550d", "#3182bd", "#31a354", "#dd3497", "#8c6d31", "#636363",
+    "#17becf", "#bcbd22",
+];
+
+/// The matrix as a heat map (a self-contained SVG: an inner style sheet,
+/// the generic monospace font, no scripts): a row per scenario, a column
+/// per safeguard, each cell colored by the violation its flip leads to
+/// (legend: the kinds), green where it is a fix, marked with the effect's
+/// letter; a redundant cell's tooltip names its partner.
+pub fn render_svg(rows: &[Row], o: &AblateOptions) -> String {
+    use std::fmt::Write;
+    let mut kinds: Vec<&'static str> = Vec::new();
+    let mut note_kinds = |r: &RunResult| {
+        for k in &r.kinds {
+            if !kinds.contains(k) {
+                kinds.push(k);
+            }
+        }
+    };
+    for r in rows {
+        note_kinds(&r.baseline);
+        for c in &r.cells {
+            note_kinds(&c.run);
+        }
+        for p in &r.pairs {
+            if p.run.violated() {
+                note_kinds(&p.run);
+            }
+        }
+    }
+    let color = |k: &str| {
+        let i = kinds.iter().position(|x| *x == k).unwrap_or(0);
+        KIND_COLORS[i % KIND_COLORS.len()]
+    };
+    let cell = 26;
+    let name_w = 8 * rows.iter().map(|r| r.scenario.len()).max().unwrap_or(10) + 20;
+    let base_w = 40;
+    let head_h = 260;
+    let left = 10;
+    let grid_x = left + name_w + base_w;
+    let width = (grid_x + REGISTRY.len() * cell + 200).max(900);
+    let legend_y = 40 + head_h + rows.len() * cell + 20;
+    let height = legend_y + 40 + (kinds.len() + 6) * 18;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" font-size="12">
+<style>
+.bg {{ fill: #ffffff; }}
+.cell {{ stroke: #ffffff; stroke-width: 2; }}
+.sym {{ fill: #ffffff; font-weight: bold; text-anchor: middle; }}
+.sym-dark {{ fill: #555555; text-anchor: middle; }}
+.title {{ font-size: 14px; font-weight: bold; }}
+</style>
+<rect class="bg" x="0" y="0" width="{width}" height="{height}"/>
+<text class="title" x="{left}" y="20">{}</text>
+"##,
+        xml_esc(&format!("Protection matrix: {}", bound_words(o)))
+    );
+    let top = 40 + head_h;
+    for (j, info) in REGISTRY.iter().enumerate() {
+        let x = grid_x + j * cell + cell / 2 + 4;
+        let _ = writeln!(
+            s,
+            r#"<text class="column" data-safeguard="{}" transform="translate({x},{}) rotate(-60)">{}</text>"#,
+            info.name,
+            top - 6,
+            info.name
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" transform="rotate(-60 {} {})">baseline</text>"#,
+        left + name_w + 18,
+        top - 6,
+        left + name_w + 18,
+        top - 6
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i * cell;
+        let cfg = r.config.overrides();
+        let _ = writeln!(
+            s,
+            r#"<text class="row-label" data-scenario="{}" x="{left}" y="{}">{}<title>{}</title></text>"#,
+            xml_esc(&r.scenario),
+            y + cell / 2 + 4,
+            xml_esc(&r.scenario),
+            xml_esc(&format!(
+                "config {}; arch {}",
+                if cfg.is_empty() {
+                    "v6.18 defaults".to_string()
+                } else {
+                    cfg.join(",")
+                },
+                r.arch.name()
+            ))
+        );
+        let bfill = r.baseline.kinds.first().map_or("#d9f0d3", |k| color(k));
+        let _ = writeln!(
+            s,
+            r#"<rect class="baseline" data-scenario="{}" data-outcome="{}" x="{}" y="{y}" width="{}" height="{cell}" fill="{bfill}"><title>baseline: {}</title></rect>"#,
+            xml_esc(&r.scenario),
+            r.baseline.outcome(),
+            left + name_w,
+            base_w - 6,
+            r.baseline.outcome()
+        );
+        for (j, c) in r.cells.iter().enumerate() {
+            let x = grid_x + j * cell;
+            let fill = match c.effect {
+                Effect::Fix => "#74c476".to_string(),
+                Effect::NoEffect => "#f0f0f0".to_string(),
+                Effect::Redundant => c
+                    .redundant_with
+                    .first()
+                    .map(|(_, k)| k.split('+').next().unwrap_or(k).to_string())
+                    .map_or("#fdae6b".into(), |k| color(&k).to_string()),
+                _ => c
+                    .run
+                    .kinds
+                    .first()
+                    .map_or("#bdbdbd".into(), |k| color(k).to_string()),
+            };
+            let opacity = if c.effect == Effect::Redundant {
+                "0.45"
+            } else {
+                "1"
+            };
+            let tip = match c.effect {
+                Effect::Redundant => format!(
+                    "{}={}: none alone; {}",
+                    c.safeguard,
+                    if c.default_on { "off" } else { "on" },
+                    c.redundant_with
+                        .iter()
+                        .map(|(p, k)| format!("with {p}=off -> {k}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                _ => format!(
+                    "{}={} -> {} ({})",
+                    c.safeguard,
+                    if c.default_on { "off" } else { "on" },
+                    c.run.outcome(),
+                    c.effect.name()
+                ),
+            };
+            let _ = writeln!(
+                s,
+                r#"<g class="matrix-cell" data-scenario="{}" data-safeguard="{}" data-effect="{}" data-outcome="{}"><rect class="cell" x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" fill-opacity="{opacity}"><title>{}</title></rect><text class="{}" x="{}" y="{}">{}</text></g>"#,
+                xml_esc(&r.scenario),
+                c.safeguard,
+                c.effect.name(),
+                c.run.outcome(),
+                xml_esc(&tip),
+                if c.effect == Effect::NoEffect || c.effect == Effect::Redundant {
+                    "sym-dark"
+                } else {
+                    "sym"
+                },
+                x + cell / 2,
+                y + cell / 2 + 4,
+                c.effect.symbol()
+            );
+        }
+    }
+    // Legend: the violation kinds, then the effects.
+    let _ = writeln!(
+        s,
+        r#"<text class="title" x="{left}" y="{legend_y}">violation kinds</text>"#
+    );
+    for (i, k) in kinds.iter().enumerate() {
+        let y = legend_y + 10 + i * 18;
+        let _ = writeln!(
+            s,
+            r#"<g class="legend-kind" data-kind="{k}"><rect x="{left}" y="{y}" width="14" height="14" fill="{}"/><text x="{}" y="{}">{k}</text></g>"#,
+            color(k),
+            left + 20,
+            y + 11
+        );
+    }
+    let ly = legend_y + 20 + kinds.len() * 18;
+    for (i, (sym, what, fill)) in [
+        ("N", "necessary: off -> the violation", "#d7301f"),
+        (
+            "R",
+            "redundant: off -> none; off with the partner -> violation (pale)",
+            "#f4a582",
+        ),
+        ("F", "fix: on -> none", "#74c476"),
+        ("C", "changes the outcome otherwise", "#bdbdbd"),
+        (".", "no effect", "#f0f0f0"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let y = ly + i * 18;
+        let _ = writeln!(
+            s,
+            r#"<g class="legend-effect"><rect x="{left}" y="{y}" width="14" height="14" fill="{fill}"/><text x="{}" y="{}">{sym}  {}</text></g>"#,
+            left + 20,
+            y + 11,
+            xml_esc(what)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
