@@ -202,3 +202,27 @@ fn the_ablate_heat_map_agrees_with_its_json() {
         assert!(legend.contains(&k), "{legend:?}");
     }
 }
+
+/// `demo --svg DIR` writes the seed's race as a picture; the README's
+/// picture (`docs/seed-race.svg`) is exactly that file.
+#[test]
+fn demo_svg_writes_the_seed_race_and_the_readme_picture_is_it() {
+    let dir = std::env::temp_dir().join(format!("mmsim-demo-svg-{}", std::process::id()));
+    let d = dir.to_string_lossy().into_owned();
+    let o = mmsim(&["demo", "--svg", &d]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let text = std::fs::read_to_string(dir.join("seed-race.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let v = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("violation-mark"))
+        .expect("the violation is highlighted");
+    assert_eq!(attr(&v, "data-kind"), "memmap-use-after-free");
+    let committed = include_str!("../docs/seed-race.svg");
+    assert_eq!(
+        text, committed,
+        "docs/seed-race.svg is not what `mmsim demo --svg docs` writes now: regenerate it"
+    );
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("](docs/seed-race.svg)"));
+}
