@@ -6,6 +6,18 @@ use mmsim_check::ablate::{AblateOptions, Effect, Row, ablate_row, render_text};
 use mmsim_check::explore::Strategy;
 use mmsim_check::setup::Overrides;
 
+/// The tests of this file run one at a time: explorations on several OS
+/// threads at once contend on the host's mmap lock (every execution maps
+/// its tasks' stacks) and take longer together than one after the other.
+/// A host lock between test threads, outside any exploration.
+#[allow(clippy::disallowed_types)]
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[allow(clippy::disallowed_types)]
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn row(name: &str, ov: &Overrides, o: &AblateOptions) -> Row {
     let sc = mmsim_check::load(name).unwrap();
     ablate_row(&sc, ov, o).unwrap_or_else(|e| panic!("{name}: {e:?}"))
@@ -85,6 +97,7 @@ fn parse_args(args: &[String]) -> (Vec<String>, Overrides, AblateOptions) {
 /// the kill's `call_rcu` and by `rcu_sync`.
 #[test]
 fn the_hotplug_docs_matrix_is_what_ablate_prints() {
+    let _serial = serial();
     let doc = include_str!("../../../docs/HOTPLUG.md");
     let blocks = ablate_blocks(doc);
     assert!(
@@ -145,6 +158,7 @@ fn the_hotplug_docs_matrix_is_what_ablate_prints() {
 /// "none" of the row covers every schedule within the bound.
 #[test]
 fn the_table_free_row_under_dfs_is_exhaustive() {
+    let _serial = serial();
     let o = AblateOptions {
         strategy: Strategy::Dfs { preemptions: 1 },
         iterations: 100_000,
@@ -175,6 +189,7 @@ fn the_table_free_row_under_dfs_is_exhaustive() {
 /// page_ext user without its grace period) reopens it.
 #[test]
 fn under_page_ext_its_grace_period_is_necessary_for_the_seed_race() {
+    let _serial = serial();
     let o = AblateOptions {
         strategy: Strategy::Pct { depth: 3 },
         iterations: 1000,
