@@ -38,6 +38,8 @@ enum Cmd {
     Check(cli::check::CheckArgs),
     /// Rerun one schedule from the replay string `check` printed.
     Replay(cli::check::ReplayArgs),
+    /// The protection matrix: which safeguards make a scenario safe.
+    Ablate(cli::ablate::AblateArgs),
     /// Combine the JSON outputs of `check --shard K/N` runs.
     Merge(cli::check::MergeArgs),
     /// The seed's story: a speculative reference against a freed memmap.
@@ -76,6 +78,7 @@ fn dispatch(args: Args) -> u8 {
         Cmd::Check(a) => cli::check::run(&a),
         Cmd::Replay(a) => cli::check::run_replay(&a),
         Cmd::Merge(a) => cli::check::run_merge(&a),
+        Cmd::Ablate(a) => cli::ablate::run(&a),
         Cmd::Demo(a) => cli::demo::run(&a),
         Cmd::Safeguards(a) => cli::safeguards(&a),
         Cmd::GupTest(a) => cli::gup_test::run(&a),

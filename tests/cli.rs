@@ -298,3 +298,64 @@ fn config_changes_the_verdict_and_rides_in_the_replay_string() {
     assert_eq!(v["config"]["numa"]["default"], "on");
     assert_eq!(v["config"]["page_ext"]["default"], "off");
 }
+
+/// `mmsim ablate --json`: one object with stable keys, a row per scenario
+/// with one cell per safeguard; the table-free sequence needs
+/// `mmu_gather.rcu_table_free`, and the replay string of that cell's run
+/// reproduces the violation.
+#[test]
+fn ablate_json_has_stable_keys_and_a_replayable_cell() {
+    let o = mmsim(&[
+        "ablate",
+        "munmap-table-free-vs-gup-fast",
+        "--iterations",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let j = json(&o);
+    for k in [
+        "kernel",
+        "scheduler",
+        "depth",
+        "iterations",
+        "seed",
+        "bound",
+        "safeguards",
+        "rows",
+        "none_exhaustive",
+        "elapsed_s",
+    ] {
+        assert!(j.get(k).is_some(), "no `{k}` in {j}");
+    }
+    let row = &j["rows"][0];
+    assert_eq!(row["scenario"], "munmap-table-free-vs-gup-fast");
+    assert_eq!(row["config"]["numa"], "on");
+    assert_eq!(row["baseline"]["outcome"], "none");
+    let cells = row["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), j["safeguards"].as_array().unwrap().len());
+    let c = cells
+        .iter()
+        .find(|c| c["safeguard"] == "mmu_gather.rcu_table_free")
+        .unwrap();
+    assert_eq!(c["default"], "on");
+    assert_eq!(c["flipped"], "off");
+    assert_eq!(c["effect"], "necessary");
+    assert_eq!(c["run"]["kinds"][0], "page-table-use-after-free");
+    let r = c["run"]["replay"].as_str().unwrap();
+    assert!(r.contains("mmu_gather.rcu_table_free=off"), "{r}");
+    let rep = json(&mmsim(&["replay", r, "--json"]));
+    assert_eq!(rep["violations"][0]["kind"], "page-table-use-after-free");
+    // Bad input exits 2.
+    assert_eq!(
+        mmsim(&["ablate", "no-such-scenario"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(mmsim(&["ablate"]).status.code(), Some(2));
+    assert_eq!(
+        mmsim(&["ablate", "--all", "--iterations", "0"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

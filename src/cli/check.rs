@@ -65,6 +65,10 @@ pub struct CheckArgs {
     /// Go on after the first failing schedule.
     #[arg(long)]
     pub keep_going: bool,
+    /// Also draw the first failing schedule as per-CPU swimlanes in an
+    /// SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -271,6 +275,17 @@ fn load_plan(scenario: &str, ov: &Overrides) -> Result<(Scenario, Arc<Plan>), In
     Ok((sc, Arc::new(plan)))
 }
 
+/// Writes the swimlane picture of `trace` to `path`.
+pub(crate) fn write_svg(
+    path: &str,
+    trace: &[mmsim_facade::sched::TraceEntry],
+    plan: &Plan,
+    title: &str,
+) -> Result<(), String> {
+    let svg = mmsim_check::svg::schedule_svg(trace, plan.scenario.cpus.len(), title);
+    std::fs::write(path, svg).map_err(|e| format!("--svg {path}: cannot write: {e}"))
+}
+
 /// Runs `mmsim check`.
 pub fn run(a: &CheckArgs) -> u8 {
     let ov = match overrides(
@@ -393,6 +408,12 @@ fn report(
                 shard.0 + 1
             ),
         );
+    }
+    if let (Some(path), Some(f), Some(r)) = (&a.svg, &out.first, &replay_str) {
+        let title = format!("{}: schedule {} — mmsim replay '{r}'", sc.name, f.execution);
+        if let Err(e) = write_svg(path, &f.trace, plan, &title) {
+            return bad_input(a.json, &e);
+        }
     }
     let code = if out.error.is_some() {
         crate::cli::EXIT_INTERNAL
@@ -548,6 +569,10 @@ pub struct ReplayArgs {
     /// The whole trace, not only up to the first violation.
     #[arg(long)]
     pub full: bool,
+    /// Also draw the schedule (up to its first violation) as per-CPU
+    /// swimlanes in an SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -573,6 +598,12 @@ pub fn run_replay(a: &ReplayArgs) -> u8 {
         return bad_input(a.json, &too_long(&sc, t));
     }
     let timeline = trace::timeline(&r.trace, a.full || r.violations.is_empty());
+    if let Some(path) = &a.svg {
+        let title = format!("{}: mmsim replay '{}'", sc.name, a.replay.trim());
+        if let Err(e) = write_svg(path, &r.trace, &plan, &title) {
+            return bad_input(a.json, &e);
+        }
+    }
     let code = if r.error.is_some() {
         crate::cli::EXIT_INTERNAL
     } else if r.diverged.is_some() {

@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// configuration it reports what it finds.
     #[arg(long = "config", value_name = "NAME=on|off")]
     pub config: Vec<String>,
+    /// Also write the demo's pictures to this folder: `seed-race.svg`, the
+    /// failing schedule of the seed's race as per-CPU swimlanes.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +121,23 @@ pub fn run(a: &DemoArgs) -> u8 {
             .unwrap()
     };
     let up = found("upstream");
+    if let (Some(dir), Some(f)) = (&a.svg, &up.first) {
+        let write = || -> Result<(), String> {
+            std::fs::create_dir_all(dir).map_err(|e| format!("--svg {dir}: {e}"))?;
+            let sc = mmsim_check::load(seed_race).map_err(|e| e.to_string())?;
+            let path = std::path::Path::new(dir).join("seed-race.svg");
+            let title = format!(
+                "{seed_race}, Linux v6.18 defaults, arch broadcast: schedule {}",
+                f.execution
+            );
+            let svg = mmsim_check::svg::schedule_svg(&f.trace, sc.cpus.len(), &title);
+            std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        if let Err(e) = write() {
+            eprintln!("mmsim demo: {e}");
+            return 2;
+        }
+    }
     let race_found = up
         .violations
         .iter()

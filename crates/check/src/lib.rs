@@ -2,6 +2,8 @@
 //!
 //! The layer between the model (`mmsim-model`) and the command line:
 //!
+//! * [`ablate`]: the protection matrix: a scenario with each safeguard
+//!   flipped, and pairs switched off together;
 //! * [`scenario`]: scenario files (TOML, the format of `SCENARIOS.md`),
 //!   parsed and validated, every error at `file:line:column`;
 //! * [`catalog`]: the built-in scenarios of the repository's `scenarios/`;
@@ -10,7 +12,8 @@
 //! * [`explore`]: many executions under shuttle (PCT, random, bounded DFS),
 //!   every schedule recorded; [`explore::replay`] reruns one;
 //! * [`replay`]: the replay string that names a schedule;
-//! * [`trace`]: an execution's trace as a per-CPU timeline.
+//! * [`trace`]: an execution's trace as a per-CPU timeline;
+//! * [`svg`]: the same trace as per-CPU swimlanes, an SVG picture.
 //! * [`fuzz`]: generated scenario files, valid and hostile, and a run of
 //!   one as `mmsim check` would (the fuzz tests; a random scenario hunt).
 //!
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ablate;
 pub mod catalog;
 pub mod explore;
 pub mod fuzz;
@@ -28,6 +32,7 @@ pub mod ops;
 pub mod replay;
 pub mod scenario;
 pub mod setup;
+pub mod svg;
 pub mod trace;
 
 use scenario::{Scenario, ScenarioError};
