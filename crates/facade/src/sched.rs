@@ -534,7 +534,8 @@ impl Sched {
         &self,
         p: &'static Point,
         chan: usize,
-        mut cond: impl FnMut() -> bool,
+        // Under loom only the plain wait below uses it.
+        #[cfg_attr(loom, allow(unused_mut))] mut cond: impl FnMut() -> bool,
     ) -> bool {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore {
