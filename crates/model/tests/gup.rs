@@ -533,6 +533,27 @@ fn device_folios_longterm_pinnable_by_type() {
 
 /// 32 MiB of boot memory and an 8 MiB device range `dev` (not yet
 /// `memremap`ped), in 2 MiB sections.
+/// `memremap_pages()` of the machine's "dev" range as `ty`, and a fresh mm
+/// on cpu0 mapping one page of it read-write: (cpu, mm, address).
+fn device_mapping(
+    m: &Arc<Machine>,
+    ty: mmsim_model::mm::memremap::PgmapType,
+) -> (Cpu, Arc<MmStruct>, VirtAddr) {
+    let cpu = m.cpu(0);
+    let dev = m.range("dev").unwrap().clone();
+    mmsim_model::mm::memremap::memremap_pages(&cpu, dev.start, dev.nr_pages, ty).unwrap();
+    let mm = mm_alloc(&cpu).unwrap();
+    let a = map(
+        &cpu,
+        &mm,
+        1,
+        Prot::ReadWrite,
+        BackingKind::Device(dev.start),
+        false,
+    );
+    (cpu, mm, a)
+}
+
 fn machine_with_device() -> Arc<Machine> {
     Machine::new(MachineConfig {
         ranges: vec![
@@ -563,20 +584,10 @@ fn machine_with_device() -> Arc<Machine> {
 /// pinned by GUP-fast.
 #[test]
 fn longterm_writable_pins_of_file_folios_other_than_shmem_need_the_slow_path() {
-    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    use mmsim_model::mm::memremap::PgmapType;
     let m = machine_with_device();
-    let cpu = m.cpu(0);
+    let (cpu, mm, dax) = device_mapping(&m, PgmapType::Generic);
     let dev = m.range("dev").unwrap().clone();
-    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Generic).unwrap();
-    let mm = mm_alloc(&cpu).unwrap();
-    let dax = map(
-        &cpu,
-        &mm,
-        1,
-        Prot::ReadWrite,
-        BackingKind::Device(dev.start),
-        false,
-    );
     let shm = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Shared, false);
     let anon = map(&cpu, &mm, 1, Prot::ReadWrite, BackingKind::Anon, false);
     for a in [dax, shm, anon] {
@@ -621,20 +632,9 @@ fn longterm_writable_pins_of_file_folios_other_than_shmem_need_the_slow_path() {
 /// `-EOPNOTSUPP`, before any page is looked at.
 #[test]
 fn longterm_pins_of_fsdax_mappings_are_not_supported() {
-    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    use mmsim_model::mm::memremap::PgmapType;
     let m = machine_with_device();
-    let cpu = m.cpu(0);
-    let dev = m.range("dev").unwrap().clone();
-    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::FsDax).unwrap();
-    let mm = mm_alloc(&cpu).unwrap();
-    let a = map(
-        &cpu,
-        &mm,
-        1,
-        Prot::ReadWrite,
-        BackingKind::Device(dev.start),
-        false,
-    );
+    let (cpu, mm, a) = device_mapping(&m, PgmapType::FsDax);
     access_user(&cpu, &mm, a, Some(1)).unwrap();
     let mut pages = Vec::new();
     assert_eq!(
@@ -1055,20 +1055,10 @@ fn longterm_pin_migrates_a_folio_out_of_an_isolated_pageblock() {
 /// which is then pinned. The device page is free again.
 #[test]
 fn longterm_pin_migrates_a_device_coherent_folio_to_ordinary_memory() {
-    use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
+    use mmsim_model::mm::memremap::PgmapType;
     let m = machine_with_device();
-    let cpu = m.cpu(0);
+    let (cpu, mm, a) = device_mapping(&m, PgmapType::Coherent);
     let dev = m.range("dev").unwrap().clone();
-    memremap_pages(&cpu, dev.start, dev.nr_pages, PgmapType::Coherent).unwrap();
-    let mm = mm_alloc(&cpu).unwrap();
-    let a = map(
-        &cpu,
-        &mm,
-        1,
-        Prot::ReadWrite,
-        BackingKind::Device(dev.start),
-        false,
-    );
     access_user(&cpu, &mm, a, Some(9)).unwrap();
     assert_eq!(mapped_pfn(&cpu, &mm, a), Some(dev.start));
     let mut pages = Vec::new();
