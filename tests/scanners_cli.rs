@@ -65,7 +65,11 @@ fn stress_runs_the_scanners_when_weighed_in() {
     assert_eq!(j["leaked_pages"], 0);
     let o = mmsim(&["stress", "--weight", "compact=lots"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--weight `compact=lots`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--weight `compact=lots`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A bad scanner operation on the command line: exit 2, file:line:column.

@@ -13,9 +13,9 @@ use crate::scenario::{GupFn, MRange, Op, OpKind, Prot, Scenario, URange};
 use crate::setup::{Child, ChildSlot, Plan, map_vma, pgmap_type, zone_type};
 use mmsim_facade::sched::{Event, Point, chan};
 use mmsim_facade::{AtomicU64, point};
+use mmsim_model::fs::proc_page::kpageflags_read;
 use mmsim_model::kernel::cpu::Died;
 use mmsim_model::kernel::fork::dup_mm;
-use mmsim_model::fs::proc_page::kpageflags_read;
 use mmsim_model::mm::compaction::compact_memory_range;
 use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,

@@ -10,7 +10,13 @@ use mmsim_model::Arch;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-fn run(plan: Arc<Plan>, strategy: Strategy, iterations: u64, seed: u64, keep_going: bool) -> Outcome {
+fn run(
+    plan: Arc<Plan>,
+    strategy: Strategy,
+    iterations: u64,
+    seed: u64,
+    keep_going: bool,
+) -> Outcome {
     explore(
         plan,
         Options {
@@ -187,7 +193,11 @@ fn bad_scanner_operations_name_line_and_column() {
     // of this text in the line)
     let cases: &[(&str, &str, &str)] = &[
         (r#"{ op = "compact" }"#, "`compact` needs `memory`", "{"),
-        (r#"{ op = "kpageflags" }"#, "`kpageflags` needs `memory`", "{"),
+        (
+            r#"{ op = "kpageflags" }"#,
+            "`kpageflags` needs `memory`",
+            "{",
+        ),
         (
             r#"{ op = "compact", memory = "nope" }"#,
             "unknown memory `nope`",

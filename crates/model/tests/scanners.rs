@@ -12,7 +12,7 @@
 use mmsim_facade::sched::Mode;
 use mmsim_model::fs::proc_page::{kpageflags_read, kpf, snapshot_page, stable_page_flags};
 use mmsim_model::mm::compaction::{
-    CompactControl, __pageblock_pfn_to_page, compact_memory_range, isolate_migratepages_block,
+    __pageblock_pfn_to_page, CompactControl, compact_memory_range, isolate_migratepages_block,
 };
 use mmsim_model::mm::memory::{Mapped, access_user, lookup};
 use mmsim_model::mm::memory_hotplug::{
@@ -106,7 +106,10 @@ fn zone_contiguous_is_where_set_zone_contiguous_leaves_it() {
     let normal = m.zone(ZoneType::Normal);
     let movable = m.zone(ZoneType::Movable);
     assert!(normal.contiguous(), "boot memory has no hole");
-    assert_eq!(normal.zone_end_pfn(), m.range("boot").unwrap().end().as_u64());
+    assert_eq!(
+        normal.zone_end_pfn(),
+        m.range("boot").unwrap().end().as_u64()
+    );
     online(&m, "dimm");
     let dimm = m.range("dimm").unwrap().clone();
     assert_eq!(movable.zone_start_pfn(), dimm.start.as_u64());
@@ -153,7 +156,11 @@ fn compaction_isolates_and_migrates_lru_folios() {
         let v = cpu.run(|| access_user(&cpu, &mm, va, None)).unwrap();
         assert_eq!(v, Ok(0x1000 + i));
     }
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 /// Compaction's incidental protection: a folio it holds isolated (a
@@ -199,7 +206,11 @@ fn a_folio_compaction_holds_isolated_keeps_offlining_from_finishing() {
         .unwrap()
         .unwrap();
     assert_ne!(pfn_of(&m, &mm, a), pfn, "offlining migrated it");
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 /// `pfn_to_online_page()` refuses `ZONE_DEVICE` pfns (their sections are
@@ -216,7 +227,10 @@ fn device_pfns_are_not_online_pages() {
     memremap_pages(&boot, dax.start, dax.nr_pages, PgmapType::Generic).unwrap();
     let movable = m.zone(ZoneType::Movable);
     assert!(movable.zone_start_pfn() < dax.start.as_u64());
-    assert!(movable.zone_end_pfn() > dax.end().as_u64(), "the zone spans it");
+    assert!(
+        movable.zone_end_pfn() > dax.end().as_u64(),
+        "the zone spans it"
+    );
     assert!(!movable.contiguous(), "the device range is a hole");
     let cpu = m.cpu(0);
     cpu.run(|| {
@@ -231,7 +245,11 @@ fn device_pfns_are_not_online_pages() {
         assert!(flags.iter().all(|&f| f == 0), "{flags:x?}");
     })
     .unwrap();
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }
 
 /// `stable_page_flags()` from `snapshot_page()`: a mapped anonymous page,
@@ -262,5 +280,9 @@ fn kpageflags_reports_what_the_snapshot_shows() {
         assert_eq!(stable_page_flags(&cpu, None), 1 << kpf::NOPAGE);
     })
     .unwrap();
-    assert!(m.detect.violations().is_empty(), "{:?}", m.detect.violations());
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
 }

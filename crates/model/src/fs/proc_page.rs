@@ -151,7 +151,10 @@ fn is_free_buddy_page(cpu: &Cpu, page: PageRef<'_>) -> bool {
     let pfn = page.pfn().as_u64();
     let max = MAX_PAGE_ORDER.min(cpu.m.max_order());
     for order in 0..=max {
-        let head = cpu.m.sparse.pfn_to_page(Pfn::new(pfn & !((1 << order) - 1)));
+        let head = cpu
+            .m
+            .sparse
+            .pfn_to_page(Pfn::new(pfn & !((1 << order) - 1)));
         if head.page_type(cpu) == pgty::BUDDY && head.private(cpu) >= order as u64 {
             return true;
         }
@@ -183,10 +186,7 @@ pub fn snapshot_page(cpu: &Cpu, page: PageRef<'_>) -> PageSnapshot {
     };
     let mut loops = 5;
     loop {
-        cpu.point_arg(
-            point!("snapshot_page", "memcpy(page)"),
-            page.pfn().as_u64(),
-        );
+        cpu.point_arg(point!("snapshot_page", "memcpy(page)"), page.pfn().as_u64());
         ps.page = copy_page(cpu, page);
         ps.folio = PageCopy::default();
         ps.folio_order = 0;
@@ -220,7 +220,10 @@ pub fn snapshot_page(cpu: &Cpu, page: PageRef<'_>) -> PageSnapshot {
             let second = copy_page(cpu, folio.nth_page(cpu, 1));
             if ps.folio.flags & pg::HEAD != 0 {
                 ps.folio_order = (second.flags & 0xff) as u32;
-                ps.large_mapped = folio.large_mapcount_atomic(cpu).load(mmsim_facade::Ordering::Relaxed) >= 0;
+                ps.large_mapped = folio
+                    .large_mapcount_atomic(cpu)
+                    .load(mmsim_facade::Ordering::Relaxed)
+                    >= 0;
             }
             nr_pages = 1 << ps.folio_order;
             set_ps_flags(cpu, &mut ps, page);

@@ -38,12 +38,16 @@
 //! * a folio it has isolated keeps a reference and is off the LRU, so
 //!   offlining's `do_migrate_range()` cannot isolate it and
 //!   `test_pages_isolated()` fails until compaction migrates it or puts it
-//!   back (offlining retries; in the model, [`crate::mm::memory_hotplug::
-//!   OFFLINE_RETRIES`] passes, then `-EINTR` as a signal would end it);
+//!   back (offlining retries; in the model
+//!   [`OFFLINE_RETRIES`](crate::mm::memory_hotplug::OFFLINE_RETRIES)
+//!   passes, then `-EINTR` as a signal would end it);
 //! * `kcompactd_stop()` (`kthread_stop()`, which waits for the node's
 //!   kcompactd to finish its current run) happens in `offline_pages()` only
 //!   when the block is the node's last memory, and stops only that node's
 //!   kcompactd, not direct compaction nor `/proc/sys/vm/compact_memory`.
+//!   The model has no kcompactd task (the `compact` operation is the
+//!   sysctl's path), so `kcompactd_stop()` has nothing to stop here and is
+//!   not modelled.
 //!
 //! # The mode modelled
 //!
@@ -238,7 +242,7 @@ pub fn isolate_migratepages_block<'m>(
     while low_pfn < end_pfn {
         // Periodically drop the lock and reschedule
         // (compact_unlock_should_abort()'s shape, inline in the kernel).
-        if low_pfn % COMPACT_CLUSTER_MAX == 0 && low_pfn != start_pfn {
+        if low_pfn.is_multiple_of(COMPACT_CLUSTER_MAX) && low_pfn != start_pfn {
             // unlock_page_lruvec_irqrestore()
             locked = None;
             cpu.point_arg(

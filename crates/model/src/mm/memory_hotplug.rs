@@ -73,7 +73,7 @@ pub fn clear_zone_contiguous(zone: &Zone) {
 /// at its first pfn, valid at its last, both in this zone). The caller
 /// holds `mem_hotplug_lock` (or is booting), so the section states it
 /// reads cannot change meanwhile: no scheduling point (see
-/// [`pfn_to_online_page_hotplug_locked`]). Note where v6.18 calls it: in
+/// `pfn_to_online_page_hotplug_locked()`). Note where v6.18 calls it: in
 /// `move_pfn_range_to_zone()`, *before* `online_pages()` marks the new
 /// sections online, so onlining leaves the zone not contiguous; and at
 /// the end of `remove_pfn_range_from_zone()`, so an offline that shrinks

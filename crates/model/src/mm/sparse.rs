@@ -450,10 +450,7 @@ pub(crate) fn pfn_valid_hotplug_locked(cpu: &Cpu, pfn: Pfn) -> bool {
 /// [`pfn_to_online_page`] for a caller holding `mem_hotplug_lock` for
 /// writing (`set_zone_contiguous()`, `shrink_zone_span()`); see
 /// [`pfn_valid_hotplug_locked`] for why it has no scheduling point.
-pub(crate) fn pfn_to_online_page_hotplug_locked<'m>(
-    cpu: &'m Cpu,
-    pfn: Pfn,
-) -> Option<PageRef<'m>> {
+pub(crate) fn pfn_to_online_page_hotplug_locked<'m>(cpu: &'m Cpu, pfn: Pfn) -> Option<PageRef<'m>> {
     let ms = cpu.m.sparse.pfn_to_section(pfn)?;
     if !ms.online() || !usage_has_pfn(cpu, ms, pfn) || ms.online_device() {
         return None;
