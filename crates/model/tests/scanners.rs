@@ -286,3 +286,28 @@ fn kpageflags_reports_what_the_snapshot_shows() {
         m.detect.violations()
     );
 }
+
+/// The sequence the explorer found with the thread's fix on: offlining a
+/// zone's last memory leaves `zone->contiguous` true (an empty span has no
+/// hole), and once the memory is removed, `pageblock_pfn_to_page()` of a
+/// compaction still running over the old range hands out a pointer into
+/// the freed memmap without a check.
+#[test]
+fn an_emptied_zone_is_contiguous_and_pageblock_pfn_to_page_trusts_it() {
+    let m = machine();
+    online(&m, "dimm");
+    let dimm = m.range("dimm").unwrap().clone();
+    let boot = m.boot_cpu();
+    mmsim_model::mm::memory_hotplug::offline_and_remove_memory(&boot, dimm.start, dimm.nr_pages)
+        .unwrap();
+    let movable = m.zone(ZoneType::Movable);
+    assert!(movable.contiguous() && movable.is_empty());
+    let cpu = m.cpu(0);
+    let s = dimm.start.as_u64();
+    let page = cpu
+        .run(|| mmsim_model::mm::compaction::pageblock_pfn_to_page(&cpu, s, s + 16, movable))
+        .unwrap()
+        .expect("a contiguous zone's pageblock is not checked");
+    assert!(!page.is_live(), "the memmap under it is freed");
+    assert!(m.detect.violations().is_empty(), "no access was made yet");
+}
