@@ -19,6 +19,8 @@ use mmsim_facade::RawLock as Mutex;
 use mmsim_facade::sched::Mode;
 use mmsim_facade::{AtomicBool, AtomicU64, Ordering};
 use mmsim_model::detect::Violation;
+use mmsim_model::fs::proc_page::kpageflags_read;
+use mmsim_model::mm::compaction::compact_memory_range;
 use mmsim_model::mm::gup::*;
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::{
@@ -76,7 +78,11 @@ pub struct StressArgs {
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker).
+    /// split shrinker), compact (compaction's migrate scanner over the boot
+    /// memory, the DIMM or the device range), kpageflags (a
+    /// /proc/kpageflags read of 256 pfns from a random one). compact and
+    /// kpageflags weigh 0 unless given: v6.18 leaves them open against
+    /// hot-remove, fix or not.
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -98,11 +104,32 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 17] = [
-    "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink",
+const OPS: [&str; 19] = [
+    "gup_fast",
+    "pin_fast",
+    "gup",
+    "pin",
+    "access",
+    "mmap",
+    "munmap",
+    "madvise",
+    "mprotect",
+    "hotplug",
+    "memremap",
+    "fork",
+    "child",
+    "thp",
+    "split",
+    "collapse",
+    "shrink",
+    "compact",
+    "kpageflags",
 ];
-const DEFAULT_WEIGHTS: [u32; 17] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1];
+/// `compact` and `kpageflags` weigh nothing by default: v6.18 leaves both
+/// pfn scanners open against hot-remove, the thread's fix included
+/// (docs/SPECULATIVE.md), so a default run, whose "no violation" is the
+/// verdict on the fix, leaves them out; `--weight compact=N` adds them.
+const DEFAULT_WEIGHTS: [u32; 19] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 0, 0];
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -150,6 +177,7 @@ struct Shared {
     base: VirtAddr,
     /// A 2 MiB `MADV_HUGEPAGE` region: THPs to pin, access and split.
     thp_base: VirtAddr,
+    boot: (Pfn, u64),
     dimm: (Pfn, u64),
     dax: (Pfn, u64),
     pgmap: Mutex<Option<Arc<DevPagemap>>>,
@@ -355,6 +383,26 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                 }
             }
         }
+        "compact" => {
+            let (name, (start, nr)) = match rng.below(3) {
+                0 => ("boot", sh.boot),
+                1 => ("dimm", sh.dimm),
+                _ => ("dax", sh.dax),
+            };
+            let r = compact_memory_range(cpu, start, start.add(nr));
+            format!(
+                "compact({name}) = {} scanned, {} isolated, {} migrated",
+                r.scanned, r.isolated, r.migrated
+            )
+        }
+        "kpageflags" => {
+            let end = sh.dax.0.add(sh.dax.1).as_u64();
+            let start = Pfn::new(rng.below(end));
+            let n = 256.min(end - start.as_u64());
+            let f = kpageflags_read(cpu, start, n);
+            let online = f.iter().filter(|&&x| x != 0).count();
+            format!("kpageflags({start}, {n}) = {online} online")
+        }
         _ => String::new(),
     }
 }
@@ -483,6 +531,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         m.ctx.set_jitter(64, a.stall_us, a.seed);
     }
     let boot = m.boot_cpu();
+    let boot_range = m.range("boot").ok_or("no boot memory")?.clone();
     let dimm = m.range("dimm").ok_or("no dimm")?.clone();
     let dax = m.range("dax").ok_or("no dax")?.clone();
     add_memory(&boot, dimm.start, dimm.nr_pages).map_err(|e| e.to_string())?;
@@ -535,6 +584,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         mm,
         base,
         thp_base,
+        boot: (boot_range.start, boot_range.nr_pages),
         dimm: (dimm.start, dimm.nr_pages),
         dax: (dax.start, dax.nr_pages),
         pgmap: Mutex::new(Some(pg)),

@@ -164,6 +164,10 @@ static MEMORY_KINDS: &[(&str, &[&str])] = &[
     ("memremap_pages", &["device"]),
     ("memunmap_pages", &["device"]),
     ("unmap_mapping_range", &["device"]),
+    // The pfn scanners walk any range; over device memory they find no
+    // online page (and compaction never scans ZONE_DEVICE).
+    ("compact", &["boot", "hotplug", "device"]),
+    ("kpageflags", &["boot", "hotplug", "device"]),
 ];
 
 /// Writes scenario files: see the module doc.

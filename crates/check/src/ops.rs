@@ -13,8 +13,10 @@ use crate::scenario::{GupFn, MRange, Op, OpKind, Prot, Scenario, URange};
 use crate::setup::{Child, ChildSlot, Plan, map_vma, pgmap_type, zone_type};
 use mmsim_facade::sched::{Event, Point, chan};
 use mmsim_facade::{AtomicU64, point};
+use mmsim_model::fs::proc_page::kpageflags_read;
 use mmsim_model::kernel::cpu::Died;
 use mmsim_model::kernel::fork::dup_mm;
+use mmsim_model::mm::compaction::compact_memory_range;
 use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,
     unpin_user_pages,
@@ -215,7 +217,9 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         | OpKind::MemunmapPages(r)
         | OpKind::UnmapMappingRange(r)
         | OpKind::PfnValid(r)
-        | OpKind::PfnWalk(r) => mr(r),
+        | OpKind::PfnWalk(r)
+        | OpKind::Compact(r)
+        | OpKind::Kpageflags(r) => mr(r),
         OpKind::OnlinePages(r, z) => format!("{} to {z:?}", mr(r)).to_lowercase(),
         OpKind::Fork { child } => format!("as {}", sc.processes[*child].name),
         OpKind::SplitFolio { vma, page } | OpKind::Collapse { vma, page } => {
@@ -370,6 +374,20 @@ fn exec(
                 }
             }
             Ok(format!("{got} folios referenced"))
+        }
+        OpKind::Compact(r) => {
+            let (s, e) = pfns(env, cpu, r);
+            let c = compact_memory_range(cpu, Pfn::new(s), Pfn::new(e));
+            Ok(format!(
+                "{} scanned, {} isolated, {} migrated",
+                c.scanned, c.isolated, c.migrated
+            ))
+        }
+        OpKind::Kpageflags(r) => {
+            let (s, e) = pfns(env, cpu, r);
+            let flags = kpageflags_read(cpu, Pfn::new(s), e - s);
+            let online = flags.iter().filter(|&&f| f != 0).count();
+            Ok(format!("{online} of {} with flags", flags.len()))
         }
         OpKind::MigratePages { range: r } => {
             let (mm, a, n) = range(r)?;

@@ -4,6 +4,7 @@
 //!
 //! * [`kernel`]: model CPUs ([`kernel::cpu`]) and RCU ([`kernel::rcupdate`]).
 //! * [`mm`]: the memory-management code, one module per kernel file.
+//! * [`fs`]: what of `fs/` reads memory-management state (`/proc/kpageflags`).
 //! * [`detect`]: the detectors that record violations;
 //!   [`safeguards`]: the named protective steps a run can switch off.
 //! * [`machine`]: the machine that owns all of it and hands out CPUs.
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod detect;
 pub mod errno;
+pub mod fs;
 pub mod kernel;
 pub mod machine;
 pub mod mm;

@@ -335,9 +335,21 @@ impl Machine {
                 sparse_init_early_section(&cpu, nr);
             }
             online_mem_sections(&cpu, r.start, r.end());
+            // free_area_init(): the zone spans the boot memory.
+            let zone = self.node(r.node).zone(ZoneType::Normal);
+            crate::mm::memory_hotplug::resize_zone_range(zone, r.start, r.nr_pages);
             memmap_init_range(&cpu, r.start, r.nr_pages, r.node, ZoneType::Normal);
             free_range_core(&cpu, r.start, r.nr_pages);
             self.node(r.node).set_has_memory(true);
+        }
+        // page_alloc_init_late(): set_zone_contiguous() of every populated
+        // zone.
+        for n in self.nodes.iter() {
+            for z in n.zones() {
+                if z.populated() {
+                    crate::mm::memory_hotplug::set_zone_contiguous(&cpu, z);
+                }
+            }
         }
         // memory_tier_late_init(): every node with memory at boot joins the
         // default DRAM tier.

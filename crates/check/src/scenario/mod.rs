@@ -375,6 +375,13 @@ pub enum OpKind {
     /// `pfn_to_online_page()` then `folio_try_get()`/`folio_put()` on each
     /// pfn.
     PfnWalk(MRange),
+    /// Compaction's migrate scanner over the range
+    /// (`isolate_migratepages_block()`, `MIGRATE_SYNC` as
+    /// `/proc/sys/vm/compact_memory` runs it).
+    Compact(MRange),
+    /// A `/proc/kpageflags` reader over the range (`pfn_to_online_page()`,
+    /// `stable_page_flags()`).
+    Kpageflags(MRange),
     /// `split_folio()` of the large folio mapped at a page.
     SplitFolio {
         /// The VMA.

@@ -110,6 +110,8 @@ const OPS: &[(&str, &[&str])] = &[
     ("unmap_mapping_range", &["memory"]),
     ("pfn_valid", &["memory", "block"]),
     ("pfn_walk", &["memory", "block"]),
+    ("compact", &["memory", "block"]),
+    ("kpageflags", &["memory", "block"]),
     ("fork", &["as"]),
     ("split_folio", &["vma", "page"]),
     ("collapse", &["vma", "page"]),
@@ -1362,6 +1364,12 @@ impl<'a> Validator<'a> {
             }
             "pfn_walk" => {
                 OpKind::PfnWalk(mrange(&[MemKind::Boot, MemKind::Hotplug, MemKind::Device])?)
+            }
+            "compact" => {
+                OpKind::Compact(mrange(&[MemKind::Boot, MemKind::Hotplug, MemKind::Device])?)
+            }
+            "kpageflags" => {
+                OpKind::Kpageflags(mrange(&[MemKind::Boot, MemKind::Hotplug, MemKind::Device])?)
             }
             _ => return self.err(span, format!("unknown operation `{name}`")),
         };

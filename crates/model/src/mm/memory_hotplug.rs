@@ -10,12 +10,14 @@
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
-use crate::mm::mmzone::ZoneType;
+use crate::mm::mm_types::{PageRef, pg};
+use crate::mm::mmzone::{Zone, ZoneType};
 use crate::mm::page_alloc::free_range_core;
 use crate::mm::sparse::{
-    memmap_unpoison, page_init_poison, sparse_add_section, sparse_remove_section,
+    SUBSECTION_SHIFT, memmap_unpoison, page_init_poison, pfn_to_online_page_hotplug_locked,
+    pfn_valid_hotplug_locked, sparse_add_section, sparse_remove_section,
 };
-use crate::types::Pfn;
+use crate::types::{PAGE_SHIFT, Pfn};
 use mmsim_facade::point;
 
 /// Kernel: `memmap_init_range()` → `__init_single_page()` for each page of
@@ -34,22 +36,156 @@ pub fn memmap_init_range(cpu: &Cpu, start: Pfn, nr_pages: u64, nid: u32, zone: Z
 }
 
 /// Kernel: `remove_pfn_range_from_zone()`: the struct pages of the range
-/// are uninitialised again. Under `CONFIG_DEBUG_VM` that is
-/// `page_init_poison()` per section (every byte `0xff`); the zone's span
-/// shrinking is not modelled (zones have no span here).
-pub fn remove_pfn_range_from_zone(cpu: &Cpu, start: Pfn, nr_pages: u64) {
-    if !cpu.m.config.debug_vm {
+/// are uninitialised again (under `CONFIG_DEBUG_VM` that is
+/// `page_init_poison()` per section, every byte `0xff`); then, for an
+/// ordinary zone, `zone->contiguous` is cleared, the span shrinks if the
+/// range was at its start or end (`shrink_zone_span()`), and
+/// `set_zone_contiguous()` looks at the zone again. `ZONE_DEVICE` keeps
+/// its span (the kernel's zone shrinking cannot deal with it).
+pub fn remove_pfn_range_from_zone(cpu: &Cpu, zone: &Zone, start: Pfn, nr_pages: u64) {
+    if cpu.m.config.debug_vm {
+        let _ = for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
+            // cond_resched() between sections.
+            cpu.point_arg(
+                point!("remove_pfn_range_from_zone", "page_init_poison"),
+                pfn.as_u64(),
+            );
+            page_init_poison(cpu, pfn, n);
+            Ok(())
+        });
+    }
+    if zone.zone_type == ZoneType::Device {
         return;
     }
-    let _ = for_each_section_piece(cpu, start, nr_pages, |pfn, n| {
-        // cond_resched() between sections.
-        cpu.point_arg(
-            point!("remove_pfn_range_from_zone", "page_init_poison"),
-            pfn.as_u64(),
-        );
-        page_init_poison(cpu, pfn, n);
-        Ok(())
-    });
+    clear_zone_contiguous(zone);
+    shrink_zone_span(cpu, zone, start, start.add(nr_pages));
+    // update_pgdat_span(): the model keeps no node span.
+    set_zone_contiguous(cpu, zone);
+}
+
+/// Kernel: `clear_zone_contiguous()`.
+pub fn clear_zone_contiguous(zone: &Zone) {
+    zone.set_contiguous(false);
+}
+
+/// Kernel: `mm/mm_init.c set_zone_contiguous()`: the zone is contiguous if
+/// every pageblock of its span passes `__pageblock_pfn_to_page()` (online
+/// at its first pfn, valid at its last, both in this zone). The caller
+/// holds `mem_hotplug_lock` (or is booting), so the section states it
+/// reads cannot change meanwhile: no scheduling point (see
+/// `pfn_to_online_page_hotplug_locked()`). Note where v6.18 calls it: in
+/// `move_pfn_range_to_zone()`, *before* `online_pages()` marks the new
+/// sections online, so onlining leaves the zone not contiguous; and at
+/// the end of `remove_pfn_range_from_zone()`, so an offline that shrinks
+/// the zone back to online memory makes it contiguous again.
+pub fn set_zone_contiguous(cpu: &Cpu, zone: &Zone) {
+    let pb = 1u64 << cpu.m.pageblock_order();
+    let end = zone.zone_end_pfn();
+    let mut block_start = zone.zone_start_pfn();
+    while block_start < end {
+        let block_end = ((block_start / pb) + 1) * pb;
+        let block_end = block_end.min(end);
+        if !pageblock_in_zone_hotplug_locked(cpu, block_start, block_end, zone) {
+            return;
+        }
+        block_start = block_end;
+    }
+    // No hole.
+    zone.set_contiguous(true);
+}
+
+/// `__pageblock_pfn_to_page(start, end, zone) != NULL` for
+/// [`set_zone_contiguous`]: the same reads as
+/// [`crate::mm::compaction::__pageblock_pfn_to_page`], without its
+/// scheduling points.
+fn pageblock_in_zone_hotplug_locked(cpu: &Cpu, start: u64, end: u64, zone: &Zone) -> bool {
+    let last = Pfn::new(end - 1);
+    if !pfn_valid_hotplug_locked(cpu, last) {
+        return false;
+    }
+    let Some(start_page) = pfn_to_online_page_hotplug_locked(cpu, Pfn::new(start)) else {
+        return false;
+    };
+    if !page_in_zone(cpu, start_page, zone) {
+        return false;
+    }
+    page_in_zone(cpu, cpu.m.sparse.pfn_to_page(last), zone)
+}
+
+/// `page_zone(page) == zone` (`page_zone_id()` compares node and zone).
+pub(crate) fn page_in_zone(cpu: &Cpu, page: PageRef<'_>, zone: &Zone) -> bool {
+    let c = page.checked(cpu);
+    c.zonenum() == zone.zone_type as usize
+        && ((c.flags() & pg::NODE_MASK) >> pg::NODE_SHIFT) as u32 == zone.node
+}
+
+/// Kernel: `resize_zone_range()`: the zone's span grows to cover the range.
+pub(crate) fn resize_zone_range(zone: &Zone, start: Pfn, nr_pages: u64) {
+    let old_end = zone.zone_end_pfn();
+    let mut zs = zone.zone_start_pfn();
+    if zone.is_empty() || start.as_u64() < zs {
+        zs = start.as_u64();
+    }
+    let end = (start.as_u64() + nr_pages).max(old_end);
+    zone.set_span(zs, end - zs);
+}
+
+/// Kernel: `find_smallest_section_pfn()`: the first online pfn of this
+/// zone in `[start, end)`, by subsection.
+fn find_smallest_section_pfn(cpu: &Cpu, zone: &Zone, start: u64, end: u64) -> Option<u64> {
+    let step = subsection_pages(cpu);
+    let mut pfn = start;
+    while pfn < end {
+        if let Some(p) = pfn_to_online_page_hotplug_locked(cpu, Pfn::new(pfn))
+            && page_in_zone(cpu, p, zone)
+        {
+            return Some(pfn);
+        }
+        pfn += step;
+    }
+    None
+}
+
+/// Kernel: `find_biggest_section_pfn()`: the last online pfn of this zone
+/// in `[start, end)`, by subsection from the end.
+fn find_biggest_section_pfn(cpu: &Cpu, zone: &Zone, start: u64, end: u64) -> Option<u64> {
+    let step = subsection_pages(cpu);
+    let mut pfn = end.checked_sub(1)?;
+    while pfn >= start {
+        if let Some(p) = pfn_to_online_page_hotplug_locked(cpu, Pfn::new(pfn))
+            && page_in_zone(cpu, p, zone)
+        {
+            return Some(pfn);
+        }
+        pfn = pfn.checked_sub(step)?;
+    }
+    None
+}
+
+/// `PAGES_PER_SUBSECTION` (a section smaller than 2 MiB is one subsection).
+fn subsection_pages(cpu: &Cpu) -> u64 {
+    cpu.m
+        .sparse
+        .pages_per_section()
+        .min(1 << (SUBSECTION_SHIFT - PAGE_SHIFT))
+}
+
+/// Kernel: `shrink_zone_span()`: a range removed at the zone's start or
+/// end shrinks the span to the next online pfn of the zone (an empty span
+/// if there is none); a range in the middle leaves a hole.
+fn shrink_zone_span(cpu: &Cpu, zone: &Zone, start: Pfn, end: Pfn) {
+    let zend = zone.zone_end_pfn();
+    if zone.zone_start_pfn() == start.as_u64() {
+        match find_smallest_section_pfn(cpu, zone, end.as_u64(), zend) {
+            Some(pfn) => zone.set_span(pfn, zend - pfn),
+            None => zone.set_span(0, 0),
+        }
+    } else if zend == end.as_u64() {
+        match find_biggest_section_pfn(cpu, zone, zone.zone_start_pfn(), start.as_u64()) {
+            Some(pfn) => zone.set_span(zone.zone_start_pfn(), pfn - zone.zone_start_pfn() + 1),
+            None => zone.set_span(0, 0),
+        }
+    }
 }
 
 /// Calls `f(pfn, nr)` for each section-sized piece of `[start, start+nr)`.
@@ -91,10 +227,17 @@ pub fn __remove_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) {
     });
 }
 
-/// Kernel: `move_pfn_range_to_zone()`: the memmap of the range is
-/// initialised for node `nid`'s `zone`.
+/// Kernel: `move_pfn_range_to_zone()`: the zone's span grows to cover the
+/// range and the memmap of the range is initialised for node `nid`'s
+/// `zone`; `zone->contiguous` is cleared first and computed again last
+/// (by then the range's sections are not online yet, so the zone comes
+/// out not contiguous: see [`set_zone_contiguous`]).
 pub fn move_pfn_range_to_zone(cpu: &Cpu, start: Pfn, nr_pages: u64, nid: u32, zone: ZoneType) {
+    let z = cpu.m.node(nid).zone(zone);
+    clear_zone_contiguous(z);
+    resize_zone_range(z, start, nr_pages);
     memmap_init_range(cpu, start, nr_pages, nid, zone);
+    set_zone_contiguous(cpu, z);
 }
 
 /// Kernel: `online_pages_range()`: every page goes to the buddy allocator
@@ -365,7 +508,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
         cpu.point(point!("offline_page_ext", "synchronize_rcu"));
         synchronize_rcu(cpu);
     }
-    remove_pfn_range_from_zone(cpu, start, nr_pages);
+    remove_pfn_range_from_zone(cpu, zone, start, nr_pages);
     Ok(())
 }
 

@@ -168,7 +168,11 @@ fn pageunmap_range(cpu: &Cpu, pgmap: &DevPagemap) {
     }
     // The pages are dead and unused: their struct pages are uninitialised
     // again (poisoned under CONFIG_DEBUG_VM), then the memmap is freed.
-    remove_pfn_range_from_zone(cpu, pgmap.start, pgmap.nr_pages);
+    let zone = cpu
+        .m
+        .node(cpu.m.pfn_to_nid(pgmap.start))
+        .zone(ZoneType::Device);
+    remove_pfn_range_from_zone(cpu, zone, pgmap.start, pgmap.nr_pages);
     cpu.point_arg(
         point!("pageunmap_range", "arch_remove_memory"),
         pgmap.start.as_u64(),

@@ -208,11 +208,14 @@ pub fn folio_isolate_lru(cpu: &Cpu, folio: Folio<'_>) -> bool {
     if folio.test_large(cpu)
         || head.mapping(cpu) & PAGE_MAPPING_ANON == 0
         || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
-        || head.test_flags(cpu, pg::ISOLATED)
     {
         return false;
     }
-    head.set_flags(cpu, pg::ISOLATED);
+    // folio_test_clear_lru(): atomic, so of two isolators (offlining and
+    // compaction, say) only one takes the folio.
+    if head.test_and_set_flags(cpu, pg::ISOLATED) {
+        return false;
+    }
     folio_get(cpu, folio);
     true
 }

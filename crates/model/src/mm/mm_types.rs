@@ -290,6 +290,15 @@ impl<'m> PageRef<'m> {
         }
     }
 
+    /// `test_and_set_bit()` on flag bits: sets them, and says whether any
+    /// was set already (one atomic read-modify-write, so of two CPUs only
+    /// one sees them clear).
+    #[inline(always)]
+    pub fn test_and_set_flags(&self, cpu: &Cpu, bits: u64) -> bool {
+        self.check(cpu);
+        self.page().flags.fetch_or(bits, Ordering::AcqRel) & bits != 0
+    }
+
     /// Clears flag bits (`ClearPageX`).
     #[inline(always)]
     pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {

@@ -79,6 +79,15 @@ pub struct Zone {
     pub(crate) area: RawLock<FreeArea>,
     managed_pages: AtomicU64,
     present_pages: AtomicU64,
+    /// `zone->zone_start_pfn`: the first pfn the zone spans.
+    zone_start_pfn: AtomicU64,
+    /// `zone->spanned_pages`: the span, holes included.
+    spanned_pages: AtomicU64,
+    /// `zone->contiguous`: every pageblock of the span is online memory of
+    /// this zone, as [`crate::mm::memory_hotplug::set_zone_contiguous`]
+    /// last found it. Compaction then trusts any pfn of the span
+    /// (`pageblock_pfn_to_page()` is a bare `pfn_to_page()`).
+    contiguous: AtomicBool,
 }
 
 impl Zone {
@@ -95,7 +104,53 @@ impl Zone {
             }),
             managed_pages: AtomicU64::new(0),
             present_pages: AtomicU64::new(0),
+            zone_start_pfn: AtomicU64::new(0),
+            spanned_pages: AtomicU64::new(0),
+            contiguous: AtomicBool::new(false),
         }
+    }
+
+    /// `zone->zone_start_pfn`. The kernel reads the span without a lock
+    /// (it changes under `mem_hotplug_lock`, which compaction does not
+    /// take): Relaxed, a snapshot that may be stale.
+    pub fn zone_start_pfn(&self) -> u64 {
+        self.zone_start_pfn.load(Ordering::Relaxed)
+    }
+
+    /// `zone->spanned_pages`.
+    pub fn spanned_pages(&self) -> u64 {
+        self.spanned_pages.load(Ordering::Relaxed)
+    }
+
+    /// `zone_end_pfn()`.
+    pub fn zone_end_pfn(&self) -> u64 {
+        self.zone_start_pfn() + self.spanned_pages()
+    }
+
+    /// `zone_is_empty()`: the zone spans nothing.
+    pub fn is_empty(&self) -> bool {
+        self.spanned_pages() == 0
+    }
+
+    /// `populated_zone()`: the zone has present pages.
+    pub fn populated(&self) -> bool {
+        self.present_pages() != 0
+    }
+
+    /// Sets the span (the writer holds `mem_hotplug_lock`).
+    pub(crate) fn set_span(&self, start: u64, spanned: u64) {
+        self.zone_start_pfn.store(start, Ordering::Relaxed);
+        self.spanned_pages.store(spanned, Ordering::Relaxed);
+    }
+
+    /// `READ_ONCE(zone->contiguous)` (a plain bool read in the kernel).
+    pub fn contiguous(&self) -> bool {
+        self.contiguous.load(Ordering::Relaxed)
+    }
+
+    /// `zone->contiguous = v` (the writer holds `mem_hotplug_lock`).
+    pub(crate) fn set_contiguous(&self, v: bool) {
+        self.contiguous.store(v, Ordering::Relaxed);
     }
 
     /// `zone_managed_pages()`: pages the buddy allocator owns.

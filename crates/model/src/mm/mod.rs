@@ -6,8 +6,10 @@
 //! [`memory_hotplug`] (adding and removing memmap); then address spaces:
 //! [`pgtable`] (page tables), [`mmap`] (`mm_struct`, VMAs), [`memory`]
 //! (faults, unmapping), [`mmu_gather`] (TLB flushes and deferred frees) and
-//! [`gup`] (get_user_pages, slow and fast).
+//! [`gup`] (get_user_pages, slow and fast); pfn walkers: [`compaction`]
+//! (the migrate scanner) and [`crate::fs::proc_page`] (`/proc/kpageflags`).
 
+pub mod compaction;
 pub mod gup;
 pub mod huge_memory;
 pub mod khugepaged;

@@ -431,6 +431,44 @@ pub fn pfn_to_online_page<'m>(cpu: &'m Cpu, pfn: Pfn) -> Option<PageRef<'m>> {
     Some(sp.pfn_to_page(pfn))
 }
 
+/// `pfn_valid()` as a caller holding `mem_hotplug_lock` for writing runs
+/// it (`set_zone_contiguous()` on the hotplug path): every writer of
+/// section state holds that lock, so nothing this reads can change under
+/// it, and it carries no scheduling point (none could show another CPU a
+/// difference). The reads are the same as [`pfn_valid`]'s.
+pub(crate) fn pfn_valid_hotplug_locked(cpu: &Cpu, pfn: Pfn) -> bool {
+    let Some(ms) = cpu.m.sparse.pfn_to_section(pfn) else {
+        return false;
+    };
+    let f = ms.flags();
+    if f & SECTION_HAS_MEM_MAP == 0 {
+        return false;
+    }
+    f & SECTION_IS_EARLY != 0 || usage_has_pfn(cpu, ms, pfn)
+}
+
+/// [`pfn_to_online_page`] for a caller holding `mem_hotplug_lock` for
+/// writing (`set_zone_contiguous()`, `shrink_zone_span()`); see
+/// [`pfn_valid_hotplug_locked`] for why it has no scheduling point.
+pub(crate) fn pfn_to_online_page_hotplug_locked<'m>(cpu: &'m Cpu, pfn: Pfn) -> Option<PageRef<'m>> {
+    let ms = cpu.m.sparse.pfn_to_section(pfn)?;
+    if !ms.online() || !usage_has_pfn(cpu, ms, pfn) || ms.online_device() {
+        return None;
+    }
+    Some(cpu.m.sparse.pfn_to_page(pfn))
+}
+
+/// `pfn_section_valid()` without its scheduling points.
+fn usage_has_pfn(cpu: &Cpu, ms: &MemSection, pfn: Pfn) -> bool {
+    let ptr = ms.usage.load(Ordering::Acquire);
+    ptr != 0
+        && usage_deref(cpu, ms, ptr)
+            .subsection_map
+            .load(Ordering::Relaxed)
+            & ms.subsection_bit(pfn)
+            != 0
+}
+
 /// Boot: an early section, fully present and populated, usage from boot
 /// memory (never freed). Kernel: `sparse_init_nid()` for one section.
 pub fn sparse_init_early_section(cpu: &Cpu, nr: usize) {
