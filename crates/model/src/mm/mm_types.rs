@@ -290,6 +290,14 @@ impl<'m> PageRef<'m> {
         }
     }
 
+    /// `test_and_set_bit()`: sets flag bits, returning whether any of them
+    /// was set before (one atomic read-modify-write).
+    #[inline(always)]
+    pub fn test_and_set_flags(&self, cpu: &Cpu, bits: u64) -> bool {
+        self.check(cpu);
+        self.page().flags.fetch_or(bits, Ordering::AcqRel) & bits != 0
+    }
+
     /// Clears flag bits (`ClearPageX`).
     #[inline(always)]
     pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {

@@ -21,8 +21,9 @@
 //! # Simplifications
 //!
 //! VMAs are a sorted vector, never merged; `mmap` places a VMA at the
-//! lowest free address above 1 GiB unless asked for an address. No file
-//! mappings beyond the shmem-like shared object.
+//! lowest free address above 1 GiB unless asked for an address. File
+//! mappings are shared mappings of a whole file from offset 0
+//! ([`crate::mm::filemap`]); no private file mappings.
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
@@ -95,6 +96,9 @@ pub enum Backing {
         /// First frame.
         base: Pfn,
     },
+    /// `MAP_SHARED` of a file: its page cache
+    /// ([`crate::mm::filemap::AddressSpace`]).
+    File(Arc<crate::mm::filemap::AddressSpace>),
 }
 
 /// A shmem-like object: its page cache holds one reference on each page.
@@ -282,6 +286,8 @@ pub enum BackingKind {
     PfnMap(Pfn),
     /// A device mapping of ZONE_DEVICE frames from `base`.
     Device(Pfn),
+    /// A shared mapping of the file whose address space has this id.
+    File(u64),
 }
 
 /// Kernel: `do_mmap()` (with `remap_pfn_range()` for a pfnmap). Returns the
@@ -346,6 +352,11 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
             flags |= VM_SHARED;
             Backing::Device { base }
         }
+        BackingKind::File(id) => {
+            let a = cpu.m.address_space(id).ok_or(Errno::EINVAL)?;
+            flags |= VM_SHARED;
+            Backing::File(a)
+        }
     };
     let vma = Vma {
         start,
@@ -356,6 +367,10 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
     };
     if let Backing::PfnMap { base } = vma.backing {
         crate::mm::memory::remap_pfn_range(cpu, mm, &vma, base)?;
+    }
+    if let Backing::File(a) = &vma.backing {
+        // vma_link_file(): under i_mmap_rwsem, after mmap_lock.
+        a.i_mmap_insert(cpu, mm.id, start, end, 0);
     }
     let pos = g.vmas.partition_point(|v| v.start < start);
     g.vmas.insert(pos, vma);
@@ -411,6 +426,7 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
     for v in &gone {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
+    unlink_file_vmas(cpu, mm, &gone);
     // free_pgtables(): tables that no remaining VMA can use.
     let floor = g
         .vmas
@@ -430,6 +446,17 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
         release_backing(cpu, v);
     }
     Ok(())
+}
+
+/// `unlink_file_vma_batch_process()` (from `free_pgtables()`): file VMAs
+/// leave their file's `i_mmap`, so truncation and reclaim no longer find
+/// their page tables.
+fn unlink_file_vmas(cpu: &Cpu, mm: &MmStruct, vmas: &[Vma]) {
+    for v in vmas {
+        if let Backing::File(a) = &v.backing {
+            a.i_mmap_remove(cpu, mm.id, v.start, v.end);
+        }
+    }
 }
 
 /// Drops what a VMA held on its backing (the shmem object's page cache, once
@@ -525,6 +552,10 @@ pub fn dup_mmap(cpu: &Cpu, mm: &MmStruct, oldmm: &MmStruct) -> Result<(), Errno>
     let mut r = Ok(());
     for v in &old.vmas {
         new.vmas.push(v.clone());
+        if let Backing::File(a) = &v.backing {
+            // The child's file VMA joins i_mmap (vma_interval_tree_insert_after()).
+            a.i_mmap_insert(cpu, mm.id, v.start, v.end, v.pgoff);
+        }
         let needs_copy = v.is_anon_private() || v.flags & VM_PFNMAP != 0;
         if needs_copy && r.is_ok() {
             r = crate::mm::memory::copy_page_range(cpu, mm, oldmm, v);
@@ -548,6 +579,7 @@ pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
     for v in &vmas {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
+    unlink_file_vmas(cpu, mm, &vmas);
     free_pgd_range(
         cpu,
         &mut tlb,

@@ -8,6 +8,7 @@
 //! (faults, unmapping), [`mmu_gather`] (TLB flushes and deferred frees) and
 //! [`gup`] (get_user_pages, slow and fast).
 
+pub mod filemap;
 pub mod gup;
 pub mod huge_memory;
 pub mod khugepaged;
@@ -25,3 +26,5 @@ pub mod page_ref;
 pub mod pgtable;
 pub mod sparse;
 pub mod swap;
+pub mod truncate;
+pub mod vmscan;
