@@ -19,6 +19,7 @@ use mmsim_facade::RawLock as Mutex;
 use mmsim_facade::sched::Mode;
 use mmsim_facade::{AtomicBool, AtomicU64, Ordering};
 use mmsim_model::detect::Violation;
+use mmsim_model::mm::filemap::{AddressSpace, find_get_page};
 use mmsim_model::mm::gup::*;
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::{
@@ -29,6 +30,8 @@ use mmsim_model::mm::memremap::{
 };
 use mmsim_model::mm::mmap::*;
 use mmsim_model::mm::mmzone::ZoneType;
+use mmsim_model::mm::truncate::{truncate_inode_pages_final, truncate_inode_pages_range};
+use mmsim_model::mm::vmscan::reclaim_file_range;
 use mmsim_model::safeguards::Safeguards;
 use mmsim_model::types::PAGE_SIZE;
 use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
@@ -76,7 +79,10 @@ pub struct StressArgs {
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker).
+    /// split shrinker), file (a read, write or GUP-fast pin through the
+    /// shared mapping of the file), find_get_page (a page-cache lookup),
+    /// evict (reclaim of the file's clean folios), truncate (a hole punch
+    /// of part of the file).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -98,11 +104,32 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 17] = [
-    "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink",
+const OPS: [&str; 21] = [
+    "gup_fast",
+    "pin_fast",
+    "gup",
+    "pin",
+    "access",
+    "mmap",
+    "munmap",
+    "madvise",
+    "mprotect",
+    "hotplug",
+    "memremap",
+    "fork",
+    "child",
+    "thp",
+    "split",
+    "collapse",
+    "shrink",
+    "file",
+    "find_get_page",
+    "evict",
+    "truncate",
 ];
-const DEFAULT_WEIGHTS: [u32; 17] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1];
+const DEFAULT_WEIGHTS: [u32; 21] = [
+    20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 6, 6, 3, 1,
+];
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -158,6 +185,9 @@ struct Shared {
     /// tables go only with its last user).
     child: mmsim_facade::Mutex<Option<Arc<MmStruct>>>,
     dev_addr: VirtAddr,
+    /// A file of `REGION_PAGES` pages and its shared mapping.
+    file: Arc<AddressSpace>,
+    file_base: VirtAddr,
     stop: AtomicBool,
     ops_done: AtomicU64,
     last: Vec<Mutex<Vec<String>>>,
@@ -296,6 +326,33 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
         "shrink" => format!(
             "deferred_split_scan() = {}",
             mmsim_model::mm::huge_memory::deferred_split_scan(cpu)
+        ),
+        "file" => {
+            let a = VirtAddr::new(sh.file_base.as_u64() + p * PAGE_SIZE);
+            match rng.below(3) {
+                0 => {
+                    let r = pin_user_pages_fast(cpu, mm, a, n, 0, &mut pages);
+                    unpin_user_pages(cpu, &pages);
+                    format!("pin_user_pages_fast(file {a}, {n}) = {r:?}")
+                }
+                1 => format!("read file {a} = {:?}", access_user(cpu, mm, a, None)),
+                _ => format!(
+                    "write file {a} = {:?}",
+                    access_user(cpu, mm, a, Some(rng.next()))
+                ),
+            }
+        }
+        "find_get_page" => format!(
+            "find_get_page(file, {p}) = {:?}",
+            find_get_page(cpu, &sh.file, p)
+        ),
+        "evict" => format!(
+            "evict(file, {p}, {n}) = {}",
+            reclaim_file_range(cpu, &sh.file, p, n)
+        ),
+        "truncate" => format!(
+            "truncate(file, {p}, {n}) = {}",
+            truncate_inode_pages_range(cpu, &sh.file, p, p + n)
         ),
         "collapse" => format!(
             "collapse_huge_page(thp) = {:?}",
@@ -530,6 +587,19 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let file = AddressSpace::new(&boot, "data", REGION_PAGES, false, |i| i);
+    let file_base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: REGION_PAGES * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::File(file.id),
+            thp: false,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let sh = Arc::new(Shared {
         m: m.clone(),
         mm,
@@ -540,6 +610,8 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         pgmap: Mutex::new(Some(pg)),
         child: mmsim_facade::Mutex::new(mmsim_facade::point!("stress", "child process"), None),
         dev_addr,
+        file,
+        file_base,
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
         last: (0..ncpu).map(|_| Mutex::new(Vec::new())).collect(),
@@ -655,6 +727,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
                 exit_mmap(&boot, &child);
             }
             exit_mmap(&boot, &sh.mm);
+            truncate_inode_pages_final(&boot, &sh.file);
             if let Some(pg) = pg {
                 memunmap_pages(&boot, &pg);
             }

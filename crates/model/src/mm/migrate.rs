@@ -46,7 +46,8 @@
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::filemap::{
-    AddressSpace, folio_add_file_rmap_pte, folio_file_mapping, xas_holds, xas_replace,
+    AddressSpace, folio_add_file_rmap_pte, folio_file_mapping, folio_lock, folio_trylock,
+    folio_unlock, xas_holds, xas_replace,
 };
 use crate::mm::memory::{
     Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, folio_test_anon, lookup, pmd_lookup,
@@ -382,8 +383,26 @@ fn migrate_folio_unmap<'m>(
     mode: MigrateMode,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Result<Unmapped<'m>, Errno> {
-    let dst = alloc_migration_target(cpu, src, mtc).ok_or(Errno::ENOMEM)?;
-    if let Some(a) = folio_file_mapping(cpu, src) {
+    let file = folio_file_mapping(cpu, src);
+    if file.is_some() {
+        // The folio lock keeps truncation, reclaim and faults off a
+        // page-cache folio while it is unmapped: a trylock in a batch
+        // (MIGRATE_ASYNC), a sleeping lock alone.
+        if mode == MigrateMode::Async {
+            if !folio_trylock(cpu, src) {
+                return Err(Errno::EAGAIN);
+            }
+        } else {
+            folio_lock(cpu, src);
+        }
+    }
+    let Some(dst) = alloc_migration_target(cpu, src, mtc) else {
+        if file.is_some() {
+            folio_unlock(cpu, src);
+        }
+        return Err(Errno::ENOMEM);
+    };
+    if let Some(a) = file {
         // try_to_migrate() → rmap_walk_file(): every mapping of the page.
         let index = src.page().index(cpu);
         let mut entries = Vec::new();
@@ -429,6 +448,21 @@ fn migrate_file_folio_move(
     a: &AddressSpace,
     entries: Vec<FileMigrationEntry>,
 ) -> Result<(), Errno> {
+    let r = migrate_file_folio_move_locked(cpu, src, dst, a, entries);
+    folio_unlock(cpu, src);
+    if r.is_ok() {
+        migrate_folio_done(cpu, src);
+    }
+    r
+}
+
+fn migrate_file_folio_move_locked(
+    cpu: &Cpu,
+    src: Folio<'_>,
+    dst: Folio<'_>,
+    a: &AddressSpace,
+    entries: Vec<FileMigrationEntry>,
+) -> Result<(), Errno> {
     let nr = src.nr_pages(cpu);
     // folio_expected_ref_count() + 1: the cache's and the isolation's
     // (the folio is unmapped now).
@@ -460,6 +494,8 @@ fn migrate_file_folio_move(
             drop(_xa);
             return undo(entries);
         }
+        // The new folio is locked until its PTEs are in place.
+        dst.page().set_flags(cpu, pg::LOCKED);
         dst.page().set_index(cpu, index);
         dst.page().set_mapping(cpu, src.page().mapping(cpu));
         folio_ref_add(cpu, dst, nr as i32);
@@ -491,10 +527,10 @@ fn migrate_file_folio_move(
         }
         cpu.sched.wake(chan(&cpu.m.ranges));
     }
+    folio_unlock(cpu, dst);
     // The new folio's allocation reference (folio_put(dst) at the end of
     // migrate_folio_move()).
     folio_put(cpu, dst);
-    migrate_folio_done(cpu, src);
     Ok(())
 }
 
@@ -631,6 +667,8 @@ fn migrate_pages_batch<'m>(
         }
         match migrate_folio_unmap(cpu, mtc, src, mode, &mut ubc) {
             Ok(u) => unmapped.push(u),
+            // A page-cache folio someone else holds locked: later, alone.
+            Err(Errno::EAGAIN) => failed.push(src),
             Err(_) => {
                 failed.push(src);
                 nomem = true;

@@ -17,8 +17,9 @@
 //!
 //! # Simplifications
 //!
-//! The LRU list is the file's index ([`AddressSpace::peek`]): reclaim
-//! visits the folios of a file range, one at a time (a batch of one). No
+//! The LRU list is the file's index ([`AddressSpace::peek`]), its
+//! `lru_lock` the index's `xa_lock`: reclaim visits the folios of a file
+//! range, one at a time (a batch of one). No
 //! writeback: a dirty folio stays (`pageout()` is not modelled), and so
 //! does a tmpfs folio (no swap).
 
@@ -137,17 +138,23 @@ pub fn reclaim_file_range(cpu: &Cpu, mapping: &AddressSpace, index: u64, nr: u64
     let mut freed = 0;
     let mut i = index;
     while i < index + nr {
-        let Some(pfn) = mapping.peek(i) else {
+        // isolate_lru_folios(): under the LRU lock, a speculative
+        // reference, then PG_lru. The model's LRU is the index and its
+        // lock xa_lock: a folio found there cannot be migrated away (and
+        // its memmap freed) before the reference is taken, as one on an
+        // LRU list cannot while lru_lock is held.
+        let got = {
+            let _lru = mapping.xa_lock.lock(&cpu.sched);
+            mapping.peek(i).and_then(|pfn| {
+                let folio = Folio::from_head(cpu.m.sparse.pfn_to_page(pfn));
+                cpu.point_arg(point!("isolate_lru_folios", "folio_try_get"), pfn.as_u64());
+                folio_try_get(cpu, folio).then_some((pfn, folio))
+            })
+        };
+        let Some((pfn, folio)) = got else {
             i += 1;
             continue;
         };
-        let folio = Folio::from_head(cpu.m.sparse.pfn_to_page(pfn));
-        // isolate_lru_folios(): a speculative reference, then PG_lru.
-        cpu.point_arg(point!("isolate_lru_folios", "folio_try_get"), pfn.as_u64());
-        if !folio_try_get(cpu, folio) {
-            i += 1;
-            continue;
-        }
         let size = folio.nr_pages(cpu);
         let start = folio.page().index(cpu);
         if folio.page().mapping(cpu) != mapping.mapping_value()
