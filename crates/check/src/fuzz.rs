@@ -868,7 +868,7 @@ fn gen_populate(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
 }
 
 fn gen_thp(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
-    (backing(cx) == "anon" && g.rng.chance(15)).then_some(Value::Boolean(true))
+    (matches!(backing(cx), "anon" | "file") && g.rng.chance(15)).then_some(Value::Boolean(true))
 }
 
 /// One step of a path into a TOML tree.

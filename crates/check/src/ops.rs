@@ -21,7 +21,7 @@ use mmsim_model::mm::gup::{
     unpin_user_pages,
 };
 use mmsim_model::mm::huge_memory::split_huge_pages_pid;
-use mmsim_model::mm::khugepaged::collapse_huge_page;
+use mmsim_model::mm::khugepaged::madvise_collapse;
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -460,7 +460,7 @@ fn exec(
         OpKind::Collapse { vma, page } => {
             let (p, mm) = mm()?;
             let a = user_addr(env, p, *vma, *page).map_err(errno)?;
-            collapse_huge_page(cpu, mm, a).map_err(errno)?;
+            madvise_collapse(cpu, mm, a).map_err(errno)?;
             Ok("ok".into())
         }
         OpKind::Fork { child } => {

@@ -202,3 +202,168 @@ fn migration_replaces_the_folio_in_the_index_and_every_mapping() {
     assert_eq!(m.check_leaks(), 0);
     assert_eq!(m.detect.count(), 0, "{:?}", m.detect.violations());
 }
+
+#[test]
+fn file_collapse_replaces_the_small_folios_and_retracts_the_page_tables() {
+    use mmsim_model::mm::khugepaged::madvise_collapse;
+    use mmsim_model::mm::memory::{Mapped, lookup};
+    let m = boot_machine(Safeguards::default());
+    let cpu = m.cpu(0);
+    let a = file(&cpu, 512, false);
+    let mm = mm_alloc(&cpu).unwrap();
+    use_mm(&cpu, &mm);
+    let base = do_mmap(
+        &cpu,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: 512 * PAGE_SIZE,
+            prot: Prot::Read,
+            backing: BackingKind::File(a.id),
+            thp: true,
+        },
+    )
+    .unwrap();
+    for i in 0..512 {
+        assert_eq!(
+            access_user(&cpu, &mm, page_at(base, i), None),
+            Ok(0x1000 + i)
+        );
+    }
+    let small = a.peek(3).unwrap();
+    // A pin holds the collapse off (SCAN_PAGE_COUNT), and nothing changes.
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, page_at(base, 3), 1, 0, &mut pages),
+        Ok(1)
+    );
+    assert_eq!(madvise_collapse(&cpu, &mm, base), Err(Errno::EAGAIN));
+    assert_eq!(a.peek(3), Some(small));
+    unpin_user_pages(&cpu, &pages);
+    assert_eq!(madvise_collapse(&cpu, &mm, base), Ok(()));
+    let thp = a.peek(0).unwrap();
+    assert_eq!(a.peek(511), Some(thp), "one folio in every slot");
+    assert_eq!(folio_at(&cpu, thp).nr_pages(&cpu), 512);
+    assert_eq!(
+        folio_ref_count(&cpu, folio_at(&cpu, thp)),
+        512,
+        "the cache's"
+    );
+    // The PTE table is gone (retract_page_tables()), freed after a grace
+    // period; a fault maps the THP's pages again, with their contents.
+    assert!(matches!(lookup(&cpu, &mm, page_at(base, 3)), Mapped::None));
+    assert_eq!(access_user(&cpu, &mm, page_at(base, 3), None), Ok(0x1003));
+    assert_eq!(find_get_page(&cpu, &a, 7), Some(Pfn::new(thp.as_u64() + 7)));
+    exit_mmap(&cpu, &mm);
+    truncate_inode_pages_final(&cpu, &a);
+    mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+    assert_eq!(m.detect.count(), 0, "{:?}", m.detect.violations());
+}
+
+/// retract-vs-gup-fast, one interleaving forced with holds: the walker
+/// loads the PMD, is held before its PTE load while cpu1 collapses the
+/// file range (retract_page_tables() frees the table), then goes on.
+fn retract_under_walker(arch: mmsim_model::Arch, defer: bool) -> Vec<mmsim_model::detect::Kind> {
+    use mmsim_facade::sched::Mode;
+    use mmsim_model::safeguards::Sg;
+    use mmsim_model::{Machine, MachineConfig, RangeConfig, RangeKind};
+    use std::time::Duration;
+    let mut sg = Safeguards::default();
+    sg.set(Sg::KHUGEPAGED_PTE_FREE_DEFER, defer);
+    let m = Machine::new(MachineConfig {
+        nr_cpus: 2,
+        section_shift: 23,
+        ranges: vec![RangeConfig {
+            name: "boot".into(),
+            kind: RangeKind::Boot,
+            bytes: 64 << 20,
+            node: 0,
+        }],
+        arch,
+        safeguards: sg,
+        mode: Mode::Native,
+        hooks: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let boot = m.boot_cpu();
+    let a = file(&boot, 512, false);
+    let mm = mm_alloc(&boot).unwrap();
+    for c in 0..2 {
+        use_mm(&m.cpu(c), &mm);
+    }
+    let base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: 512 * PAGE_SIZE,
+            prot: Prot::Read,
+            backing: BackingKind::File(a.id),
+            thp: true,
+        },
+    )
+    .unwrap();
+    // Every page cached (collapse_file() reads no holes in); page 0 mapped.
+    for i in 1..512 {
+        mmsim_model::mm::filemap::filemap_create_folio(&boot, &a, i)
+            .map(|f| folio_put(&boot, f))
+            .unwrap();
+    }
+    access_user(&boot, &mm, base, None).unwrap();
+    let t = Duration::from_secs(20);
+    let h = m.ctx.hold(0, "gup_fast_pte_range", "ptep_get_lockless", 0);
+    let walker = {
+        let (cpu, mm) = (m.cpu(0), mm.clone());
+        std::thread::spawn(move || {
+            cpu.run(|| {
+                let mut pages = Vec::new();
+                let r = get_user_pages_fast(&cpu, &mm, base, 1, FOLL_FAST_ONLY, &mut pages);
+                put_user_pages(&cpu, &pages);
+                r
+            })
+        })
+    };
+    assert!(m.ctx.wait_reached(h, t), "the walker loaded the PMD");
+    let collapser = {
+        let (cpu, mm) = (m.cpu(1), mm.clone());
+        std::thread::spawn(move || {
+            cpu.run(|| mmsim_model::mm::khugepaged::madvise_collapse(&cpu, &mm, base))
+        })
+    };
+    // On ipi the collapse waits in pmdp_collapse_flush() for the walker:
+    // let it go after a while either way.
+    std::thread::sleep(Duration::from_millis(300));
+    m.ctx.release(h);
+    let _ = walker.join().unwrap();
+    let r = collapser.join().unwrap();
+    assert_eq!(
+        r.ok(),
+        Some(Ok(())),
+        "the collapse succeeded ({arch:?}, defer {defer})"
+    );
+    m.detect.violations().iter().map(|v| v.kind).collect()
+}
+
+#[test]
+fn retract_page_tables_frees_the_table_after_a_grace_period() {
+    use mmsim_model::Arch;
+    use mmsim_model::detect::Kind;
+    assert_eq!(
+        retract_under_walker(Arch::Broadcast, false),
+        vec![Kind::PageTableUseAfterFree],
+        "pte_free() at once: the walker reads a freed table"
+    );
+    assert_eq!(
+        retract_under_walker(Arch::Broadcast, true),
+        vec![],
+        "pte_free_defer()"
+    );
+    assert_eq!(
+        retract_under_walker(Arch::Ipi, false),
+        vec![],
+        "the flush's IPI waits for the walker"
+    );
+}

@@ -476,6 +476,9 @@ pub struct Expect {
     pub finding: bool,
     /// The number of schedules the claim is made for, if the file says.
     pub iterations: Option<u64>,
+    /// The PCT bug depth the claims are made with, if the file says
+    /// (default 3).
+    pub depth: Option<usize>,
     /// The outcome with other settings.
     pub variants: Vec<Variant>,
 }

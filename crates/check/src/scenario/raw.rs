@@ -211,6 +211,10 @@ pub struct RawExpect {
     /// The bound the claim is made within (default: the command line's).
     /// An addition to the contract.
     pub iterations: Option<Spanned<u64>>,
+    /// The PCT bug depth the claims are checked with (default 3): a race
+    /// whose writer runs long without a preemption needs 2. An addition
+    /// to the contract.
+    pub depth: Option<Spanned<u64>>,
     /// What the outcome becomes when settings change. An addition to the
     /// contract.
     #[serde(default)]

@@ -388,6 +388,12 @@ impl<'a> Validator<'a> {
                     check_leaks: e.check_leaks.unwrap_or(true),
                     finding: e.finding.unwrap_or(false),
                     iterations: self.iterations(&e.iterations)?,
+                    depth: match &e.depth {
+                        Some(d) if !(1..=32).contains(d.get_ref()) => {
+                            return self.err(d.span(), "depth (PCT's bug depth) is from 1 to 32");
+                        }
+                        d => d.as_ref().map(|d| *d.get_ref() as usize),
+                    },
                     variants,
                 })
             }
@@ -934,8 +940,11 @@ impl<'a> Validator<'a> {
             return self.err(span, "populate needs prot = \"r\" or \"rw\"");
         }
         let thp = v.thp.unwrap_or(false);
-        if thp && backing != Backing::Anon {
-            return self.err(span, "thp applies to anon mappings");
+        if thp && !matches!(backing, Backing::Anon | Backing::File) {
+            return self.err(
+                span,
+                "thp applies to anon mappings (THP faults) and file mappings (PMD-aligned, for collapse)",
+            );
         }
         Ok(VmaSpec {
             name: v.name.into_inner(),

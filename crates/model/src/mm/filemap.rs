@@ -474,7 +474,7 @@ pub fn filemap_free_folio(cpu: &Cpu, folio: Folio<'_>, nr: u64) {
 /// Replaces `old` by `new` in every slot `old` has (the caller holds
 /// `xa_lock` and has frozen `old`): `__folio_migrate_mapping()`'s
 /// `xas_store()`.
-pub(crate) fn xas_replace(mapping: &AddressSpace, index: u64, nr: u64, new: Folio<'_>) {
+pub fn xas_replace(mapping: &AddressSpace, index: u64, nr: u64, new: Folio<'_>) {
     mapping.xas_store(index, nr, xa_mk_folio(new.pfn()));
 }
 
