@@ -74,7 +74,7 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 3000)]
     pub stall_us: u64,
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
-    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
+    /// access, mmap, munmap, madvise (DONTNEED, COLD, PAGEOUT or FREE), mprotect, hotplug, memremap, fork (the
     /// process forks, or its child exits), child (the child writes, reads
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
@@ -265,10 +265,24 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
             "munmap({a}, {n}) = {:?}",
             do_munmap(cpu, mm, a, n * PAGE_SIZE)
         ),
-        "madvise" => format!(
-            "madvise({a}, {n}, DONTNEED) = {:?}",
-            madvise_dontneed(cpu, mm, a, n * PAGE_SIZE)
-        ),
+        "madvise" => match rng.below(5) {
+            0 => format!(
+                "madvise({a}, {n}, COLD) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Cold)
+            ),
+            1 => format!(
+                "madvise({a}, {n}, PAGEOUT) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Pageout)
+            ),
+            2 => format!(
+                "madvise({a}, {n}, FREE) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Free)
+            ),
+            _ => format!(
+                "madvise({a}, {n}, DONTNEED) = {:?}",
+                madvise_dontneed(cpu, mm, a, n * PAGE_SIZE)
+            ),
+        },
         "mprotect" => {
             let prot = if rng.below(2) == 0 {
                 Prot::Read

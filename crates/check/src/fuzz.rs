@@ -140,7 +140,13 @@ pub static FIELDS: &[(&str, FieldGen)] = &[
     ("populate", gen_populate),
     ("thp", gen_thp),
     ("file", gen_file_ref),
-    ("advice", |_, _| Some(Value::String("dontneed".into()))),
+    ("advice", |g, _| {
+        Some(Value::String(
+            g.rng
+                .pick(&["dontneed", "dontneed", "cold", "pageout", "free"])
+                .into(),
+        ))
+    }),
     ("zone", |g, _| {
         g.rng
             .chance(50)
@@ -962,7 +968,10 @@ static ENUMS: &[(&str, &[&str])] = &[
     ("backing", &["anon", "shared", "device", "pfnmap", "file"]),
     ("prot", &["none", "r", "rw"]),
     ("arch", &["ipi", "broadcast"]),
-    ("advice", &["dontneed", "willneed"]),
+    (
+        "advice",
+        &["dontneed", "cold", "pageout", "free", "willneed"],
+    ),
     (
         "section_size",
         &["64K", "128K", "2M", "128M", "32K", "256M"],

@@ -198,6 +198,9 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
                 None => "?".into(),
             }
         }
+        OpKind::Madvise { range, advice } => {
+            format!("{} ({})", ur(range), format!("{advice:?}").to_lowercase())
+        }
         OpKind::Munmap { range }
         | OpKind::MadviseDontneed { range }
         | OpKind::MigratePages { range } => ur(range),
@@ -363,6 +366,11 @@ fn exec(
         OpKind::MadviseDontneed { range: r } => {
             let (mm, a, n) = range(r)?;
             madvise_dontneed(cpu, mm, a, n * PAGE_SIZE).map_err(errno)?;
+            Ok("ok".into())
+        }
+        OpKind::Madvise { range: r, advice } => {
+            let (mm, a, n) = range(r)?;
+            mmap::madvise_folios(cpu, mm, a, n * PAGE_SIZE, *advice).map_err(errno)?;
             Ok("ok".into())
         }
         OpKind::Mprotect { range: r, prot } => {

@@ -376,6 +376,14 @@ pub enum OpKind {
         /// The range.
         range: URange,
     },
+    /// `madvise(MADV_COLD | MADV_PAGEOUT | MADV_FREE)`: large folios the
+    /// range covers in part are split at once.
+    Madvise {
+        /// The range.
+        range: URange,
+        /// The advice.
+        advice: mmsim_model::mm::mmap::Advice,
+    },
     /// `mprotect()`.
     Mprotect {
         /// The range.

@@ -1542,20 +1542,27 @@ impl<'a> Validator<'a> {
             "munmap" => OpKind::Munmap { range: urange()? },
             "madvise" => {
                 let range = urange()?;
-                match &op.advice {
-                    None => return self.err(span, "`madvise` needs `advice` (\"dontneed\")"),
-                    Some(a) if a.get_ref() == "dontneed" => {}
-                    Some(a) => {
-                        return self.err(
-                            a.span(),
-                            format!(
-                                "unknown advice `{}` (the model has \"dontneed\")",
-                                a.get_ref()
-                            ),
-                        );
-                    }
+                use mmsim_model::mm::mmap::Advice;
+                let known = "\"dontneed\", \"cold\", \"pageout\", \"free\"";
+                let advice = match &op.advice {
+                    None => return self.err(span, format!("`madvise` needs `advice` ({known})")),
+                    Some(a) => match a.get_ref().as_str() {
+                        "dontneed" => None,
+                        "cold" => Some(Advice::Cold),
+                        "pageout" => Some(Advice::Pageout),
+                        "free" => Some(Advice::Free),
+                        other => {
+                            return self.err(
+                                a.span(),
+                                format!("unknown advice `{other}` (the model has {known})"),
+                            );
+                        }
+                    },
+                };
+                match advice {
+                    None => OpKind::MadviseDontneed { range },
+                    Some(advice) => OpKind::Madvise { range, advice },
                 }
-                OpKind::MadviseDontneed { range }
             }
             "mprotect" => {
                 let range = urange()?;

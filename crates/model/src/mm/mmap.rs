@@ -617,3 +617,150 @@ pub fn next_level(e: Entry, addr: VirtAddr, shift: u32) -> pgtable::EntryPtr {
         index: pgtable::index(addr, shift),
     }
 }
+
+/// `madvise()` advice that works on folios in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advice {
+    /// `MADV_COLD`: deactivate.
+    Cold,
+    /// `MADV_PAGEOUT`: reclaim now.
+    Pageout,
+    /// `MADV_FREE`: lazily free anonymous memory.
+    Free,
+}
+
+/// Kernel: `madvise_cold_or_pageout_pte_range()` (`MADV_COLD`,
+/// `MADV_PAGEOUT`) and `madvise_free_pte_range()` /
+/// `madvise_free_huge_pmd()` (`MADV_FREE`), as far as they change folios:
+/// a large folio that the range covers only in part is split at once
+/// (`split_folio()`, under the folio lock, with a reference, the page-table
+/// lock dropped), unless another mapping may share it
+/// (`folio_maybe_mapped_shared()`); a folio the range covers whole is left
+/// whole. `MADV_FREE` then marks the small anonymous folios it covers
+/// lazily freeable (`folio_mark_lazyfree()`: clean, not swap-backed; the
+/// PTE's dirty bit cleared), which reclaim may drop without writing.
+///
+/// Simplifications: no swap, so `MADV_PAGEOUT` reclaims nothing and
+/// `MADV_COLD`'s deactivation has no LRU to act on; the folio lock is the
+/// split's own (the model's `__folio_split()` takes it, `EAGAIN` if
+/// someone holds it, where the PMD path of `MADV_COLD`/`MADV_PAGEOUT`
+/// would sleep for it). `MADV_FREE` of a non-anonymous VMA is `EINVAL`.
+pub fn madvise_folios(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    len: u64,
+    advice: Advice,
+) -> Result<(), Errno> {
+    use crate::mm::memory::{Mapped, lookup};
+    use crate::mm::mm_types::{page_folio, pg};
+    let end = check_range(start, len)?;
+    let g = mm.mmap_lock.read(&cpu.sched);
+    let vmas: Vec<Vma> = g
+        .vmas
+        .iter()
+        .filter(|v| v.start < end && start < v.end)
+        .cloned()
+        .collect();
+    if advice == Advice::Free && vmas.iter().any(|v| !v.is_anon_private()) {
+        return Err(Errno::EINVAL);
+    }
+    let mut covered = 0;
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    for v in vmas.iter().filter(|v| v.flags & VM_PFNMAP == 0) {
+        let (a, e) = (v.start.max(start), v.end.min(end));
+        covered += e.as_u64() - a.as_u64();
+        let mut addr = a;
+        let mut tries = 0;
+        while addr < e {
+            // Under the page-table lock: what maps `addr`, and whether the
+            // range covers its folio whole.
+            let found = {
+                let _ptl = mm.page_table_lock.lock(&cpu.sched);
+                cpu.point_arg(
+                    point!("madvise_cold_or_pageout_pte_range", "ptep_get"),
+                    addr.as_u64(),
+                );
+                let pfn = match lookup(cpu, mm, addr) {
+                    Mapped::Pmd(_, p) => Some(p),
+                    Mapped::Pte(pte) if pte.present() && !pte.special() => Some(pte.pfn()),
+                    _ => None,
+                };
+                pfn.map(|pfn| {
+                    let page = cpu.m.sparse.pfn_to_page(pfn);
+                    let folio = page_folio(cpu, page);
+                    let nr = folio.nr_pages(cpu);
+                    let off = pfn.as_u64() - folio.pfn().as_u64();
+                    let fstart = addr.as_u64() - off * PAGE_SIZE;
+                    let whole = fstart >= a.as_u64() && fstart + nr * PAGE_SIZE <= e.as_u64();
+                    let large = folio.test_large(cpu);
+                    // folio_maybe_mapped_shared(): mapped more than its
+                    // pages, or not this mm's.
+                    let shared = large
+                        && folio.large_mapcount_atomic(cpu).load(Ordering::Relaxed) + 1 > nr as i32;
+                    if large && !whole && !shared {
+                        crate::mm::page_ref::folio_get(cpu, folio);
+                    }
+                    (folio.pfn(), large, whole, shared, nr, off)
+                })
+            };
+            let Some((head, large, whole, shared, nr, off)) = found else {
+                addr = VirtAddr::new(addr.as_u64() + PAGE_SIZE);
+                continue;
+            };
+            let folio = crate::mm::mm_types::Folio::from_head(cpu.m.sparse.pfn_to_page(head));
+            if large && !whole {
+                if shared {
+                    addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+                    continue;
+                }
+                // The page-table lock is dropped; the folio is split under
+                // its lock, with the reference taken above.
+                cpu.point_arg(
+                    point!("madvise_cold_or_pageout_pte_range", "split_folio"),
+                    head.as_u64(),
+                );
+                let r = crate::mm::huge_memory::split_folio(cpu, folio);
+                crate::mm::page_ref::folio_put(cpu, folio);
+                tries += 1;
+                if r.is_err() || tries > 2 {
+                    // Left in place: advance past it.
+                    addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+                    tries = 0;
+                }
+                // Split: look at `addr` again (now a small folio).
+                continue;
+            }
+            tries = 0;
+            if advice == Advice::Free && !large && crate::mm::memory::folio_test_anon(cpu, folio) {
+                // madvise_free_pte_range(): an exclusive small folio.
+                let _ptl = mm.page_table_lock.lock(&cpu.sched);
+                if folio.page().mapcount(cpu) == 0
+                    && let Some(pmdp) = crate::mm::memory::pmd_lookup(cpu, mm, addr)
+                {
+                    let pmd = pgtable::get_lockless(cpu, pmdp);
+                    if pmd.present() && !pmd.leaf() {
+                        let ptep = crate::mm::memory::pte_offset(pmd, addr);
+                        let pte = pgtable::get_lockless(cpu, ptep);
+                        if pte.present() && pte.pfn() == folio.pfn() {
+                            cpu.point_arg(
+                                point!("madvise_free_pte_range", "clear_young_dirty_ptes"),
+                                addr.as_u64(),
+                            );
+                            pgtable::set_entry(cpu, ptep, Entry(pte.0 & !pgtable::DIRTY));
+                            tlb.need_flush = true;
+                            // folio_mark_lazyfree()
+                            folio.page().clear_flags(cpu, pg::DIRTY | pg::SWAPBACKED);
+                        }
+                    }
+                }
+            }
+            addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+        }
+    }
+    tlb_finish_mmu(cpu, tlb);
+    if covered < end.as_u64() - start.as_u64() {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(())
+}
