@@ -254,6 +254,36 @@ fn file_collapse_replaces_the_small_folios_and_retracts_the_page_tables() {
     assert!(matches!(lookup(&cpu, &mm, page_at(base, 3)), Mapped::None));
     assert_eq!(access_user(&cpu, &mm, page_at(base, 3), None), Ok(0x1003));
     assert_eq!(find_get_page(&cpu, &a, 7), Some(Pfn::new(thp.as_u64() + 7)));
+    // A pin holds a split off (can_split_folio()); without it the large
+    // file folio splits: unmapped, not remapped, each page its own folio in
+    // the index.
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, page_at(base, 3), 1, 0, &mut pages),
+        Ok(1)
+    );
+    let one = VirtAddr::new(page_at(base, 3).as_u64() + PAGE_SIZE);
+    use mmsim_model::mm::huge_memory::split_huge_pages_pid;
+    assert_eq!(
+        split_huge_pages_pid(&cpu, &mm, page_at(base, 3), one),
+        Err(Errno::EAGAIN)
+    );
+    unpin_user_pages(&cpu, &pages);
+    assert_eq!(
+        split_huge_pages_pid(&cpu, &mm, page_at(base, 3), one),
+        Ok(1)
+    );
+    assert!(
+        matches!(lookup(&cpu, &mm, page_at(base, 3)), Mapped::None),
+        "not remapped"
+    );
+    assert_eq!(a.peek(7), Some(Pfn::new(thp.as_u64() + 7)));
+    assert_eq!(folio_at(&cpu, Pfn::new(thp.as_u64() + 7)).nr_pages(&cpu), 1);
+    assert_eq!(
+        folio_ref_count(&cpu, folio_at(&cpu, Pfn::new(thp.as_u64() + 7))),
+        1
+    );
+    assert_eq!(access_user(&cpu, &mm, page_at(base, 9), None), Ok(0x1009));
     exit_mmap(&cpu, &mm);
     truncate_inode_pages_final(&cpu, &a);
     mmsim_model::kernel::rcupdate::rcu_barrier(&cpu);
