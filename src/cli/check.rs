@@ -328,6 +328,11 @@ pub fn run(a: &CheckArgs) -> u8 {
         Ok(p) => p,
         Err(e) => return bad_input(a.json, &e),
     };
+    // PCT's depth defaults to the file's `[expect] depth`.
+    let strategy = match (strategy, a.depth, sc.expect.as_ref().and_then(|e| e.depth)) {
+        (Strategy::Pct { .. }, None, Some(d)) => Strategy::Pct { depth: d },
+        (s, _, _) => s,
+    };
     let iterations = a
         .iterations
         .or(sc.expect.as_ref().and_then(|e| e.iterations))

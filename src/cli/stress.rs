@@ -21,6 +21,7 @@ use mmsim_facade::{AtomicBool, AtomicU64, Ordering};
 use mmsim_model::detect::Violation;
 use mmsim_model::fs::proc_page::kpageflags_read;
 use mmsim_model::mm::compaction::compact_memory_range;
+use mmsim_model::mm::filemap::{AddressSpace, find_get_page};
 use mmsim_model::mm::gup::*;
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::{
@@ -31,6 +32,8 @@ use mmsim_model::mm::memremap::{
 };
 use mmsim_model::mm::mmap::*;
 use mmsim_model::mm::mmzone::ZoneType;
+use mmsim_model::mm::truncate::{truncate_inode_pages_final, truncate_inode_pages_range};
+use mmsim_model::mm::vmscan::reclaim_file_range;
 use mmsim_model::safeguards::Safeguards;
 use mmsim_model::types::PAGE_SIZE;
 use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
@@ -73,13 +76,16 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 3000)]
     pub stall_us: u64,
     /// Operation weights, NAME=W (repeatable): gup_fast, pin_fast, gup, pin,
-    /// access, mmap, munmap, madvise, mprotect, hotplug, memremap, fork (the
+    /// access, mmap, munmap, madvise (DONTNEED, COLD, PAGEOUT or FREE), mprotect, hotplug, memremap, fork (the
     /// process forks, or its child exits), child (the child writes, reads
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker), compact (compaction's migrate scanner over the boot
-    /// memory, the DIMM or the device range), kpageflags (a
+    /// split shrinker), file (a read, write or GUP-fast pin through the
+    /// shared mapping of the file), find_get_page (a page-cache lookup),
+    /// evict (reclaim of the file's clean folios), truncate (a hole punch
+    /// of part of the file), compact (compaction's migrate scanner over the
+    /// boot memory, the DIMM or the device range), kpageflags (a
     /// /proc/kpageflags read of 256 pfns from a random one). compact and
     /// kpageflags weigh 0 unless given: v6.18 leaves them open against
     /// hot-remove, fix or not.
@@ -104,7 +110,7 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 19] = [
+const OPS: [&str; 23] = [
     "gup_fast",
     "pin_fast",
     "gup",
@@ -122,6 +128,10 @@ const OPS: [&str; 19] = [
     "split",
     "collapse",
     "shrink",
+    "file",
+    "find_get_page",
+    "evict",
+    "truncate",
     "compact",
     "kpageflags",
 ];
@@ -129,7 +139,9 @@ const OPS: [&str; 19] = [
 /// pfn scanners open against hot-remove, the thread's fix included
 /// (docs/SPECULATIVE.md), so a default run, whose "no violation" is the
 /// verdict on the fix, leaves them out; `--weight compact=N` adds them.
-const DEFAULT_WEIGHTS: [u32; 19] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 0, 0];
+const DEFAULT_WEIGHTS: [u32; 23] = [
+    20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 6, 6, 3, 1, 0, 0,
+];
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -186,6 +198,9 @@ struct Shared {
     /// tables go only with its last user).
     child: mmsim_facade::Mutex<Option<Arc<MmStruct>>>,
     dev_addr: VirtAddr,
+    /// A file of `REGION_PAGES` pages and its shared mapping.
+    file: Arc<AddressSpace>,
+    file_base: VirtAddr,
     stop: AtomicBool,
     ops_done: AtomicU64,
     last: Vec<Mutex<Vec<String>>>,
@@ -263,10 +278,24 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
             "munmap({a}, {n}) = {:?}",
             do_munmap(cpu, mm, a, n * PAGE_SIZE)
         ),
-        "madvise" => format!(
-            "madvise({a}, {n}, DONTNEED) = {:?}",
-            madvise_dontneed(cpu, mm, a, n * PAGE_SIZE)
-        ),
+        "madvise" => match rng.below(5) {
+            0 => format!(
+                "madvise({a}, {n}, COLD) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Cold)
+            ),
+            1 => format!(
+                "madvise({a}, {n}, PAGEOUT) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Pageout)
+            ),
+            2 => format!(
+                "madvise({a}, {n}, FREE) = {:?}",
+                madvise_folios(cpu, mm, a, n * PAGE_SIZE, Advice::Free)
+            ),
+            _ => format!(
+                "madvise({a}, {n}, DONTNEED) = {:?}",
+                madvise_dontneed(cpu, mm, a, n * PAGE_SIZE)
+            ),
+        },
         "mprotect" => {
             let prot = if rng.below(2) == 0 {
                 Prot::Read
@@ -324,6 +353,33 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
         "shrink" => format!(
             "deferred_split_scan() = {}",
             mmsim_model::mm::huge_memory::deferred_split_scan(cpu)
+        ),
+        "file" => {
+            let a = VirtAddr::new(sh.file_base.as_u64() + p * PAGE_SIZE);
+            match rng.below(3) {
+                0 => {
+                    let r = pin_user_pages_fast(cpu, mm, a, n, 0, &mut pages);
+                    unpin_user_pages(cpu, &pages);
+                    format!("pin_user_pages_fast(file {a}, {n}) = {r:?}")
+                }
+                1 => format!("read file {a} = {:?}", access_user(cpu, mm, a, None)),
+                _ => format!(
+                    "write file {a} = {:?}",
+                    access_user(cpu, mm, a, Some(rng.next()))
+                ),
+            }
+        }
+        "find_get_page" => format!(
+            "find_get_page(file, {p}) = {:?}",
+            find_get_page(cpu, &sh.file, p)
+        ),
+        "evict" => format!(
+            "evict(file, {p}, {n}) = {}",
+            reclaim_file_range(cpu, &sh.file, p, n)
+        ),
+        "truncate" => format!(
+            "truncate(file, {p}, {n}) = {}",
+            truncate_inode_pages_range(cpu, &sh.file, p, p + n)
         ),
         "collapse" => format!(
             "collapse_huge_page(thp) = {:?}",
@@ -579,6 +635,19 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let file = AddressSpace::new(&boot, "data", REGION_PAGES, false, |i| i);
+    let file_base = do_mmap(
+        &boot,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: REGION_PAGES * PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::File(file.id),
+            thp: false,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let sh = Arc::new(Shared {
         m: m.clone(),
         mm,
@@ -590,6 +659,8 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         pgmap: Mutex::new(Some(pg)),
         child: mmsim_facade::Mutex::new(mmsim_facade::point!("stress", "child process"), None),
         dev_addr,
+        file,
+        file_base,
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
         last: (0..ncpu).map(|_| Mutex::new(Vec::new())).collect(),
@@ -705,6 +776,7 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
                 exit_mmap(&boot, &child);
             }
             exit_mmap(&boot, &sh.mm);
+            truncate_inode_pages_final(&boot, &sh.file);
             if let Some(pg) = pg {
                 memunmap_pages(&boot, &pg);
             }

@@ -139,7 +139,14 @@ pub static FIELDS: &[(&str, FieldGen)] = &[
     ("block", gen_block),
     ("populate", gen_populate),
     ("thp", gen_thp),
-    ("advice", |_, _| Some(Value::String("dontneed".into()))),
+    ("file", gen_file_ref),
+    ("advice", |g, _| {
+        Some(Value::String(
+            g.rng
+                .pick(&["dontneed", "dontneed", "cold", "pageout", "free"])
+                .into(),
+        ))
+    }),
     ("zone", |g, _| {
         g.rng
             .chance(50)
@@ -150,7 +157,7 @@ pub static FIELDS: &[(&str, FieldGen)] = &[
 /// The fields of a `[[process.vma]]` (and of an `mmap` operation), in the
 /// order they are generated (later ones look at earlier ones).
 pub static VMA_FIELDS: &[&str] = &[
-    "name", "pages", "size", "prot", "backing", "memory", "block", "populate", "thp",
+    "name", "pages", "size", "prot", "backing", "memory", "block", "populate", "thp", "file",
 ];
 
 /// Which kinds of memory an operation's `memory` names (any, if not
@@ -178,6 +185,8 @@ pub struct Generator {
     memory: Vec<Mem>,
     processes: Vec<Vec<VmaInfo>>,
     cpus: Vec<CpuInfo>,
+    /// The `[[file]]`s: name and pages.
+    files: Vec<(String, u64)>,
     names: u64,
 }
 
@@ -190,6 +199,7 @@ impl Generator {
             memory: Vec::new(),
             processes: Vec::new(),
             cpus: Vec::new(),
+            files: Vec::new(),
             names: 0,
         }
     }
@@ -208,6 +218,7 @@ impl Generator {
         self.memory.clear();
         self.processes.clear();
         self.cpus.clear();
+        self.files.clear();
         let mut t = Table::new();
         t.insert(
             "name".into(),
@@ -251,6 +262,10 @@ impl Generator {
             t.insert("config".into(), Value::Table(c));
         }
         t.insert("memory".into(), Value::Array(self.memories()));
+        if self.rng.chance(35) {
+            let files: Vec<Value> = (0..1 + self.rng.below(2)).map(|_| self.file()).collect();
+            t.insert("file".into(), Value::Array(files));
+        }
         let procs: Vec<Value> = (0..self.rng.below(3)).map(|_| self.process()).collect();
         if !procs.is_empty() {
             t.insert("process".into(), Value::Array(procs));
@@ -332,6 +347,48 @@ impl Generator {
             add(self, "device", b);
         }
         out
+    }
+
+    /// A `[[file]]`: its cached folios now and then placed in a memory
+    /// range (not always one they can be placed in).
+    fn file(&mut self) -> Value {
+        let mut f = Table::new();
+        let name = self.fresh("f");
+        f.insert("name".into(), Value::String(name.clone()));
+        let pages = 1 + self.rng.below(8);
+        if self.rng.chance(70) {
+            f.insert("pages".into(), Value::Integer(pages as i64));
+        } else {
+            f.insert("size".into(), Value::String(format!("{}K", 4 * pages)));
+        }
+        let cached = self.rng.chance(80);
+        if !cached || self.rng.chance(10) {
+            f.insert("cached".into(), Value::Boolean(cached));
+        }
+        if cached && self.rng.chance(50) {
+            let any = self.rng.chance(10);
+            if let Some(m) = pick_memory(self, &["boot", "hotplug"], |m| {
+                any || m.state == "boot" || m.state == "online" && !m.normal
+            }) {
+                let blocks = self
+                    .memory
+                    .iter()
+                    .find(|x| x.name == m)
+                    .map_or(1, |x| x.blocks);
+                f.insert("memory".into(), Value::String(m));
+                if self.rng.chance(40) {
+                    f.insert(
+                        "block".into(),
+                        Value::Integer(self.rng.below(blocks) as i64),
+                    );
+                }
+            }
+        }
+        if self.rng.chance(25) {
+            f.insert("shmem".into(), Value::Boolean(self.rng.chance(60)));
+        }
+        self.files.push((name, pages));
+        Value::Table(f)
     }
 
     /// Generates the listed fields into a table, each from [`FIELDS`].
@@ -459,6 +516,7 @@ impl Generator {
                     .any(|m| kinds.is_empty() || kinds.contains(&m.kind))
             }
             "name" => c.process.is_some(),
+            "file" if name != "mmap" => !self.files.is_empty(),
             _ => true,
         })
     }
@@ -589,7 +647,42 @@ fn gen_vma_ref(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
     string(v[i].name.clone())
 }
 
+/// The pages of the file the operation's `file` field chose.
+fn chosen_file(g: &Generator, cx: &Cx<'_>) -> Option<u64> {
+    let name = cx.table.get("file")?.as_str()?;
+    g.files.iter().find(|f| f.0 == name).map(|f| f.1)
+}
+
+fn gen_file_ref(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
+    if is_vma_def(cx) && backing(cx) != "file" {
+        return None;
+    }
+    if g.files.is_empty() || g.rng.chance(2) {
+        return string("nofile");
+    }
+    // A file VMA fits its file, mostly.
+    let want = if is_vma_def(cx) {
+        vma_pages(cx.table)
+    } else {
+        1
+    };
+    let fit: Vec<String> = g
+        .files
+        .iter()
+        .filter(|f| f.1 >= want || g.rng.chance(5))
+        .map(|f| f.0.clone())
+        .collect();
+    if fit.is_empty() {
+        return string(g.files[0].0.clone());
+    }
+    let i = g.rng.below(fit.len() as u64) as usize;
+    string(fit[i].clone())
+}
+
 fn gen_page(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
+    if let Some(pages) = chosen_file(g, cx) {
+        return (!g.rng.chance(30)).then(|| Value::Integer(g.rng.below(pages) as i64));
+    }
     let v = chosen_vma(g, cx)?;
     if g.rng.chance(40) {
         return None;
@@ -603,6 +696,18 @@ fn gen_pages(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
             .rng
             .chance(60)
             .then(|| Value::Integer(1 + g.rng.below(4) as i64));
+    }
+    if let Some(file_pages) = chosen_file(g, cx) {
+        if g.rng.chance(50) {
+            return None;
+        }
+        let page = cx
+            .table
+            .get("page")
+            .and_then(Value::as_integer)
+            .unwrap_or(0) as u64;
+        let left = file_pages.saturating_sub(page).max(1);
+        return Some(Value::Integer(1 + g.rng.below(left) as i64));
     }
     let v = chosen_vma(g, cx)?;
     if g.rng.chance(50) {
@@ -685,6 +790,9 @@ fn gen_backing(g: &mut Generator, _: &Cx<'_>) -> Option<Value> {
     if device {
         choices.extend(["device", "device"]);
     }
+    if !g.files.is_empty() {
+        choices.extend(["file", "file"]);
+    }
     let b = g.rng.pick(&choices);
     (b != "anon" || g.rng.chance(50)).then(|| Value::String(b.into()))
 }
@@ -736,6 +844,8 @@ fn gen_memory_ref(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
             .map(Value::String)
         }
         "device" => string(pick_memory(g, &["device"], |_| true).unwrap_or_else(|| "nodev".into())),
+        // A file VMA's pages are its file's page cache.
+        "file" => None,
         _ => string(pick_memory(g, &[], |_| true).unwrap_or_else(|| "boot".into())),
     }
 }
@@ -756,7 +866,7 @@ fn gen_populate(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
     match backing(cx) {
         // `memory` on an anonymous VMA needs populate.
         "anon" | "shared" if memory.is_some() => Some(Value::Boolean(true)),
-        "anon" | "shared" => g.rng.chance(60).then(|| Value::Boolean(g.rng.chance(70))),
+        "anon" | "shared" | "file" => g.rng.chance(60).then(|| Value::Boolean(g.rng.chance(70))),
         "device" => {
             let m = g.memory.iter().find(|m| Some(m.name.as_str()) == memory)?;
             // Now and then from memory that cannot be populated from.
@@ -768,7 +878,7 @@ fn gen_populate(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
 }
 
 fn gen_thp(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
-    (backing(cx) == "anon" && g.rng.chance(15)).then_some(Value::Boolean(true))
+    (matches!(backing(cx), "anon" | "file") && g.rng.chance(15)).then_some(Value::Boolean(true))
 }
 
 /// One step of a path into a TOML tree.
@@ -859,10 +969,13 @@ static ENUMS: &[(&str, &[&str])] = &[
     ("kind", &["boot", "hotplug", "device"]),
     ("type", &["generic", "fsdax", "coherent", "private"]),
     ("zone", &["movable", "normal"]),
-    ("backing", &["anon", "shared", "device", "pfnmap"]),
+    ("backing", &["anon", "shared", "device", "pfnmap", "file"]),
     ("prot", &["none", "r", "rw"]),
     ("arch", &["ipi", "broadcast"]),
-    ("advice", &["dontneed", "willneed"]),
+    (
+        "advice",
+        &["dontneed", "cold", "pageout", "free", "willneed"],
+    ),
     (
         "section_size",
         &["64K", "128K", "2M", "128M", "32K", "256M"],

@@ -17,12 +17,13 @@ use mmsim_model::fs::proc_page::kpageflags_read;
 use mmsim_model::kernel::cpu::Died;
 use mmsim_model::kernel::fork::dup_mm;
 use mmsim_model::mm::compaction::compact_memory_range;
+use mmsim_model::mm::filemap::{AddressSpace, find_get_page};
 use mmsim_model::mm::gup::{
     get_user_pages, get_user_pages_fast, pin_user_pages, pin_user_pages_fast, put_user_pages,
     unpin_user_pages,
 };
 use mmsim_model::mm::huge_memory::split_huge_pages_pid;
-use mmsim_model::mm::khugepaged::collapse_huge_page;
+use mmsim_model::mm::khugepaged::madvise_collapse;
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -35,6 +36,8 @@ use mmsim_model::mm::mm_types::page_folio;
 use mmsim_model::mm::mmap::{self, MmStruct, do_mprotect, do_munmap, madvise_dontneed};
 use mmsim_model::mm::page_ref::{folio_put, folio_try_get};
 use mmsim_model::mm::sparse::{pfn_to_online_page, pfn_valid};
+use mmsim_model::mm::truncate::truncate_inode_pages_range;
+use mmsim_model::mm::vmscan::reclaim_file_range;
 use mmsim_model::types::PAGE_SIZE;
 use mmsim_model::{Cpu, Errno, Pfn, VirtAddr};
 use std::sync::Arc;
@@ -197,6 +200,9 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
                 None => "?".into(),
             }
         }
+        OpKind::Madvise { range, advice } => {
+            format!("{} ({})", ur(range), format!("{advice:?}").to_lowercase())
+        }
         OpKind::Munmap { range }
         | OpKind::MadviseDontneed { range }
         | OpKind::MigratePages { range } => ur(range),
@@ -225,8 +231,32 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         OpKind::SplitFolio { vma, page } | OpKind::Collapse { vma, page } => {
             format!("{} page {page}", vma_name(*vma))
         }
+        OpKind::FindGetPage(r) => format!("{} page {}", sc.files[r.file].name, r.page),
+        OpKind::Evict(r) | OpKind::Truncate(r) => format!(
+            "{} pages {}..{}",
+            sc.files[r.file].name,
+            r.page,
+            r.page + r.pages
+        ),
     };
     format!("{} {args}", op.name)
+}
+
+/// The address space of `[[file]]` `f` (set-up registered it with the
+/// machine under the file's name).
+fn file_of(cpu: &Cpu, env: &Env<'_>, f: usize) -> Result<Arc<AddressSpace>, String> {
+    file_by_name(cpu, &env.plan.scenario.files[f].name)
+        .ok_or_else(|| "the file does not exist".to_string())
+}
+
+/// The machine's file named `name`.
+pub fn file_by_name(cpu: &Cpu, name: &str) -> Option<Arc<AddressSpace>> {
+    cpu.m
+        .address_spaces
+        .lock()
+        .iter()
+        .find(|a| a.name == name)
+        .cloned()
 }
 
 fn user_addr(env: &Env<'_>, p: usize, vma: usize, page: u64) -> Result<VirtAddr, Errno> {
@@ -342,6 +372,11 @@ fn exec(
             madvise_dontneed(cpu, mm, a, n * PAGE_SIZE).map_err(errno)?;
             Ok("ok".into())
         }
+        OpKind::Madvise { range: r, advice } => {
+            let (mm, a, n) = range(r)?;
+            mmap::madvise_folios(cpu, mm, a, n * PAGE_SIZE, *advice).map_err(errno)?;
+            Ok("ok".into())
+        }
         OpKind::Mprotect { range: r, prot } => {
             let (mm, a, n) = range(r)?;
             let prot = match prot {
@@ -451,7 +486,7 @@ fn exec(
         OpKind::Collapse { vma, page } => {
             let (p, mm) = mm()?;
             let a = user_addr(env, p, *vma, *page).map_err(errno)?;
-            collapse_huge_page(cpu, mm, a).map_err(errno)?;
+            madvise_collapse(cpu, mm, a).map_err(errno)?;
             Ok("ok".into())
         }
         OpKind::Fork { child } => {
@@ -478,6 +513,23 @@ fn exec(
             *slot.0.lock() = Child::Forked(mm);
             cpu.sched.wake(chan(slot));
             Ok(format!("child mm{id}"))
+        }
+        OpKind::FindGetPage(r) => {
+            let a = file_of(cpu, env, r.file)?;
+            Ok(match find_get_page(cpu, &a, r.page) {
+                Some(p) => format!("pfn {:#x}", p.as_u64()),
+                None => "not cached".into(),
+            })
+        }
+        OpKind::Evict(r) => {
+            let a = file_of(cpu, env, r.file)?;
+            let n = reclaim_file_range(cpu, &a, r.page, r.pages);
+            Ok(format!("{n} evicted"))
+        }
+        OpKind::Truncate(r) => {
+            let a = file_of(cpu, env, r.file)?;
+            let n = truncate_inode_pages_range(cpu, &a, r.page, r.page + r.pages);
+            Ok(format!("{n} truncated"))
         }
         OpKind::UnmapMappingRange(r) => {
             let (s, e) = pfns(env, cpu, r);

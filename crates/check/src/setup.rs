@@ -20,6 +20,7 @@ use crate::scenario::{Backing, Loc, MemKind, MemState, Prot, Scenario, VmaId};
 use mmsim_facade::sched::Mode;
 use mmsim_facade::{AtomicU64, Ordering, RawLock};
 use mmsim_model::kernel::rcupdate::rcu_barrier;
+use mmsim_model::mm::filemap::{AddressSpace, filemap_create_folio};
 use mmsim_model::mm::memory::access_user;
 use mmsim_model::mm::memory_hotplug::{add_memory, online_memory_block};
 use mmsim_model::mm::memremap::{PgmapType, memremap_pages};
@@ -27,6 +28,7 @@ use mmsim_model::mm::mm_types::PageRef;
 use mmsim_model::mm::mmap::{self, BackingKind, MmStruct, MmapArgs, do_mmap, mm_alloc, use_mm};
 use mmsim_model::mm::mmzone::ZoneType;
 use mmsim_model::mm::page_alloc::{__free_pages, Gfp, alloc_pages};
+use mmsim_model::mm::page_ref::folio_put;
 use mmsim_model::safeguards::Safeguards;
 use mmsim_model::types::{PAGE_SHIFT, PAGE_SIZE};
 use mmsim_model::{
@@ -82,6 +84,8 @@ pub struct Plan {
     cfg: MachineConfig,
     /// Per process, per initial VMA: whether its pages must be placed.
     steer: Vec<Vec<bool>>,
+    /// Per file: whether its cached pages must be placed.
+    steer_files: Vec<bool>,
     /// Per CPU, per operation: its line in a timeline.
     pub descriptions: Vec<Vec<String>>,
 }
@@ -186,6 +190,15 @@ impl Plan {
                     .collect()
             })
             .collect();
+        let steer_files = scenario
+            .files
+            .iter()
+            .map(|f| {
+                f.cached
+                    && f.memory.is_some()
+                    && (ranges_with_pages > 1 || f.block.is_some_and(|b| b > 0))
+            })
+            .collect();
         let descriptions = scenario
             .cpus
             .iter()
@@ -204,6 +217,7 @@ impl Plan {
             config,
             cfg,
             steer,
+            steer_files,
             descriptions,
         };
         // A model panic during set-up (an oops outside any operation, say)
@@ -252,6 +266,44 @@ impl Plan {
                 MemState::Mapped => {
                     memremap_pages(&boot, r.start, r.nr_pages, pgmap_type(mem.dev_type))
                         .map_err(at)?;
+                }
+            }
+        }
+        for (fi, f) in self.scenario.files.iter().enumerate() {
+            let a = AddressSpace::new(&boot, &f.name, f.pages, f.shmem, |i| file_marker(fi, i));
+            if !f.cached {
+                continue;
+            }
+            let fill = || -> Result<(), mmsim_model::Errno> {
+                for i in 0..f.pages {
+                    let folio = filemap_create_folio(&boot, &a, i)?;
+                    folio_put(&boot, folio);
+                }
+                Ok(())
+            };
+            let r = match f.memory {
+                Some(mi) if self.steer_files[fi] => {
+                    let (start, end) = self.block_pfns(&m, mi, f.block);
+                    with_pages_from(&boot, start, end, fill)
+                }
+                _ => fill(),
+            };
+            r.map_err(|e| {
+                self.err(
+                    Some(f.loc),
+                    format!("file `{}`: caching its pages: {e}", f.name),
+                )
+            })?;
+            if let Some(mi) = f.memory {
+                let (start, end) = self.block_pfns(&m, mi, f.block);
+                if (0..f.pages).any(|i| a.peek(i).is_none_or(|p| p < start || p >= end)) {
+                    return Err(self.err(
+                        Some(f.loc),
+                        format!(
+                            "file `{}`: not every cached page could be placed in memory `{}`",
+                            f.name, m.ranges[mi].name
+                        ),
+                    ));
                 }
             }
         }
@@ -349,6 +401,11 @@ pub fn pgmap_type(t: crate::scenario::DevType) -> PgmapType {
     }
 }
 
+/// What page `i` of file `fi` holds on its backing store.
+fn file_marker(fi: usize, i: u64) -> u64 {
+    (0xf11e << 48) | ((fi as u64 + 1) << 32) | i
+}
+
 /// What a populated page holds at first: its VMA and page, to tell pages
 /// apart in a data-integrity check.
 fn marker(vid: VmaId, page: u64) -> u64 {
@@ -382,6 +439,11 @@ pub fn map_vma(
             let first = spec.block.unwrap_or(0) * cpu.m.sparse.pages_per_section();
             BackingKind::Device(r.start.add(first))
         }
+        Backing::File => {
+            let f = &sc.files[spec.file.ok_or("a file VMA without a file")?];
+            let a = crate::ops::file_by_name(cpu, &f.name).ok_or("the file does not exist")?;
+            BackingKind::File(a.id)
+        }
     };
     let args = MmapArgs {
         addr: None,
@@ -400,7 +462,10 @@ pub fn map_vma(
     if spec.populate && spec.backing != Backing::Pfnmap {
         for i in 0..spec.pages {
             let a = VirtAddr::new(start.as_u64() + i * PAGE_SIZE);
-            let w = (spec.prot == Prot::ReadWrite).then(|| marker(vid, i));
+            // A shared file mapping is populated with read faults
+            // (populate_vma_page_range(): no need to dirty it).
+            let w = (spec.prot == Prot::ReadWrite && spec.backing != Backing::File)
+                .then(|| marker(vid, i));
             access_user(cpu, mm, a, w).map_err(|e| format!("populate page {i}: {e}"))?;
         }
     }

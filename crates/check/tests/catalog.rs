@@ -28,6 +28,8 @@ fn run(plan: Arc<Plan>, strategy: Strategy, iterations: u64, seed: u64) -> Outco
 fn check_claim(name: &str, ov: &Overrides, expected: &str, bound: Option<u64>, what: &str) {
     let b = mmsim_check::catalog::find(name).unwrap();
     let sc = b.scenario().unwrap();
+    // PCT at the file's bug depth ([expect] depth), 3 unless it says.
+    let depth = sc.expect.as_ref().and_then(|e| e.depth).unwrap_or(3);
     let plan = Arc::new(Plan::new(sc, ov).unwrap_or_else(|e| panic!("{name} {what}: {e}")));
     let kinds = |o: &Outcome| -> Vec<&'static str> {
         o.violations
@@ -38,7 +40,7 @@ fn check_claim(name: &str, ov: &Overrides, expected: &str, bound: Option<u64>, w
     if expected == "none" {
         // A "none" claim holds under PCT and random schedules alike.
         let n = bound.unwrap_or(NONE_BOUND);
-        for s in [Strategy::Pct { depth: 3 }, Strategy::Random] {
+        for s in [Strategy::Pct { depth }, Strategy::Random] {
             let o = run(plan.clone(), s, n, 1);
             assert!(o.error.is_none(), "{name} {what}: {:?}", o.error);
             assert!(
@@ -54,7 +56,7 @@ fn check_claim(name: &str, ov: &Overrides, expected: &str, bound: Option<u64>, w
     } else {
         let mut o = run(
             plan.clone(),
-            Strategy::Pct { depth: 3 },
+            Strategy::Pct { depth },
             bound.unwrap_or(FIND_BOUND),
             1,
         );

@@ -255,3 +255,196 @@ fn config_and_nodes_parse_and_bad_ones_name_line_and_column() {
     assert!(e.starts_with(&format!("t.toml:{l}:8:")), "{e}");
     assert!(e.contains("needs numa"), "{e}");
 }
+
+/// A scenario with a `[[file]]`, a file VMA and the page-cache operations.
+const FILE: &str = r#"
+name = "f"
+section_size = "64K"
+
+[[memory]]
+name = "boot"
+kind = "boot"
+size = "256K"
+
+[[memory]]
+name = "dimm"
+kind = "hotplug"
+size = "64K"
+state = "online"
+
+[[file]]
+name = "data"
+pages = 4
+memory = "dimm"
+
+[[process]]
+name = "app"
+
+[[process.vma]]
+name = "map"
+pages = 4
+backing = "file"
+file = "data"
+populate = true
+
+[[cpu]]
+ops = [
+  { op = "find_get_page", file = "data", page = 3 },
+  { op = "evict", file = "data", page = 1, pages = 2 },
+  { op = "truncate", file = "data" },
+]
+"#;
+
+#[test]
+fn files_parse_and_bad_files_and_page_cache_operations_name_line_and_column() {
+    use mmsim_check::scenario::OpKind;
+    let s = parse(FILE, "t.toml").unwrap();
+    assert_eq!(s.files.len(), 1);
+    assert_eq!(s.files[0].pages, 4);
+    assert!(s.files[0].cached);
+    assert_eq!(s.processes[0].vmas[0].file, Some(0));
+    match s.cpus[0].ops[2].kind {
+        OpKind::Truncate(r) => assert_eq!((r.page, r.pages), (0, 4)),
+        ref k => panic!("{k:?}"),
+    }
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, the line the error names, a word of the message)
+        (
+            "file = \"data\"\npopulate",
+            "file = \"nope\"\npopulate",
+            "file = \"nope\"",
+            "unknown file `nope`",
+        ),
+        (
+            "backing = \"file\"\nfile = \"data\"\n",
+            "backing = \"file\"\n",
+            "[[process.vma]]",
+            "needs `file`",
+        ),
+        (
+            "backing = \"file\"\nfile",
+            "backing = \"anon\"\nfile",
+            "file = \"data\"\npopulate",
+            "applies to backing",
+        ),
+        (
+            "{ op = \"find_get_page\", file = \"data\", page = 3 }",
+            "{ op = \"find_get_page\", file = \"data\", page = 4 }",
+            "page = 4",
+            "outside file `data`",
+        ),
+        (
+            "page = 1, pages = 2",
+            "page = 1, pages = 4",
+            "pages = 4 }",
+            "not all inside file",
+        ),
+        (
+            "{ op = \"truncate\", file = \"data\" }",
+            "{ op = \"truncate\" }",
+            "op = \"truncate\"",
+            "needs `file`",
+        ),
+        (
+            "{ op = \"truncate\", file = \"data\" }",
+            "{ op = \"truncate\", file = \"x\" }",
+            "file = \"x\"",
+            "unknown file `x`",
+        ),
+        (
+            "{ op = \"truncate\", file = \"data\" }",
+            "{ op = \"truncate\", file = \"data\", vma = \"map\" }",
+            "vma = \"map\"",
+            "takes no `vma`",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 0\nmemory = \"dimm\"",
+            "pages = 0",
+            "at least one page",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 4\nmemory = \"ram\"",
+            "memory = \"ram\"",
+            "unknown memory `ram`",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "size = \"6K\"\nmemory = \"dimm\"",
+            "size = \"6K\"",
+            "whole number of 4K pages",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 4\nmemory = \"dimm\"\ncached = false",
+            "memory = \"dimm\"",
+            "cached = true",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 17\nmemory = \"dimm\"",
+            "[[file]]",
+            "which has 16",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 4\nmemory = \"dimm\"\nblock = 1",
+            "block = 1",
+            "has 1 block",
+        ),
+        (
+            "pages = 4\nbacking",
+            "pages = 5\nbacking",
+            "[[process.vma]]",
+            "which has 4",
+        ),
+        (
+            "file = \"data\"\npopulate",
+            "file = \"data\"\nmemory = \"dimm\"\npopulate",
+            "memory = \"dimm\"\npopulate",
+            "place its pages with the [[file]]",
+        ),
+        (
+            "state = \"online\"",
+            "state = \"offline\"",
+            "memory = \"dimm\"",
+            "online memory",
+        ),
+        (
+            "[[process]]",
+            "[[file]]\nname = \"data\"\npages = 1\n\n[[process]]",
+            "name = \"data\"\npages = 1",
+            "a second file",
+        ),
+        (
+            "pages = 4\nmemory = \"dimm\"",
+            "pages = 4\nmemory = \"dimm\"\nsparse = true",
+            "sparse",
+            "unknown field",
+        ),
+    ];
+    for (from, to, at, word) in cases {
+        assert!(FILE.contains(from), "{from}");
+        let t = FILE.replacen(from, to, 1);
+        let e = err(&t);
+        let first = at.lines().next().unwrap();
+        let l = t
+            .lines()
+            .enumerate()
+            .filter(|(_, x)| x.contains(first))
+            .map(|(i, _)| i + 1)
+            .find(|&i| {
+                // A multi-line anchor: the following lines match too.
+                at.lines()
+                    .enumerate()
+                    .all(|(k, a)| t.lines().nth(i - 1 + k).is_some_and(|x| x.contains(a)))
+            })
+            .unwrap_or_else(|| panic!("{at} not in\n{t}"));
+        assert!(
+            e.starts_with(&format!("t.toml:{l}:")),
+            "{from} -> {to}: {e} (want line {l})"
+        );
+        assert!(e.contains(word), "{from} -> {to}: {e}");
+    }
+}

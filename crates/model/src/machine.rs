@@ -193,6 +193,9 @@ pub struct Machine {
     /// The deferred split queue (`struct deferred_split`), owned by
     /// [`crate::mm::huge_memory`].
     pub deferred_split: crate::mm::huge_memory::DeferredSplit,
+    /// Every file's page cache ([`crate::mm::filemap`]), for
+    /// `folio->mapping` lookups; files live as long as the machine.
+    pub address_spaces: RawLock<Vec<Arc<crate::mm::filemap::AddressSpace>>>,
 }
 
 /// The state of a memory block.
@@ -318,6 +321,7 @@ impl Machine {
             pgmaps: RawLock::new(Vec::new()),
             mms: RawLock::new(Vec::new()),
             deferred_split: Default::default(),
+            address_spaces: RawLock::new(Vec::new()),
             cfg,
         });
         m.boot();
@@ -469,6 +473,15 @@ impl Machine {
             .iter()
             .filter_map(|w| w.upgrade())
             .find(|m| m.id == id)
+    }
+
+    /// The file whose address space has `id` (`folio->mapping >> 1`).
+    pub fn address_space(&self, id: u64) -> Option<Arc<crate::mm::filemap::AddressSpace>> {
+        self.address_spaces
+            .lock()
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
     }
 
     /// `folio->pgmap`: the pgmap whose id a ZONE_DEVICE page keeps in

@@ -109,6 +109,12 @@ safeguards! {
     /// beyond its mappings (`folio_expected_ref_count()`).
     KHUGEPAGED_REFCOUNT_CHECK = 16, "khugepaged.refcount_check", true,
         "a pinned (or otherwise referenced) page against khugepaged copying it into a new THP and dropping it";
+    /// `retract_page_tables()` and `collapse_pte_mapped_thp()` free the
+    /// detached PTE table with `pte_free_defer()` (`call_rcu`, v6.5,
+    /// "mm/pgtable: add pte_free_defer() for use by khugepaged"); off: a
+    /// plain `pte_free()` right after `pmdp_collapse_flush()`.
+    KHUGEPAGED_PTE_FREE_DEFER = 17, "khugepaged.pte_free_defer", true,
+        "GUP-fast (and RCU page-table walkers) against the PTE table that a file/shmem collapse retracts, where the TLB flush sends no IPI";
 }
 
 /// A set of switches, one per registered safeguard.

@@ -431,6 +431,11 @@ fn teardown(world: &crate::setup::World) {
                 exit_mmap(&boot, &mm);
             }
         }
+        // Every file's inode is evicted: its page cache goes.
+        let files: Vec<_> = m.address_spaces.lock().clone();
+        for a in files {
+            mmsim_model::mm::truncate::truncate_inode_pages_final(&boot, &a);
+        }
     });
     drop(boot);
     // A teardown that found something left the machine half torn down: a

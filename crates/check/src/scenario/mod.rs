@@ -175,6 +175,8 @@ pub enum Backing {
     Device,
     /// `VM_PFNMAP` of a memory range's frames.
     Pfnmap,
+    /// A shared mapping of a `[[file]]` (its page cache).
+    File,
 }
 
 impl Backing {
@@ -185,6 +187,7 @@ impl Backing {
             Backing::Shared => "shared",
             Backing::Device => "device",
             Backing::Pfnmap => "pfnmap",
+            Backing::File => "file",
         }
     }
 }
@@ -208,8 +211,40 @@ pub struct VmaSpec {
     pub populate: bool,
     /// Allow PMD-size folios.
     pub thp: bool,
+    /// The `[[file]]` a file VMA maps.
+    pub file: Option<usize>,
     /// Where it is defined.
     pub loc: Loc,
+}
+
+/// A `[[file]]`: a file whose folios live in the page cache.
+#[derive(Clone, Debug)]
+pub struct FileSpec {
+    /// Its name.
+    pub name: String,
+    /// Size in pages.
+    pub pages: u64,
+    /// The memory range its cached folios are placed in at start.
+    pub memory: Option<usize>,
+    /// Which block of that range.
+    pub block: Option<u64>,
+    /// Every page is in the page cache at start.
+    pub cached: bool,
+    /// A tmpfs file rather than a disk file system's.
+    pub shmem: bool,
+    /// Where it is defined.
+    pub loc: Loc,
+}
+
+/// Pages of a `[[file]]`: `page` and `pages` (defaulted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FRange {
+    /// The file, by index in [`Scenario::files`].
+    pub file: usize,
+    /// First page.
+    pub page: u64,
+    /// How many pages.
+    pub pages: u64,
 }
 
 /// A process: its initial mappings. `vmas` holds every VMA name the process
@@ -341,6 +376,14 @@ pub enum OpKind {
         /// The range.
         range: URange,
     },
+    /// `madvise(MADV_COLD | MADV_PAGEOUT | MADV_FREE)`: large folios the
+    /// range covers in part are split at once.
+    Madvise {
+        /// The range.
+        range: URange,
+        /// The advice.
+        advice: mmsim_model::mm::mmap::Advice,
+    },
     /// `mprotect()`.
     Mprotect {
         /// The range.
@@ -397,6 +440,13 @@ pub enum OpKind {
         /// The page.
         page: u64,
     },
+    /// A page-cache lookup (`filemap_get_entry()`), then `folio_put()`.
+    FindGetPage(FRange),
+    /// Reclaim of the clean page-cache folios of a file range
+    /// (`__remove_mapping()`).
+    Evict(FRange),
+    /// `truncate_inode_pages_range()` of a file range.
+    Truncate(FRange),
     /// `fork()` of the CPU's process (`dup_mm()`): creates process
     /// `child`, which CPUs with `process = "<as>"` run once it exists.
     Fork {
@@ -441,6 +491,9 @@ pub struct Expect {
     pub finding: bool,
     /// The number of schedules the claim is made for, if the file says.
     pub iterations: Option<u64>,
+    /// The PCT bug depth the claims are made with, if the file says
+    /// (default 3).
+    pub depth: Option<usize>,
     /// The outcome with other settings.
     pub variants: Vec<Variant>,
 }
@@ -506,6 +559,8 @@ pub struct Scenario {
     pub safeguards: Safeguards,
     /// Physical memory, in layout order.
     pub memory: Vec<Memory>,
+    /// Files (`[[file]]`).
+    pub files: Vec<FileSpec>,
     /// Processes.
     pub processes: Vec<Process>,
     /// CPUs.

@@ -33,6 +33,8 @@ pub struct RawScenario {
     #[serde(default)]
     pub memory: Vec<Spanned<RawMemory>>,
     #[serde(default)]
+    pub file: Vec<Spanned<RawFile>>,
+    #[serde(default)]
     pub process: Vec<Spanned<RawProcess>>,
     #[serde(default)]
     pub cpu: Vec<Spanned<RawCpu>>,
@@ -101,6 +103,7 @@ pub enum BackingName {
     Shared,
     Device,
     Pfnmap,
+    File,
 }
 
 /// `[[memory]]`.
@@ -115,6 +118,21 @@ pub struct RawMemory {
     #[serde(rename = "type")]
     pub dev_type: Option<Spanned<DevTypeName>>,
     pub node: Option<Spanned<u32>>,
+}
+
+/// `[[file]]`: a file whose folios live in the page cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub name: Spanned<String>,
+    pub pages: Option<Spanned<u64>>,
+    pub size: Option<Spanned<Size>>,
+    pub memory: Option<Spanned<String>>,
+    pub block: Option<Spanned<u64>>,
+    pub cached: Option<Spanned<bool>>,
+    /// A tmpfs file (no writeback, no dirty tracking) rather than a disk
+    /// file system's. An addition to the contract (default false).
+    pub shmem: Option<Spanned<bool>>,
 }
 
 /// `[[process]]`.
@@ -139,6 +157,7 @@ pub struct RawVma {
     pub block: Option<Spanned<u64>>,
     pub populate: Option<bool>,
     pub thp: Option<bool>,
+    pub file: Option<Spanned<String>>,
 }
 
 /// `[[cpu]]`.
@@ -175,6 +194,7 @@ pub struct RawOp {
     pub thp: Option<Spanned<bool>>,
     pub advice: Option<Spanned<String>>,
     pub zone: Option<Spanned<ZoneName>>,
+    pub file: Option<Spanned<String>>,
 }
 
 /// `[expect]`.
@@ -191,6 +211,10 @@ pub struct RawExpect {
     /// The bound the claim is made within (default: the command line's).
     /// An addition to the contract.
     pub iterations: Option<Spanned<u64>>,
+    /// The PCT bug depth the claims are checked with (default 3): a race
+    /// whose writer runs long without a preemption needs 2. An addition
+    /// to the contract.
+    pub depth: Option<Spanned<u64>>,
     /// What the outcome becomes when settings change. An addition to the
     /// contract.
     #[serde(default)]

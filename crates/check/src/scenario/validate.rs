@@ -2,12 +2,12 @@
 //! every error at the line and column that caused it.
 
 use super::raw::{
-    ArchName, BackingName, DevTypeName, MemKindName, MemStateName, ProtName, RawCpu, RawMemory,
-    RawOp, RawScenario, RawVma, Size, ZoneName,
+    ArchName, BackingName, DevTypeName, MemKindName, MemStateName, ProtName, RawCpu, RawFile,
+    RawMemory, RawOp, RawScenario, RawVma, Size, ZoneName,
 };
 use super::{
-    Backing, CpuSpec, DevType, Expect, GupFn, Loc, MRange, MemKind, MemState, Memory, Op, OpKind,
-    Process, Prot, Scenario, ScenarioError, URange, Variant, VmaSpec, Zone,
+    Backing, CpuSpec, DevType, Expect, FRange, FileSpec, GupFn, Loc, MRange, MemKind, MemState,
+    Memory, Op, OpKind, Process, Prot, Scenario, ScenarioError, URange, Variant, VmaSpec, Zone,
 };
 use mmsim_model::Arch;
 use mmsim_model::KernelConfig;
@@ -94,6 +94,7 @@ const OPS: &[(&str, &[&str])] = &[
         "mmap",
         &[
             "name", "pages", "size", "prot", "backing", "memory", "block", "populate", "thp",
+            "file",
         ],
     ),
     ("munmap", &["vma", "page", "pages"]),
@@ -115,7 +116,13 @@ const OPS: &[(&str, &[&str])] = &[
     ("fork", &["as"]),
     ("split_folio", &["vma", "page"]),
     ("collapse", &["vma", "page"]),
+    ("find_get_page", &["file", "page"]),
+    ("evict", &["file", "page", "pages"]),
+    ("truncate", &["file", "page", "pages"]),
 ];
+
+/// The largest `[[file]]`, in pages (256M).
+const MAX_FILE_PAGES: u64 = 1 << 16;
 
 /// Every operation name, for `mmsim list` and error messages.
 pub fn op_names() -> impl Iterator<Item = &'static str> {
@@ -222,8 +229,15 @@ impl<'a> Validator<'a> {
             }
         }
         let block_pages = sec_bytes / PAGE_SIZE;
+        let mut files: Vec<FileSpec> = Vec::new();
+        for f in raw.file {
+            let span = f.span();
+            let spec = self.file(f.into_inner(), span, &memory, block_pages, &files)?;
+            files.push(spec);
+        }
         let mut ctx = Ctx {
             memory: &memory,
+            files: &files,
             block_pages,
             created: HashMap::new(),
         };
@@ -376,6 +390,12 @@ impl<'a> Validator<'a> {
                     check_leaks: e.check_leaks.unwrap_or(true),
                     finding: e.finding.unwrap_or(false),
                     iterations: self.iterations(&e.iterations)?,
+                    depth: match &e.depth {
+                        Some(d) if !(1..=32).contains(d.get_ref()) => {
+                            return self.err(d.span(), "depth (PCT's bug depth) is from 1 to 32");
+                        }
+                        d => d.as_ref().map(|d| *d.get_ref() as usize),
+                    },
                     variants,
                 })
             }
@@ -390,6 +410,7 @@ impl<'a> Validator<'a> {
             sg_overrides,
             safeguards,
             memory,
+            files,
             processes,
             cpus,
             expect,
@@ -759,7 +780,50 @@ impl<'a> Validator<'a> {
             Some(BackingName::Shared) => Backing::Shared,
             Some(BackingName::Device) => Backing::Device,
             Some(BackingName::Pfnmap) => Backing::Pfnmap,
+            Some(BackingName::File) => Backing::File,
         };
+        let file = match (&v.file, backing) {
+            (None, Backing::File) => {
+                return self.err(
+                    span,
+                    format!(
+                        "VMA `{name}` has backing = \"file\" and needs `file`: the [[file]] it maps"
+                    ),
+                );
+            }
+            (Some(f), Backing::File) => Some(self.file_ref(ctx, f)?),
+            (Some(f), _) => {
+                return self.err(
+                    f.span(),
+                    format!(
+                        "`file` applies to backing = \"file\" (this VMA is {})",
+                        backing.name()
+                    ),
+                );
+            }
+            (None, _) => None,
+        };
+        if let Some(fi) = file {
+            let f = &ctx.files[fi];
+            if let Some(m) = &v.memory {
+                return self.err(
+                    m.span(),
+                    format!(
+                        "a file VMA maps file `{}`'s page cache: place its pages with the [[file]]'s `memory`",
+                        f.name
+                    ),
+                );
+            }
+            if pages > f.pages {
+                return self.err(
+                    span,
+                    format!(
+                        "VMA `{name}` maps {pages} pages of file `{}`, which has {}",
+                        f.name, f.pages
+                    ),
+                );
+            }
+        }
         let memory = match &v.memory {
             None => None,
             Some(m) => Some((self.memory_ref(ctx, m)?, m.span().start)),
@@ -878,8 +942,11 @@ impl<'a> Validator<'a> {
             return self.err(span, "populate needs prot = \"r\" or \"rw\"");
         }
         let thp = v.thp.unwrap_or(false);
-        if thp && backing != Backing::Anon {
-            return self.err(span, "thp applies to anon mappings");
+        if thp && !matches!(backing, Backing::Anon | Backing::File) {
+            return self.err(
+                span,
+                "thp applies to anon mappings (THP faults) and file mappings (PMD-aligned, for collapse)",
+            );
         }
         Ok(VmaSpec {
             name: v.name.into_inner(),
@@ -890,6 +957,167 @@ impl<'a> Validator<'a> {
             block,
             populate,
             thp,
+            file,
+            loc: self.loc(span.start),
+        })
+    }
+
+    fn file_ref(&self, ctx: &Ctx<'_>, name: &Spanned<String>) -> R<usize> {
+        ctx.files
+            .iter()
+            .position(|f| f.name == *name.get_ref())
+            .ok_or_else(|| {
+                let known: Vec<_> = ctx.files.iter().map(|f| f.name.as_str()).collect();
+                self.err_at(
+                    name.span().start,
+                    format!(
+                        "unknown file `{}` (defined: {})",
+                        name.get_ref(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })
+    }
+
+    /// A `[[file]]`.
+    fn file(
+        &self,
+        f: RawFile,
+        span: Range<usize>,
+        memory: &[Memory],
+        block_pages: u64,
+        files: &[FileSpec],
+    ) -> R<FileSpec> {
+        let name = f.name.get_ref();
+        if name.is_empty() {
+            return self.err(f.name.span(), "a file needs a name");
+        }
+        if files.iter().any(|o| o.name == *name) {
+            return self.err(f.name.span(), format!("a second file named `{name}`"));
+        }
+        let pages = match (&f.pages, &f.size) {
+            (Some(_), Some(s)) => return self.err(s.span(), "give `pages` or `size`, not both"),
+            (None, None) => {
+                return self.err(span, format!("file `{name}` needs `pages` or `size`"));
+            }
+            (Some(p), None) => {
+                if *p.get_ref() == 0 {
+                    return self.err(p.span(), "a file has at least one page");
+                }
+                *p.get_ref()
+            }
+            (None, Some(s)) => {
+                let b = self.size(s)?;
+                if b == 0 || b % PAGE_SIZE != 0 {
+                    return self.err(s.span(), "a file's size is a whole number of 4K pages");
+                }
+                b / PAGE_SIZE
+            }
+        };
+        if pages > MAX_FILE_PAGES {
+            return self.err(
+                span,
+                format!("file `{name}` has {pages} pages: the model takes at most {MAX_FILE_PAGES} (256M)"),
+            );
+        }
+        let cached = f.cached.as_ref().is_none_or(|c| *c.get_ref());
+        let mem = match &f.memory {
+            None => None,
+            Some(m) => {
+                let Some(mi) = memory.iter().position(|x| x.name == *m.get_ref()) else {
+                    let known: Vec<_> = memory.iter().map(|x| x.name.as_str()).collect();
+                    return self.err(
+                        m.span(),
+                        format!(
+                            "unknown memory `{}` (defined: {})",
+                            m.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                };
+                let mr = &memory[mi];
+                if mr.kind == MemKind::Device {
+                    return self.err(
+                        m.span(),
+                        format!(
+                            "page-cache folios cannot live in device memory `{}`",
+                            mr.name
+                        ),
+                    );
+                }
+                if !cached {
+                    return self.err(
+                        m.span(),
+                        "`memory` places the folios cached at start: it needs cached = true",
+                    );
+                }
+                if !matches!(mr.state, MemState::Boot | MemState::Online) {
+                    return self.err(
+                        m.span(),
+                        format!(
+                            "file `{name}` places its cached folios in memory `{}`, which is {} at start: they can be placed only in online memory",
+                            mr.name,
+                            mr.state.name()
+                        ),
+                    );
+                }
+                if mr.kind == MemKind::Hotplug && mr.zone == Zone::Normal {
+                    return self.err(
+                        m.span(),
+                        format!(
+                            "file `{name}` places its folios in memory `{}`, which is onlined to ZONE_NORMAL: the model places pages only in boot memory and ZONE_MOVABLE",
+                            mr.name
+                        ),
+                    );
+                }
+                Some(mi)
+            }
+        };
+        let block = match (&f.block, mem) {
+            (None, _) => None,
+            (Some(b), None) => return self.err(b.span(), "`block` needs `memory`"),
+            (Some(b), Some(mi)) => {
+                let blocks = memory[mi].bytes / PAGE_SIZE / block_pages;
+                if *b.get_ref() >= blocks {
+                    return self.err(
+                        b.span(),
+                        format!(
+                            "memory `{}` has {blocks} block{} (0-based)",
+                            memory[mi].name,
+                            if blocks == 1 { "" } else { "s" }
+                        ),
+                    );
+                }
+                Some(*b.get_ref())
+            }
+        };
+        if let Some(mi) = mem {
+            let room = match block {
+                Some(_) => block_pages,
+                None => memory[mi].bytes / PAGE_SIZE,
+            };
+            if pages > room {
+                return self.err(
+                    span,
+                    format!(
+                        "file `{name}` caches {pages} pages in memory `{}`{}, which has {room}",
+                        memory[mi].name,
+                        block.map_or(String::new(), |b| format!(" block {b}"))
+                    ),
+                );
+            }
+        }
+        Ok(FileSpec {
+            name: f.name.into_inner(),
+            pages,
+            memory: mem,
+            block,
+            cached,
+            shmem: f.shmem.as_ref().is_some_and(|s| *s.get_ref()),
             loc: self.loc(span.start),
         })
     }
@@ -1000,6 +1228,7 @@ impl<'a> Validator<'a> {
         f!(thp, "thp");
         f!(advice, "advice");
         f!(zone, "zone");
+        f!(file, "file");
         v
     }
 
@@ -1315,20 +1544,27 @@ impl<'a> Validator<'a> {
             "munmap" => OpKind::Munmap { range: urange()? },
             "madvise" => {
                 let range = urange()?;
-                match &op.advice {
-                    None => return self.err(span, "`madvise` needs `advice` (\"dontneed\")"),
-                    Some(a) if a.get_ref() == "dontneed" => {}
-                    Some(a) => {
-                        return self.err(
-                            a.span(),
-                            format!(
-                                "unknown advice `{}` (the model has \"dontneed\")",
-                                a.get_ref()
-                            ),
-                        );
-                    }
+                use mmsim_model::mm::mmap::Advice;
+                let known = "\"dontneed\", \"cold\", \"pageout\", \"free\"";
+                let advice = match &op.advice {
+                    None => return self.err(span, format!("`madvise` needs `advice` ({known})")),
+                    Some(a) => match a.get_ref().as_str() {
+                        "dontneed" => None,
+                        "cold" => Some(Advice::Cold),
+                        "pageout" => Some(Advice::Pageout),
+                        "free" => Some(Advice::Free),
+                        other => {
+                            return self.err(
+                                a.span(),
+                                format!("unknown advice `{other}` (the model has {known})"),
+                            );
+                        }
+                    },
+                };
+                match advice {
+                    None => OpKind::MadviseDontneed { range },
+                    Some(advice) => OpKind::Madvise { range, advice },
                 }
-                OpKind::MadviseDontneed { range }
             }
             "mprotect" => {
                 let range = urange()?;
@@ -1371,6 +1607,58 @@ impl<'a> Validator<'a> {
             "kpageflags" => {
                 OpKind::Kpageflags(mrange(&[MemKind::Boot, MemKind::Hotplug, MemKind::Device])?)
             }
+            "find_get_page" | "evict" | "truncate" => {
+                let Some(f) = &op.file else {
+                    return self.err(span, format!("`{name}` needs `file`"));
+                };
+                let fi = self.file_ref(ctx, f)?;
+                let spec = &ctx.files[fi];
+                let page = match &op.page {
+                    None => 0,
+                    Some(p) if *p.get_ref() < spec.pages => *p.get_ref(),
+                    Some(p) => {
+                        return self.err(
+                            p.span(),
+                            format!(
+                                "page {} is outside file `{}` ({} page{})",
+                                p.get_ref(),
+                                spec.name,
+                                spec.pages,
+                                if spec.pages == 1 { "" } else { "s" }
+                            ),
+                        );
+                    }
+                };
+                let pages = match &op.pages {
+                    None if name == "find_get_page" => 1,
+                    None => spec.pages - page,
+                    Some(p) => {
+                        let n = *p.get_ref();
+                        if n == 0 || page.saturating_add(n) > spec.pages {
+                            return self.err(
+                                p.span(),
+                                format!(
+                                    "pages {page}..{} are not all inside file `{}` ({} pages)",
+                                    page.saturating_add(n),
+                                    spec.name,
+                                    spec.pages
+                                ),
+                            );
+                        }
+                        n
+                    }
+                };
+                let r = FRange {
+                    file: fi,
+                    page,
+                    pages,
+                };
+                match name {
+                    "find_get_page" => OpKind::FindGetPage(r),
+                    "evict" => OpKind::Evict(r),
+                    _ => OpKind::Truncate(r),
+                }
+            }
             _ => return self.err(span, format!("unknown operation `{name}`")),
         };
         Ok(Op { name, kind, loc })
@@ -1379,6 +1667,7 @@ impl<'a> Validator<'a> {
 
 struct Ctx<'a> {
     memory: &'a [Memory],
+    files: &'a [FileSpec],
     block_pages: u64,
     /// The VMAs that mmap operations create, by (process, VMA): the CPU and
     /// the operation that creates each, and where.
@@ -1425,6 +1714,7 @@ fn mmap_fields(op: &RawOp) -> RawVma {
         block: c(&op.block),
         populate: op.populate.as_ref().map(|p| *p.get_ref()),
         thp: op.thp.as_ref().map(|p| *p.get_ref()),
+        file: c(&op.file),
     }
 }
 

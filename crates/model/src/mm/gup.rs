@@ -320,7 +320,7 @@ fn try_grab_folio_fast<'m>(
 ///
 /// `head` is the folio's head page, checked by the caller in this step.
 #[inline(always)]
-fn gup_fast_folio_allowed(head: CheckedPage<'_>, flags: u32) -> bool {
+fn gup_fast_folio_allowed(cpu: &Cpu, head: CheckedPage<'_>, flags: u32) -> bool {
     let reject_file_backed =
         flags & (FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE) == FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE;
     // secretmem folios are always small.
@@ -340,18 +340,26 @@ fn gup_fast_folio_allowed(head: CheckedPage<'_>, flags: u32) -> bool {
         return true;
     }
     // secretmem_mapping(): the model has no memfd_secret(), so it is false.
-    !reject_file_backed || shmem_mapping(head)
+    !reject_file_backed || shmem_mapping(cpu, head)
 }
 
 /// Kernel: `mm/shmem.c shmem_mapping()`: whether a file folio belongs to
 /// shmem (the kernel compares `mapping->a_ops` with shmem's). The model's
-/// file-like mappings are its shmem objects and the device-dax and fsdax
-/// files of ZONE_DEVICE memory ([`crate::mm::memremap::device_fault`]),
-/// whose ids share one counter; only the latter live in `ZONE_DEVICE`, so
-/// the folio's zone tells them apart.
+/// file-like mappings are its shmem objects, its files
+/// ([`crate::mm::filemap::AddressSpace`], tmpfs or a disk file system) and
+/// the device-dax and fsdax files of ZONE_DEVICE memory
+/// ([`crate::mm::memremap::device_fault`]), whose ids share one counter;
+/// only the last live in `ZONE_DEVICE`, and the files are registered with
+/// the machine (the walker reads `mapping->a_ops`: the inode is freed by
+/// RCU, and IRQs are off).
 #[inline(always)]
-fn shmem_mapping(head: CheckedPage<'_>) -> bool {
-    head.zonenum() != ZoneType::Device as usize
+fn shmem_mapping(cpu: &Cpu, head: CheckedPage<'_>) -> bool {
+    if head.zonenum() == ZoneType::Device as usize {
+        return false;
+    }
+    cpu.m
+        .address_space(head.mapping() >> 1)
+        .is_none_or(|a| a.shmem)
 }
 
 /// Kernel: `mm/internal.h gup_must_unshare()`: whether a read-only pin of
@@ -497,7 +505,7 @@ fn gup_fast_pte_range(
         }
         // One shadow check of the head for the rest of this step.
         let head = folio.page().checked(cpu);
-        if !gup_fast_folio_allowed(head, flags) {
+        if !gup_fast_folio_allowed(cpu, head, flags) {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
         }
@@ -558,7 +566,7 @@ fn gup_fast_pmd_leaf(
         return false;
     }
     let head = folio.page().checked(cpu);
-    if !gup_fast_folio_allowed(head, flags) {
+    if !gup_fast_folio_allowed(cpu, head, flags) {
         gup_put_folio(cpu, folio, refs, flags);
         return false;
     }
@@ -814,6 +822,8 @@ fn vma_needs_dirty_tracking(vma: &Vma) -> bool {
         Backing::Anon | Backing::Shared(_) | Backing::PfnMap { .. } | Backing::Device { .. } => {
             false
         }
+        // A disk file system's file: page_mkwrite and writeback.
+        Backing::File(ref a) => !a.shmem,
     }
 }
 

@@ -235,7 +235,8 @@ pub fn __folio_split(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
     if !folio.test_large(cpu) {
         return Err(Errno::EINVAL);
     }
-    if !folio_test_anon(cpu, folio) {
+    let file = crate::mm::filemap::folio_file_mapping(cpu, folio);
+    if !folio_test_anon(cpu, folio) && file.is_none() {
         return Err(Errno::EBUSY);
     }
     let head = folio.page();
@@ -243,9 +244,80 @@ pub fn __folio_split(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {
         return Err(Errno::EAGAIN);
     }
     head.set_flags(cpu, pg::LOCKED);
-    let r = split_locked(cpu, folio);
+    let r = match file {
+        Some(a) => split_file_locked(cpu, folio, &a),
+        None => split_locked(cpu, folio),
+    };
     head.clear_flags(cpu, pg::LOCKED);
+    cpu.sched.wake(chan(&cpu.m.address_spaces));
     r
+}
+
+/// `__folio_split()` of a page-cache folio (the caller holds its lock and
+/// one reference): under `i_mmap_lock_read()`, the `can_split_folio()`
+/// precheck against the mappings, the caller's reference and the cache's
+/// `folio_nr_pages()`; `unmap_folio()` unmaps it from every process
+/// (`try_to_unmap()`, not migration entries; one batched flush); then
+/// under `xa_lock` the freeze against the caller's and the cache's
+/// references, the compound head rewritten, the multi-index entry split
+/// into one slot per new folio, each new folio unfrozen with its cache
+/// reference and one of the split's, the original head last. The folios
+/// are not mapped again (`remap_page()` does nothing for a file folio): a
+/// later fault maps them. On a failed freeze the folio stays whole and
+/// unmapped.
+fn split_file_locked(
+    cpu: &Cpu,
+    folio: Folio<'_>,
+    a: &crate::mm::filemap::AddressSpace,
+) -> Result<(), Errno> {
+    let nr = folio.nr_pages(cpu);
+    let index = folio.page().index(cpu);
+    cpu.point_arg(
+        point!("__folio_split", "can_split_folio"),
+        folio.pfn().as_u64(),
+    );
+    // folio_expected_ref_count(): the mappings and the cache's references.
+    if folio_mapcount(cpu, folio) + nr as i32 + 1 != folio_ref_count(cpu, folio) {
+        return Err(Errno::EAGAIN);
+    }
+    // unmap_folio() → try_to_unmap(TTU_SPLIT_HUGE_PMD | TTU_BATCH_FLUSH).
+    let mut ubc = crate::mm::migrate::TlbflushUnmapBatch::default();
+    if folio.mapped(cpu) {
+        crate::mm::vmscan::try_to_unmap(cpu, a, folio, &mut ubc);
+    }
+    crate::mm::migrate::try_to_unmap_flush(cpu, &mut ubc);
+    let _xa = a.xa_lock.lock(&cpu.sched);
+    let _irq = local_irq_save(cpu);
+    cpu.point_arg(
+        point!("__folio_split", "folio_ref_freeze"),
+        folio.pfn().as_u64(),
+    );
+    if folio.mapped(cpu) || !folio_ref_freeze(cpu, folio, 1 + nr as i32) {
+        return Err(Errno::EAGAIN);
+    }
+    __split_unmapped_folio(cpu, folio);
+    cpu.point_arg(
+        point!("__folio_split", "folio_ref_unfreeze(new folios)"),
+        folio.pfn().as_u64(),
+    );
+    for i in 1..nr {
+        let t = Folio::from_head(folio.nth_page(cpu, i));
+        // xas_split(): the slot names the new folio.
+        crate::mm::filemap::xas_replace(a, index + i, 1, t);
+        folio_ref_unfreeze(cpu, t, 2);
+    }
+    cpu.point_arg(
+        point!("__folio_split", "folio_ref_unfreeze(head)"),
+        folio.pfn().as_u64(),
+    );
+    folio_ref_unfreeze(cpu, folio, 2);
+    drop(_irq);
+    drop(_xa);
+    // The split's reference on every new folio but the caller's.
+    for i in 1..nr {
+        folio_put(cpu, Folio::from_head(folio.nth_page(cpu, i)));
+    }
+    Ok(())
 }
 
 fn split_locked(cpu: &Cpu, folio: Folio<'_>) -> Result<(), Errno> {

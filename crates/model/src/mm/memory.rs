@@ -301,6 +301,12 @@ pub fn handle_mm_fault(
         return match &vma.backing {
             Backing::Anon => do_anonymous_page(cpu, mm, vma, ptep, addr, write),
             Backing::Shared(s) => shmem_fault(cpu, vma, s, ptep, addr, write),
+            Backing::File(a) => {
+                // The page cache is looked up and the folio locked without
+                // the page-table lock (filemap_fault() may sleep).
+                drop(ptl);
+                do_file_fault(cpu, mm, vma, a, addr, write)
+            }
             Backing::PfnMap { .. } => Err(Errno::EFAULT),
             Backing::Device { .. } => {
                 let pfn = crate::mm::memremap::device_fault(cpu, mm, vma, addr)?;
@@ -399,6 +405,100 @@ fn shmem_fault(
     Ok(())
 }
 
+/// Kernel: `do_read_fault()` / `do_shared_fault()` on a file VMA:
+/// `__do_fault()` → `filemap_fault()` (a locked folio with a reference),
+/// `do_page_mkwrite()` for a write to a file that tracks dirty pages, then
+/// `finish_fault()`: under the page-table lock, if the PTE is still none,
+/// `set_pte_range()` maps the page and the fault's reference becomes the
+/// mapping's; then the folio is unlocked.
+fn do_file_fault(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    a: &crate::mm::filemap::AddressSpace,
+    addr: VirtAddr,
+    write: bool,
+) -> Result<(), Errno> {
+    use crate::mm::filemap::{filemap_fault, folio_file_page, folio_unlock};
+    let index = vma.pgoff_of(addr);
+    let folio = filemap_fault(cpu, a, index)?;
+    if write {
+        // do_page_mkwrite() (a disk file) or shmem's fault: the folio will
+        // be written through this mapping (fault_dirty_shared_page()).
+        folio.page().set_flags(cpu, pg::DIRTY);
+    }
+    let r = {
+        let _ptl = mm.page_table_lock.lock(&cpu.sched);
+        finish_fault(
+            cpu,
+            mm,
+            vma,
+            a,
+            addr,
+            folio,
+            folio_file_page(cpu, folio, index),
+            write,
+        )
+    };
+    folio_unlock(cpu, folio);
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            folio_put(cpu, folio);
+            Ok(())
+        }
+        Err(e) => {
+            folio_put(cpu, folio);
+            Err(e)
+        }
+    }
+}
+
+/// Kernel: `finish_fault()` → `set_pte_range()` for one page of a file
+/// folio; the caller holds the page-table lock. `Ok(false)`: someone else
+/// mapped the address first (the caller drops its reference).
+#[allow(clippy::too_many_arguments)]
+fn finish_fault(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    vma: &Vma,
+    a: &crate::mm::filemap::AddressSpace,
+    addr: VirtAddr,
+    folio: Folio<'_>,
+    page: PageRef<'_>,
+    write: bool,
+) -> Result<bool, Errno> {
+    let pmdp = pmd_alloc(cpu, mm, addr)?;
+    let mut pmd = pgtable::get_lockless(cpu, pmdp);
+    if pmd.leaf() {
+        return Ok(false);
+    }
+    if pmd.none() {
+        let t = pte_alloc_one(cpu)?;
+        pmd = Entry::from_pfn(t, PRESENT | RW | USER | ACCESSED);
+        pgtable::set_entry(cpu, pmdp, pmd);
+    }
+    let ptep = pte_offset(pmd, addr);
+    if !pgtable::get_lockless(cpu, ptep).none() {
+        return Ok(false);
+    }
+    // set_pte_range(): the rmap first, then the entry. A shared writable
+    // mapping of a file that tracks dirty pages (a disk file system:
+    // vma_wants_writenotify()) maps read-only until a write fault; tmpfs
+    // maps writable at once.
+    crate::mm::filemap::folio_add_file_rmap_pte(cpu, folio, page);
+    let mut flags = vma_pte_flags(vma, None);
+    if vma.flags & VM_WRITE != 0 && (write || a.shmem) {
+        flags |= RW;
+        if write {
+            flags |= DIRTY;
+        }
+    }
+    cpu.point_arg(point!("set_pte_range", "set_pte_at"), page.pfn().as_u64());
+    pgtable::set_entry(cpu, ptep, Entry::from_pfn(page.pfn(), flags));
+    Ok(true)
+}
+
 /// Drops the shmem object's page-cache references (`shmem_evict_inode()`).
 pub fn shmem_evict(cpu: &Cpu, s: &Shmem) {
     let pages: Vec<u64> = std::mem::take(&mut *s.pages.lock());
@@ -456,7 +556,13 @@ fn do_wp_page(
     unshare: bool,
 ) -> Result<(), Errno> {
     if vma.flags & VM_SHARED != 0 {
-        // wp_page_shared(): GUP never asks to unshare a shared mapping.
+        // wp_page_shared(): GUP never asks to unshare a shared mapping. A
+        // file's folio is dirtied (do_page_mkwrite(),
+        // fault_dirty_shared_page()).
+        if matches!(vma.backing, Backing::File(_)) && !pte.special() {
+            let folio = page_folio(cpu, cpu.m.sparse.pfn_to_page(pte.pfn()));
+            folio.page().set_flags(cpu, pg::DIRTY);
+        }
         pgtable::set_entry(cpu, ptep, pte.mkwrite().mkdirty());
         return Ok(());
     }
@@ -1014,6 +1120,14 @@ fn unmap_page_range(
                 if !old.special() && old.present() {
                     let page = cpu.m.sparse.pfn_to_page(old.pfn());
                     let folio = page_folio(cpu, page);
+                    // zap_present_folio_ptes(): a file folio written
+                    // through this PTE is dirty (folio_mark_dirty()).
+                    if old.dirty()
+                        && !folio_test_anon(cpu, folio)
+                        && crate::mm::filemap::folio_file_mapping(cpu, folio).is_some()
+                    {
+                        folio.page().set_flags(cpu, pg::DIRTY);
+                    }
                     folio_remove_rmap_pte(cpu, folio, page);
                     // zap_present_folio_ptes(): a mapcount below zero means
                     // the PTE mapped a page its metadata calls unmapped;
@@ -1253,4 +1367,51 @@ pub fn access_user(
         do_user_addr_fault(cpu, mm, &vma, addr, write.is_some())?;
     }
     Err(Errno::EFAULT)
+}
+
+/// Kernel: `unmap_mapping_folio()`: every PTE that maps a page of the
+/// locked file folio `folio` is zapped (`zap_page_range_single()` per
+/// mapping found in `i_mmap` under `i_mmap_lock_read()`): the mapping's
+/// reference goes through the mmu_gather after the TLB flush, a dirty PTE
+/// dirties the folio.
+pub fn unmap_mapping_folio(cpu: &Cpu, a: &crate::mm::filemap::AddressSpace, folio: Folio<'_>) {
+    let index = folio.page().index(cpu);
+    let nr = folio.nr_pages(cpu);
+    let g = a.i_mmap.read(&cpu.sched);
+    for e in g.iter() {
+        let Some(mm) = cpu.m.mm_by_id(e.mm_id) else {
+            continue;
+        };
+        for i in index..index + nr {
+            let Some(addr) = e.address(i) else { continue };
+            let mut tlb = crate::mm::mmu_gather::tlb_gather_mmu(cpu, &mm);
+            {
+                let _ptl = mm.page_table_lock.lock(&cpu.sched);
+                if mm.exited.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Some(pmdp) = pmd_lookup(cpu, &mm, addr) else {
+                    continue;
+                };
+                let pmd = pgtable::get_lockless(cpu, pmdp);
+                if !pmd.present() || pmd.leaf() {
+                    continue;
+                }
+                let ptep = pte_offset(pmd, addr);
+                let pte = pgtable::get_lockless(cpu, ptep);
+                let page = folio.nth_page(cpu, i - index);
+                if !pte.present() || pte.special() || pte.pfn() != page.pfn() {
+                    continue;
+                }
+                cpu.point_arg(point!("zap_pte_range", "ptep_get_and_clear"), addr.as_u64());
+                let old = pgtable::get_and_clear(cpu, ptep);
+                if old.dirty() {
+                    folio.page().set_flags(cpu, pg::DIRTY);
+                }
+                folio_remove_rmap_pte(cpu, folio, page);
+                tlb.remove_folio(folio.pfn());
+            }
+            crate::mm::mmu_gather::tlb_finish_mmu(cpu, tlb);
+        }
+    }
 }

@@ -30,9 +30,12 @@
 //!
 //! # Simplifications
 //!
-//! Only small anonymous folios are migrated (device-coherent ones too, for
-//! long-term GUP, by the same steps). A large folio (THP) or a page of a
-//! shared (shmem-like) mapping is treated as unmovable for offlining
+//! Only small anonymous folios and small page-cache folios of files
+//! ([`crate::mm::filemap`]: `__folio_migrate_mapping()` freezes the old
+//! folio under `xa_lock` and replaces it in the index) are migrated
+//! (device-coherent ones too, for long-term GUP, by the same steps). A
+//! large file folio or a page of a shared anonymous (shmem-like) mapping
+//! is treated as unmovable for offlining
 //! (`scan_movable_pages()` gives `-EBUSY`) and is not isolated. Each pass
 //! tries a folio once where v6.18 tries it up to three times in the batch
 //! and seven more on its own: enough for the batched flush and the
@@ -42,6 +45,10 @@
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
+use crate::mm::filemap::{
+    AddressSpace, folio_add_file_rmap_pte, folio_file_mapping, folio_lock, folio_trylock,
+    folio_unlock, xas_holds, xas_replace,
+};
 use crate::mm::memory::{
     Mapped, folio_add_new_anon_rmap, folio_remove_rmap_pte, folio_test_anon, lookup, pmd_lookup,
     pte_offset,
@@ -50,7 +57,10 @@ use crate::mm::mm_types::{Folio, PageRef, page_folio, pg, pgty};
 use crate::mm::mmap::{MmStruct, PAGE_MAPPING_ANON};
 use crate::mm::mmu_gather::{arch_tlbbatch_flush, flush_tlb_mm_range};
 use crate::mm::page_alloc::{__alloc_pages, Gfp, NODE_MASK_ALL, NodeMask};
-use crate::mm::page_ref::{folio_get, folio_put, folio_ref_count, folio_try_get};
+use crate::mm::page_ref::{
+    folio_get, folio_put, folio_ref_add, folio_ref_count, folio_ref_freeze, folio_ref_unfreeze,
+    folio_try_get,
+};
 use crate::mm::pgtable::{self, Entry, MIGRATION, RW};
 use crate::types::{PAGE_SHIFT, Pfn, VirtAddr};
 use mmsim_facade::sched::{Point, chan};
@@ -75,8 +85,12 @@ pub fn scan_movable_pages(cpu: &Cpu, start: Pfn, end: Pfn) -> Result<Pfn, Errno>
         let folio = page_folio(cpu, page);
         let mapping = folio.page().mapping(cpu);
         // An anonymous THP is on the LRU: movable (do_migrate_range()
-        // splits it, see isolate_folio()).
-        if mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
+        // splits it, see isolate_folio()). A small page-cache folio of a
+        // file is on the LRU too.
+        let file = mapping & PAGE_MAPPING_ANON == 0
+            && !folio.test_large(cpu)
+            && folio_file_mapping(cpu, folio).is_some();
+        if (mapping & PAGE_MAPPING_ANON == 0 && !file) || t == pgty::TABLE {
             return Err(Errno::EBUSY);
         }
         return Ok(Pfn::new(pfn));
@@ -200,13 +214,14 @@ fn isolate_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>, at: &'static Point) -> Opt
 /// Kernel: `mm/vmscan.c folio_isolate_lru()`: takes the folio off the LRU
 /// for migration, with a reference of its own; the caller holds one
 /// already. The model has no LRU lists: a folio is on one when it is a
-/// small anonymous folio of ordinary memory (what the model can migrate)
-/// that nobody has isolated yet (`pg::ISOLATED` stands for a cleared
+/// small anonymous or page-cache folio of ordinary memory (what the model
+/// can migrate) that nobody has isolated yet (`pg::ISOLATED` stands for a cleared
 /// `PG_lru`).
 pub fn folio_isolate_lru(cpu: &Cpu, folio: Folio<'_>) -> bool {
     let head = folio.page();
+    let mapping = head.mapping(cpu);
     if folio.test_large(cpu)
-        || head.mapping(cpu) & PAGE_MAPPING_ANON == 0
+        || (mapping & PAGE_MAPPING_ANON == 0 && folio_file_mapping(cpu, folio).is_none())
         || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
     {
         return false;
@@ -269,14 +284,14 @@ pub struct TlbflushUnmapBatch {
 /// Kernel: `mm/rmap.c should_defer_flush()` with x86's
 /// `arch_tlbbatch_should_defer()`: a batched unmap defers its flush when a
 /// CPU other than this one may cache the mm's entries.
-fn should_defer_flush(cpu: &Cpu, mm: &MmStruct, batch_flush: bool) -> bool {
+pub(crate) fn should_defer_flush(cpu: &Cpu, mm: &MmStruct, batch_flush: bool) -> bool {
     batch_flush && mm.cpumask.load(Ordering::Relaxed) & !(1u64 << cpu.id()) != 0
 }
 
 /// Kernel: `mm/rmap.c set_tlb_ubc_flush_pending()`
 /// (`arch_tlbbatch_add_pending()`): the batch's flush must reach the CPUs
 /// of `mm` too.
-fn set_tlb_ubc_flush_pending(ubc: &mut TlbflushUnmapBatch, mm: &MmStruct) {
+pub(crate) fn set_tlb_ubc_flush_pending(ubc: &mut TlbflushUnmapBatch, mm: &MmStruct) {
     ubc.cpumask |= mm.cpumask.load(Ordering::Relaxed);
     ubc.flush_required = true;
 }
@@ -300,6 +315,17 @@ struct Unmapped<'m> {
     mapped: Option<(Arc<MmStruct>, VirtAddr)>,
     /// The PTE, the migration entry put there, and the entry it replaced.
     entry: Option<(pgtable::EntryPtr, Entry, Entry)>,
+    /// A page-cache folio: its file, and each mapping's migration entry
+    /// and the entry it replaced.
+    file: Option<(Arc<AddressSpace>, Vec<FileMigrationEntry>)>,
+}
+
+/// One PTE of a page-cache folio that `try_to_migrate()` replaced.
+struct FileMigrationEntry {
+    mm: Arc<MmStruct>,
+    addr: VirtAddr,
+    swp: Entry,
+    pte: Entry,
 }
 
 /// Kernel: `try_to_migrate()` → `try_to_migrate_one()` for the one mapping
@@ -314,8 +340,9 @@ fn try_to_migrate(
     batch_flush: bool,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Option<(pgtable::EntryPtr, Entry, Entry)> {
-    // rmap_walk() → anon_vma_lock_read()
-    let _anon_vma = mm.anon_vma_lock.read(&cpu.sched);
+    // rmap_walk() → anon_vma_lock_read() (a file folio's walk holds
+    // i_mmap_rwsem instead, taken by the caller's i_mmap lookup).
+    let _anon_vma = folio_test_anon(cpu, src).then(|| mm.anon_vma_lock.read(&cpu.sched));
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     // The process exited: its VMA is off the anon_vma, rmap finds nothing.
     if mm.exited.load(Ordering::Relaxed) {
@@ -359,7 +386,44 @@ fn migrate_folio_unmap<'m>(
     mode: MigrateMode,
     ubc: &mut TlbflushUnmapBatch,
 ) -> Result<Unmapped<'m>, Errno> {
-    let dst = alloc_migration_target(cpu, src, mtc).ok_or(Errno::ENOMEM)?;
+    let file = folio_file_mapping(cpu, src);
+    if file.is_some() {
+        // The folio lock keeps truncation, reclaim and faults off a
+        // page-cache folio while it is unmapped: a trylock in a batch
+        // (MIGRATE_ASYNC), a sleeping lock alone.
+        if mode == MigrateMode::Async {
+            if !folio_trylock(cpu, src) {
+                return Err(Errno::EAGAIN);
+            }
+        } else {
+            folio_lock(cpu, src);
+        }
+    }
+    let Some(dst) = alloc_migration_target(cpu, src, mtc) else {
+        if file.is_some() {
+            folio_unlock(cpu, src);
+        }
+        return Err(Errno::ENOMEM);
+    };
+    if let Some(a) = file {
+        // try_to_migrate() → rmap_walk_file(): every mapping of the page.
+        let index = src.page().index(cpu);
+        let mut entries = Vec::new();
+        for (mm, addr) in a.rmap(cpu, index) {
+            if let Some((_, swp, pte)) =
+                try_to_migrate(cpu, src, &mm, addr, mode == MigrateMode::Async, ubc)
+            {
+                entries.push(FileMigrationEntry { mm, addr, swp, pte });
+            }
+        }
+        return Ok(Unmapped {
+            src,
+            dst,
+            mapped: None,
+            entry: None,
+            file: Some((a, entries)),
+        });
+    }
     let mapped = rmap_walk(cpu, src);
     let entry = mapped.as_ref().and_then(|(mm, addr)| {
         try_to_migrate(cpu, src, mm, *addr, mode == MigrateMode::Async, ubc)
@@ -369,7 +433,119 @@ fn migrate_folio_unmap<'m>(
         dst,
         mapped,
         entry,
+        file: None,
     })
+}
+
+/// Kernel: `migrate_folio_move()` of a page-cache folio: `__migrate_folio()`
+/// (the refcount check, the copy) and `__folio_migrate_mapping()` (under
+/// `xa_lock`: `folio_ref_freeze()` against the isolation's reference and
+/// the cache's, the new folio takes the cache's references and the slot,
+/// the old one is unfrozen with the isolation's only), then
+/// `remove_migration_ptes()` maps the new folio where the old was mapped.
+/// On `-EAGAIN` the migration entries go back to the old folio.
+fn migrate_file_folio_move(
+    cpu: &Cpu,
+    src: Folio<'_>,
+    dst: Folio<'_>,
+    a: &AddressSpace,
+    entries: Vec<FileMigrationEntry>,
+) -> Result<(), Errno> {
+    let r = migrate_file_folio_move_locked(cpu, src, dst, a, entries);
+    folio_unlock(cpu, src);
+    if r.is_ok() {
+        migrate_folio_done(cpu, src);
+    }
+    r
+}
+
+fn migrate_file_folio_move_locked(
+    cpu: &Cpu,
+    src: Folio<'_>,
+    dst: Folio<'_>,
+    a: &AddressSpace,
+    entries: Vec<FileMigrationEntry>,
+) -> Result<(), Errno> {
+    let nr = src.nr_pages(cpu);
+    // folio_expected_ref_count() + 1: the cache's and the isolation's
+    // (the folio is unmapped now).
+    let expected = 1 + nr as i32;
+    let undo = |entries: Vec<FileMigrationEntry>| {
+        for e in entries {
+            restore_file(cpu, &e.mm, e.addr, src, e.swp, e.pte);
+        }
+        folio_put(cpu, dst);
+        Err(Errno::EAGAIN)
+    };
+    cpu.point_arg(
+        point!("__folio_migrate_mapping", "folio_ref_count"),
+        src.pfn().as_u64(),
+    );
+    if src.mapped(cpu) || folio_ref_count(cpu, src) != expected {
+        return undo(entries);
+    }
+    // folio_mc_copy()
+    crate::mm::memory::copy_data(cpu, src.pfn(), dst.pfn());
+    {
+        let _xa = a.xa_lock.lock(&cpu.sched);
+        cpu.point_arg(
+            point!("__folio_migrate_mapping", "folio_ref_freeze"),
+            src.pfn().as_u64(),
+        );
+        let index = src.page().index(cpu);
+        if !xas_holds(a, index, src) || !folio_ref_freeze(cpu, src, expected) {
+            drop(_xa);
+            return undo(entries);
+        }
+        // The new folio is locked until its PTEs are in place.
+        dst.page().set_flags(cpu, pg::LOCKED);
+        dst.page().set_index(cpu, index);
+        dst.page().set_mapping(cpu, src.page().mapping(cpu));
+        folio_ref_add(cpu, dst, nr as i32);
+        if src.page().test_flags(cpu, pg::DIRTY) {
+            src.page().clear_flags(cpu, pg::DIRTY);
+            dst.page().set_flags(cpu, pg::DIRTY);
+        }
+        cpu.point_arg(
+            point!("__folio_migrate_mapping", "xas_store"),
+            dst.pfn().as_u64(),
+        );
+        xas_replace(a, index, nr, dst);
+        folio_ref_unfreeze(cpu, src, expected - nr as i32);
+    }
+    // folio_migrate_flags()
+    dst.page().set_flags(cpu, pg::UPTODATE);
+    // remove_migration_ptes(src, dst)
+    for e in entries {
+        let _ptl = e.mm.page_table_lock.lock(&cpu.sched);
+        cpu.point_arg(
+            point!("remove_migration_pte", "set_pte_at"),
+            dst.pfn().as_u64(),
+        );
+        if let Some(ptep) = migration_pte(cpu, &e.mm, e.addr, e.swp) {
+            folio_add_file_rmap_pte(cpu, dst, dst.page());
+            folio_get(cpu, dst);
+            let pe = Entry((e.pte.0 & !pgtable::PFN_MASK) | (dst.pfn().as_u64() << PAGE_SHIFT));
+            pgtable::set_entry(cpu, ptep, pe);
+        }
+        cpu.sched.wake(chan(&cpu.m.ranges));
+    }
+    folio_unlock(cpu, dst);
+    // The new folio's allocation reference (folio_put(dst) at the end of
+    // migrate_folio_move()).
+    folio_put(cpu, dst);
+    Ok(())
+}
+
+/// `remove_migration_ptes(src, src)` for one mapping of a page-cache folio.
+fn restore_file(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, src: Folio<'_>, swp: Entry, pte: Entry) {
+    let _ptl = mm.page_table_lock.lock(&cpu.sched);
+    if let Some(ptep) = migration_pte(cpu, mm, addr, swp) {
+        folio_get(cpu, src);
+        folio_add_file_rmap_pte(cpu, src, src.page());
+        pgtable::set_entry(cpu, ptep, pte);
+    }
+    cpu.sched.wake(chan(&cpu.m.ranges));
 }
 
 /// Kernel: `migrate_folio_move()`: after the flush, the unmapped folio
@@ -381,7 +557,11 @@ fn migrate_folio_move(cpu: &Cpu, u: Unmapped<'_>) -> Result<(), Errno> {
         dst,
         mapped,
         entry,
+        file,
     } = u;
+    if let Some((a, entries)) = file {
+        return migrate_file_folio_move(cpu, src, dst, &a, entries);
+    }
     // __folio_migrate_mapping(): only the isolation reference may be left.
     cpu.point_arg(
         point!("__folio_migrate_mapping", "folio_ref_count"),
@@ -490,6 +670,8 @@ fn migrate_pages_batch<'m>(
         }
         match migrate_folio_unmap(cpu, mtc, src, mode, &mut ubc) {
             Ok(u) => unmapped.push(u),
+            // A page-cache folio someone else holds locked: later, alone.
+            Err(Errno::EAGAIN) => failed.push(src),
             Err(_) => {
                 failed.push(src);
                 nomem = true;

@@ -21,8 +21,9 @@
 //! # Simplifications
 //!
 //! VMAs are a sorted vector, never merged; `mmap` places a VMA at the
-//! lowest free address above 1 GiB unless asked for an address. No file
-//! mappings beyond the shmem-like shared object.
+//! lowest free address above 1 GiB unless asked for an address. File
+//! mappings are shared mappings of a whole file from offset 0
+//! ([`crate::mm::filemap`]); no private file mappings.
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
@@ -95,6 +96,9 @@ pub enum Backing {
         /// First frame.
         base: Pfn,
     },
+    /// `MAP_SHARED` of a file: its page cache
+    /// ([`crate::mm::filemap::AddressSpace`]).
+    File(Arc<crate::mm::filemap::AddressSpace>),
 }
 
 /// A shmem-like object: its page cache holds one reference on each page.
@@ -282,6 +286,8 @@ pub enum BackingKind {
     PfnMap(Pfn),
     /// A device mapping of ZONE_DEVICE frames from `base`.
     Device(Pfn),
+    /// A shared mapping of the file whose address space has this id.
+    File(u64),
 }
 
 /// Kernel: `do_mmap()` (with `remap_pfn_range()` for a pfnmap). Returns the
@@ -346,6 +352,11 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
             flags |= VM_SHARED;
             Backing::Device { base }
         }
+        BackingKind::File(id) => {
+            let a = cpu.m.address_space(id).ok_or(Errno::EINVAL)?;
+            flags |= VM_SHARED;
+            Backing::File(a)
+        }
     };
     let vma = Vma {
         start,
@@ -356,6 +367,10 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
     };
     if let Backing::PfnMap { base } = vma.backing {
         crate::mm::memory::remap_pfn_range(cpu, mm, &vma, base)?;
+    }
+    if let Backing::File(a) = &vma.backing {
+        // vma_link_file(): under i_mmap_rwsem, after mmap_lock.
+        a.i_mmap_insert(cpu, mm.id, start, end, 0);
     }
     let pos = g.vmas.partition_point(|v| v.start < start);
     g.vmas.insert(pos, vma);
@@ -411,6 +426,7 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
     for v in &gone {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
+    unlink_file_vmas(cpu, mm, &gone);
     // free_pgtables(): tables that no remaining VMA can use.
     let floor = g
         .vmas
@@ -430,6 +446,17 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
         release_backing(cpu, v);
     }
     Ok(())
+}
+
+/// `unlink_file_vma_batch_process()` (from `free_pgtables()`): file VMAs
+/// leave their file's `i_mmap`, so truncation and reclaim no longer find
+/// their page tables.
+fn unlink_file_vmas(cpu: &Cpu, mm: &MmStruct, vmas: &[Vma]) {
+    for v in vmas {
+        if let Backing::File(a) = &v.backing {
+            a.i_mmap_remove(cpu, mm.id, v.start, v.end);
+        }
+    }
 }
 
 /// Drops what a VMA held on its backing (the shmem object's page cache, once
@@ -525,6 +552,10 @@ pub fn dup_mmap(cpu: &Cpu, mm: &MmStruct, oldmm: &MmStruct) -> Result<(), Errno>
     let mut r = Ok(());
     for v in &old.vmas {
         new.vmas.push(v.clone());
+        if let Backing::File(a) = &v.backing {
+            // The child's file VMA joins i_mmap (vma_interval_tree_insert_after()).
+            a.i_mmap_insert(cpu, mm.id, v.start, v.end, v.pgoff);
+        }
         let needs_copy = v.is_anon_private() || v.flags & VM_PFNMAP != 0;
         if needs_copy && r.is_ok() {
             r = crate::mm::memory::copy_page_range(cpu, mm, oldmm, v);
@@ -548,6 +579,7 @@ pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
     for v in &vmas {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
+    unlink_file_vmas(cpu, mm, &vmas);
     free_pgd_range(
         cpu,
         &mut tlb,
@@ -584,4 +616,151 @@ pub fn next_level(e: Entry, addr: VirtAddr, shift: u32) -> pgtable::EntryPtr {
         table: e.pfn(),
         index: pgtable::index(addr, shift),
     }
+}
+
+/// `madvise()` advice that works on folios in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advice {
+    /// `MADV_COLD`: deactivate.
+    Cold,
+    /// `MADV_PAGEOUT`: reclaim now.
+    Pageout,
+    /// `MADV_FREE`: lazily free anonymous memory.
+    Free,
+}
+
+/// Kernel: `madvise_cold_or_pageout_pte_range()` (`MADV_COLD`,
+/// `MADV_PAGEOUT`) and `madvise_free_pte_range()` /
+/// `madvise_free_huge_pmd()` (`MADV_FREE`), as far as they change folios:
+/// a large folio that the range covers only in part is split at once
+/// (`split_folio()`, under the folio lock, with a reference, the page-table
+/// lock dropped), unless another mapping may share it
+/// (`folio_maybe_mapped_shared()`); a folio the range covers whole is left
+/// whole. `MADV_FREE` then marks the small anonymous folios it covers
+/// lazily freeable (`folio_mark_lazyfree()`: clean, not swap-backed; the
+/// PTE's dirty bit cleared), which reclaim may drop without writing.
+///
+/// Simplifications: no swap, so `MADV_PAGEOUT` reclaims nothing and
+/// `MADV_COLD`'s deactivation has no LRU to act on; the folio lock is the
+/// split's own (the model's `__folio_split()` takes it, `EAGAIN` if
+/// someone holds it, where the PMD path of `MADV_COLD`/`MADV_PAGEOUT`
+/// would sleep for it). `MADV_FREE` of a non-anonymous VMA is `EINVAL`.
+pub fn madvise_folios(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    start: VirtAddr,
+    len: u64,
+    advice: Advice,
+) -> Result<(), Errno> {
+    use crate::mm::memory::{Mapped, lookup};
+    use crate::mm::mm_types::{page_folio, pg};
+    let end = check_range(start, len)?;
+    let g = mm.mmap_lock.read(&cpu.sched);
+    let vmas: Vec<Vma> = g
+        .vmas
+        .iter()
+        .filter(|v| v.start < end && start < v.end)
+        .cloned()
+        .collect();
+    if advice == Advice::Free && vmas.iter().any(|v| !v.is_anon_private()) {
+        return Err(Errno::EINVAL);
+    }
+    let mut covered = 0;
+    let mut tlb = tlb_gather_mmu(cpu, mm);
+    for v in vmas.iter().filter(|v| v.flags & VM_PFNMAP == 0) {
+        let (a, e) = (v.start.max(start), v.end.min(end));
+        covered += e.as_u64() - a.as_u64();
+        let mut addr = a;
+        let mut tries = 0;
+        while addr < e {
+            // Under the page-table lock: what maps `addr`, and whether the
+            // range covers its folio whole.
+            let found = {
+                let _ptl = mm.page_table_lock.lock(&cpu.sched);
+                cpu.point_arg(
+                    point!("madvise_cold_or_pageout_pte_range", "ptep_get"),
+                    addr.as_u64(),
+                );
+                let pfn = match lookup(cpu, mm, addr) {
+                    Mapped::Pmd(_, p) => Some(p),
+                    Mapped::Pte(pte) if pte.present() && !pte.special() => Some(pte.pfn()),
+                    _ => None,
+                };
+                pfn.map(|pfn| {
+                    let page = cpu.m.sparse.pfn_to_page(pfn);
+                    let folio = page_folio(cpu, page);
+                    let nr = folio.nr_pages(cpu);
+                    let off = pfn.as_u64() - folio.pfn().as_u64();
+                    let fstart = addr.as_u64() - off * PAGE_SIZE;
+                    let whole = fstart >= a.as_u64() && fstart + nr * PAGE_SIZE <= e.as_u64();
+                    let large = folio.test_large(cpu);
+                    // folio_maybe_mapped_shared(): mapped more than its
+                    // pages, or not this mm's.
+                    let shared = large
+                        && folio.large_mapcount_atomic(cpu).load(Ordering::Relaxed) + 1 > nr as i32;
+                    if large && !whole && !shared {
+                        crate::mm::page_ref::folio_get(cpu, folio);
+                    }
+                    (folio.pfn(), large, whole, shared, nr, off)
+                })
+            };
+            let Some((head, large, whole, shared, nr, off)) = found else {
+                addr = VirtAddr::new(addr.as_u64() + PAGE_SIZE);
+                continue;
+            };
+            let folio = crate::mm::mm_types::Folio::from_head(cpu.m.sparse.pfn_to_page(head));
+            if large && !whole {
+                if shared {
+                    addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+                    continue;
+                }
+                // The page-table lock is dropped; the folio is split under
+                // its lock, with the reference taken above.
+                cpu.point_arg(
+                    point!("madvise_cold_or_pageout_pte_range", "split_folio"),
+                    head.as_u64(),
+                );
+                let r = crate::mm::huge_memory::split_folio(cpu, folio);
+                crate::mm::page_ref::folio_put(cpu, folio);
+                tries += 1;
+                if r.is_err() || tries > 2 {
+                    // Left in place: advance past it.
+                    addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+                    tries = 0;
+                }
+                // Split: look at `addr` again (now a small folio).
+                continue;
+            }
+            tries = 0;
+            if advice == Advice::Free && !large && crate::mm::memory::folio_test_anon(cpu, folio) {
+                // madvise_free_pte_range(): an exclusive small folio.
+                let _ptl = mm.page_table_lock.lock(&cpu.sched);
+                if folio.page().mapcount(cpu) == 0
+                    && let Some(pmdp) = crate::mm::memory::pmd_lookup(cpu, mm, addr)
+                {
+                    let pmd = pgtable::get_lockless(cpu, pmdp);
+                    if pmd.present() && !pmd.leaf() {
+                        let ptep = crate::mm::memory::pte_offset(pmd, addr);
+                        let pte = pgtable::get_lockless(cpu, ptep);
+                        if pte.present() && pte.pfn() == folio.pfn() {
+                            cpu.point_arg(
+                                point!("madvise_free_pte_range", "clear_young_dirty_ptes"),
+                                addr.as_u64(),
+                            );
+                            pgtable::set_entry(cpu, ptep, Entry(pte.0 & !pgtable::DIRTY));
+                            tlb.need_flush = true;
+                            // folio_mark_lazyfree()
+                            folio.page().clear_flags(cpu, pg::DIRTY | pg::SWAPBACKED);
+                        }
+                    }
+                }
+            }
+            addr = VirtAddr::new(addr.as_u64() + (nr - off) * PAGE_SIZE);
+        }
+    }
+    tlb_finish_mmu(cpu, tlb);
+    if covered < end.as_u64() - start.as_u64() {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(())
 }

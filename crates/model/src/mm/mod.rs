@@ -10,6 +10,7 @@
 //! (the migrate scanner) and [`crate::fs::proc_page`] (`/proc/kpageflags`).
 
 pub mod compaction;
+pub mod filemap;
 pub mod gup;
 pub mod huge_memory;
 pub mod khugepaged;
@@ -27,3 +28,5 @@ pub mod page_ref;
 pub mod pgtable;
 pub mod sparse;
 pub mod swap;
+pub mod truncate;
+pub mod vmscan;
