@@ -1,0 +1,169 @@
+//! `mmsim hunt` and `mmsim merge` of hunt outputs on the command line:
+//! every written finding reproduces with `mmsim check FILE` (with each of
+//! its `[expect]` claims) and with `mmsim replay`; shards merge into the
+//! unsharded run; bad options exit 2.
+
+mod common;
+
+use common::{json, mmsim, stderr};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// A small hunt that finds something: the PTE recheck and the RCU table
+/// free off, broadcast only, a small budget.
+const HUNT: &[&str] = &[
+    "hunt",
+    "--seed",
+    "3",
+    "--scenarios",
+    "12",
+    "--arch",
+    "broadcast",
+    "--budget",
+    "200",
+    "--safeguard",
+    "gup_fast.pte_recheck=off",
+    "--safeguard",
+    "mmu_gather.rcu_table_free=off",
+    "--json",
+];
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mmsim-hunt-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run_hunt(extra: &[&str], out: &PathBuf) -> (u8, Value) {
+    let mut args: Vec<&str> = HUNT.to_vec();
+    args.extend_from_slice(extra);
+    let o = out.to_string_lossy().into_owned();
+    args.extend(["--out", &o]);
+    let r = mmsim(&args);
+    let code = r.status.code().unwrap_or(-1) as u8;
+    assert!(code <= 1, "mmsim hunt exited {code}: {}", stderr(&r));
+    (code, json(&r))
+}
+
+fn unsharded() -> &'static (u8, Value, PathBuf) {
+    static R: OnceLock<(u8, Value, PathBuf)> = OnceLock::new();
+    R.get_or_init(|| {
+        let out = dir("whole");
+        let (c, v) = run_hunt(&[], &out);
+        (c, v, out)
+    })
+}
+
+/// Each finding as (signature, first scenario, count).
+fn findings(v: &Value) -> Vec<(String, u64, u64)> {
+    let mut f: Vec<_> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["signature"].to_string(),
+                f["scenario"].as_u64().unwrap(),
+                f["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+#[test]
+fn every_written_finding_reproduces_with_check_and_replay() {
+    let (code, v, out) = unsharded();
+    let fs = v["findings"].as_array().unwrap();
+    assert!(!fs.is_empty(), "the test's hunt should find something");
+    assert_eq!(*code, 1);
+    let replays = v["replays"].as_array().unwrap();
+    assert_eq!(replays.len(), fs.len());
+    for (f, r) in fs.iter().zip(replays) {
+        let path = out.join(f["file"].as_str().unwrap());
+        let path = path.to_string_lossy().into_owned();
+        let kind = f["signature"]["kind"].as_str().unwrap();
+        // The file's own settings: the kind it expects.
+        let c = mmsim(&["check", &path, "--json"]);
+        let j = json(&c);
+        assert_eq!(c.status.code(), Some(1), "{path}: {j}");
+        assert_eq!(j["as_expected"], true, "{path}: {j}");
+        assert_eq!(j["violations"][0]["kind"], kind, "{path}: {j}");
+        // Its variants: the fix and the other architecture.
+        let other = if f["arch"] == "ipi" { "broadcast" } else { "ipi" };
+        let mut fix = vec!["check", &path, "--json"];
+        for s in [
+            "hotplug.synchronize_rcu=on",
+            "memremap.synchronize_rcu=on",
+            "hotplug.offline_synchronize_rcu=on",
+        ] {
+            fix.extend(["--safeguard", s]);
+        }
+        for args in [fix, vec!["check", &path, "--arch", other, "--json"]] {
+            let j = json(&mmsim(&args));
+            assert_eq!(j["as_expected"], true, "{args:?}: {j}");
+        }
+        // The replay string: the same violation, no divergence.
+        let r = r.as_str().unwrap();
+        let p = mmsim(&["replay", r, "--json"]);
+        let j = json(&p);
+        assert_eq!(p.status.code(), Some(1), "{r}: {j}");
+        assert_eq!(j["violations"][0]["kind"], kind, "{r}: {j}");
+        assert!(j["diverged"].is_null(), "{r}: {j}");
+        // The timeline beside it.
+        let txt = std::fs::read_to_string(out.join(f["file"].as_str().unwrap()).with_extension("txt"))
+            .unwrap();
+        assert!(txt.contains(r), "{path}: the .txt names the replay string");
+        assert!(txt.contains("VIOLATION"), "{path}: the .txt has the timeline");
+    }
+}
+
+#[test]
+fn sharded_hunts_merge_into_the_unsharded_run() {
+    let (_, whole, _) = unsharded();
+    let a = dir("shard0");
+    let b = dir("shard1");
+    let m = dir("merged");
+    run_hunt(&["--shard", "0/2"], &a);
+    run_hunt(&["--shard", "1/2"], &b);
+    let (a, b, mo) = (
+        a.to_string_lossy().into_owned(),
+        b.to_string_lossy().into_owned(),
+        m.to_string_lossy().into_owned(),
+    );
+    let r = mmsim(&["merge", &a, &b, "--out", &mo, "--json"]);
+    let merged = json(&r);
+    assert_eq!(findings(&merged), findings(whole));
+    assert_eq!(merged["tried"], whole["tried"]);
+    // The merged folder holds every finding's file, and reruns.
+    for f in merged["findings"].as_array().unwrap() {
+        assert!(m.join(f["file"].as_str().unwrap()).is_file());
+    }
+    // One shard alone is reported as incomplete; a shard twice is refused.
+    let r = mmsim(&["merge", &a]);
+    assert!(stderr(&r).contains("missing shards 1/2"), "{}", stderr(&r));
+    let r = mmsim(&["merge", &a, &a, "--json"]);
+    assert_eq!(r.status.code(), Some(2));
+    // A hunt output with a check output: refused.
+    let r = mmsim(&["merge", &a, "Cargo.toml"]);
+    assert_eq!(r.status.code(), Some(2));
+}
+
+#[test]
+fn bad_hunt_options_exit_2() {
+    for args in [
+        vec!["hunt", "--shard", "4/4"],
+        vec!["hunt", "--duration", "0"],
+        vec!["hunt", "--duration", "ten minutes"],
+        vec!["hunt", "--scenarios", "0"],
+        vec!["hunt", "--budget", "0"],
+        vec!["hunt", "--safeguard", "no.such=on"],
+        vec!["hunt", "--config", "debug_vm=maybe"],
+        vec!["hunt", "--scenarios", "5", "--duration", "1m"],
+    ] {
+        let r = mmsim(&args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", stderr(&r));
+    }
+}
