@@ -221,6 +221,14 @@ pub const HUNT_DEFAULT_WEIGHT: u64 = 2;
 /// once.
 static DRIVER_OPS: &[&str] = &["memremap_pages", "memunmap_pages"];
 
+/// What a driver always does right before one of its calls, on the same
+/// range: device-dax's `kill_dev_dax()` (and every ZONE_DEVICE driver's
+/// teardown) zaps the user mappings of the range before `memunmap_pages()`,
+/// which otherwise would free a memmap that page tables still point into,
+/// or wait forever for the references those mappings hold. Hunt mode
+/// writes the first operation before the second.
+pub static DRIVER_PRELUDE: &[(&str, &str)] = &[("memunmap_pages", "unmap_mapping_range")];
+
 /// Writes scenario files: see the module doc.
 pub struct Generator {
     /// The random source.
@@ -567,6 +575,15 @@ impl Generator {
             self.fields(&mut op, name, fields, Some(id));
             if name == "mmap" {
                 self.remember_vma(&op, Some(id));
+            }
+            if self.valid
+                && let Some((_, first)) = DRIVER_PRELUDE.iter().find(|(o, _)| *o == name)
+                && let Some(m) = op.get("memory").cloned()
+            {
+                let mut pre = Table::new();
+                pre.insert("op".into(), Value::String((*first).into()));
+                pre.insert("memory".into(), m);
+                ops.push(Value::Table(pre));
             }
             ops.push(Value::Table(op));
         }

@@ -9,10 +9,10 @@
 //! [`Signature`]:
 //!
 //! * the violation's kind, and the kernel function and step where it fired;
-//! * the set of operations on other CPUs that the violating operation
-//!   raced with: those that took a step between its start and the
-//!   violation, or were still in flight when it fired (none for what
-//!   teardown finds).
+//! * the set of operations on other CPUs that the violating CPU raced
+//!   with: those that took a step between the start of its first
+//!   operation and the violation, or were still in flight when it fired
+//!   (none for what teardown finds).
 //!
 //! A signature seen for the first time is minimized ([`minimize`]): CPUs,
 //! operations (an operation together with the drops of the reference it
@@ -45,7 +45,7 @@
 
 use crate::catalog::CATALOG;
 use crate::explore::{Failure, Options, Strategy, derive, explore, replay};
-use crate::fuzz::{Generator, render};
+use crate::fuzz::{DRIVER_PRELUDE, Generator, render};
 use crate::ops::{OP_RESULT, OP_START, TEARDOWN};
 use crate::scenario::parse_bytes;
 use crate::setup::{Overrides, Plan};
@@ -78,7 +78,7 @@ pub const DEFAULT_BUDGET: u64 = 1000;
 const ATTEMPTS: u64 = 8;
 
 /// Minimization candidates tried per finding at most.
-const MAX_CANDIDATES: usize = 400;
+const MAX_CANDIDATES: usize = 200;
 
 /// Replays tried per schedule shrink at most.
 const MAX_REPLAYS: usize = 300;
@@ -173,8 +173,10 @@ pub fn signature_of(f: &Failure) -> Option<(Signature, String)> {
 }
 
 /// The operations of CPUs other than `cpu` that took a step after `cpu`'s
-/// last operation started, or were still in flight at the end of `trace`;
-/// and `cpu`'s operation.
+/// first operation started, or were still in flight at the end of
+/// `trace`; and `cpu`'s operation. From the first operation, not the one
+/// that fired: a race during a pin can show only at the unpin (a split
+/// under GUP-fast underflows the refcount when the pin is dropped).
 fn raced_with(trace: &[TraceEntry], cpu: u32) -> (Vec<String>, String) {
     let op_name = |e: &TraceEntry| {
         e.note
@@ -185,7 +187,7 @@ fn raced_with(trace: &[TraceEntry], cpu: u32) -> (Vec<String>, String) {
     };
     let mut current: BTreeMap<u32, (String, bool)> = BTreeMap::new();
     let mut helpers: BTreeSet<u32> = BTreeSet::new();
-    let mut start = 0;
+    let mut start = None;
     for (i, e) in trace.iter().enumerate() {
         if std::ptr::eq(e.point, OP_START) {
             let name = op_name(e);
@@ -194,8 +196,8 @@ fn raced_with(trace: &[TraceEntry], cpu: u32) -> (Vec<String>, String) {
                 continue;
             }
             current.insert(e.cpu, (name, true));
-            if e.cpu == cpu {
-                start = i;
+            if e.cpu == cpu && start.is_none() {
+                start = Some(i);
             }
         } else if std::ptr::eq(e.point, OP_RESULT)
             && let Some(c) = current.get_mut(&e.cpu)
@@ -204,7 +206,7 @@ fn raced_with(trace: &[TraceEntry], cpu: u32) -> (Vec<String>, String) {
         }
     }
     let mut raced = BTreeSet::new();
-    for e in &trace[start..] {
+    for e in &trace[start.unwrap_or(0)..] {
         if e.cpu != cpu
             && !helpers.contains(&e.cpu)
             && let Some((name, _)) = current_at(trace, e.cpu, e)
@@ -675,6 +677,8 @@ fn optional_fields(t: &Table) -> Vec<(Path2, String)> {
 
 /// Drops operation `j` of CPU `i` with the operations that drop the
 /// reference it takes; never a drop alone (what it drops would leak).
+/// A driver's prelude ([`DRIVER_PRELUDE`]) goes with the call it precedes,
+/// never alone.
 fn drop_op(t: &Table, i: usize, j: usize) -> Option<Table> {
     let mut t = t.clone();
     let c = array_mut(&mut t, "cpu")?.get_mut(i)?.as_table_mut()?;
@@ -683,10 +687,23 @@ fn drop_op(t: &Table, i: usize, j: usize) -> Option<Table> {
     if op.get("ref").is_some() {
         return None;
     }
+    let name = |o: &Value| o.get("op").and_then(Value::as_str).unwrap_or("").to_string();
+    let prelude_of = |k: usize| -> bool {
+        k + 1 < ops.len()
+            && DRIVER_PRELUDE
+                .iter()
+                .any(|(call, pre)| name(&ops[k + 1]) == *call && name(&ops[k]) == *pre)
+            && ops[k].get("memory") == ops[k + 1].get("memory")
+    };
+    if prelude_of(j) {
+        return None;
+    }
+    let with_prelude = j > 0 && prelude_of(j - 1);
     let taken = op.get("as").and_then(Value::as_str).map(str::to_string);
     let mut k = 0;
     ops.retain(|o| {
         let keep = k != j
+            && !(with_prelude && k + 1 == j)
             && (taken.is_none() || o.get("ref").and_then(Value::as_str) != taken.as_deref());
         k += 1;
         keep
@@ -715,34 +732,63 @@ fn parse_size(s: &str) -> Option<u64> {
     n.parse::<u64>().ok()?.checked_shl(shift)
 }
 
-/// Shrinks `t` while `mmsim check` (PCT, `budget` schedules from seed 0)
-/// still reports a signature that `sig` keeps (see the module doc).
-/// Returns the smallest table, its failure, signature and operation.
+/// The most schedules a minimization candidate is explored for (the
+/// hunt's budget if smaller). A candidate is kept only if this finds it,
+/// so `mmsim check` with the budget finds it too (the same first
+/// schedules, from the same seed).
+const CANDIDATE_BUDGET: u64 = 250;
+
+/// A minimized finding: the table, its first failing schedule under
+/// `mmsim check`, signature, and the violating CPU's operation.
+pub struct Minimized {
+    /// The scenario.
+    pub table: Table,
+    /// `mmsim check`'s first failing schedule.
+    pub failure: Box<Failure>,
+    /// Its signature.
+    pub signature: Signature,
+    /// The violating CPU's operation.
+    pub op: String,
+}
+
+/// Shrinks `t` while `mmsim check` (PCT from seed 0, at most the budget
+/// or [`CANDIDATE_BUDGET`] schedules) still fails with a signature `sig`
+/// keeps (see the module doc).
 pub fn minimize(
     t: &Table,
     sig: &Signature,
     budget: u64,
     schedules: &mut u64,
-) -> Option<(Table, Box<Failure>, Signature, String)> {
+) -> Option<Minimized> {
     let Explored::Failed(f, s, op) = run(t, budget, schedules) else {
         return None;
     };
     if !sig.kept_by(&s) {
         return None;
     }
-    let mut best = (t.clone(), f, s, op);
+    let mut best = Minimized {
+        table: t.clone(),
+        failure: f,
+        signature: s,
+        op,
+    };
     let mut tried = 0;
     'outer: loop {
-        for change in changes(&best.0) {
+        for change in changes(&best.table) {
             if tried >= MAX_CANDIDATES {
                 break 'outer;
             }
-            let Some(c) = change(&best.0) else { continue };
+            let Some(c) = change(&best.table) else { continue };
             tried += 1;
-            if let Explored::Failed(f, s, op) = run(&c, budget, schedules)
+            if let Explored::Failed(f, s, op) = run(&c, budget.min(CANDIDATE_BUDGET), schedules)
                 && sig.kept_by(&s)
             {
-                best = (c, f, s, op);
+                best = Minimized {
+                    table: c,
+                    failure: f,
+                    signature: s,
+                    op,
+                };
                 continue 'outer;
             }
         }
@@ -869,6 +915,18 @@ pub fn catalog_signatures(schedules: &mut u64) -> Vec<CatalogEntry> {
     out
 }
 
+/// Whether two signatures are the same race for the catalog: the same
+/// kind, function and step, raced with some of the same operations (or
+/// both with none). A catalog file may name more operations than a
+/// minimized finding needs, or fewer (the prelude a driver runs).
+pub fn same_race(a: &Signature, b: &Signature) -> bool {
+    a.kind == b.kind
+        && a.function == b.function
+        && a.step == b.step
+        && (a.raced.is_empty() && b.raced.is_empty()
+            || a.raced.iter().any(|o| b.raced.contains(o)))
+}
+
 /// Classifies a minimized table: see [`Class`].
 fn classify(
     t: &Table,
@@ -880,7 +938,7 @@ fn classify(
     let mut variants = Vec::new();
     let catalog = catalog
         .iter()
-        .filter(|c| c.signature == *sig)
+        .filter(|c| same_race(&c.signature, sig))
         .map(|c| c.what.clone())
         .collect();
     // The fix: every fix safeguard on, on top of the file's.
@@ -1042,12 +1100,18 @@ fn finding(
     catalog: &[CatalogEntry],
     schedules: &mut u64,
 ) -> Option<Finding> {
-    let (min, f, sig, op) = minimize(t, key, budget, schedules)?;
+    let Minimized {
+        table: min,
+        failure: f,
+        signature: sig,
+        op,
+    } = minimize(t, key, budget, schedules)?;
+    let iterations = budget;
     let plan = plan_of(&min)?;
     let (decisions, trace) = shrink_schedule(&plan, &f.decisions, &sig);
-    let (class, variants) = classify(&min, &sig, budget, catalog, schedules);
+    let (class, variants) = classify(&min, &sig, iterations, catalog, schedules);
     let file = format!("{}.toml", sig.slug());
-    let text = finding_text(&min, &sig, &op, i, arch, budget, key, &class, &variants);
+    let text = finding_text(&min, &sig, &op, i, arch, iterations, key, &class, &variants);
     Some(Finding {
         signature: sig,
         op,

@@ -50,6 +50,9 @@ fn the_catalog_races_have_signatures_and_the_seed_race_is_among_them() {
     let mut n = 0;
     let cat: Vec<CatalogEntry> = catalog_signatures(&mut n);
     assert!(n > 0);
+    for c in &cat {
+        println!("{}: {}", c.what, c.signature);
+    }
     let seed = cat
         .iter()
         .find(|c| c.what == "hot-remove-vs-gup-fast")
