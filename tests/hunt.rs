@@ -7,7 +7,7 @@ mod common;
 
 use common::{json, mmsim, stderr};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// A small hunt that finds something: the PTE recheck and the RCU table
@@ -35,7 +35,7 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn run_hunt(extra: &[&str], out: &PathBuf) -> (u8, Value) {
+fn run_hunt(extra: &[&str], out: &Path) -> (u8, Value) {
     let mut args: Vec<&str> = HUNT.to_vec();
     args.extend_from_slice(extra);
     let o = out.to_string_lossy().into_owned();
@@ -92,7 +92,11 @@ fn every_written_finding_reproduces_with_check_and_replay() {
         assert_eq!(j["as_expected"], true, "{path}: {j}");
         assert_eq!(j["violations"][0]["kind"], kind, "{path}: {j}");
         // Its variants: the fix and the other architecture.
-        let other = if f["arch"] == "ipi" { "broadcast" } else { "ipi" };
+        let other = if f["arch"] == "ipi" {
+            "broadcast"
+        } else {
+            "ipi"
+        };
         let mut fix = vec!["check", &path, "--json"];
         for s in [
             "hotplug.synchronize_rcu=on",
@@ -113,10 +117,14 @@ fn every_written_finding_reproduces_with_check_and_replay() {
         assert_eq!(j["violations"][0]["kind"], kind, "{r}: {j}");
         assert!(j["diverged"].is_null(), "{r}: {j}");
         // The timeline beside it.
-        let txt = std::fs::read_to_string(out.join(f["file"].as_str().unwrap()).with_extension("txt"))
-            .unwrap();
+        let txt =
+            std::fs::read_to_string(out.join(f["file"].as_str().unwrap()).with_extension("txt"))
+                .unwrap();
         assert!(txt.contains(r), "{path}: the .txt names the replay string");
-        assert!(txt.contains("VIOLATION"), "{path}: the .txt has the timeline");
+        assert!(
+            txt.contains("VIOLATION"),
+            "{path}: the .txt has the timeline"
+        );
     }
 }
 

@@ -121,8 +121,16 @@ pub fn run(a: &HuntArgs) -> u8 {
         Err(e) => return bad_input(a.json, &e),
     };
     let settings = match (
-        switches_once("--config", &a.config, crate::cli::check::parse_config_switch),
-        switches_once("--safeguard", &a.safeguards, crate::cli::check::parse_switch),
+        switches_once(
+            "--config",
+            &a.config,
+            crate::cli::check::parse_config_switch,
+        ),
+        switches_once(
+            "--safeguard",
+            &a.safeguards,
+            crate::cli::check::parse_switch,
+        ),
     ) {
         (Ok(config), Ok(safeguards)) => Settings { config, safeguards },
         (Err(e), _) | (_, Err(e)) => return bad_input(a.json, &e),
@@ -195,12 +203,26 @@ fn print_summary(r: &HuntReport, out: &Path) {
         r.schedules,
         r.elapsed_s
     );
-    let mut s = r.settings.config.iter().map(|(n, on)| format!("{n}={}", if *on { "on" } else { "off" })).collect::<Vec<_>>();
-    s.extend(r.settings.safeguards.iter().map(|(n, on)| format!("{n}={}", if *on { "on" } else { "off" })));
+    let mut s = r
+        .settings
+        .config
+        .iter()
+        .map(|(n, on)| format!("{n}={}", if *on { "on" } else { "off" }))
+        .collect::<Vec<_>>();
+    s.extend(
+        r.settings
+            .safeguards
+            .iter()
+            .map(|(n, on)| format!("{n}={}", if *on { "on" } else { "off" })),
+    );
     println!(
         "  arch {}, settings {}, budget {} schedules per scenario and arch",
         r.archs.join("+"),
-        if s.is_empty() { "as Linux v6.18".to_string() } else { s.join(" ") },
+        if s.is_empty() {
+            "as Linux v6.18".to_string()
+        } else {
+            s.join(" ")
+        },
         r.budget
     );
     if r.findings.is_empty() {
@@ -212,13 +234,22 @@ fn print_summary(r: &HuntReport, out: &Path) {
         );
         for (n, f) in hunt::sorted(r).iter().enumerate() {
             let sig = &f.signature;
-            let size = f.size.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("/");
+            let size = f
+                .size
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("/");
             println!(
                 "  {:<3} {:<24} {:<44} {:<28} {:>6} {:<9}     {:<24} {:<16}",
                 n + 1,
                 sig.kind,
                 format!("{}: {}", sig.function, sig.step),
-                if sig.raced.is_empty() { "-".to_string() } else { sig.raced.join(",") },
+                if sig.raced.is_empty() {
+                    "-".to_string()
+                } else {
+                    sig.raced.join(",")
+                },
                 f.count,
                 size,
                 f.class.status(),
@@ -241,7 +272,8 @@ fn print_summary(r: &HuntReport, out: &Path) {
             d.scenario,
             d.arch,
             d.message,
-            out.join(format!("defect-{}-{}.toml", d.scenario, d.arch)).display()
+            out.join(format!("defect-{}-{}.toml", d.scenario, d.arch))
+                .display()
         );
     }
 }
@@ -250,7 +282,11 @@ fn print_summary(r: &HuntReport, out: &Path) {
 /// report, that report; `Ok(None)` if it is something else.
 pub fn read_report(path: &str) -> Result<Option<HuntReport>, String> {
     let p = Path::new(path);
-    let file = if p.is_dir() { p.join("hunt.json") } else { p.to_path_buf() };
+    let file = if p.is_dir() {
+        p.join("hunt.json")
+    } else {
+        p.to_path_buf()
+    };
     let name = file.display().to_string();
     let bytes = mmsim_check::read_regular_file(&name, 256 << 20)?;
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -274,7 +310,9 @@ pub fn merge(reports: Vec<HuntReport>, out: Option<&Path>, json: bool) -> u8 {
         Ok(m) => m,
         Err(e) => return bad_input(json, &e),
     };
-    let missing: Vec<u64> = (0..merged.of).filter(|k| !merged.shards.contains(k)).collect();
+    let missing: Vec<u64> = (0..merged.of)
+        .filter(|k| !merged.shards.contains(k))
+        .collect();
     let code = match out {
         Some(o) => finish(&merged, o, json),
         None if json => {
@@ -287,8 +325,14 @@ pub fn merge(reports: Vec<HuntReport>, out: Option<&Path>, json: bool) -> u8 {
         }
     };
     if !missing.is_empty() {
-        let m: Vec<String> = missing.iter().map(|k| format!("{k}/{}", merged.of)).collect();
-        eprintln!("mmsim merge: missing shards {} (the union is not the whole run)", m.join(", "));
+        let m: Vec<String> = missing
+            .iter()
+            .map(|k| format!("{k}/{}", merged.of))
+            .collect();
+        eprintln!(
+            "mmsim merge: missing shards {} (the union is not the whole run)",
+            m.join(", ")
+        );
     }
     code
 }

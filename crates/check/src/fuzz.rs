@@ -361,9 +361,7 @@ impl Generator {
             Value::String(crate::scenario::human(self.section)),
         );
         t.insert("memory".into(), Value::Array(self.memories()));
-        let procs: Vec<Value> = (0..1 + self.rng.below(2))
-            .map(|_| self.process())
-            .collect();
+        let procs: Vec<Value> = (0..1 + self.rng.below(2)).map(|_| self.process()).collect();
         t.insert("process".into(), Value::Array(procs));
         let cpus: Vec<Value> = (0..2 + self.rng.below(3)).map(|_| self.cpu()).collect();
         t.insert("cpu".into(), Value::Array(cpus));
@@ -415,7 +413,8 @@ impl Generator {
                 ),
                 "hotplug" => (g.rng.pick(&["absent", "offline", "online"]), ""),
                 "device" => (
-                    g.rng.pick(&["absent", "mapped", "mapped", "mapped"][..3 + g.valid as usize]),
+                    g.rng
+                        .pick(&["absent", "mapped", "mapped", "mapped"][..3 + g.valid as usize]),
                     g.rng.pick(&["generic", "fsdax", "coherent", "private"]),
                 ),
                 _ => ("boot", ""),
@@ -594,7 +593,11 @@ impl Generator {
                 if !*dropped {
                     *dropped = true;
                     let mut op = Table::new();
-                    let drop = if *pins { "unpin_user_pages" } else { "put_pages" };
+                    let drop = if *pins {
+                        "unpin_user_pages"
+                    } else {
+                        "put_pages"
+                    };
                     op.insert("op".into(), Value::String(drop.into()));
                     op.insert("ref".into(), Value::String(name.clone()));
                     ops.push(Value::Table(op));
@@ -623,7 +626,9 @@ impl Generator {
                     .map_or(&[][..], |(_, k)| *k);
                 self.memory.iter().any(|m| {
                     (kinds.is_empty() || kinds.contains(&m.kind))
-                        && (!self.valid || !DRIVER_OPS.contains(&name) || self.may_drive(&m.name, cpu))
+                        && (!self.valid
+                            || !DRIVER_OPS.contains(&name)
+                            || self.may_drive(&m.name, cpu))
                 })
             }
             "name" => c.process.is_some(),

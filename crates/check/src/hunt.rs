@@ -311,7 +311,11 @@ impl Class {
         format!(
             "{}{}, {}",
             if self.sequential { "sequential, " } else { "" },
-            if self.catalog.is_empty() { "new" } else { "catalog" },
+            if self.catalog.is_empty() {
+                "new"
+            } else {
+                "catalog"
+            },
             if self.with_fix.is_none() {
                 "closed by fix"
             } else {
@@ -520,7 +524,11 @@ fn array_mut<'t>(t: &'t mut Table, k: &str) -> Option<&'t mut Vec<Value>> {
 /// bigger cuts first.
 fn changes(t: &Table) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::new();
-    let cpus = t.get("cpu").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cpus = t
+        .get("cpu")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for i in (0..cpus.len()).rev() {
         out.push(Box::new(move |t| {
             let mut t = t.clone();
@@ -538,7 +546,11 @@ fn changes(t: &Table) -> Vec<Change> {
             out.push(Box::new(move |t| drop_op(t, i, j)));
         }
     }
-    let procs = t.get("process").and_then(Value::as_array).cloned().unwrap_or_default();
+    let procs = t
+        .get("process")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, p) in procs.iter().enumerate().rev() {
         let n = p.get("vma").and_then(Value::as_array).map_or(0, Vec::len);
         for j in (0..n).rev() {
@@ -563,7 +575,11 @@ fn changes(t: &Table) -> Vec<Change> {
             Some(t)
         }));
     }
-    let mems = t.get("memory").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mems = t
+        .get("memory")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for i in (0..mems.len()).rev() {
         out.push(Box::new(move |t| {
             let mut t = t.clone();
@@ -623,7 +639,11 @@ type Path2 = Vec<(String, usize)>;
 fn table_at<'t>(t: &'t mut Table, path: &Path2) -> Option<&'t mut Table> {
     let mut cur = t;
     for (k, i) in path {
-        cur = cur.get_mut(k)?.as_array_mut()?.get_mut(*i)?.as_table_mut()?;
+        cur = cur
+            .get_mut(k)?
+            .as_array_mut()?
+            .get_mut(*i)?
+            .as_table_mut()?;
     }
     Some(cur)
 }
@@ -635,7 +655,12 @@ fn optional_fields(t: &Table) -> Vec<(Path2, String)> {
     const MEM: &[&str] = &["node", "zone", "type"];
     const OP: &[&str] = &["page", "pages", "flags", "block", "zone", "value", "write"];
     let mut out = Vec::new();
-    let arr = |t: &Table, k: &str| t.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let arr = |t: &Table, k: &str| {
+        t.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     for (i, m) in arr(t, "memory").iter().enumerate() {
         for f in MEM {
             if m.get(f).is_some() {
@@ -687,7 +712,12 @@ fn drop_op(t: &Table, i: usize, j: usize) -> Option<Table> {
     if op.get("ref").is_some() {
         return None;
     }
-    let name = |o: &Value| o.get("op").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = |o: &Value| {
+        o.get("op")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let prelude_of = |k: usize| -> bool {
         k + 1 < ops.len()
             && DRIVER_PRELUDE
@@ -754,12 +784,7 @@ pub struct Minimized {
 /// Shrinks `t` while `mmsim check` (PCT from seed 0, at most the budget
 /// or [`CANDIDATE_BUDGET`] schedules) still fails with a signature `sig`
 /// keeps (see the module doc).
-pub fn minimize(
-    t: &Table,
-    sig: &Signature,
-    budget: u64,
-    schedules: &mut u64,
-) -> Option<Minimized> {
+pub fn minimize(t: &Table, sig: &Signature, budget: u64, schedules: &mut u64) -> Option<Minimized> {
     let Explored::Failed(f, s, op) = run(t, budget, schedules) else {
         return None;
     };
@@ -778,7 +803,9 @@ pub fn minimize(
             if tried >= MAX_CANDIDATES {
                 break 'outer;
             }
-            let Some(c) = change(&best.table) else { continue };
+            let Some(c) = change(&best.table) else {
+                continue;
+            };
             tried += 1;
             if let Explored::Failed(f, s, op) = run(&c, budget.min(CANDIDATE_BUDGET), schedules)
                 && sig.kept_by(&s)
@@ -906,7 +933,8 @@ pub fn catalog_signatures(schedules: &mut u64) -> Vec<CatalogEntry> {
             let Ok(plan) = Plan::new(sc.clone(), &ov) else {
                 continue;
             };
-            if let Explored::Failed(_, signature, _) = run_plan(Arc::new(plan), iterations, schedules)
+            if let Explored::Failed(_, signature, _) =
+                run_plan(Arc::new(plan), iterations, schedules)
             {
                 out.push(CatalogEntry { what, signature });
             }
@@ -923,8 +951,7 @@ pub fn same_race(a: &Signature, b: &Signature) -> bool {
     a.kind == b.kind
         && a.function == b.function
         && a.step == b.step
-        && (a.raced.is_empty() && b.raced.is_empty()
-            || a.raced.iter().any(|o| b.raced.contains(o)))
+        && (a.raced.is_empty() && b.raced.is_empty() || a.raced.iter().any(|o| b.raced.contains(o)))
 }
 
 /// Classifies a minimized table: see [`Class`].
@@ -943,7 +970,11 @@ fn classify(
         .collect();
     // The fix: every fix safeguard on, on top of the file's.
     let mut fixed = t.clone();
-    let mut sg = t.get("safeguards").and_then(Value::as_table).cloned().unwrap_or_default();
+    let mut sg = t
+        .get("safeguards")
+        .and_then(Value::as_table)
+        .cloned()
+        .unwrap_or_default();
     let mut fix = Table::new();
     for n in FIX_SAFEGUARDS {
         sg.insert(n.into(), Value::Boolean(true));
@@ -1028,10 +1059,7 @@ pub fn hunt(opts: &HuntOptions, mut progress: impl FnMut(&HuntReport, Option<u64
             if i >= s {
                 break;
             }
-        } else if opts
-            .duration
-            .is_none_or(|d| start.elapsed() >= d)
-        {
+        } else if opts.duration.is_none_or(|d| start.elapsed() >= d) {
             break;
         }
         let mut any = false;
@@ -1157,7 +1185,10 @@ fn finding_text(
     );
     t.insert("expect".into(), Value::Table(e));
     let mut h = String::new();
-    h += &format!("# Found by `mmsim hunt`: generated scenario {i}, explored on {}.\n", arch.name());
+    h += &format!(
+        "# Found by `mmsim hunt`: generated scenario {i}, explored on {}.\n",
+        arch.name()
+    );
     h += &format!("# Signature: {sig}\n");
     h += &format!("# The violating CPU ran `{op}`.\n");
     if key != sig {
@@ -1170,7 +1201,12 @@ fn finding_text(
         h += &format!("#   in the catalog: {}\n", class.catalog.join("; "));
     }
     match &class.with_fix {
-        None => h += &format!("#   closed by the thread's fix ({} on)\n", FIX_SAFEGUARDS.join(", ")),
+        None => {
+            h += &format!(
+                "#   closed by the thread's fix ({} on)\n",
+                FIX_SAFEGUARDS.join(", ")
+            )
+        }
         Some(s) => h += &format!("#   open with the thread's fix on: {s}\n"),
     }
     h += &format!("#   reproduces on: {}\n", class.archs.join(", "));
@@ -1193,7 +1229,11 @@ pub fn write(r: &HuntReport, dir: &Path) -> std::io::Result<Vec<String>> {
         let path = dir.join(&f.file);
         std::fs::write(&path, &f.text)?;
         let rs = replay_string(f, &path);
-        let mut txt = format!("{}\n\nmmsim check {}\nmmsim replay '{rs}'\n\n", f.signature, path.display());
+        let mut txt = format!(
+            "{}\n\nmmsim check {}\nmmsim replay '{rs}'\n\n",
+            f.signature,
+            path.display()
+        );
         for l in &f.timeline {
             txt += l;
             txt += "\n";
@@ -1202,7 +1242,10 @@ pub fn write(r: &HuntReport, dir: &Path) -> std::io::Result<Vec<String>> {
         replays.push(rs);
     }
     for d in &r.defects {
-        std::fs::write(dir.join(format!("defect-{}-{}.toml", d.scenario, d.arch)), &d.text)?;
+        std::fs::write(
+            dir.join(format!("defect-{}-{}.toml", d.scenario, d.arch)),
+            &d.text,
+        )?;
     }
     let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("hunt.json"), json + "\n")?;
@@ -1227,7 +1270,14 @@ pub fn merge(reports: &[HuntReport]) -> Result<HuntReport, String> {
     let mut seen = BTreeSet::new();
     for r in reports {
         if (r.seed, r.budget, &r.settings, &r.archs, r.of, r.scenarios)
-            != (first.seed, first.budget, &first.settings, &first.archs, first.of, first.scenarios)
+            != (
+                first.seed,
+                first.budget,
+                &first.settings,
+                &first.archs,
+                first.of,
+                first.scenarios,
+            )
         {
             return Err(format!(
                 "shard {} is of another run than shard {} (seed, budget, settings, architectures, --scenarios and shard count must agree)",
@@ -1270,7 +1320,12 @@ pub fn merge(reports: &[HuntReport]) -> Result<HuntReport, String> {
                     .iter()
                     .find(|f| f.signature == k.signature)
                     .cloned()
-                    .ok_or_else(|| format!("shard {}: a raw key without its finding", reports[*ri].shard))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "shard {}: a raw key without its finding",
+                            reports[*ri].shard
+                        )
+                    })?;
                 f.count = k.count;
                 findings.push(f);
             }
