@@ -78,7 +78,7 @@ pub const DEFAULT_BUDGET: u64 = 1000;
 const ATTEMPTS: u64 = 8;
 
 /// Minimization candidates tried per finding at most.
-const MAX_CANDIDATES: usize = 200;
+const MAX_CANDIDATES: usize = 150;
 
 /// Replays tried per schedule shrink at most.
 const MAX_REPLAYS: usize = 300;
@@ -762,17 +762,14 @@ fn parse_size(s: &str) -> Option<u64> {
     n.parse::<u64>().ok()?.checked_shl(shift)
 }
 
-/// The most schedules a minimization candidate is explored for (the
-/// hunt's budget if smaller). A candidate is kept only if this finds it,
-/// so `mmsim check` with the budget finds it too (the same first
-/// schedules, from the same seed).
-const CANDIDATE_BUDGET: u64 = 250;
-
-/// A minimized finding: the table, its first failing schedule under
-/// `mmsim check`, signature, and the violating CPU's operation.
+/// A minimized finding: the table, the iterations `mmsim check` needs to
+/// find it from seed 0, its first failing schedule there, signature, and
+/// the violating CPU's operation.
 pub struct Minimized {
     /// The scenario.
     pub table: Table,
+    /// `[expect] iterations`.
+    pub iterations: u64,
     /// `mmsim check`'s first failing schedule.
     pub failure: Box<Failure>,
     /// Its signature.
@@ -781,9 +778,63 @@ pub struct Minimized {
     pub op: String,
 }
 
-/// Shrinks `t` while `mmsim check` (PCT from seed 0, at most the budget
-/// or [`CANDIDATE_BUDGET`] schedules) still fails with a signature `sig`
-/// keeps (see the module doc).
+/// Whether candidate `c` still fails with a signature `sig` keeps: first
+/// by replaying `decisions` (the current failing schedule, adjusted to the
+/// candidate), then by exploring the budget's schedules. The flag says
+/// whether exploration found it (so `mmsim check` with the budget does
+/// too).
+fn attempt(
+    c: &Table,
+    sig: &Signature,
+    decisions: Vec<u8>,
+    budget: u64,
+    schedules: &mut u64,
+) -> Option<(Box<Failure>, bool)> {
+    let plan = plan_of(c)?;
+    let r = replay(plan.clone(), decisions);
+    *schedules += 1;
+    if r.error.is_none() && r.too_long.is_none() && !r.violations.is_empty() {
+        let f = Failure {
+            execution: 0,
+            decisions: r.decisions,
+            violations: r.violations,
+            trace: r.trace,
+            after: Duration::ZERO,
+        };
+        if signature_of(&f).is_some_and(|(s, _)| sig.kept_by(&s)) {
+            return Some((Box::new(f), false));
+        }
+    }
+    match run_plan(plan, budget, schedules) {
+        Explored::Failed(f, s, _) if sig.kept_by(&s) => Some((f, true)),
+        _ => None,
+    }
+}
+
+/// The decisions of a schedule after CPU `r` is removed from the
+/// scenario: its own decisions gone, later CPUs (and the RCU kthread) one
+/// lower.
+fn without_cpu(d: &[u8], r: u8) -> Vec<u8> {
+    d.iter()
+        .filter(|&&x| x != r)
+        .map(|&x| if x > r { x - 1 } else { x })
+        .collect()
+}
+
+/// The CPU `c` has one fewer of than `t`, if it has.
+fn removed_cpu(t: &Table, c: &Table) -> Option<usize> {
+    let a = t.get("cpu")?.as_array()?;
+    let b = c.get("cpu")?.as_array()?;
+    if b.len() + 1 != a.len() {
+        return None;
+    }
+    Some((0..b.len()).find(|&i| a[i] != b[i]).unwrap_or(b.len()))
+}
+
+/// Shrinks `t` while it still fails with a signature `sig` keeps (see the
+/// module doc), then finds the iterations `mmsim check` needs to report it
+/// from seed 0: the budget, four or sixteen times it; if none does, the
+/// last table that exploration found within the budget.
 pub fn minimize(t: &Table, sig: &Signature, budget: u64, schedules: &mut u64) -> Option<Minimized> {
     let Explored::Failed(f, s, op) = run(t, budget, schedules) else {
         return None;
@@ -791,37 +842,61 @@ pub fn minimize(t: &Table, sig: &Signature, budget: u64, schedules: &mut u64) ->
     if !sig.kept_by(&s) {
         return None;
     }
-    let mut best = Minimized {
+    let mut verified = Minimized {
         table: t.clone(),
-        failure: f,
+        iterations: budget,
+        failure: f.clone(),
         signature: s,
         op,
     };
+    let mut best = (t.clone(), f, true);
     let mut tried = 0;
     'outer: loop {
-        for change in changes(&best.table) {
+        for change in changes(&best.0) {
             if tried >= MAX_CANDIDATES {
                 break 'outer;
             }
-            let Some(c) = change(&best.table) else {
-                continue;
-            };
+            let Some(c) = change(&best.0) else { continue };
             tried += 1;
-            if let Explored::Failed(f, s, op) = run(&c, budget.min(CANDIDATE_BUDGET), schedules)
-                && sig.kept_by(&s)
-            {
-                best = Minimized {
-                    table: c,
-                    failure: f,
-                    signature: s,
-                    op,
-                };
+            let d = match removed_cpu(&best.0, &c) {
+                Some(r) => without_cpu(&best.1.decisions, r as u8),
+                None => best.1.decisions.clone(),
+            };
+            if let Some((f, explored)) = attempt(&c, sig, d, budget, schedules) {
+                best = (c, f, explored);
+                if explored && let Some((s, op)) = signature_of(&best.1) {
+                    verified = Minimized {
+                        table: best.0.clone(),
+                        iterations: budget,
+                        failure: best.1.clone(),
+                        signature: s,
+                        op,
+                    };
+                }
                 continue 'outer;
             }
         }
         break;
     }
-    Some(best)
+    if best.2 {
+        return Some(verified);
+    }
+    for iterations in [budget, budget * 4, budget * 16] {
+        match run(&best.0, iterations, schedules) {
+            Explored::Failed(f, s, op) if sig.kept_by(&s) => {
+                return Some(Minimized {
+                    table: best.0,
+                    iterations,
+                    failure: f,
+                    signature: s,
+                    op,
+                });
+            }
+            Explored::Failed(..) => break,
+            _ => {}
+        }
+    }
+    Some(verified)
 }
 
 /// The number of context switches of a decision list.
@@ -1130,11 +1205,11 @@ fn finding(
 ) -> Option<Finding> {
     let Minimized {
         table: min,
+        iterations,
         failure: f,
         signature: sig,
         op,
     } = minimize(t, key, budget, schedules)?;
-    let iterations = budget;
     let plan = plan_of(&min)?;
     let (decisions, trace) = shrink_schedule(&plan, &f.decisions, &sig);
     let (class, variants) = classify(&min, &sig, iterations, catalog, schedules);
