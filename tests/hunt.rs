@@ -260,3 +260,63 @@ fn the_seed_race_is_rediscovered_from_nothing() {
     assert_eq!(p["violations"][0]["kind"], "memmap-use-after-free", "{p}");
     assert!(p["diverged"].is_null());
 }
+
+/// With a safeguard off, the same run rediscovers the catalog's race that
+/// the safeguard protects against. Each scenario index is where
+/// `mmsim hunt --scenarios 600 --seed 1 --arch broadcast` with these
+/// safeguards off (together) first showed the race; each runs here alone,
+/// with only its own safeguard off.
+#[test]
+fn catalog_races_are_rediscovered_with_their_safeguard_off() {
+    for (index, safeguard, catalog) in [
+        (
+            "154",
+            "gup_fast.write_protect_seq",
+            "fork-vs-gup-fast-pin --safeguard gup_fast.write_protect_seq=off",
+        ),
+        (
+            "107",
+            "sparse.usage_kfree_rcu",
+            "usage-vs-pfn-valid --safeguard sparse.usage_kfree_rcu=off",
+        ),
+        (
+            "329",
+            "gup_fast.pte_recheck",
+            "munmap-reuse-vs-gup-fast --safeguard gup_fast.pte_recheck=off",
+        ),
+    ] {
+        let out = dir(&format!("catalog-{index}"));
+        let o = out.to_string_lossy().into_owned();
+        let n = (index.parse::<u64>().unwrap() + 1).to_string();
+        let shard = format!("{index}/{n}");
+        let off = format!("{safeguard}=off");
+        let r = mmsim(&[
+            "hunt",
+            "--seed",
+            "1",
+            "--scenarios",
+            &n,
+            "--shard",
+            &shard,
+            "--arch",
+            "broadcast",
+            "--safeguard",
+            &off,
+            "--out",
+            &o,
+            "--json",
+        ]);
+        let v = json(&r);
+        let found = v["findings"].as_array().unwrap().iter().any(|f| {
+            f["class"]["catalog"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == catalog)
+        });
+        assert!(
+            found,
+            "{safeguard}=off: no finding matches `{catalog}`: {v}"
+        );
+    }
+}
