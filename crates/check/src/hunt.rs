@@ -18,16 +18,19 @@
 //! operations (an operation together with the drops of the reference it
 //! takes), VMAs, processes and memory ranges are dropped, sizes, page
 //! counts and optional fields shrunk, one change at a time, keeping each
-//! change after which `mmsim check` still reports the same kind, function
-//! and step, raced with a subset of the same operations (never with none
-//! when there were some). Then the schedule is shrunk ([`shrink_schedule`]):
+//! change after which the scenario still fails (a replay of the current
+//! failing schedule, else `mmsim check`'s exploration) with the same kind,
+//! function and step, raced with a subset of the same operations (never
+//! with none when there were some); the file's `[expect] iterations` is
+//! what `mmsim check` needs to find it. Then the schedule is shrunk
+//! ([`shrink_schedule`]):
 //! context switches are taken out of the replay decisions while the
 //! replay still reports the same. The minimized file's signature is the
 //! finding's; the raw one is kept as a *raw key*, which is how shards are
 //! merged (see [`merge`]).
 //!
 //! Each finding is classified ([`Class`]): whether a catalog scenario
-//! expects the same signature; whether the thread's fix (every safeguard of
+//! expects the same race ([`same_race`]); whether the thread's fix (every safeguard of
 //! [`FIX_SAFEGUARDS`] on) closes it; which architectures show it. It is
 //! written as a scenario file with a comment header and an `[expect]` whose
 //! variants record the fix and the other architecture, with its replay
