@@ -40,7 +40,9 @@ enum Cmd {
     Replay(cli::check::ReplayArgs),
     /// The protection matrix: which safeguards make a scenario safe.
     Ablate(cli::ablate::AblateArgs),
-    /// Combine the JSON outputs of `check --shard K/N` runs.
+    /// Generate scenarios, explore them, and report each distinct violation as a minimized scenario file.
+    Hunt(cli::hunt::HuntArgs),
+    /// Combine the JSON outputs of `check --shard K/N` runs, or the outputs of `hunt --shard K/N` runs.
     Merge(cli::check::MergeArgs),
     /// The seed's story: a speculative reference against a freed memmap.
     Demo(cli::demo::DemoArgs),
@@ -77,6 +79,7 @@ fn dispatch(args: Args) -> u8 {
         Cmd::List(a) => cli::check::run_list(&a),
         Cmd::Check(a) => cli::check::run(&a),
         Cmd::Replay(a) => cli::check::run_replay(&a),
+        Cmd::Hunt(a) => cli::hunt::run(&a),
         Cmd::Merge(a) => cli::check::run_merge(&a),
         Cmd::Ablate(a) => cli::ablate::run(&a),
         Cmd::Demo(a) => cli::demo::run(&a),

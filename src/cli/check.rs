@@ -735,9 +735,13 @@ pub fn run_list(a: &ListArgs) -> u8 {
 #[derive(Args, Debug)]
 pub struct MergeArgs {
     /// Files each holding the JSON of one `mmsim check --json` run (`-`:
-    /// standard input, one object per line).
+    /// standard input, one object per line); or `mmsim hunt` output
+    /// folders (or their `hunt.json`).
     #[arg(required = true)]
     pub files: Vec<String>,
+    /// Hunt outputs: write the merged findings and `hunt.json` here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -877,6 +881,27 @@ fn same_run(runs: &[Run]) -> Result<(), String> {
 /// and shard count, each shard once), each well formed; anything else is
 /// refused with exit 2, naming the file. Missing shards are reported.
 pub fn run_merge(a: &MergeArgs) -> u8 {
+    // Hunt outputs are merged by signature (see `mmsim_check::hunt::merge`).
+    let mut hunts = Vec::new();
+    for f in a.files.iter().filter(|f| *f != "-") {
+        match crate::cli::hunt::read_report(f) {
+            Ok(Some(r)) => hunts.push(r),
+            Ok(None) => {}
+            Err(e) => return bad_input(a.json, &e),
+        }
+    }
+    if !hunts.is_empty() {
+        if hunts.len() != a.files.len() {
+            return bad_input(
+                a.json,
+                &"hunt outputs merge only with hunt outputs (give every shard's folder or hunt.json)",
+            );
+        }
+        return crate::cli::hunt::merge(hunts, a.out.as_deref(), a.json);
+    }
+    if a.out.is_some() {
+        return bad_input(a.json, &"--out is for merging hunt outputs");
+    }
     let mut runs: Vec<Run> = Vec::new();
     for f in &a.files {
         let bytes = if f == "-" {

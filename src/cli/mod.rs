@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod gup_test;
+pub mod hunt;
 pub mod info;
 pub mod stress;
 

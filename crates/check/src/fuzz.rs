@@ -23,6 +23,15 @@
 //! answer ([`Verdict`]), or that it would be wrong: a panic, an internal
 //! error, or a refusal without `file:line:column`.
 //!
+//! [`Generator::hunter`] is the generator in hunt mode (`mmsim hunt`): only
+//! files meant to be valid, two to four CPUs with one to four operations
+//! each, every reference taken dropped again, and operations drawn with the
+//! weights of [`HUNT_WEIGHTS`]: the first CPU leans to lockless readers, the
+//! others to operations that free or change what a reader looks at. An
+//! operation the table does not list is drawn with weight
+//! [`HUNT_DEFAULT_WEIGHT`] on every CPU, so a new operation joins the hunt
+//! as soon as the validator knows it.
+//!
 //! Everything is seeded (SplitMix64): the same seed gives the same file.
 
 use crate::explore::{Options, Strategy, explore};
@@ -177,10 +186,66 @@ static MEMORY_KINDS: &[(&str, &[&str])] = &[
     ("kpageflags", &["boot", "hotplug", "device"]),
 ];
 
+/// How strongly hunt mode draws an operation: (name, weight on a reader
+/// CPU, weight on a changer CPU). CPU 0 is a reader, CPU 1 a changer, the
+/// others either. Readers are the lockless walkers (GUP-fast, pfn walkers,
+/// page-cache lookups); changers free or change what they read (hot-remove,
+/// `memunmap_pages`, munmap, migration, splits, collapses, fork). Names the
+/// validator does not know are never drawn (the table is read through the
+/// validator's list), so an entry may name an operation of another branch.
+pub static HUNT_WEIGHTS: &[(&str, u64, u64)] = &[
+    ("get_user_pages_fast", 12, 1),
+    ("pin_user_pages_fast", 16, 1),
+    ("pfn_walk", 6, 1),
+    ("pfn_valid", 4, 1),
+    ("find_get_page", 6, 1),
+    ("kpageflags", 4, 1),
+    ("ksm_scan", 3, 1),
+    ("get_user_pages", 1, 1),
+    ("pin_user_pages", 1, 1),
+    ("offline_and_remove_memory", 1, 14),
+    ("remove_memory", 1, 4),
+    ("offline_pages", 1, 5),
+    ("memunmap_pages", 1, 10),
+    ("unmap_mapping_range", 1, 4),
+    ("munmap", 1, 8),
+    ("madvise", 1, 5),
+    ("migrate_pages", 1, 8),
+    ("split_folio", 1, 6),
+    ("collapse", 1, 6),
+    ("fork", 1, 6),
+    ("mprotect", 1, 2),
+    ("evict", 1, 5),
+    ("truncate", 1, 5),
+    ("compact", 1, 5),
+    ("ksm_merge", 1, 4),
+    ("alloc_hugetlb", 1, 2),
+];
+
+/// The weight of an operation [`HUNT_WEIGHTS`] does not list.
+pub const HUNT_DEFAULT_WEIGHT: u64 = 2;
+
+/// A driver's calls on its device range, which the kernel leaves to the
+/// driver to make once and in order (`devm_memremap_pages()` at probe,
+/// `memunmap_pages()` at remove): hunt mode writes them for one range on
+/// one CPU only, so that it never reports a driver calling them twice at
+/// once.
+static DRIVER_OPS: &[&str] = &["memremap_pages", "memunmap_pages"];
+
+/// What a driver always does right before one of its calls, on the same
+/// range: device-dax's `kill_dev_dax()` (and every ZONE_DEVICE driver's
+/// teardown) zaps the user mappings of the range before `memunmap_pages()`,
+/// which otherwise would free a memmap that page tables still point into,
+/// or wait forever for the references those mappings hold. Hunt mode
+/// writes the first operation before the second.
+pub static DRIVER_PRELUDE: &[(&str, &str)] = &[("memunmap_pages", "unmap_mapping_range")];
+
 /// Writes scenario files: see the module doc.
 pub struct Generator {
     /// The random source.
     pub rng: Rng,
+    /// Hunt mode: see [`Generator::hunter`].
+    valid: bool,
     section: u64,
     memory: Vec<Mem>,
     processes: Vec<Vec<VmaInfo>>,
@@ -188,6 +253,8 @@ pub struct Generator {
     /// The `[[file]]`s: name and pages.
     files: Vec<(String, u64)>,
     names: u64,
+    /// Hunt mode: the CPU that runs [`DRIVER_OPS`] on each device range.
+    owners: Vec<(String, usize)>,
 }
 
 impl Generator {
@@ -195,13 +262,22 @@ impl Generator {
     pub fn new(seed: u64) -> Generator {
         Generator {
             rng: Rng::new(seed),
+            valid: false,
             section: 64 << 10,
             memory: Vec::new(),
             processes: Vec::new(),
             cpus: Vec::new(),
             files: Vec::new(),
             names: 0,
+            owners: Vec::new(),
         }
+    }
+
+    /// A generator in hunt mode, seeded with `seed`: see the module doc.
+    pub fn hunter(seed: u64) -> Generator {
+        let mut g = Generator::new(seed);
+        g.valid = true;
+        g
     }
 
     fn fresh(&mut self, prefix: &str) -> String {
@@ -219,6 +295,10 @@ impl Generator {
         self.processes.clear();
         self.cpus.clear();
         self.files.clear();
+        self.owners.clear();
+        if self.valid {
+            return self.hunt_scenario();
+        }
         let mut t = Table::new();
         t.insert(
             "name".into(),
@@ -286,6 +366,58 @@ impl Generator {
         t
     }
 
+    /// Hunt mode's file: no settings (the hunt applies its own), no
+    /// `[expect]`, one or two processes with one to three VMAs each, two to
+    /// four CPUs.
+    fn hunt_scenario(&mut self) -> Table {
+        let mut t = Table::new();
+        t.insert("name".into(), Value::String("hunt".into()));
+        // Small sections: an operation over a range takes a step or more
+        // per page, and every schedule walks it.
+        self.section = self.rng.pick(&[64u64 << 10, 64 << 10, 128 << 10]);
+        t.insert(
+            "section_size".into(),
+            Value::String(crate::scenario::human(self.section)),
+        );
+        t.insert("memory".into(), Value::Array(self.memories()));
+        // A file now and then, so the page-cache operations (and file
+        // VMAs) join the hunt.
+        if self.rng.chance(30) {
+            let files: Vec<Value> = (0..1 + self.rng.below(2)).map(|_| self.file()).collect();
+            t.insert("file".into(), Value::Array(files));
+        }
+        let procs: Vec<Value> = (0..1 + self.rng.below(2)).map(|_| self.process()).collect();
+        t.insert("process".into(), Value::Array(procs));
+        let cpus: Vec<Value> = (0..2 + self.rng.below(3)).map(|_| self.cpu()).collect();
+        t.insert("cpu".into(), Value::Array(cpus));
+        t
+    }
+
+    /// Hunt mode's draw of an operation for CPU `cpu` among `fit`.
+    fn weighted<'t>(
+        &mut self,
+        cpu: usize,
+        fit: &[&'t (&'static str, &'static [&'static str])],
+    ) -> &'t (&'static str, &'static [&'static str]) {
+        let reader = cpu == 0 || (cpu > 1 && self.rng.chance(50));
+        let weight = |name: &str| {
+            HUNT_WEIGHTS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or(HUNT_DEFAULT_WEIGHT, |&(_, r, c)| if reader { r } else { c })
+        };
+        let total: u64 = fit.iter().map(|(n, _)| weight(n)).sum();
+        let mut x = self.rng.below(total);
+        for f in fit {
+            let w = weight(f.0);
+            if x < w {
+                return f;
+            }
+            x -= w;
+        }
+        fit[fit.len() - 1]
+    }
+
     fn memories(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         let mut add = |g: &mut Generator, kind: &'static str, blocks: u64| {
@@ -299,9 +431,15 @@ impl Generator {
             m.insert("kind".into(), Value::String(kind.into()));
             m.insert("size".into(), g.size(blocks));
             let (state, dev_type) = match kind {
+                "hotplug" if g.valid => (
+                    g.rng
+                        .pick(&["absent", "offline", "online", "online", "online"]),
+                    "",
+                ),
                 "hotplug" => (g.rng.pick(&["absent", "offline", "online"]), ""),
                 "device" => (
-                    g.rng.pick(&["absent", "mapped", "mapped"]),
+                    g.rng
+                        .pick(&["absent", "mapped", "mapped", "mapped"][..3 + g.valid as usize]),
                     g.rng.pick(&["generic", "fsdax", "coherent", "private"]),
                 ),
                 _ => ("boot", ""),
@@ -338,7 +476,7 @@ impl Generator {
         // Boot memory big enough for page tables and a few populated VMAs.
         let boot_blocks = ((256 << 10) / self.section).max(1) + self.rng.below(3);
         add(self, "boot", boot_blocks);
-        for _ in 0..self.rng.below(3) {
+        for _ in 0..self.rng.below(3) + self.valid as u64 {
             let b = 1 + self.rng.below(3);
             add(self, "hotplug", b);
         }
@@ -421,7 +559,12 @@ impl Generator {
         );
         self.processes.push(Vec::new());
         let mut vmas = Vec::new();
-        for _ in 0..self.rng.below(4) {
+        let n = if self.valid {
+            1 + self.rng.below(3)
+        } else {
+            self.rng.below(4)
+        };
+        for _ in 0..n {
             let mut v = Table::new();
             self.fields(&mut v, "[[process.vma]]", VMA_FIELDS, None);
             self.remember_vma(&v, None);
@@ -471,14 +614,24 @@ impl Generator {
         });
         let table = op_fields();
         let mut ops = Vec::new();
-        for _ in 0..self.rng.below(5) {
+        let n = if self.valid {
+            1 + self.rng.below(4)
+        } else {
+            self.rng.below(5)
+        };
+        for _ in 0..n {
             // Mostly operations whose fields can name something that
             // exists; now and then any, to reach the errors too.
             let fit: Vec<_> = table
                 .iter()
                 .filter(|(name, fields)| self.feasible(id, name, fields))
                 .collect();
-            let (name, fields) = if fit.is_empty() || self.rng.chance(5) {
+            let (name, fields) = if self.valid {
+                if fit.is_empty() {
+                    break;
+                }
+                *self.weighted(id, &fit)
+            } else if fit.is_empty() || self.rng.chance(5) {
                 table[self.rng.below(table.len() as u64) as usize]
             } else {
                 *fit[self.rng.below(fit.len() as u64) as usize]
@@ -489,7 +642,34 @@ impl Generator {
             if name == "mmap" {
                 self.remember_vma(&op, Some(id));
             }
+            if self.valid
+                && let Some((_, first)) = DRIVER_PRELUDE.iter().find(|(o, _)| *o == name)
+                && let Some(m) = op.get("memory").cloned()
+            {
+                let mut pre = Table::new();
+                pre.insert("op".into(), Value::String((*first).into()));
+                pre.insert("memory".into(), m);
+                ops.push(Value::Table(pre));
+            }
             ops.push(Value::Table(op));
+        }
+        if self.valid {
+            // Every reference taken is dropped again: a reference left at
+            // teardown is a leak of the scenario, not of the kernel.
+            for (name, pins, dropped) in &mut self.cpus[id].refs {
+                if !*dropped {
+                    *dropped = true;
+                    let mut op = Table::new();
+                    let drop = if *pins {
+                        "unpin_user_pages"
+                    } else {
+                        "put_pages"
+                    };
+                    op.insert("op".into(), Value::String(drop.into()));
+                    op.insert("ref".into(), Value::String(name.clone()));
+                    ops.push(Value::Table(op));
+                }
+            }
         }
         c.insert("ops".into(), Value::Array(ops));
         Value::Table(c)
@@ -511,14 +691,23 @@ impl Generator {
                     .iter()
                     .find(|(op, _)| *op == name)
                     .map_or(&[][..], |(_, k)| *k);
-                self.memory
-                    .iter()
-                    .any(|m| kinds.is_empty() || kinds.contains(&m.kind))
+                self.memory.iter().any(|m| {
+                    (kinds.is_empty() || kinds.contains(&m.kind))
+                        && (!self.valid
+                            || !DRIVER_OPS.contains(&name)
+                            || self.may_drive(&m.name, cpu))
+                })
             }
             "name" => c.process.is_some(),
             "file" if name != "mmap" => !self.files.is_empty(),
             _ => true,
         })
+    }
+
+    /// Hunt mode: whether CPU `cpu` may run a driver's call on range
+    /// `name` (no other CPU does).
+    fn may_drive(&self, name: &str, cpu: usize) -> bool {
+        self.owners.iter().all(|(n, c)| n != name || *c == cpu)
     }
 
     /// `[expect]`, whose variants each change the file's settings (`arch`,
@@ -640,7 +829,7 @@ fn chosen_vma(g: &Generator, cx: &Cx<'_>) -> Option<VmaInfo> {
 
 fn gen_vma_ref(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
     let v = nameable(g, cx);
-    if v.is_empty() || g.rng.chance(2) {
+    if v.is_empty() || !g.valid && g.rng.chance(2) {
         return string("nowhere");
     }
     let i = g.rng.below(v.len() as u64) as usize;
@@ -747,10 +936,15 @@ fn gen_flags(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
 
 fn gen_as(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
     let c = cx.cpu?;
-    if g.rng.chance(40) {
+    // Hunt mode names every reference, so that it can be dropped.
+    if !g.valid && g.rng.chance(40) {
         return None;
     }
     let name = g.fresh("r");
+    if g.valid && cx.what == "fork" {
+        // The child process: no reference to drop.
+        return string(name);
+    }
     g.cpus[c]
         .refs
         .push((name.clone(), cx.what.starts_with("pin_"), false));
@@ -826,18 +1020,30 @@ fn gen_memory_ref(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
             .iter()
             .find(|(op, _)| *op == cx.what)
             .map_or(&[][..], |(_, k)| *k);
+        if g.valid
+            && DRIVER_OPS.contains(&cx.what)
+            && let Some(cpu) = cx.cpu
+        {
+            let owners = g.owners.clone();
+            let free = |m: &Mem| owners.iter().all(|(n, c)| *n != m.name || *c == cpu);
+            let m = pick_memory(g, kinds, free)?;
+            if !g.owners.iter().any(|(n, _)| *n == m) {
+                g.owners.push((m.clone(), cpu));
+            }
+            return string(m);
+        }
         let m = pick_memory(g, kinds, |_| true).unwrap_or_else(|| "boot".into());
         return string(m);
     }
     match backing(cx) {
         "anon" | "shared" => {
             let prot_none = cx.table.get("prot").and_then(Value::as_str) == Some("none");
-            if cx.what == "mmap" || prot_none || !g.rng.chance(40) {
+            if cx.what == "mmap" || prot_none || !g.rng.chance(40 + 30 * g.valid as u64) {
                 return None;
             }
             // Now and then memory pages cannot be placed in (offline,
             // absent, ZONE_NORMAL): set-up must never see that.
-            let any = g.rng.chance(10);
+            let any = !g.valid && g.rng.chance(10);
             pick_memory(g, &["boot", "hotplug"], |m| {
                 any || m.state == "boot" || m.state == "online" && !m.normal
             })
@@ -866,6 +1072,7 @@ fn gen_populate(g: &mut Generator, cx: &Cx<'_>) -> Option<Value> {
     match backing(cx) {
         // `memory` on an anonymous VMA needs populate.
         "anon" | "shared" if memory.is_some() => Some(Value::Boolean(true)),
+        "anon" | "shared" | "file" if g.valid => g.rng.chance(85).then_some(Value::Boolean(true)),
         "anon" | "shared" | "file" => g.rng.chance(60).then(|| Value::Boolean(g.rng.chance(70))),
         "device" => {
             let m = g.memory.iter().find(|m| Some(m.name.as_str()) == memory)?;

@@ -16,6 +16,8 @@
 //! * [`svg`]: the same trace as per-CPU swimlanes, an SVG picture.
 //! * [`fuzz`]: generated scenario files, valid and hostile, and a run of
 //!   one as `mmsim check` would (the fuzz tests; a random scenario hunt).
+//! * [`hunt`]: `mmsim hunt`: generated scenarios explored, failing
+//!   schedules deduplicated by signature, minimized and classified.
 //!
 //! The model code is the same code that runs natively: the explorer only
 //! builds machines in `Mode::Explore`, where every scheduling point of the
@@ -28,6 +30,7 @@ pub mod ablate;
 pub mod catalog;
 pub mod explore;
 pub mod fuzz;
+pub mod hunt;
 pub mod ops;
 pub mod replay;
 pub mod scenario;

@@ -799,6 +799,9 @@ pub struct Replayed {
     pub error: Option<String>,
     /// The run was longer than the explorer's bound.
     pub too_long: Option<TooLong>,
+    /// The decisions the run actually took (the given ones, and where they
+    /// ran out, the first runnable CPU at each further decision).
+    pub decisions: Vec<u8>,
 }
 
 struct ReplayDriver {
@@ -845,6 +848,7 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
         diverged: None,
         error: None,
         too_long: None,
+        decisions: Vec::new(),
     };
     if let Err(p) = r {
         let message = panic_message(&*p);
@@ -867,9 +871,11 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
             out.error = Some(e.to_string());
         }
     }
-    if let Inner::Replay(rd) = &mut d.borrow_mut().inner {
+    let mut d = d.borrow_mut();
+    if let Inner::Replay(rd) = &mut d.inner {
         rd.finish();
         out.diverged = rd.diverged.clone();
     }
+    out.decisions = std::mem::take(&mut d.decisions);
     out
 }
