@@ -193,6 +193,9 @@ pub struct Machine {
     /// The deferred split queue (`struct deferred_split`), owned by
     /// [`crate::mm::huge_memory`].
     pub deferred_split: crate::mm::huge_memory::DeferredSplit,
+    /// HugeTLB vmemmap optimization's state (its static key), owned by
+    /// [`crate::mm::hugetlb_vmemmap`].
+    pub hvo: crate::mm::hugetlb_vmemmap::HugetlbVmemmap,
 }
 
 /// The state of a memory block.
@@ -318,6 +321,7 @@ impl Machine {
             pgmaps: RawLock::new(Vec::new()),
             mms: RawLock::new(Vec::new()),
             deferred_split: Default::default(),
+            hvo: Default::default(),
             cfg,
         });
         m.boot();

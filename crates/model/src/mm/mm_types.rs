@@ -271,6 +271,13 @@ impl<'m> PageRef<'m> {
         self.page().refcount.load(Ordering::Relaxed)
     }
 
+    /// `atomic_read_acquire(&page->_refcount)`.
+    #[inline(always)]
+    pub fn ref_count_acquire(&self, cpu: &Cpu) -> i32 {
+        self.check(cpu);
+        self.page().refcount.load(Ordering::Acquire)
+    }
+
     /// Sets flag bits (`SetPageX`, an atomic `set_bit`).
     #[inline(always)]
     pub fn set_flags(&self, cpu: &Cpu, bits: u64) {
@@ -647,12 +654,14 @@ impl<'m> Folio<'m> {
 }
 
 /// Kernel: `page_folio()`: `READ_ONCE(page->compound_head)`, and the head
-/// it names if bit 0 is set.
+/// it names if bit 0 is set; otherwise the page itself, unless it is a
+/// HugeTLB fake head ([`page_fixed_fake_head`]).
 #[inline(always)]
 pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
     let head = page.compound_head_raw(cpu);
     if head & 1 == 0 {
-        return Folio(page);
+        // _compound_head(): not a tail, but maybe a fake head.
+        return Folio(page_fixed_fake_head(cpu, page));
     }
     match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
@@ -690,7 +699,13 @@ pub fn page_folio_checked<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> (Folio<'m>, Ch
     let p = page.checked(cpu);
     let head = p.compound_head_raw();
     if head & 1 == 0 {
-        return (Folio(page), p);
+        // _compound_head(): not a tail, but maybe a fake head (never with
+        // the static key off, the common case).
+        let fixed = page_fixed_fake_head(cpu, page);
+        if fixed == page {
+            return (Folio(page), p);
+        }
+        return (Folio(fixed), fixed.checked(cpu));
     }
     let folio = match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
@@ -735,4 +750,75 @@ pub fn destroy_compound_page(cpu: &Cpu, head: PageRef<'_>, order: u32) {
         t.store_flags(cpu, f);
     }
     head.clear_flags(cpu, pg::HEAD);
+}
+
+/// How many `struct page`s one page of vmemmap holds (`PAGE_SIZE /
+/// sizeof(struct page)`): a struct page at a multiple of this is the first
+/// of its vmemmap page, the only place a fake head can be.
+pub const STRUCT_PAGES_PER_VMEMMAP_PAGE: u64 = 64;
+
+/// Kernel: `page_fixed_fake_head()`: with HugeTLB vmemmap optimization on,
+/// a struct page that starts a vmemmap page and has `PG_head` may be a
+/// *fake* head, a read-only alias of the real head (the tail vmemmap pages
+/// of an optimized folio all map the head's page). Its next struct page
+/// then reads as a tail naming the real head, which this returns.
+#[inline(always)]
+pub fn page_fixed_fake_head<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> PageRef<'m> {
+    if !cpu.m.hvo.hugetlb_optimize_vmemmap_key.unlikely() {
+        return page;
+    }
+    page_fixed_fake_head_slow(cpu, page)
+}
+
+#[inline(never)]
+fn page_fixed_fake_head_slow<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> PageRef<'m> {
+    // Only a struct page aligned to the vmemmap page can be a fake head;
+    // testing that first keeps the next struct page's (cold) line untouched.
+    if page.pfn().as_u64() % STRUCT_PAGES_PER_VMEMMAP_PAGE == 0 && page.test_flags(cpu, pg::HEAD) {
+        // PG_head: a compound page of at least two pages, so page[1] exists.
+        let head = page.nth(cpu, 1).compound_head_raw(cpu);
+        if head & 1 == 1
+            && let Some(h) = Pfn::try_new(head >> 1)
+        {
+            return cpu.m.sparse.pfn_to_page(h);
+        }
+    }
+    page
+}
+
+/// Kernel: `page_is_fake_head()`.
+pub fn page_is_fake_head(cpu: &Cpu, page: PageRef<'_>) -> bool {
+    page_fixed_fake_head(cpu, page) != page
+}
+
+/// Kernel: `page_count_writable()` (v6.14 form): whether a speculative
+/// `atomic_add_unless(&page->_refcount, nr, u)` may write this struct page.
+///
+/// Behind the static key `hugetlb_optimize_vmemmap_key`; with it on, the
+/// refcount is read (Acquire) *before* the fake-head check. A tail of a
+/// folio being optimized reads 0, and a struct page that reads non-zero
+/// after the remap can only do so because the folio was unfrozen after it
+/// (`folio_ref_unfreeze()`'s Release pairs with this Acquire), so the
+/// fake-head check that follows sees the remap. The other order lets a
+/// reader see "not a fake head" before the remap and "non-zero" after the
+/// unfreeze, and write the read-only page.
+#[inline(always)]
+pub fn page_count_writable(cpu: &Cpu, page: PageRef<'_>, u: i32) -> bool {
+    if !cpu.m.hvo.hugetlb_optimize_vmemmap_key.unlikely() {
+        return true;
+    }
+    page_count_writable_slow(cpu, page, u)
+}
+
+#[inline(never)]
+fn page_count_writable_slow(cpu: &Cpu, page: PageRef<'_>, u: i32) -> bool {
+    // atomic_read_acquire(): pairs with the Release of folio_ref_unfreeze().
+    if page.ref_count_acquire(cpu) == u {
+        return false;
+    }
+    cpu.point_arg(
+        mmsim_facade::point!("page_count_writable", "page_fixed_fake_head"),
+        page.pfn().as_u64(),
+    );
+    !page_is_fake_head(cpu, page)
 }

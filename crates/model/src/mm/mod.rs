@@ -10,6 +10,7 @@
 
 pub mod gup;
 pub mod huge_memory;
+pub mod hugetlb_vmemmap;
 pub mod khugepaged;
 pub mod memory;
 pub mod memory_hotplug;
