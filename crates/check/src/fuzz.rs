@@ -164,6 +164,7 @@ static MEMORY_KINDS: &[(&str, &[&str])] = &[
     ("memremap_pages", &["device"]),
     ("memunmap_pages", &["device"]),
     ("unmap_mapping_range", &["device"]),
+    ("alloc_hugetlb", &["boot", "hotplug"]),
 ];
 
 /// Writes scenario files: see the module doc.

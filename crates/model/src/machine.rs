@@ -196,6 +196,9 @@ pub struct Machine {
     /// HugeTLB vmemmap optimization's state (its static key), owned by
     /// [`crate::mm::hugetlb_vmemmap`].
     pub hvo: crate::mm::hugetlb_vmemmap::HugetlbVmemmap,
+    /// KSM's state (ksmd's mutex, the stable tree), owned by
+    /// [`crate::mm::ksm`].
+    pub ksm: crate::mm::ksm::Ksm,
 }
 
 /// The state of a memory block.
@@ -322,6 +325,7 @@ impl Machine {
             mms: RawLock::new(Vec::new()),
             deferred_split: Default::default(),
             hvo: Default::default(),
+            ksm: Default::default(),
             cfg,
         });
         m.boot();

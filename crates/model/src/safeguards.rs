@@ -109,6 +109,20 @@ safeguards! {
     /// beyond its mappings (`folio_expected_ref_count()`).
     KHUGEPAGED_REFCOUNT_CHECK = 16, "khugepaged.refcount_check", true,
         "a pinned (or otherwise referenced) page against khugepaged copying it into a new THP and dropping it";
+    /// `ksm_memory_callback(MEM_GOING_OFFLINE)` sets `KSM_RUN_OFFLINE`
+    /// under `ksm_thread_mutex` (and `MEM_OFFLINE` clears it): ksmd
+    /// finishes its batch first and then waits in `wait_while_offlining()`.
+    KSM_RUN_OFFLINE = 17, "ksm.run_offline", true,
+        "ksmd's ksm_get_folio() (kpfn read without IRQs off or RCU) against offlining and removal of the memory a stable node points into";
+    /// `ksm_memory_callback(MEM_OFFLINE)` → `ksm_check_stable_tree()`
+    /// removes the stable nodes whose `kpfn` is in the offlined range.
+    KSM_OFFLINE_PRUNE = 18, "ksm.offline_prune", true,
+        "a stale stable node (its KSM folio freed) against ksmd following its kpfn into memory that was offlined and removed";
+    /// `hugetlb_vmemmap_optimize_folio()` (and `_restore_folio()`) wait for
+    /// a grace period after `static_branch_inc()`, before remapping the
+    /// vmemmap (`VMEMMAP_SYNCHRONIZE_RCU`, Linux bd225530a4c7).
+    HUGETLB_VMEMMAP_SYNCHRONIZE_RCU = 19, "hugetlb_vmemmap.synchronize_rcu", true,
+        "a speculative folio_try_get() (page_count_writable, then atomic_add_unless) against HVO remapping the struct page it writes read-only";
 }
 
 /// A set of switches, one per registered safeguard.

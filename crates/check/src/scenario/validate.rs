@@ -113,7 +113,13 @@ const OPS: &[(&str, &[&str])] = &[
     ("fork", &["as"]),
     ("split_folio", &["vma", "page"]),
     ("collapse", &["vma", "page"]),
+    ("ksm_merge", &["vma", "page", "pages"]),
+    ("ksm_scan", &[]),
+    ("alloc_hugetlb", &["memory", "block", "as"]),
 ];
+
+/// Pages of a HugeTLB folio (2 MiB).
+const HUGETLB_PAGES: u64 = 512;
 
 /// Every operation name, for `mmsim list` and error messages.
 pub fn op_names() -> impl Iterator<Item = &'static str> {
@@ -1362,6 +1368,35 @@ impl<'a> Validator<'a> {
             }
             "pfn_walk" => {
                 OpKind::PfnWalk(mrange(&[MemKind::Boot, MemKind::Hotplug, MemKind::Device])?)
+            }
+            "ksm_merge" => OpKind::KsmMerge { range: urange()? },
+            "ksm_scan" => OpKind::KsmScan,
+            "alloc_hugetlb" => {
+                let range = mrange(&[MemKind::Boot, MemKind::Hotplug])?;
+                if ctx.block_pages < HUGETLB_PAGES {
+                    return self.err(
+                        span,
+                        format!(
+                            "`alloc_hugetlb` needs sections of at least 2M (a 2 MiB folio in one section, as HVO needs); this scenario's are {}",
+                            human(ctx.block_pages * 4096)
+                        ),
+                    );
+                }
+                let as_ = match &op.as_ {
+                    None => None,
+                    Some(a) => {
+                        if refs.contains(a.get_ref()) {
+                            return self.err(
+                                a.span(),
+                                format!("a second reference named `{}` on this CPU", a.get_ref()),
+                            );
+                        }
+                        refs.push(a.get_ref().clone());
+                        ref_kinds.push((false, false));
+                        Some(refs.len() - 1)
+                    }
+                };
+                OpKind::AllocHugetlb { range, as_ }
             }
             _ => return self.err(span, format!("unknown operation `{name}`")),
         };

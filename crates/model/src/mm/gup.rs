@@ -506,7 +506,7 @@ fn gup_fast_pte_range(
             return false;
         }
         // folio_set_referenced(), on the head checked above.
-        head.set_flags_unless_set(pg::REFERENCED);
+        head.set_flags_unless_set(cpu, pg::REFERENCED);
         check_pinned_page(cpu, mm, addr, page);
         pages.push(page.pfn());
         addr = VirtAddr::new(addr.as_u64() + crate::types::PAGE_SIZE);

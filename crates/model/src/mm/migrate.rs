@@ -76,7 +76,12 @@ pub fn scan_movable_pages(cpu: &Cpu, start: Pfn, end: Pfn) -> Result<Pfn, Errno>
         let mapping = folio.page().mapping(cpu);
         // An anonymous THP is on the LRU: movable (do_migrate_range()
         // splits it, see isolate_folio()).
-        if mapping & PAGE_MAPPING_ANON == 0 || t == pgty::TABLE {
+        // A KSM folio is movable in v6.18 (folio_migrate_ksm() moves its
+        // node's kpfn); the model does not migrate them (see mm/ksm.rs).
+        if mapping & PAGE_MAPPING_ANON == 0
+            || t == pgty::TABLE
+            || mapping & crate::mm::ksm::FOLIO_MAPPING_KSM == crate::mm::ksm::FOLIO_MAPPING_KSM
+        {
             return Err(Errno::EBUSY);
         }
         return Ok(Pfn::new(pfn));
@@ -207,6 +212,7 @@ pub fn folio_isolate_lru(cpu: &Cpu, folio: Folio<'_>) -> bool {
     let head = folio.page();
     if folio.test_large(cpu)
         || head.mapping(cpu) & PAGE_MAPPING_ANON == 0
+        || crate::mm::ksm::folio_test_ksm(cpu, folio)
         || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
         || head.test_flags(cpu, pg::ISOLATED)
     {

@@ -10,8 +10,10 @@
 
 pub mod gup;
 pub mod huge_memory;
+pub mod hugetlb;
 pub mod hugetlb_vmemmap;
 pub mod khugepaged;
+pub mod ksm;
 pub mod memory;
 pub mod memory_hotplug;
 pub mod memory_tiers;

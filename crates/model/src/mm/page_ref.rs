@@ -47,7 +47,7 @@ pub fn folio_ref_add(cpu: &Cpu, folio: Folio<'_>, nr: i32) {
 /// [`folio_ref_add`] on a folio whose head the caller checked in this step.
 #[inline(always)]
 pub(crate) fn folio_ref_add_checked(cpu: &Cpu, head: CheckedPage<'_>, nr: i32) {
-    let old = head.refcount_atomic().fetch_add(nr, Ordering::Relaxed);
+    let old = head.refcount_atomic(cpu).fetch_add(nr, Ordering::Relaxed);
     if old.checked_add(nr).is_none() {
         ref_overflow(cpu, head.pfn(), old, nr);
     }
@@ -160,13 +160,17 @@ pub fn page_ref_add_unless(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> boo
 
 /// `atomic_add_unless(&page->_refcount, nr, u)`. Acquire on success: the
 /// reference orders the caller's later loads of the folio (and its recheck
-/// of the page table) after it. Every attempt is a write to the struct
-/// page (a locked cmpxchg needs the line writable): the shadow checks it as
-/// one (see [`PageRef::refcount_atomic`]).
+/// of the page table) after it. As the kernel's (`atomic_try_cmpxchg()`
+/// after `atomic_read()`), it reads first and writes only if the count is
+/// not `u`: a tail struct page (count 0) is never written, and only the
+/// cmpxchg is a write the shadow checks as one.
 #[inline(always)]
 fn atomic_add_unless(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> bool {
+    let mut cur = page.ref_count(cpu);
+    if cur == u {
+        return false;
+    }
     let rc = page.refcount_atomic(cpu);
-    let mut cur = rc.load(Ordering::Relaxed);
     loop {
         if cur == u {
             return false;
