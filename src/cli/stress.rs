@@ -76,7 +76,10 @@ pub struct StressArgs {
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker).
+    /// split shrinker), ksm (identical pages written and `MADV_MERGEABLE`
+    /// + ksmd passes, or one ksmd pass alone), hugetlb (a 2 MiB HugeTLB
+    /// folio allocated from boot memory, vmemmap optimized with `--config
+    /// hvo=on`, or one freed).
     #[arg(long = "weight")]
     pub weights: Vec<String>,
     /// Keep going after the first violation until the time or op budget ends.
@@ -98,11 +101,13 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 17] = [
+const OPS: [&str; 19] = [
     "gup_fast", "pin_fast", "gup", "pin", "access", "mmap", "munmap", "madvise", "mprotect",
-    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink",
+    "hotplug", "memremap", "fork", "child", "thp", "split", "collapse", "shrink", "ksm", "hugetlb",
 ];
-const DEFAULT_WEIGHTS: [u32; 17] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1];
+const DEFAULT_WEIGHTS: [u32; 19] = [20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 3, 2];
+/// HugeTLB folios the `hugetlb` operation keeps at most.
+const HUGETLB_MAX: usize = 4;
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -158,6 +163,10 @@ struct Shared {
     /// tables go only with its last user).
     child: mmsim_facade::Mutex<Option<Arc<MmStruct>>>,
     dev_addr: VirtAddr,
+    /// The boot range: where HugeTLB folios come from (always present).
+    boot_range: (Pfn, Pfn),
+    /// HugeTLB folios held, by head pfn.
+    hugetlb: Mutex<Vec<Pfn>>,
     stop: AtomicBool,
     ops_done: AtomicU64,
     last: Vec<Mutex<Vec<String>>>,
@@ -336,6 +345,45 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                     let r = pin_user_pages_fast(cpu, child, a, n, flags, &mut pages);
                     unpin_user_pages(cpu, &pages);
                     format!("child pin_user_pages_fast({a}, {n}, {flags:#x}) = {r:?}")
+                }
+            }
+        }
+        "ksm" => {
+            if rng.below(2) == 0 {
+                // Two identical pages, then MADV_MERGEABLE and ksmd.
+                let v = 0x6b6d_0000 + rng.below(4);
+                let _ = access_user(cpu, mm, a, Some(v));
+                let b = VirtAddr::new(a.as_u64() + (n - 1) * PAGE_SIZE);
+                let _ = access_user(cpu, mm, b, Some(v));
+                format!(
+                    "ksm_merge({a}, {n}) = {:?}",
+                    mmsim_model::mm::ksm::ksm_merge(cpu, mm, a, n * PAGE_SIZE)
+                )
+            } else {
+                format!(
+                    "ksm_scan() = {}",
+                    mmsim_model::mm::ksm::ksm_scan_thread_once(cpu)
+                )
+            }
+        }
+        "hugetlb" => {
+            let held = sh.hugetlb.lock().pop();
+            match held {
+                Some(h) if rng.below(2) == 0 || sh.hugetlb.lock().len() + 1 >= HUGETLB_MAX => {
+                    let f = mmsim_model::mm::mm_types::Folio::from_head(sh.m.sparse.pfn_to_page(h));
+                    mmsim_model::mm::page_ref::folio_put(cpu, f);
+                    format!("free_huge_folio({:#x})", h.as_u64())
+                }
+                _ => {
+                    if let Some(h) = held {
+                        sh.hugetlb.lock().push(h);
+                    }
+                    let (s, e) = sh.boot_range;
+                    let r = mmsim_model::mm::hugetlb::alloc_hugetlb_folio(cpu, s, e);
+                    if let Ok(f) = r {
+                        sh.hugetlb.lock().push(f.pfn());
+                    }
+                    format!("alloc_hugetlb_folio() = {:?}", r.map(|f| f.pfn()))
                 }
             }
         }
@@ -540,6 +588,11 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         pgmap: Mutex::new(Some(pg)),
         child: mmsim_facade::Mutex::new(mmsim_facade::point!("stress", "child process"), None),
         dev_addr,
+        boot_range: {
+            let r = m.range("boot").ok_or("no boot memory")?;
+            (r.start, r.end())
+        },
+        hugetlb: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
         last: (0..ncpu).map(|_| Mutex::new(Vec::new())).collect(),
@@ -650,7 +703,12 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let leaked = if left_behind.is_empty() {
         let pg = sh.pgmap.lock().take();
         let child = sh.child.lock(&boot.sched).take();
+        let hugetlb = std::mem::take(&mut *sh.hugetlb.lock());
         let _ = boot.run(|| {
+            for h in hugetlb {
+                let f = mmsim_model::mm::mm_types::Folio::from_head(m.sparse.pfn_to_page(h));
+                mmsim_model::mm::page_ref::folio_put(&boot, f);
+            }
             if let Some(child) = child {
                 exit_mmap(&boot, &child);
             }

@@ -397,6 +397,11 @@ fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>
     if mapping & PAGE_MAPPING_ANON == 0 && mapping != 0 {
         return; // shmem: indexed by file offset, not address
     }
+    if mapping & crate::mm::ksm::FOLIO_MAPPING_KSM == crate::mm::ksm::FOLIO_MAPPING_KSM {
+        // A KSM page: its reverse map is its stable node's rmap items, and
+        // it is shared by design (a pin would have unshared it first).
+        return;
+    }
     let sub = page.pfn().as_u64() - folio.pfn().as_u64();
     let expect_index = addr.vpn() - sub;
     if (mapping != mm.anon_mapping() && !mm.anon_ancestor(mapping)) || head.index() != expect_index

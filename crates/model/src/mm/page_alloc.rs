@@ -180,50 +180,58 @@ pub fn alloc_frozen_pages_in(cpu: &Cpu, order: u32, start: Pfn, end: Pfn) -> Opt
         point!("__alloc_frozen_pages", "get_page_from_freelist"),
         start.as_u64(),
     );
-    let zone = cpu.m.zone_of(cpu, cpu.m.sparse.pfn_to_page(start));
     let want = 1u64 << order;
-    let pfn = {
-        let mut a = zone.area.lock();
-        let max = a.free.len() as u32 - 1;
-        let mut found = None;
-        'search: for o in order..=max {
-            for &b in a.free[o as usize][LIST_NORMAL].iter() {
-                let bend = b + (1u64 << o);
-                // The first aligned chunk of this block inside the range.
-                let first = b.max(start.as_u64()).next_multiple_of(want);
-                if first + want <= bend.min(end.as_u64()) {
-                    found = Some((b, o, first));
-                    break 'search;
+    // Whichever zone's free lists hold a block there (only online memory's
+    // pages are on them, so no struct page of other memory is touched).
+    let mut pfn = None;
+    'zones: for n in 0..cpu.m.nr_nodes() {
+        for zone in cpu.m.node(n).zones() {
+            let mut a = zone.area.lock();
+            let max = a.free.len() as u32 - 1;
+            let mut found = None;
+            'search: for o in order..=max {
+                for &b in a.free[o as usize][LIST_NORMAL].iter() {
+                    let bend = b + (1u64 << o);
+                    // The first aligned chunk of this block inside the range.
+                    let first = b.max(start.as_u64()).next_multiple_of(want);
+                    if first + want <= bend.min(end.as_u64()) {
+                        found = Some((b, o, first));
+                        break 'search;
+                    }
                 }
             }
-        }
-        let (b, o, first) = found?;
-        a.free[o as usize][LIST_NORMAL].remove(&b);
-        cpu.m
-            .sparse
-            .pfn_to_page(Pfn::new(b))
-            .set_page_type(cpu, pgty::NONE);
-        // expand() around the chunk: each half that does not hold it goes
-        // back to the free lists.
-        let (mut lo, mut cur) = (b, o);
-        while cur > order {
-            cur -= 1;
-            let half = 1u64 << cur;
-            let other = if first >= lo + half {
-                let o = lo;
-                lo += half;
-                o
-            } else {
-                lo + half
+            let Some((b, o, first)) = found else {
+                continue;
             };
-            let bp = cpu.m.sparse.pfn_to_page(Pfn::new(other));
-            bp.set_page_type(cpu, pgty::BUDDY);
-            bp.set_private(cpu, cur as u64);
-            a.free[cur as usize][LIST_NORMAL].insert(other);
+            a.free[o as usize][LIST_NORMAL].remove(&b);
+            cpu.m
+                .sparse
+                .pfn_to_page(Pfn::new(b))
+                .set_page_type(cpu, pgty::NONE);
+            // expand() around the chunk: each half that does not hold it
+            // goes back to the free lists.
+            let (mut lo, mut cur) = (b, o);
+            while cur > order {
+                cur -= 1;
+                let half = 1u64 << cur;
+                let other = if first >= lo + half {
+                    let o = lo;
+                    lo += half;
+                    o
+                } else {
+                    lo + half
+                };
+                let bp = cpu.m.sparse.pfn_to_page(Pfn::new(other));
+                bp.set_page_type(cpu, pgty::BUDDY);
+                bp.set_private(cpu, cur as u64);
+                a.free[cur as usize][LIST_NORMAL].insert(other);
+            }
+            a.nr_free -= want;
+            pfn = Some(Pfn::new(lo));
+            break 'zones;
         }
-        a.nr_free -= want;
-        Pfn::new(lo)
-    };
+    }
+    let pfn = pfn?;
     let page = cpu.m.sparse.pfn_to_page(pfn);
     if !prep_new_page(cpu, page, order, Gfp::COMP) {
         return None;

@@ -512,6 +512,7 @@ fn depopulate_section_memmap(cpu: &Cpu, ms: &MemSection, pfn: Pfn, nr_pages: u64
     let mask = ms.subsection_mask(pfn, nr_pages);
     ms.memmap_live.fetch_and(!mask, Ordering::AcqRel);
     ms.memmap_poisoned.fetch_and(!mask, Ordering::AcqRel);
+    ms.memmap_hvo.fetch_and(!mask, Ordering::AcqRel);
     if let Some(m) = ms.memmap.get() {
         let start = (pfn.as_u64() & ms.pfn_mask) as usize;
         for p in &m[start..start + nr_pages as usize] {
