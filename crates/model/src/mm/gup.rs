@@ -466,14 +466,21 @@ fn gup_fast_pte_range(
     // pte_offset_map(): the PTE table `pmd` names (absent outside boot
     // memory, where every entry reads as none).
     let ptt = TableRef::new(cpu, pmd.pfn());
-    let read = |t: Option<TableRef<'_>>, i: usize| t.map_or(Entry(0), |t| t.get_lockless(cpu, i));
+    // A match rather than `map_or`: the hot loop must inline it.
+    #[inline(always)]
+    fn read(cpu: &Cpu, t: Option<TableRef<'_>>, i: usize) -> Entry {
+        match t {
+            Some(t) => t.get_lockless(cpu, i),
+            None => Entry(0),
+        }
+    }
     while addr < end {
         let pte_idx = pgtable::index(addr, PAGE_SHIFT);
         cpu.point_arg(
             point!("gup_fast_pte_range", "ptep_get_lockless"),
             addr.as_u64(),
         );
-        let pte = read(ptt, pte_idx);
+        let pte = read(cpu, ptt, pte_idx);
         // PROT_NONE and permission failures fall back to the slow path,
         // which may fault or fail as ordinary GUP would.
         if pte.protnone() || !pte.access_permitted(write) {
@@ -495,7 +502,8 @@ fn gup_fast_pte_range(
             point!("gup_fast_pte_range", "recheck pmd and pte"),
             addr.as_u64(),
         );
-        if (pmd_recheck && pmd != read(pmdt, pmd_idx)) || (pte_recheck && pte != read(ptt, pte_idx))
+        if (pmd_recheck && pmd != read(cpu, pmdt, pmd_idx))
+            || (pte_recheck && pte != read(cpu, ptt, pte_idx))
         {
             gup_put_folio(cpu, folio, 1, flags);
             return false;

@@ -238,7 +238,9 @@ impl<'m> PageRef<'m> {
     /// The shadow check every access makes first.
     #[inline(always)]
     pub fn check(&self, cpu: &Cpu) {
-        let _ = self.page_r(cpu);
+        if !self.sec.memmap_live(self.pfn) {
+            shadow_cold(cpu, self.sec, self.pfn, Access::Read);
+        }
     }
 
     /// The shadow check for a load, and the struct page the load reaches:
@@ -267,18 +269,10 @@ impl<'m> PageRef<'m> {
     #[inline(always)]
     pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
         if self.sec.memmap_live(self.pfn) {
-            return CheckedPage {
-                pfn: self.pfn,
-                page: self.page(),
-                ro: false,
-            };
+            return CheckedPage::new(self.pfn, self.page(), false);
         }
         let (page, ro) = shadow_cold(cpu, self.sec, self.pfn, Access::Read);
-        CheckedPage {
-            pfn: self.pfn,
-            page,
-            ro,
-        }
+        CheckedPage::new(self.pfn, page, ro)
     }
 
     /// The pointer with its storage found now, for a walker that reads this
@@ -482,18 +476,10 @@ impl<'m> ResolvedPageRef<'m> {
     #[inline(always)]
     pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
         if self.sec.memmap_live(self.pfn) {
-            return CheckedPage {
-                pfn: self.pfn,
-                page: self.page,
-                ro: false,
-            };
+            return CheckedPage::new(self.pfn, self.page, false);
         }
         let (page, ro) = shadow_cold(cpu, self.sec, self.pfn, Access::Read);
-        CheckedPage {
-            pfn: self.pfn,
-            page,
-            ro,
-        }
+        CheckedPage::new(self.pfn, page, ro)
     }
 }
 
@@ -508,19 +494,38 @@ impl<'m> ResolvedPageRef<'m> {
 /// # Invariants
 /// Used only until the CPU's next scheduling point (it is a local of the
 /// step that made it, never stored).
+///
+/// Two words, like [`PageRef`], so that it travels in registers: whether
+/// the struct page is an HVO read-only alias (writes are reported) rides in
+/// the top bit of the pfn word ([`CHECKED_RO`]), which no pfn reaches.
 #[derive(Clone, Copy)]
 pub struct CheckedPage<'m> {
-    pfn: Pfn,
+    pfn_ro: u64,
     page: &'m Page,
-    /// The struct page is an HVO read-only alias: writes are reported.
-    ro: bool,
 }
 
+/// The read-only flag of [`CheckedPage`]'s pfn word.
+const CHECKED_RO: u64 = 1 << 63;
+
 impl<'m> CheckedPage<'m> {
+    #[inline(always)]
+    fn new(pfn: Pfn, page: &'m Page, ro: bool) -> Self {
+        CheckedPage {
+            pfn_ro: pfn.as_u64() | if ro { CHECKED_RO } else { 0 },
+            page,
+        }
+    }
+
+    /// Whether writes through it are to a read-only alias.
+    #[inline(always)]
+    fn ro(&self) -> bool {
+        self.pfn_ro & CHECKED_RO != 0
+    }
+
     /// The page frame number.
     #[inline(always)]
     pub fn pfn(&self) -> Pfn {
-        self.pfn
+        Pfn::new(self.pfn_ro & !CHECKED_RO)
     }
     /// `READ_ONCE(page->flags)`.
     #[inline(always)]
@@ -565,16 +570,16 @@ impl<'m> CheckedPage<'m> {
     /// `&page->_refcount`.
     #[inline(always)]
     pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
-        if self.ro {
-            vmemmap_write_to_readonly(cpu, self.pfn);
+        if self.ro() {
+            vmemmap_write_to_readonly(cpu, self.pfn());
         }
         &self.page.refcount
     }
     /// [`PageRef::set_flags_unless_set`] on the checked page.
     #[inline(always)]
     pub fn set_flags_unless_set(&self, cpu: &Cpu, bits: u64) {
-        if self.ro {
-            vmemmap_write_to_readonly(cpu, self.pfn);
+        if self.ro() {
+            vmemmap_write_to_readonly(cpu, self.pfn());
         }
         let f = &self.page.flags;
         if f.load(Ordering::Relaxed) & bits != bits {

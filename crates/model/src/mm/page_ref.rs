@@ -133,29 +133,39 @@ pub fn folio_ref_dec_and_test(cpu: &Cpu, folio: Folio<'_>) -> bool {
 pub fn page_ref_add_unless(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> bool {
     // rcu_read_lock(): where IRQs are off the CPU already is a reader that
     // every grace period waits for (synchronize_rcu() snapshots the IRQ
-    // counter too), as rcu_read_lock_sched() has it.
-    let _rcu = if cpu.irqs_disabled() {
-        None
-    } else {
-        let g = rcu_read_lock(cpu);
-        cpu.point_arg(
-            point!("page_ref_add_unless", "rcu_read_lock"),
-            page.pfn().as_u64(),
-        );
-        Some(g)
-    };
-    // Avoid writing to a vmemmap that is being remapped read-only.
-    let ret = if page_count_writable(cpu, page, u) {
-        cpu.point_arg(
-            point!("page_ref_add_unless", "atomic_add_unless"),
-            page.pfn().as_u64(),
-        );
-        atomic_add_unless(cpu, page, nr, u)
-    } else {
-        false
-    };
+    // counter too), as rcu_read_lock_sched() has it: GUP-fast's hot path
+    // pays nothing for the section.
+    if cpu.irqs_disabled() {
+        return page_ref_add_unless_in_section(cpu, page, nr, u);
+    }
+    page_ref_add_unless_rcu(cpu, page, nr, u)
+}
+
+/// [`page_ref_add_unless`] for a caller that is not yet a reader: the
+/// section is its own, with a point just inside it.
+#[inline(never)]
+fn page_ref_add_unless_rcu(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> bool {
+    let _rcu = rcu_read_lock(cpu);
+    cpu.point_arg(
+        point!("page_ref_add_unless", "rcu_read_lock"),
+        page.pfn().as_u64(),
+    );
+    page_ref_add_unless_in_section(cpu, page, nr, u)
     // rcu_read_unlock() when the guard drops.
-    ret
+}
+
+/// The body of [`page_ref_add_unless`], inside its read-side section.
+#[inline(always)]
+fn page_ref_add_unless_in_section(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> bool {
+    // Avoid writing to a vmemmap that is being remapped read-only.
+    if !page_count_writable(cpu, page, u) {
+        return false;
+    }
+    cpu.point_arg(
+        point!("page_ref_add_unless", "atomic_add_unless"),
+        page.pfn().as_u64(),
+    );
+    atomic_add_unless(cpu, page, nr, u)
 }
 
 /// `atomic_add_unless(&page->_refcount, nr, u)`. Acquire on success: the
@@ -166,11 +176,13 @@ pub fn page_ref_add_unless(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> boo
 /// cmpxchg is a write the shadow checks as one.
 #[inline(always)]
 fn atomic_add_unless(cpu: &Cpu, page: PageRef<'_>, nr: i32, u: i32) -> bool {
-    let mut cur = page.ref_count(cpu);
+    // One shadow check for the read and the cmpxchg (no point between).
+    let p = page.checked(cpu);
+    let mut cur = p.ref_count();
     if cur == u {
         return false;
     }
-    let rc = page.refcount_atomic(cpu);
+    let rc = p.refcount_atomic(cpu);
     loop {
         if cur == u {
             return false;
