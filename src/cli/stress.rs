@@ -76,8 +76,8 @@ pub struct StressArgs {
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker), ksm (identical pages written and `MADV_MERGEABLE`
-    /// + ksmd passes, or one ksmd pass alone), hugetlb (a 2 MiB HugeTLB
+    /// split shrinker), ksm (identical pages written, `MADV_MERGEABLE` and
+    /// ksmd passes, or one ksmd pass alone), hugetlb (a 2 MiB HugeTLB
     /// folio allocated from boot memory, vmemmap optimized with `--config
     /// hvo=on`, or one freed).
     #[arg(long = "weight")]

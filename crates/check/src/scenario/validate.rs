@@ -1015,10 +1015,14 @@ impl<'a> Validator<'a> {
             if !fields.contains(&f) {
                 return Err(self.err_at(
                     at,
-                    format!(
-                        "operation `{name}` takes no `{f}` (its fields: {})",
-                        fields.join(", ")
-                    ),
+                    if fields.is_empty() {
+                        format!("operation `{name}` takes no fields (`{f}` given)")
+                    } else {
+                        format!(
+                            "operation `{name}` takes no `{f}` (its fields: {})",
+                            fields.join(", ")
+                        )
+                    },
                 ));
             }
         }
