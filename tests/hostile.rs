@@ -496,3 +496,58 @@ fn memunmap_of_a_mapped_coherent_range_exits_1_as_a_deadlock_without_a_panic() {
     assert_eq!(json(&o)["violations"][0]["kind"], "deadlock");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+/// The KSM and HugeTLB operations refuse bad input at its place: a HugeTLB
+/// folio in sections smaller than itself, `ksm_merge` past its VMA, a
+/// field `ksm_scan` does not take. Exit 2, `file:line:column`, no panic.
+#[test]
+fn ksm_and_hugetlb_operations_refuse_bad_input_at_their_line_and_column() {
+    let file = |ops: &str| {
+        format!(
+            r#"name = "k"
+section_size = "64K"
+
+[[memory]]
+name = "boot"
+kind = "boot"
+size = "256K"
+
+[[process]]
+name = "app"
+
+[[process.vma]]
+name = "buf"
+pages = 2
+populate = true
+
+[[cpu]]
+ops = [
+{ops}
+]
+"#
+        )
+    };
+    for (ops, needle, what) in [
+        (
+            r#"  { op = "alloc_hugetlb", memory = "boot", as = "h" },"#,
+            "{ op = \"alloc_hugetlb\"",
+            "sections of at least 2M",
+        ),
+        (
+            r#"  { op = "ksm_merge", vma = "buf", page = 1, pages = 4 },"#,
+            "4 }",
+            "not all inside vma `buf`",
+        ),
+        (
+            r#"  { op = "ksm_scan", memory = "boot" },"#,
+            "\"boot\" }",
+            "`ksm_scan` takes no fields",
+        ),
+    ] {
+        let t = file(ops);
+        let p = scratch("ksm-hugetlb.toml", &t);
+        let at = format!("{p}:{}", line_col(&t, needle));
+        refused(&["check", &p], &at);
+        refused(&["check", &p], what);
+    }
+}

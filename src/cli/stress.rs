@@ -81,7 +81,10 @@ pub struct StressArgs {
     /// or pins), thp (the 2 MiB THP region is mapped afresh and faulted),
     /// split (split_folio of what the THP region maps), collapse
     /// (khugepaged's collapse of the THP region), shrink (the deferred
-    /// split shrinker), file (a read, write or GUP-fast pin through the
+    /// split shrinker), ksm (identical pages written, `MADV_MERGEABLE` and
+    /// ksmd passes, or one ksmd pass alone), hugetlb (a 2 MiB HugeTLB
+    /// folio allocated from boot memory, vmemmap optimized with `--config
+    /// hvo=on`, or one freed), file (a read, write or GUP-fast pin through the
     /// shared mapping of the file), find_get_page (a page-cache lookup),
     /// evict (reclaim of the file's clean folios), truncate (a hole punch
     /// of part of the file), compact (compaction's migrate scanner over the
@@ -110,7 +113,7 @@ const MAX_STALL_US: u64 = 1_000_000;
 /// top of the longest stall) before it is left behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-const OPS: [&str; 23] = [
+const OPS: [&str; 25] = [
     "gup_fast",
     "pin_fast",
     "gup",
@@ -128,6 +131,8 @@ const OPS: [&str; 23] = [
     "split",
     "collapse",
     "shrink",
+    "ksm",
+    "hugetlb",
     "file",
     "find_get_page",
     "evict",
@@ -139,9 +144,11 @@ const OPS: [&str; 23] = [
 /// pfn scanners open against hot-remove, the thread's fix included
 /// (docs/SPECULATIVE.md), so a default run, whose "no violation" is the
 /// verdict on the fix, leaves them out; `--weight compact=N` adds them.
-const DEFAULT_WEIGHTS: [u32; 23] = [
-    20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 6, 6, 3, 1, 0, 0,
+const DEFAULT_WEIGHTS: [u32; 25] = [
+    20, 30, 5, 5, 20, 3, 3, 5, 3, 6, 2, 2, 5, 2, 3, 3, 1, 3, 2, 6, 6, 3, 1, 0, 0,
 ];
+/// HugeTLB folios the `hugetlb` operation keeps at most.
+const HUGETLB_MAX: usize = 4;
 const REGION_PAGES: u64 = 64;
 const THP_PAGES: u64 = 512;
 
@@ -201,6 +208,10 @@ struct Shared {
     /// A file of `REGION_PAGES` pages and its shared mapping.
     file: Arc<AddressSpace>,
     file_base: VirtAddr,
+    /// The boot range: where HugeTLB folios come from (always present).
+    boot_range: (Pfn, Pfn),
+    /// HugeTLB folios held, by head pfn.
+    hugetlb: Mutex<Vec<Pfn>>,
     stop: AtomicBool,
     ops_done: AtomicU64,
     last: Vec<Mutex<Vec<String>>>,
@@ -420,6 +431,45 @@ fn one_op(sh: &Shared, cpu: &Cpu, rng: &mut Rng, op: &str) -> String {
                     let r = pin_user_pages_fast(cpu, child, a, n, flags, &mut pages);
                     unpin_user_pages(cpu, &pages);
                     format!("child pin_user_pages_fast({a}, {n}, {flags:#x}) = {r:?}")
+                }
+            }
+        }
+        "ksm" => {
+            if rng.below(2) == 0 {
+                // Two identical pages, then MADV_MERGEABLE and ksmd.
+                let v = 0x6b6d_0000 + rng.below(4);
+                let _ = access_user(cpu, mm, a, Some(v));
+                let b = VirtAddr::new(a.as_u64() + (n - 1) * PAGE_SIZE);
+                let _ = access_user(cpu, mm, b, Some(v));
+                format!(
+                    "ksm_merge({a}, {n}) = {:?}",
+                    mmsim_model::mm::ksm::ksm_merge(cpu, mm, a, n * PAGE_SIZE)
+                )
+            } else {
+                format!(
+                    "ksm_scan() = {}",
+                    mmsim_model::mm::ksm::ksm_scan_thread_once(cpu)
+                )
+            }
+        }
+        "hugetlb" => {
+            let held = sh.hugetlb.lock().pop();
+            match held {
+                Some(h) if rng.below(2) == 0 || sh.hugetlb.lock().len() + 1 >= HUGETLB_MAX => {
+                    let f = mmsim_model::mm::mm_types::Folio::from_head(sh.m.sparse.pfn_to_page(h));
+                    mmsim_model::mm::page_ref::folio_put(cpu, f);
+                    format!("free_huge_folio({:#x})", h.as_u64())
+                }
+                _ => {
+                    if let Some(h) = held {
+                        sh.hugetlb.lock().push(h);
+                    }
+                    let (s, e) = sh.boot_range;
+                    let r = mmsim_model::mm::hugetlb::alloc_hugetlb_folio(cpu, s, e);
+                    if let Ok(f) = r {
+                        sh.hugetlb.lock().push(f.pfn());
+                    }
+                    format!("alloc_hugetlb_folio() = {:?}", r.map(|f| f.pfn()))
                 }
             }
         }
@@ -661,6 +711,11 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
         dev_addr,
         file,
         file_base,
+        boot_range: {
+            let r = m.range("boot").ok_or("no boot memory")?;
+            (r.start, r.end())
+        },
+        hugetlb: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         ops_done: AtomicU64::new(0),
         last: (0..ncpu).map(|_| Mutex::new(Vec::new())).collect(),
@@ -771,7 +826,12 @@ pub fn stress(a: &StressArgs) -> Result<StressResult, String> {
     let leaked = if left_behind.is_empty() {
         let pg = sh.pgmap.lock().take();
         let child = sh.child.lock(&boot.sched).take();
+        let hugetlb = std::mem::take(&mut *sh.hugetlb.lock());
         let _ = boot.run(|| {
+            for h in hugetlb {
+                let f = mmsim_model::mm::mm_types::Folio::from_head(m.sparse.pfn_to_page(h));
+                mmsim_model::mm::page_ref::folio_put(&boot, f);
+            }
             if let Some(child) = child {
                 exit_mmap(&boot, &child);
             }

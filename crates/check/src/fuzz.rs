@@ -184,6 +184,7 @@ static MEMORY_KINDS: &[(&str, &[&str])] = &[
     // online page (and compaction never scans ZONE_DEVICE).
     ("compact", &["boot", "hotplug", "device"]),
     ("kpageflags", &["boot", "hotplug", "device"]),
+    ("alloc_hugetlb", &["boot", "hotplug"]),
 ];
 
 /// How strongly hunt mode draws an operation: (name, weight on a reader

@@ -23,7 +23,9 @@ use mmsim_model::mm::gup::{
     unpin_user_pages,
 };
 use mmsim_model::mm::huge_memory::split_huge_pages_pid;
+use mmsim_model::mm::hugetlb::alloc_hugetlb_folio;
 use mmsim_model::mm::khugepaged::madvise_collapse;
+use mmsim_model::mm::ksm::{ksm_merge, ksm_scan_thread_once};
 use mmsim_model::mm::memory::{access_user, do_user_addr_fault};
 use mmsim_model::mm::memory_hotplug::{
     add_memory, offline_and_remove_memory, offline_memory_block, online_memory_block, remove_memory,
@@ -205,7 +207,13 @@ pub fn describe(sc: &Scenario, idx: usize, op: &Op) -> String {
         }
         OpKind::Munmap { range }
         | OpKind::MadviseDontneed { range }
-        | OpKind::MigratePages { range } => ur(range),
+        | OpKind::MigratePages { range }
+        | OpKind::KsmMerge { range } => ur(range),
+        OpKind::KsmScan => String::new(),
+        OpKind::AllocHugetlb { range, as_ } => match as_ {
+            Some(a) => format!("{} as {}", mr(range), spec.refs[*a]),
+            None => mr(range),
+        },
         OpKind::Mprotect { range, prot } => format!(
             "{} to {}",
             ur(range),
@@ -530,6 +538,26 @@ fn exec(
             let a = file_of(cpu, env, r.file)?;
             let n = truncate_inode_pages_range(cpu, &a, r.page, r.page + r.pages);
             Ok(format!("{n} truncated"))
+        }
+        OpKind::KsmMerge { range: r } => {
+            let (p, _) = mm()?;
+            let mm = env.mm(p).ok_or("this CPU's process does not exist")?;
+            let a =
+                user_addr(env, p, r.vma, r.page).map_err(|e| format!("{e} (not mapped yet)"))?;
+            let n = ksm_merge(cpu, &mm, a, r.pages * PAGE_SIZE).map_err(errno)?;
+            Ok(format!("{n} merged"))
+        }
+        OpKind::KsmScan => {
+            let n = ksm_scan_thread_once(cpu);
+            Ok(format!("{n} merged"))
+        }
+        OpKind::AllocHugetlb { range: r, as_ } => {
+            let (s, e) = pfns(env, cpu, r);
+            let folio = alloc_hugetlb_folio(cpu, Pfn::new(s), Pfn::new(e)).map_err(errno)?;
+            if let Some(i) = as_ {
+                refs[*i].push(folio.pfn());
+            }
+            Ok(format!("folio {:#x}", folio.pfn().as_u64()))
         }
         OpKind::UnmapMappingRange(r) => {
             let (s, e) = pfns(env, cpu, r);

@@ -53,7 +53,12 @@ const IRQ_OFF_FUNCS: &[&str] = &[
 
 /// The functions that run inside an RCU read-side section (and are not in
 /// an IRQ-disabled region already).
-const RCU_FUNCS: &[&str] = &["pfn_valid"];
+const RCU_FUNCS: &[&str] = &["pfn_valid", "page_ref_add_unless", "page_count_writable"];
+
+/// Helpers that run in their caller's context: a step of theirs is inside
+/// an IRQ-disabled region when the lane's step before it is (the
+/// speculative reference `page_ref_add_unless()` under GUP-fast's walk).
+const NESTED_FUNCS: &[&str] = &["page_ref_add_unless", "page_count_writable"];
 
 /// Steps that free what a lockless reader may still touch, and what.
 const FREES: &[(&str, &str, &str)] = &[
@@ -240,21 +245,27 @@ pub fn schedule_svg(trace: &[TraceEntry], cpus: usize, title: &str) -> String {
             let mine: Vec<usize> = (0..rows.len())
                 .filter(|&i| lane_of(rows[i].e) == l)
                 .collect();
+            // Whether each of the lane's rows is inside; a nested helper's
+            // step inherits the row before it.
+            let mut flags: Vec<bool> = Vec::with_capacity(mine.len());
+            for (j, &i) in mine.iter().enumerate() {
+                let e = rows[i].e;
+                let step = matches!(
+                    e.event,
+                    Event::Step | Event::Wait | Event::Resume | Event::Report
+                );
+                let own = step && funcs.contains(&e.point.func);
+                let nested = step && NESTED_FUNCS.contains(&e.point.func) && j > 0 && flags[j - 1];
+                flags.push(own || nested);
+            }
             let mut k = 0;
             while k < mine.len() {
-                let inside = |i: usize| {
-                    let e = rows[i].e;
-                    matches!(
-                        e.event,
-                        Event::Step | Event::Wait | Event::Resume | Event::Report
-                    ) && funcs.contains(&e.point.func)
-                };
-                if !inside(mine[k]) {
+                if !flags[k] {
                     k += 1;
                     continue;
                 }
                 let first = mine[k];
-                while k + 1 < mine.len() && inside(mine[k + 1]) {
+                while k + 1 < mine.len() && flags[k + 1] {
                     k += 1;
                 }
                 let last = mine[k];

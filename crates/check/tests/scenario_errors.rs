@@ -448,3 +448,84 @@ fn files_parse_and_bad_files_and_page_cache_operations_name_line_and_column() {
         assert!(e.contains(word), "{from} -> {to}: {e}");
     }
 }
+
+/// The KSM and HugeTLB operations: what they need, what they refuse, each
+/// refusal at the line of the operation or field at fault.
+#[test]
+fn ksm_and_hugetlb_operations_are_checked_at_their_line() {
+    let ops = |o: &str| {
+        GOOD.replace(
+            "  { op = \"unpin_user_pages\", ref = \"p\" },\n",
+            &format!("  {{ op = \"unpin_user_pages\", ref = \"p\" }},\n{o}\n"),
+        )
+    };
+    // Good: ksm_merge of a VMA range, ksm_scan, alloc_hugetlb + put_pages
+    // (2 MiB sections).
+    let good = ops(concat!(
+        "  { op = \"ksm_merge\", vma = \"buf\", pages = 2 },\n",
+        "  { op = \"ksm_scan\" },\n",
+        "  { op = \"alloc_hugetlb\", memory = \"boot\", as = \"h\" },\n",
+        "  { op = \"put_pages\", ref = \"h\" },",
+    ))
+    .replace("section_size = \"64K\"", "section_size = \"2M\"")
+    .replace("size = \"256K\"", "size = \"4M\"");
+    let s = parse(&good, "t.toml").unwrap();
+    assert_eq!(s.cpus[0].ops.len(), 6);
+    // ksm_merge needs a VMA that exists.
+    let t = ops("  { op = \"ksm_merge\", vma = \"nope\" },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "\"nope\""))) && e.contains("nope"),
+        "{e}"
+    );
+    // ksm_merge past the VMA's end.
+    let t = ops("  { op = \"ksm_merge\", vma = \"buf\", page = 1, pages = 5 },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "pages = 5"))),
+        "{e}"
+    );
+    // ksm_scan takes no fields.
+    let t = ops("  { op = \"ksm_scan\", vma = \"buf\" },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "ksm_scan"))),
+        "{e}"
+    );
+    // alloc_hugetlb: a 2 MiB folio needs 2 MiB sections.
+    let t = ops("  { op = \"alloc_hugetlb\", memory = \"boot\", as = \"h\" },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "alloc_hugetlb"))) && e.contains("2M"),
+        "{e}"
+    );
+    // alloc_hugetlb: unknown memory, and its reference dropped as a pin.
+    let big = |o: &str| {
+        ops(o)
+            .replace("section_size = \"64K\"", "section_size = \"2M\"")
+            .replace("size = \"256K\"", "size = \"4M\"")
+    };
+    let t = big("  { op = \"alloc_hugetlb\", memory = \"ram\" },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "\"ram\""))),
+        "{e}"
+    );
+    let t = big(concat!(
+        "  { op = \"alloc_hugetlb\", memory = \"boot\", as = \"h\" },\n",
+        "  { op = \"unpin_user_pages\", ref = \"h\" },",
+    ));
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "ref = \"h\"")))
+            && e.contains("put_pages"),
+        "{e}"
+    );
+    // A second reference of the same name.
+    let t = big("  { op = \"alloc_hugetlb\", memory = \"boot\", as = \"p\" },");
+    let e = err(&t);
+    assert!(
+        e.starts_with(&format!("t.toml:{}:", line_of(&t, "alloc_hugetlb"))) && e.contains("second"),
+        "{e}"
+    );
+}

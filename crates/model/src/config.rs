@@ -34,6 +34,15 @@
 //!   follows this option (see [`crate::safeguards::Safeguards::for_config`]),
 //!   and switching it alone says "as if some page_ext user were enabled"
 //!   (on) or "page_ext without its grace period" (off).
+//! * `hvo` (`CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON`, default n;
+//!   at run time `hugetlb_free_vmemmap=on` or the
+//!   `vm.hugetlb_optimize_vmemmap` sysctl): HugeTLB Vmemmap Optimization.
+//!   `hugetlb_vmemmap_optimize_folio()` then remaps the tail struct pages
+//!   of each new HugeTLB folio read-only onto its first vmemmap page, after
+//!   turning `hugetlb_optimize_vmemmap_key` on (which makes
+//!   `page_count_writable()` check for fake heads) and waiting for a grace
+//!   period. Off, HugeTLB folios keep their whole memmap and the key stays
+//!   off.
 
 use std::fmt;
 
@@ -47,6 +56,8 @@ pub enum ConfigOpt {
     /// A page_ext user is enabled (page_owner, allocation profiling,
     /// page_table_check).
     PageExt,
+    /// HugeTLB Vmemmap Optimization is enabled.
+    Hvo,
 }
 
 /// What the registry knows about an option.
@@ -82,6 +93,12 @@ pub static REGISTRY: &[ConfigInfo] = &[
         default: false,
         changes: "a page_ext user (page_owner=on, allocation profiling, page_table_check): offline_page_ext()'s grace period at MEM_OFFLINE",
     },
+    ConfigInfo {
+        opt: ConfigOpt::Hvo,
+        name: "hvo",
+        default: false,
+        changes: "HugeTLB Vmemmap Optimization (HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON / hugetlb_free_vmemmap=on): HugeTLB folios' tail struct pages remapped read-only, page_count_writable()'s fake-head check on",
+    },
 ];
 
 /// A kernel configuration: one value per [`ConfigOpt`].
@@ -93,6 +110,8 @@ pub struct KernelConfig {
     pub numa: bool,
     /// A page_ext user is enabled.
     pub page_ext: bool,
+    /// HugeTLB Vmemmap Optimization is enabled.
+    pub hvo: bool,
 }
 
 impl Default for KernelConfig {
@@ -102,6 +121,7 @@ impl Default for KernelConfig {
             debug_vm: false,
             numa: true,
             page_ext: false,
+            hvo: false,
         }
     }
 }
@@ -118,6 +138,7 @@ impl KernelConfig {
             ConfigOpt::DebugVm => self.debug_vm,
             ConfigOpt::Numa => self.numa,
             ConfigOpt::PageExt => self.page_ext,
+            ConfigOpt::Hvo => self.hvo,
         }
     }
 
@@ -127,6 +148,7 @@ impl KernelConfig {
             ConfigOpt::DebugVm => self.debug_vm = on,
             ConfigOpt::Numa => self.numa = on,
             ConfigOpt::PageExt => self.page_ext = on,
+            ConfigOpt::Hvo => self.hvo = on,
         }
     }
 
@@ -163,7 +185,7 @@ impl KernelConfig {
     pub fn label(&self) -> String {
         let o = self.overrides();
         if o.is_empty() {
-            "v6.18 defaults (debug_vm=off numa=on page_ext=off)".into()
+            "v6.18 defaults (debug_vm=off numa=on page_ext=off hvo=off)".into()
         } else {
             o.join(" ")
         }
@@ -185,7 +207,7 @@ mod tests {
     #[test]
     fn defaults_are_v6_18_kconfig() {
         let c = KernelConfig::default();
-        assert!(!c.debug_vm && c.numa && !c.page_ext);
+        assert!(!c.debug_vm && c.numa && !c.page_ext && !c.hvo);
         assert!(c.overrides().is_empty());
         for i in REGISTRY {
             assert_eq!(c.get(i.opt), i.default, "{}", i.name);

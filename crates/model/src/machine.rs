@@ -196,6 +196,12 @@ pub struct Machine {
     /// Every file's page cache ([`crate::mm::filemap`]), for
     /// `folio->mapping` lookups; files live as long as the machine.
     pub address_spaces: RawLock<Vec<Arc<crate::mm::filemap::AddressSpace>>>,
+    /// HugeTLB vmemmap optimization's state (its static key), owned by
+    /// [`crate::mm::hugetlb_vmemmap`].
+    pub hvo: crate::mm::hugetlb_vmemmap::HugetlbVmemmap,
+    /// KSM's state (ksmd's mutex, the stable tree), owned by
+    /// [`crate::mm::ksm`].
+    pub ksm: crate::mm::ksm::Ksm,
 }
 
 /// The state of a memory block.
@@ -322,6 +328,8 @@ impl Machine {
             mms: RawLock::new(Vec::new()),
             deferred_split: Default::default(),
             address_spaces: RawLock::new(Vec::new()),
+            hvo: Default::default(),
+            ksm: Default::default(),
             cfg,
         });
         m.boot();

@@ -115,6 +115,20 @@ safeguards! {
     /// plain `pte_free()` right after `pmdp_collapse_flush()`.
     KHUGEPAGED_PTE_FREE_DEFER = 17, "khugepaged.pte_free_defer", true,
         "GUP-fast (and RCU page-table walkers) against the PTE table that a file/shmem collapse retracts, where the TLB flush sends no IPI";
+    /// `ksm_memory_callback(MEM_GOING_OFFLINE)` sets `KSM_RUN_OFFLINE`
+    /// under `ksm_thread_mutex` (and `MEM_OFFLINE` clears it): ksmd
+    /// finishes its batch first and then waits in `wait_while_offlining()`.
+    KSM_RUN_OFFLINE = 18, "ksm.run_offline", true,
+        "ksmd's ksm_get_folio() (kpfn read without IRQs off or RCU) against offlining and removal of the memory a stable node points into";
+    /// `ksm_memory_callback(MEM_OFFLINE)` → `ksm_check_stable_tree()`
+    /// removes the stable nodes whose `kpfn` is in the offlined range.
+    KSM_OFFLINE_PRUNE = 19, "ksm.offline_prune", true,
+        "a stale stable node (its KSM folio freed) against ksmd following its kpfn into memory that was offlined and removed";
+    /// `hugetlb_vmemmap_optimize_folio()` (and `_restore_folio()`) wait for
+    /// a grace period after `static_branch_inc()`, before remapping the
+    /// vmemmap (`VMEMMAP_SYNCHRONIZE_RCU`, Linux bd225530a4c7).
+    HUGETLB_VMEMMAP_SYNCHRONIZE_RCU = 20, "hugetlb_vmemmap.synchronize_rcu", true,
+        "a speculative folio_try_get() (page_count_writable, then atomic_add_unless) against HVO remapping the struct page it writes read-only";
 }
 
 /// A set of switches, one per registered safeguard.

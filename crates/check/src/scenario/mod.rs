@@ -447,6 +447,23 @@ pub enum OpKind {
     Evict(FRange),
     /// `truncate_inode_pages_range()` of a file range.
     Truncate(FRange),
+    /// `madvise(MADV_MERGEABLE)` on a range, then ksmd scans until the
+    /// identical pages are merged (`ksm_do_scan()`).
+    KsmMerge {
+        /// The range.
+        range: URange,
+    },
+    /// One full ksmd pass (`ksm_scan_thread()` → `ksm_do_scan()`).
+    KsmScan,
+    /// A 2 MiB HugeTLB folio from a memory range, its vmemmap optimized
+    /// where HVO is on (`alloc_surplus_hugetlb_folio()`); `put_pages` of
+    /// `as` frees it.
+    AllocHugetlb {
+        /// Where its pages come from.
+        range: MRange,
+        /// The reference it is held by, by index in the CPU's references.
+        as_: Option<usize>,
+    },
     /// `fork()` of the CPU's process (`dup_mm()`): creates process
     /// `child`, which CPUs with `process = "<as>"` run once it exists.
     Fork {

@@ -119,7 +119,13 @@ const OPS: &[(&str, &[&str])] = &[
     ("find_get_page", &["file", "page"]),
     ("evict", &["file", "page", "pages"]),
     ("truncate", &["file", "page", "pages"]),
+    ("ksm_merge", &["vma", "page", "pages"]),
+    ("ksm_scan", &[]),
+    ("alloc_hugetlb", &["memory", "block", "as"]),
 ];
+
+/// Pages of a HugeTLB folio (2 MiB).
+const HUGETLB_PAGES: u64 = 512;
 
 /// The largest `[[file]]`, in pages (256M).
 const MAX_FILE_PAGES: u64 = 1 << 16;
@@ -1240,10 +1246,14 @@ impl<'a> Validator<'a> {
             if !fields.contains(&f) {
                 return Err(self.err_at(
                     at,
-                    format!(
-                        "operation `{name}` takes no `{f}` (its fields: {})",
-                        fields.join(", ")
-                    ),
+                    if fields.is_empty() {
+                        format!("operation `{name}` takes no fields (`{f}` given)")
+                    } else {
+                        format!(
+                            "operation `{name}` takes no `{f}` (its fields: {})",
+                            fields.join(", ")
+                        )
+                    },
                 ));
             }
         }
@@ -1658,6 +1668,35 @@ impl<'a> Validator<'a> {
                     "evict" => OpKind::Evict(r),
                     _ => OpKind::Truncate(r),
                 }
+            }
+            "ksm_merge" => OpKind::KsmMerge { range: urange()? },
+            "ksm_scan" => OpKind::KsmScan,
+            "alloc_hugetlb" => {
+                let range = mrange(&[MemKind::Boot, MemKind::Hotplug])?;
+                if ctx.block_pages < HUGETLB_PAGES {
+                    return self.err(
+                        span,
+                        format!(
+                            "`alloc_hugetlb` needs sections of at least 2M (a 2 MiB folio in one section, as HVO needs); this scenario's are {}",
+                            human(ctx.block_pages * 4096)
+                        ),
+                    );
+                }
+                let as_ = match &op.as_ {
+                    None => None,
+                    Some(a) => {
+                        if refs.contains(a.get_ref()) {
+                            return self.err(
+                                a.span(),
+                                format!("a second reference named `{}` on this CPU", a.get_ref()),
+                            );
+                        }
+                        refs.push(a.get_ref().clone());
+                        ref_kinds.push((false, false));
+                        Some(refs.len() - 1)
+                    }
+                };
+                OpKind::AllocHugetlb { range, as_ }
             }
             _ => return self.err(span, format!("unknown operation `{name}`")),
         };

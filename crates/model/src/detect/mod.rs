@@ -59,11 +59,15 @@ pub enum Kind {
     /// Bad page map"), e.g. a device page whose memmap was re-created under
     /// a mapping its driver never zapped.
     BadPageMap,
+    /// A write to a `struct page` that HugeTLB vmemmap optimization has
+    /// remapped read-only (a tail vmemmap page of an optimized folio): the
+    /// kernel takes a fault on the read-only vmemmap mapping and oopses.
+    VmemmapWriteToReadonly,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::MemmapUseAfterFree,
         Kind::SectionUsageUseAfterFree,
         Kind::PfnNotValid,
@@ -78,6 +82,7 @@ impl Kind {
         Kind::PageTableUseAfterFree,
         Kind::PoisonedPageAccess,
         Kind::BadPageMap,
+        Kind::VmemmapWriteToReadonly,
     ];
 
     /// The stable name.
@@ -97,6 +102,7 @@ impl Kind {
             Kind::PageTableUseAfterFree => "page-table-use-after-free",
             Kind::PoisonedPageAccess => "poisoned-page-access",
             Kind::BadPageMap => "bad-page-map",
+            Kind::VmemmapWriteToReadonly => "vmemmap-write-to-readonly",
         }
     }
 
@@ -116,6 +122,7 @@ impl Kind {
                 | Kind::Deadlock
                 | Kind::PageTableUseAfterFree
                 | Kind::PoisonedPageAccess
+                | Kind::VmemmapWriteToReadonly
         )
     }
 }

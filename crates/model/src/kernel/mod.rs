@@ -7,6 +7,7 @@
 pub mod completion;
 pub mod cpu;
 pub mod fork;
+pub mod jump_label;
 pub mod percpu_ref;
 pub mod percpu_rwsem;
 pub mod rcu_sync;

@@ -405,6 +405,11 @@ fn check_pinned_page(cpu: &Cpu, mm: &MmStruct, addr: VirtAddr, page: PageRef<'_>
     if mapping & PAGE_MAPPING_ANON == 0 && mapping != 0 {
         return; // shmem: indexed by file offset, not address
     }
+    if mapping & crate::mm::ksm::FOLIO_MAPPING_KSM == crate::mm::ksm::FOLIO_MAPPING_KSM {
+        // A KSM page: its reverse map is its stable node's rmap items, and
+        // it is shared by design (a pin would have unshared it first).
+        return;
+    }
     let sub = page.pfn().as_u64() - folio.pfn().as_u64();
     let expect_index = addr.vpn() - sub;
     if (mapping != mm.anon_mapping() && !mm.anon_ancestor(mapping)) || head.index() != expect_index
@@ -469,14 +474,21 @@ fn gup_fast_pte_range(
     // pte_offset_map(): the PTE table `pmd` names (absent outside boot
     // memory, where every entry reads as none).
     let ptt = TableRef::new(cpu, pmd.pfn());
-    let read = |t: Option<TableRef<'_>>, i: usize| t.map_or(Entry(0), |t| t.get_lockless(cpu, i));
+    // A match rather than `map_or`: the hot loop must inline it.
+    #[inline(always)]
+    fn read(cpu: &Cpu, t: Option<TableRef<'_>>, i: usize) -> Entry {
+        match t {
+            Some(t) => t.get_lockless(cpu, i),
+            None => Entry(0),
+        }
+    }
     while addr < end {
         let pte_idx = pgtable::index(addr, PAGE_SHIFT);
         cpu.point_arg(
             point!("gup_fast_pte_range", "ptep_get_lockless"),
             addr.as_u64(),
         );
-        let pte = read(ptt, pte_idx);
+        let pte = read(cpu, ptt, pte_idx);
         // PROT_NONE and permission failures fall back to the slow path,
         // which may fault or fail as ordinary GUP would.
         if pte.protnone() || !pte.access_permitted(write) {
@@ -498,7 +510,8 @@ fn gup_fast_pte_range(
             point!("gup_fast_pte_range", "recheck pmd and pte"),
             addr.as_u64(),
         );
-        if (pmd_recheck && pmd != read(pmdt, pmd_idx)) || (pte_recheck && pte != read(ptt, pte_idx))
+        if (pmd_recheck && pmd != read(cpu, pmdt, pmd_idx))
+            || (pte_recheck && pte != read(cpu, ptt, pte_idx))
         {
             gup_put_folio(cpu, folio, 1, flags);
             return false;
@@ -514,7 +527,7 @@ fn gup_fast_pte_range(
             return false;
         }
         // folio_set_referenced(), on the head checked above.
-        head.set_flags_unless_set(pg::REFERENCED);
+        head.set_flags_unless_set(cpu, pg::REFERENCED);
         check_pinned_page(cpu, mm, addr, page);
         pages.push(page.pfn());
         addr = VirtAddr::new(addr.as_u64() + crate::types::PAGE_SIZE);

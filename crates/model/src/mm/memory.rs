@@ -162,7 +162,7 @@ pub fn folio_remove_rmap_pte(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>) {
 
 /// Kernel: `folio_mapcount()`: how many page-table entries map the folio
 /// (negative only if the counts are corrupt).
-fn folio_mapcount(cpu: &Cpu, folio: Folio<'_>) -> i32 {
+pub(crate) fn folio_mapcount(cpu: &Cpu, folio: Folio<'_>) -> i32 {
     if folio.test_large(cpu) {
         folio.large_mapcount_atomic(cpu).load(Ordering::Relaxed) + 1
     } else {
@@ -530,7 +530,12 @@ pub(crate) fn page_anon_exclusive(cpu: &Cpu, folio: Folio<'_>, page: PageRef<'_>
 /// folio never is here (`__wp_can_reuse_large_anon_folio()` is not
 /// modelled): it is copied.
 fn wp_can_reuse_anon_folio(cpu: &Cpu, folio: Folio<'_>, mm: &MmStruct) -> bool {
-    if folio.test_large(cpu) || folio_ref_count(cpu, folio) != 1 {
+    // A KSM folio is never reused: its other mappings hold no reference
+    // of their own to count.
+    if folio.test_large(cpu)
+        || crate::mm::ksm::folio_test_ksm(cpu, folio)
+        || folio_ref_count(cpu, folio) != 1
+    {
         return false;
     }
     // folio_move_anon_rmap(): the last mapping after a fork may be the

@@ -10,6 +10,7 @@
 
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
+use crate::mm::ksm::{MemAction, ksm_memory_callback};
 use crate::mm::mm_types::{PageRef, pg};
 use crate::mm::mmzone::{Zone, ZoneType};
 use crate::mm::page_alloc::free_range_core;
@@ -435,8 +436,11 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
     if last_of_node {
         node_notify(cpu, NodeAction::RemovingLastMemory, nid);
     }
-    // memory_notify(MEM_GOING_OFFLINE): nothing in the model objects.
+    // memory_notify(MEM_GOING_OFFLINE): KSM parks ksmd.
+    ksm_memory_callback(cpu, MemAction::GoingOffline, start, nr_pages);
     let cancel = |cpu: &Cpu| {
+        // memory_notify(MEM_CANCEL_OFFLINE)
+        ksm_memory_callback(cpu, MemAction::CancelOffline, start, nr_pages);
         undo_isolate_page_range(cpu, start, end);
         if last_of_node {
             node_notify(cpu, NodeAction::CancelRemovingLastMemory, nid);
@@ -502,8 +506,11 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
         cpu.m.node(nid).set_has_memory(false);
         node_notify(cpu, NodeAction::RemovedLastMemory, nid);
     }
-    // memory_notify(MEM_OFFLINE): page_ext's offline_page_ext() invalidates
-    // its sections, waits for their readers, and frees them.
+    // memory_notify(MEM_OFFLINE), by priority: KSM first (KSM_CALLBACK_PRI)
+    // prunes its stable tree and lets ksmd go on; then page_ext's
+    // offline_page_ext() invalidates its sections, waits for their
+    // readers, and frees them.
+    ksm_memory_callback(cpu, MemAction::Offline, start, nr_pages);
     if cpu.m.sg.on(Sg::PAGE_EXT_OFFLINE_SYNCHRONIZE_RCU) {
         cpu.point(point!("offline_page_ext", "synchronize_rcu"));
         synchronize_rcu(cpu);

@@ -86,11 +86,16 @@ pub fn scan_movable_pages(cpu: &Cpu, start: Pfn, end: Pfn) -> Result<Pfn, Errno>
         let mapping = folio.page().mapping(cpu);
         // An anonymous THP is on the LRU: movable (do_migrate_range()
         // splits it, see isolate_folio()). A small page-cache folio of a
-        // file is on the LRU too.
+        // file is on the LRU too. A KSM folio is movable in v6.18
+        // (folio_migrate_ksm() moves its node's kpfn); the model does not
+        // migrate them (see mm/ksm.rs).
         let file = mapping & PAGE_MAPPING_ANON == 0
             && !folio.test_large(cpu)
             && folio_file_mapping(cpu, folio).is_some();
-        if (mapping & PAGE_MAPPING_ANON == 0 && !file) || t == pgty::TABLE {
+        if (mapping & PAGE_MAPPING_ANON == 0 && !file)
+            || t == pgty::TABLE
+            || mapping & crate::mm::ksm::FOLIO_MAPPING_KSM == crate::mm::ksm::FOLIO_MAPPING_KSM
+        {
             return Err(Errno::EBUSY);
         }
         return Ok(Pfn::new(pfn));
@@ -222,6 +227,7 @@ pub fn folio_isolate_lru(cpu: &Cpu, folio: Folio<'_>) -> bool {
     let mapping = head.mapping(cpu);
     if folio.test_large(cpu)
         || (mapping & PAGE_MAPPING_ANON == 0 && folio_file_mapping(cpu, folio).is_none())
+        || crate::mm::ksm::folio_test_ksm(cpu, folio)
         || head.zonenum(cpu) == crate::mm::mmzone::ZoneType::Device as usize
     {
         return false;

@@ -58,6 +58,9 @@ pub mod pg {
     /// `PG_partially_mapped` (the kernel keeps it in the folio's second
     /// page): an anonymous large folio on the deferred split queue.
     pub const PARTIALLY_MAPPED: u64 = 1 << 12;
+    /// `PG_hugetlb_vmemmap_optimized` (the kernel keeps it in the folio's
+    /// flags): the HugeTLB folio's vmemmap is HVO-remapped.
+    pub const HUGETLB_VMEMMAP_OPTIMIZED: u64 = 1 << 13;
     /// The zone number lives in the top bits, as `ZONES_PGSHIFT` does.
     pub const ZONE_SHIFT: u32 = 60;
     /// Mask of the zone field.
@@ -83,6 +86,8 @@ pub mod pgty {
     pub const TABLE: u32 = 2;
     /// `PGTY_offline`: a page of an offlined range.
     pub const OFFLINE: u32 = 3;
+    /// `PGTY_hugetlb`: the head of a HugeTLB folio.
+    pub const HUGETLB: u32 = 4;
 }
 
 /// `struct page`.
@@ -126,6 +131,33 @@ impl Page {
             large_mapcount: AtomicI32::new(-1),
             page_type: AtomicU32::new(u32::MAX),
         }
+    }
+
+    /// Copies every field of `o` (`copy_page()` of a vmemmap page, struct
+    /// page by struct page).
+    pub(crate) fn copy_from(&self, o: &Page) {
+        self.flags
+            .store(o.flags.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.compound_head
+            .store(o.compound_head.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.mapping
+            .store(o.mapping.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.index
+            .store(o.index.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.private
+            .store(o.private.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.mapcount
+            .store(o.mapcount.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.refcount
+            .store(o.refcount.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.pincount
+            .store(o.pincount.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.entire_mapcount
+            .store(o.entire_mapcount.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.large_mapcount
+            .store(o.large_mapcount.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.page_type
+            .store(o.page_type.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Overwrites every field with poison (used when a memmap is freed or
@@ -178,8 +210,7 @@ macro_rules! checked_load {
         $(#[$doc])*
         #[inline(always)]
         pub fn $name(&self, cpu: &Cpu) -> $t {
-            self.check(cpu);
-            self.page().$field.load(Ordering::Relaxed)
+            self.page_r(cpu).$field.load(Ordering::Relaxed)
         }
     };
 }
@@ -208,19 +239,40 @@ impl<'m> PageRef<'m> {
     #[inline(always)]
     pub fn check(&self, cpu: &Cpu) {
         if !self.sec.memmap_live(self.pfn) {
-            memmap_use_after_free(cpu, self.pfn);
+            shadow_cold(cpu, self.sec, self.pfn, Access::Read);
         }
+    }
+
+    /// The shadow check for a load, and the struct page the load reaches:
+    /// this pointer's own, or (in an HVO-optimized folio) the one its
+    /// vmemmap address is remapped to.
+    #[inline(always)]
+    fn page_r(&self, cpu: &Cpu) -> &'m Page {
+        if self.sec.memmap_live(self.pfn) {
+            return self.page();
+        }
+        shadow_cold(cpu, self.sec, self.pfn, Access::Read).0
+    }
+
+    /// The shadow check for a store or atomic read-modify-write: as
+    /// [`PageRef::page_r`], and a write to a read-only alias is reported.
+    #[inline(always)]
+    fn page_w(&self, cpu: &Cpu) -> &'m Page {
+        if self.sec.memmap_live(self.pfn) {
+            return self.page();
+        }
+        shadow_cold(cpu, self.sec, self.pfn, Access::Write).0
     }
 
     /// Checks the shadow once and returns the page for a run of accesses
     /// with no scheduling point among them (see [`CheckedPage`]).
     #[inline(always)]
     pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
-        self.check(cpu);
-        CheckedPage {
-            pfn: self.pfn,
-            page: self.page(),
+        if self.sec.memmap_live(self.pfn) {
+            return CheckedPage::new(self.pfn, self.page(), false);
         }
+        let (page, ro) = shadow_cold(cpu, self.sec, self.pfn, Access::Read);
+        CheckedPage::new(self.pfn, page, ro)
     }
 
     /// The pointer with its storage found now, for a walker that reads this
@@ -237,9 +289,10 @@ impl<'m> PageRef<'m> {
         })
     }
 
-    /// Whether the memmap under this pointer is populated (no access made).
+    /// Whether the memmap under this pointer is populated (no access made):
+    /// live, or remapped by HVO (mapped, if to another page).
     pub fn is_live(&self) -> bool {
-        self.sec.memmap_live(self.pfn)
+        self.sec.memmap_live(self.pfn) || self.sec.memmap_hvo(self.pfn)
     }
 
     checked_load!(
@@ -267,15 +320,19 @@ impl<'m> PageRef<'m> {
     /// `page_ref_count()`: `atomic_read(&page->_refcount)`.
     #[inline(always)]
     pub fn ref_count(&self, cpu: &Cpu) -> i32 {
-        self.check(cpu);
-        self.page().refcount.load(Ordering::Relaxed)
+        self.page_r(cpu).refcount.load(Ordering::Relaxed)
+    }
+
+    /// `atomic_read_acquire(&page->_refcount)`.
+    #[inline(always)]
+    pub fn ref_count_acquire(&self, cpu: &Cpu) -> i32 {
+        self.page_r(cpu).refcount.load(Ordering::Acquire)
     }
 
     /// Sets flag bits (`SetPageX`, an atomic `set_bit`).
     #[inline(always)]
     pub fn set_flags(&self, cpu: &Cpu, bits: u64) {
-        self.check(cpu);
-        self.page().flags.fetch_or(bits, Ordering::Relaxed);
+        self.page_w(cpu).flags.fetch_or(bits, Ordering::Relaxed);
     }
 
     /// Sets flag bits unless all of them are set already (`if
@@ -283,8 +340,7 @@ impl<'m> PageRef<'m> {
     /// read-modify-write only when it changes something.
     #[inline(always)]
     pub fn set_flags_unless_set(&self, cpu: &Cpu, bits: u64) {
-        self.check(cpu);
-        let f = &self.page().flags;
+        let f = &self.page_w(cpu).flags;
         if f.load(Ordering::Relaxed) & bits != bits {
             f.fetch_or(bits, Ordering::Relaxed);
         }
@@ -302,8 +358,7 @@ impl<'m> PageRef<'m> {
     /// Clears flag bits (`ClearPageX`).
     #[inline(always)]
     pub fn clear_flags(&self, cpu: &Cpu, bits: u64) {
-        self.check(cpu);
-        self.page().flags.fetch_and(!bits, Ordering::Relaxed);
+        self.page_w(cpu).flags.fetch_and(!bits, Ordering::Relaxed);
     }
 
     /// Tests flag bits.
@@ -314,80 +369,67 @@ impl<'m> PageRef<'m> {
 
     /// Replaces the whole flags word.
     pub fn store_flags(&self, cpu: &Cpu, v: u64) {
-        self.check(cpu);
-        self.page().flags.store(v, Ordering::Relaxed);
+        self.page_w(cpu).flags.store(v, Ordering::Relaxed);
     }
 
     /// `WRITE_ONCE(page->compound_head, ...)`. Release: a reader that sees
     /// the new head (Acquire in `page_folio`) sees the head initialised.
     pub fn store_compound_head(&self, cpu: &Cpu, v: u64) {
-        self.check(cpu);
-        self.page().compound_head.store(v, Ordering::Release);
+        self.page_w(cpu).compound_head.store(v, Ordering::Release);
     }
 
     /// `page->mapping = v`.
     pub fn set_mapping(&self, cpu: &Cpu, v: u64) {
-        self.check(cpu);
-        self.page().mapping.store(v, Ordering::Relaxed);
+        self.page_w(cpu).mapping.store(v, Ordering::Relaxed);
     }
 
     /// `page->index = v`.
     pub fn set_index(&self, cpu: &Cpu, v: u64) {
-        self.check(cpu);
-        self.page().index.store(v, Ordering::Relaxed);
+        self.page_w(cpu).index.store(v, Ordering::Relaxed);
     }
 
     /// `set_page_private()`.
     pub fn set_private(&self, cpu: &Cpu, v: u64) {
-        self.check(cpu);
-        self.page().private.store(v, Ordering::Relaxed);
+        self.page_w(cpu).private.store(v, Ordering::Relaxed);
     }
 
     /// `page->_mapcount` store.
     pub fn set_mapcount(&self, cpu: &Cpu, v: i32) {
-        self.check(cpu);
-        self.page().mapcount.store(v, Ordering::Relaxed);
+        self.page_w(cpu).mapcount.store(v, Ordering::Relaxed);
     }
 
     /// `atomic_add_return(d, &page->_mapcount)`.
     pub fn mapcount_add(&self, cpu: &Cpu, d: i32) -> i32 {
-        self.check(cpu);
-        self.page().mapcount.fetch_add(d, Ordering::AcqRel) + d
+        self.page_w(cpu).mapcount.fetch_add(d, Ordering::AcqRel) + d
     }
 
     /// Sets the page type (`__SetPageBuddy` and friends).
     pub fn set_page_type(&self, cpu: &Cpu, t: u32) {
-        self.check(cpu);
-        self.page().page_type.store(t, Ordering::Relaxed);
+        self.page_w(cpu).page_type.store(t, Ordering::Relaxed);
     }
 
     #[inline(always)]
     pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
-        self.check(cpu);
-        &self.page().refcount
+        &self.page_w(cpu).refcount
     }
 
     #[inline(always)]
     pub(crate) fn pincount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
-        self.check(cpu);
-        &self.page().pincount
+        &self.page_w(cpu).pincount
     }
 
     pub(crate) fn entire_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
-        self.check(cpu);
-        &self.page().entire_mapcount
+        &self.page_w(cpu).entire_mapcount
     }
 
     pub(crate) fn large_mapcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
-        self.check(cpu);
-        &self.page().large_mapcount
+        &self.page_w(cpu).large_mapcount
     }
 
     /// `__init_single_page()`: the state `memmap_init_range()` leaves a page
     /// in: reserved, refcount 1, unmapped, in `zone` of node `nid`.
     pub fn init_single_page(&self, cpu: &Cpu, zone: u64, nid: u32) {
-        self.check(cpu);
-        let p = self.page();
+        let p = self.page_w(cpu);
         p.flags.store(
             pg::RESERVED | (zone << pg::ZONE_SHIFT) | ((nid as u64) << pg::NODE_SHIFT),
             Ordering::Relaxed,
@@ -442,13 +484,11 @@ impl<'m> ResolvedPageRef<'m> {
     /// [`PageRef::checked`]: the shadow check, without the storage lookup.
     #[inline(always)]
     pub fn checked(&self, cpu: &Cpu) -> CheckedPage<'m> {
-        if !self.sec.memmap_live(self.pfn) {
-            memmap_use_after_free(cpu, self.pfn);
+        if self.sec.memmap_live(self.pfn) {
+            return CheckedPage::new(self.pfn, self.page, false);
         }
-        CheckedPage {
-            pfn: self.pfn,
-            page: self.page,
-        }
+        let (page, ro) = shadow_cold(cpu, self.sec, self.pfn, Access::Read);
+        CheckedPage::new(self.pfn, page, ro)
     }
 }
 
@@ -463,17 +503,38 @@ impl<'m> ResolvedPageRef<'m> {
 /// # Invariants
 /// Used only until the CPU's next scheduling point (it is a local of the
 /// step that made it, never stored).
+///
+/// Two words, like [`PageRef`], so that it travels in registers: whether
+/// the struct page is an HVO read-only alias (writes are reported) rides in
+/// the top bit of the pfn word ([`CHECKED_RO`]), which no pfn reaches.
 #[derive(Clone, Copy)]
 pub struct CheckedPage<'m> {
-    pfn: Pfn,
+    pfn_ro: u64,
     page: &'m Page,
 }
 
+/// The read-only flag of [`CheckedPage`]'s pfn word.
+const CHECKED_RO: u64 = 1 << 63;
+
 impl<'m> CheckedPage<'m> {
+    #[inline(always)]
+    fn new(pfn: Pfn, page: &'m Page, ro: bool) -> Self {
+        CheckedPage {
+            pfn_ro: pfn.as_u64() | if ro { CHECKED_RO } else { 0 },
+            page,
+        }
+    }
+
+    /// Whether writes through it are to a read-only alias.
+    #[inline(always)]
+    fn ro(&self) -> bool {
+        self.pfn_ro & CHECKED_RO != 0
+    }
+
     /// The page frame number.
     #[inline(always)]
     pub fn pfn(&self) -> Pfn {
-        self.pfn
+        Pfn::new(self.pfn_ro & !CHECKED_RO)
     }
     /// `READ_ONCE(page->flags)`.
     #[inline(always)]
@@ -517,17 +578,63 @@ impl<'m> CheckedPage<'m> {
     }
     /// `&page->_refcount`.
     #[inline(always)]
-    pub(crate) fn refcount_atomic(&self) -> &'m AtomicI32 {
+    pub(crate) fn refcount_atomic(&self, cpu: &Cpu) -> &'m AtomicI32 {
+        if self.ro() {
+            vmemmap_write_to_readonly(cpu, self.pfn());
+        }
         &self.page.refcount
     }
     /// [`PageRef::set_flags_unless_set`] on the checked page.
     #[inline(always)]
-    pub fn set_flags_unless_set(&self, bits: u64) {
+    pub fn set_flags_unless_set(&self, cpu: &Cpu, bits: u64) {
+        if self.ro() {
+            vmemmap_write_to_readonly(cpu, self.pfn());
+        }
         let f = &self.page.flags;
         if f.load(Ordering::Relaxed) & bits != bits {
             f.fetch_or(bits, Ordering::Relaxed);
         }
     }
+}
+
+/// What an access through a [`PageRef`] does to the struct page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The shadow check's cold path: the memmap under `pfn` is not plainly
+/// live. Under HVO it is remapped: the access reaches the aliased struct
+/// page, and a write to a read-only alias is a violation. Otherwise it is
+/// freed or poisoned (reported). Returns the struct page the access
+/// reaches and whether it is a read-only alias.
+#[cold]
+#[inline(never)]
+fn shadow_cold<'m>(cpu: &Cpu, sec: &'m MemSection, pfn: Pfn, access: Access) -> (&'m Page, bool) {
+    if let Some((target, writable)) = sec.hvo_alias(pfn) {
+        if !writable && access == Access::Write {
+            vmemmap_write_to_readonly(cpu, pfn);
+        }
+        // The target is in the folio's first vmemmap page, which HVO keeps,
+        // in the same section (HVO needs sections of 2 MiB or more).
+        return (sec.page_at(target), !writable);
+    }
+    memmap_use_after_free(cpu, pfn);
+    (sec.page_at(pfn), false)
+}
+
+/// A write through an HVO read-only alias: the kernel faults on the
+/// read-only vmemmap PTE and oopses.
+#[cold]
+#[inline(never)]
+fn vmemmap_write_to_readonly(cpu: &Cpu, pfn: Pfn) {
+    cpu.report(
+        crate::detect::Kind::VmemmapWriteToReadonly,
+        Some(pfn),
+        "write to a struct page that HugeTLB vmemmap optimization remapped read-only \
+         (a tail vmemmap page of an optimized folio)",
+    );
 }
 
 #[cold]
@@ -656,12 +763,14 @@ impl<'m> Folio<'m> {
 }
 
 /// Kernel: `page_folio()`: `READ_ONCE(page->compound_head)`, and the head
-/// it names if bit 0 is set.
+/// it names if bit 0 is set; otherwise the page itself, unless it is a
+/// HugeTLB fake head ([`page_fixed_fake_head`]).
 #[inline(always)]
 pub fn page_folio<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> Folio<'m> {
     let head = page.compound_head_raw(cpu);
     if head & 1 == 0 {
-        return Folio(page);
+        // _compound_head(): not a tail, but maybe a fake head.
+        return Folio(page_fixed_fake_head(cpu, page));
     }
     match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
@@ -699,7 +808,13 @@ pub fn page_folio_checked<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> (Folio<'m>, Ch
     let p = page.checked(cpu);
     let head = p.compound_head_raw();
     if head & 1 == 0 {
-        return (Folio(page), p);
+        // _compound_head(): not a tail, but maybe a fake head (never with
+        // the static key off, the common case).
+        let fixed = page_fixed_fake_head(cpu, page);
+        if fixed == page {
+            return (Folio(page), p);
+        }
+        return (Folio(fixed), fixed.checked(cpu));
     }
     let folio = match Pfn::try_new(head >> 1) {
         Some(h) => Folio(cpu.m.sparse.pfn_to_page(h)),
@@ -744,4 +859,80 @@ pub fn destroy_compound_page(cpu: &Cpu, head: PageRef<'_>, order: u32) {
         t.store_flags(cpu, f);
     }
     head.clear_flags(cpu, pg::HEAD);
+}
+
+/// How many `struct page`s one page of vmemmap holds (`PAGE_SIZE /
+/// sizeof(struct page)`): a struct page at a multiple of this is the first
+/// of its vmemmap page, the only place a fake head can be.
+pub const STRUCT_PAGES_PER_VMEMMAP_PAGE: u64 = 64;
+
+/// Kernel: `page_fixed_fake_head()`: with HugeTLB vmemmap optimization on,
+/// a struct page that starts a vmemmap page and has `PG_head` may be a
+/// *fake* head, a read-only alias of the real head (the tail vmemmap pages
+/// of an optimized folio all map the head's page). Its next struct page
+/// then reads as a tail naming the real head, which this returns.
+#[inline(always)]
+pub fn page_fixed_fake_head<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> PageRef<'m> {
+    if !cpu.m.hvo.hugetlb_optimize_vmemmap_key.unlikely() {
+        return page;
+    }
+    page_fixed_fake_head_slow(cpu, page)
+}
+
+#[inline(never)]
+fn page_fixed_fake_head_slow<'m>(cpu: &'m Cpu, page: PageRef<'m>) -> PageRef<'m> {
+    // Only a struct page aligned to the vmemmap page can be a fake head;
+    // testing that first keeps the next struct page's (cold) line untouched.
+    if page
+        .pfn()
+        .as_u64()
+        .is_multiple_of(STRUCT_PAGES_PER_VMEMMAP_PAGE)
+        && page.test_flags(cpu, pg::HEAD)
+    {
+        // PG_head: a compound page of at least two pages, so page[1] exists.
+        let head = page.nth(cpu, 1).compound_head_raw(cpu);
+        if head & 1 == 1
+            && let Some(h) = Pfn::try_new(head >> 1)
+        {
+            return cpu.m.sparse.pfn_to_page(h);
+        }
+    }
+    page
+}
+
+/// Kernel: `page_is_fake_head()`.
+pub fn page_is_fake_head(cpu: &Cpu, page: PageRef<'_>) -> bool {
+    page_fixed_fake_head(cpu, page) != page
+}
+
+/// Kernel: `page_count_writable()` (v6.14 form): whether a speculative
+/// `atomic_add_unless(&page->_refcount, nr, u)` may write this struct page.
+///
+/// Behind the static key `hugetlb_optimize_vmemmap_key`; with it on, the
+/// refcount is read (Acquire) *before* the fake-head check. A tail of a
+/// folio being optimized reads 0, and a struct page that reads non-zero
+/// after the remap can only do so because the folio was unfrozen after it
+/// (`folio_ref_unfreeze()`'s Release pairs with this Acquire), so the
+/// fake-head check that follows sees the remap. The other order lets a
+/// reader see "not a fake head" before the remap and "non-zero" after the
+/// unfreeze, and write the read-only page.
+#[inline(always)]
+pub fn page_count_writable(cpu: &Cpu, page: PageRef<'_>, u: i32) -> bool {
+    if !cpu.m.hvo.hugetlb_optimize_vmemmap_key.unlikely() {
+        return true;
+    }
+    page_count_writable_slow(cpu, page, u)
+}
+
+#[inline(never)]
+fn page_count_writable_slow(cpu: &Cpu, page: PageRef<'_>, u: i32) -> bool {
+    // atomic_read_acquire(): pairs with the Release of folio_ref_unfreeze().
+    if page.ref_count_acquire(cpu) == u {
+        return false;
+    }
+    cpu.point_arg(
+        mmsim_facade::point!("page_count_writable", "page_fixed_fake_head"),
+        page.pfn().as_u64(),
+    );
+    !page_is_fake_head(cpu, page)
 }

@@ -166,6 +166,81 @@ fn rmqueue(cpu: &Cpu, zone: &Zone, order: u32) -> Option<Pfn> {
     None
 }
 
+/// Kernel: `__alloc_frozen_pages()` (refcount left at zero) of one
+/// naturally aligned block of `2^order` pages inside `[start, end)`, with
+/// `__GFP_COMP`. The kernel's allocator picks the block itself; a scenario
+/// names the range it wants the block from (as `memory`/`block` do for a
+/// VMA's pages), so the model takes the lowest such free block there,
+/// splitting a larger free block around it as `expand()` does.
+pub fn alloc_frozen_pages_in(cpu: &Cpu, order: u32, start: Pfn, end: Pfn) -> Option<PageRef<'_>> {
+    if order > cpu.m.max_order() {
+        return None;
+    }
+    cpu.point_arg(
+        point!("__alloc_frozen_pages", "get_page_from_freelist"),
+        start.as_u64(),
+    );
+    let want = 1u64 << order;
+    // Whichever zone's free lists hold a block there (only online memory's
+    // pages are on them, so no struct page of other memory is touched).
+    let mut pfn = None;
+    'zones: for n in 0..cpu.m.nr_nodes() {
+        for zone in cpu.m.node(n).zones() {
+            let mut a = zone.area.lock();
+            let max = a.free.len() as u32 - 1;
+            let mut found = None;
+            'search: for o in order..=max {
+                for &b in a.free[o as usize][LIST_NORMAL].iter() {
+                    let bend = b + (1u64 << o);
+                    // The first aligned chunk of this block inside the range.
+                    let first = b.max(start.as_u64()).next_multiple_of(want);
+                    if first + want <= bend.min(end.as_u64()) {
+                        found = Some((b, o, first));
+                        break 'search;
+                    }
+                }
+            }
+            let Some((b, o, first)) = found else {
+                continue;
+            };
+            a.free[o as usize][LIST_NORMAL].remove(&b);
+            cpu.m
+                .sparse
+                .pfn_to_page(Pfn::new(b))
+                .set_page_type(cpu, pgty::NONE);
+            // expand() around the chunk: each half that does not hold it
+            // goes back to the free lists.
+            let (mut lo, mut cur) = (b, o);
+            while cur > order {
+                cur -= 1;
+                let half = 1u64 << cur;
+                let other = if first >= lo + half {
+                    let o = lo;
+                    lo += half;
+                    o
+                } else {
+                    lo + half
+                };
+                let bp = cpu.m.sparse.pfn_to_page(Pfn::new(other));
+                bp.set_page_type(cpu, pgty::BUDDY);
+                bp.set_private(cpu, cur as u64);
+                a.free[cur as usize][LIST_NORMAL].insert(other);
+            }
+            a.nr_free -= want;
+            pfn = Some(Pfn::new(lo));
+            break 'zones;
+        }
+    }
+    let pfn = pfn?;
+    let page = cpu.m.sparse.pfn_to_page(pfn);
+    if !prep_new_page(cpu, page, order, Gfp::COMP) {
+        return None;
+    }
+    // Frozen: the caller owns the pages with no reference counted.
+    set_folio_count(cpu, Folio::from_head(page), 0);
+    Some(page)
+}
+
 /// Kernel: `prep_new_page()` with `check_new_pages()`.
 fn prep_new_page(cpu: &Cpu, page: PageRef<'_>, order: u32, gfp: Gfp) -> bool {
     for i in 0..(1u64 << order) {
@@ -207,6 +282,10 @@ fn prep_new_page(cpu: &Cpu, page: PageRef<'_>, order: u32, gfp: Gfp) -> bool {
 
 /// Kernel: `__folio_put()`: the last reference is gone.
 pub fn __folio_put(cpu: &Cpu, folio: Folio<'_>) {
+    if folio.page().page_type(cpu) == pgty::HUGETLB {
+        crate::mm::hugetlb::free_huge_folio(cpu, folio);
+        return;
+    }
     // folio_unqueue_deferred_split(), for a large folio.
     if folio.page().test_flags(cpu, pg::HEAD) {
         crate::mm::huge_memory::folio_unqueue_deferred_split(cpu, folio);

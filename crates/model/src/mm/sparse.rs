@@ -104,6 +104,13 @@ pub struct MemSection {
     /// then, so every access takes the shadow check's cold path, which
     /// tells a poisoned struct page from a freed one.
     memmap_poisoned: AtomicU64,
+    /// The shadow's third state: bit `i` set while subsection `i` holds a
+    /// HugeTLB folio whose vmemmap is optimized (HVO): only its first
+    /// vmemmap page is its own; the struct pages after it are read-only
+    /// aliases of that page (see [`hvo_alias`]). Its `memmap_live` bit is
+    /// clear meanwhile, so every access takes the shadow check's cold path,
+    /// which redirects it (and reports a write to an alias).
+    memmap_hvo: AtomicU64,
     /// Bit `i` set while pageblock `i` is `MIGRATE_ISOLATE`.
     pub(crate) pageblock_isolate: AtomicU64,
     data: OnceLock<Box<[AtomicU64]>>,
@@ -137,6 +144,7 @@ impl MemSection {
             memmap: OnceLock::new(),
             memmap_live: AtomicU64::new(0),
             memmap_poisoned: AtomicU64::new(0),
+            memmap_hvo: AtomicU64::new(0),
             pageblock_isolate: AtomicU64::new(0),
             data: OnceLock::new(),
             dummy: Page::poisoned(),
@@ -218,6 +226,32 @@ impl MemSection {
     /// `memmap_poisoned`). Only the shadow check's cold path asks.
     pub fn memmap_poisoned(&self, pfn: Pfn) -> bool {
         self.memmap_poisoned.load(Ordering::Acquire) & self.subsection_bit(pfn) != 0
+    }
+
+    /// Whether the memmap of `pfn` is remapped by HVO (see `memmap_hvo`).
+    /// Only the shadow check's cold path asks.
+    pub fn memmap_hvo(&self, pfn: Pfn) -> bool {
+        self.memmap_hvo.load(Ordering::Acquire) & self.subsection_bit(pfn) != 0
+    }
+
+    /// The struct page that an access to `pfn` reaches through an
+    /// HVO-remapped vmemmap, and whether it may be written: `None` if `pfn`
+    /// is not in an optimized folio. The folio is 2 MiB and naturally
+    /// aligned, inside this section; struct page `i` of it (`i` from 64 on)
+    /// reads as struct page `i % 64`, read-only.
+    pub fn hvo_alias(&self, pfn: Pfn) -> Option<(Pfn, bool)> {
+        if !self.memmap_hvo(pfn) {
+            return None;
+        }
+        let nr = 1u64 << crate::mm::hugetlb::HUGETLB_ORDER;
+        let off = pfn.as_u64() & (nr - 1);
+        if off < HVO_RESERVE_STRUCT_PAGES {
+            return Some((pfn, true));
+        }
+        Some((
+            Pfn::new(pfn.as_u64() - off + off % HVO_RESERVE_STRUCT_PAGES),
+            false,
+        ))
     }
 
     fn storage(&self) -> &[Page] {
@@ -516,6 +550,7 @@ fn depopulate_section_memmap(cpu: &Cpu, ms: &MemSection, pfn: Pfn, nr_pages: u64
     let mask = ms.subsection_mask(pfn, nr_pages);
     ms.memmap_live.fetch_and(!mask, Ordering::AcqRel);
     ms.memmap_poisoned.fetch_and(!mask, Ordering::AcqRel);
+    ms.memmap_hvo.fetch_and(!mask, Ordering::AcqRel);
     if let Some(m) = ms.memmap.get() {
         let start = (pfn.as_u64() & ms.pfn_mask) as usize;
         for p in &m[start..start + nr_pages as usize] {
@@ -737,4 +772,67 @@ fn for_each_section(cpu: &Cpu, start: Pfn, end: Pfn, f: impl Fn(&MemSection)) {
         }
         nr += 1;
     }
+}
+
+/// How many struct pages of a HugeTLB folio keep their own vmemmap under
+/// HVO: the first vmemmap page (`HUGETLB_VMEMMAP_RESERVE_SIZE`, one page of
+/// 64 struct pages). Every later vmemmap page maps that same page.
+pub const HVO_RESERVE_STRUCT_PAGES: u64 = crate::mm::mm_types::STRUCT_PAGES_PER_VMEMMAP_PAGE;
+
+/// Kernel: the shadow side of `vmemmap_remap_free()`: the vmemmap of the
+/// folio at `head` (`nr_pages`, a whole number of subsections) becomes its
+/// first page, mapped `nr_pages / 64` times; the rest is freed. From now on
+/// every access to it is redirected, and writes past the first vmemmap page
+/// are `vmemmap-write-to-readonly`.
+pub fn hvo_remap_free(cpu: &Cpu, head: Pfn, nr_pages: u64) {
+    debug_assert!(cpu.m.sparse.section_shift() >= SUBSECTION_SHIFT);
+    for_each_section(cpu, head, head.add(nr_pages), |ms| {
+        let s = head
+            .as_u64()
+            .max(cpu.m.sparse.section_nr_to_pfn(ms.nr).as_u64());
+        let e = head
+            .add(nr_pages)
+            .as_u64()
+            .min(cpu.m.sparse.section_nr_to_pfn(ms.nr).as_u64() + ms.pfn_mask + 1);
+        let mask = ms.subsection_mask(Pfn::new(s), e - s);
+        ms.memmap_hvo.fetch_or(mask, Ordering::AcqRel);
+        ms.memmap_live.fetch_and(!mask, Ordering::AcqRel);
+    });
+}
+
+/// Kernel: the shadow side of `vmemmap_remap_alloc()` with
+/// `vmemmap_restore_pte()`: each vmemmap page after the first gets a page
+/// of its own again, a copy of the first (`copy_page()`) whose first struct
+/// pages are then reset from the tails after them (`reset_struct_pages()`),
+/// so that no restored struct page reads as a (fake) head.
+pub fn hvo_remap_alloc(cpu: &Cpu, head: Pfn, nr_pages: u64) {
+    const NR_RESET_STRUCT_PAGE: u64 = 4;
+    let sp = &cpu.m.sparse;
+    for i in HVO_RESERVE_STRUCT_PAGES..nr_pages {
+        let j = i % HVO_RESERVE_STRUCT_PAGES;
+        let from = if j < NR_RESET_STRUCT_PAGE {
+            j + NR_RESET_STRUCT_PAGE
+        } else {
+            j
+        };
+        let src = head.add(from);
+        let dst = head.add(i);
+        let (Some(s), Some(d)) = (
+            sp.pfn_to_section(src).and_then(|m| m.storage_at(src)),
+            sp.pfn_to_section(dst).and_then(|m| m.storage_at(dst)),
+        ) else {
+            continue;
+        };
+        d.copy_from(s);
+    }
+    for_each_section(cpu, head, head.add(nr_pages), |ms| {
+        let s = head.as_u64().max(sp.section_nr_to_pfn(ms.nr).as_u64());
+        let e = head
+            .add(nr_pages)
+            .as_u64()
+            .min(sp.section_nr_to_pfn(ms.nr).as_u64() + ms.pfn_mask + 1);
+        let mask = ms.subsection_mask(Pfn::new(s), e - s);
+        ms.memmap_live.fetch_or(mask, Ordering::AcqRel);
+        ms.memmap_hvo.fetch_and(!mask, Ordering::AcqRel);
+    });
 }
