@@ -433,10 +433,13 @@ fn gup_vs_hot_remove(gp: Gp) -> bool {
         // compound_head) or in folio_try_get(). The shadow is checked just
         // before each access, so when the memmap is freed between the two
         // the try_get "succeeds" on the poisoned count and the access is
-        // caught by gup_put_folio() after the failed recheck.
-        assert_eq!(v.function, "gup_fast_pte_range");
+        // caught by gup_put_folio() after the failed recheck. Inside
+        // folio_try_get() the last point passed is the speculative
+        // reference's own (page_ref_add_unless(), before its write).
         assert!(
-            ["page_folio", "folio_try_get", "recheck pte"].contains(&v.step),
+            (v.function == "gup_fast_pte_range"
+                && ["page_folio", "folio_try_get", "recheck pte"].contains(&v.step))
+                || (v.function == "page_ref_add_unless" && v.step == "atomic_add_unless"),
             "{v}"
         );
     }
