@@ -73,6 +73,8 @@ pub fn strategy(scheduler: &str, depth: Option<usize>) -> Result<Strategy, Strin
                 .into(),
         ),
         ("random", None) => Ok(Strategy::Random),
+        ("dpor", Some(_)) => Err("--depth: --scheduler dpor has no bound".into()),
+        ("dpor", None) => Ok(Strategy::Dpor),
         ("dfs", d) => Ok(Strategy::Dfs {
             preemptions: d.unwrap_or(2),
         }),
@@ -181,12 +183,12 @@ pub fn run(a: &AblateArgs) -> u8 {
     {
         return bad_input(a.json, &format!("--svg {path}: cannot write: {e}"));
     }
-    let dfs = matches!(strategy, Strategy::Dfs { .. });
+    let dfs = strategy.exhaustive();
     if a.json {
         let depth = match strategy {
             Strategy::Pct { depth } => Some(depth),
             Strategy::Dfs { preemptions } => Some(preemptions),
-            Strategy::Random => None,
+            Strategy::Random | Strategy::Dpor => None,
         };
         println!(
             "{}",

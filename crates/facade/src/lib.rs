@@ -28,16 +28,20 @@
 
 #![allow(clippy::disallowed_types)] // This crate is where the disallowed types are wrapped.
 
+#[cfg(not(loom))]
+mod atomic;
+pub mod dpor;
 pub mod membarrier;
 pub mod sched;
 
 #[cfg(not(loom))]
+pub use atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
+};
+#[cfg(not(loom))]
 pub use std::sync::Arc;
 #[cfg(not(loom))]
-pub use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
-    Ordering, compiler_fence, fence,
-};
+pub use std::sync::atomic::{Ordering, compiler_fence, fence};
 
 #[cfg(loom)]
 pub use loom::sync::Arc;
@@ -90,7 +94,9 @@ impl<T> RawLock<T> {
     }
 
     /// Takes the lock, ignoring poison (see [`sched::lock_ignoring_poison`]).
+    /// For the DPOR scheduler, a write of the lock.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        dpor::write(self as *const Self as usize);
         sched::lock_ignoring_poison(&self.0)
     }
 }

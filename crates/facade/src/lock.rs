@@ -12,6 +12,7 @@
 
 #![allow(clippy::disallowed_types)]
 
+use crate::dpor;
 use crate::sched::{Point, Sched, chan};
 use std::ops::{Deref, DerefMut};
 
@@ -70,6 +71,9 @@ impl<T> Mutex<T> {
         if !s.exploring() {
             return self.inner.lock().unwrap_or_else(|e| e.into_inner());
         }
+        // For the DPOR scheduler every attempt, taken or not, and every
+        // release is a write of the lock.
+        dpor::write(chan(self));
         loop {
             match self.inner.try_lock() {
                 Ok(g) => return g,
@@ -178,8 +182,12 @@ impl<T> RwLock<T> {
         let inner = match self.inner.try_read() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => {
+                dpor::write(chan(self));
+                return None;
+            }
         };
+        dpor::read(chan(self));
         Some(RwLockReadGuard {
             sched: s,
             chan: chan(self),
@@ -192,11 +200,18 @@ impl<T> RwLock<T> {
         if !s.exploring() {
             return self.inner.read().unwrap_or_else(|e| e.into_inner());
         }
+        // For the DPOR scheduler readers taking and releasing the lock read
+        // it (they commute); a writer's acquisition and release, and a
+        // failed attempt of either, write it.
         loop {
             match self.inner.try_read() {
-                Ok(g) => return g,
+                Ok(g) => {
+                    dpor::read(chan(self));
+                    return g;
+                }
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
+                    dpor::write(chan(self));
                     s.wait(self.point, chan(self), None, || {
                         !matches!(self.inner.try_read(), Err(TryLockError::WouldBlock))
                     });
@@ -210,6 +225,7 @@ impl<T> RwLock<T> {
         if !s.exploring() {
             return self.inner.write().unwrap_or_else(|e| e.into_inner());
         }
+        dpor::write(chan(self));
         loop {
             match self.inner.try_write() {
                 Ok(g) => return g,
@@ -243,7 +259,8 @@ impl<T> Deref for RwLockReadGuard<'_, T> {
 
 impl<T> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.sched.wake(self.chan);
+        dpor::read(self.chan);
+        self.sched.wake_after_read(self.chan);
     }
 }
 

@@ -208,6 +208,7 @@ impl Ctx {
 
     /// Asks every CPU to unwind at its next point (explorer only).
     pub fn request_stop(&self) {
+        crate::dpor::write(crate::dpor::STOP);
         self.stop.store(true, Ordering::Relaxed);
     }
 
@@ -264,6 +265,7 @@ impl Ctx {
 
     /// Every CPU that is waiting, with where, in the order they began.
     pub fn waiting(&self) -> Vec<(u32, &'static Point)> {
+        crate::dpor::read(crate::dpor::TASKS);
         lock_ignoring_poison(&self.waiting).clone()
     }
 
@@ -428,6 +430,7 @@ impl Sched {
     }
 
     fn check_stop(&self) {
+        crate::dpor::read(crate::dpor::STOP);
         if self.ctx.stop.load(Ordering::Relaxed) {
             std::panic::panic_any(Stopped);
         }
@@ -548,8 +551,10 @@ impl Sched {
                 if explore::nobody_else_can_run() {
                     return false;
                 }
+                blocking(chan);
                 lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
                 explore::block_and_switch();
+                blocking(chan);
             }
         }
         self.wait(p, chan, None, cond);
@@ -594,8 +599,10 @@ impl Sched {
                 // first whenever it can, so that never happens there.
                 std::panic::panic_any(Stuck { point: p });
             }
+            blocking(chan);
             lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
             explore::block_and_switch();
+            blocking(chan);
         }
     }
 
@@ -610,6 +617,21 @@ impl Sched {
     #[cfg(not(loom))]
     #[cold]
     fn wake_slow(&self, chan: usize) {
+        crate::dpor::write(chan);
+        self.wake_unrecorded(chan);
+    }
+
+    /// [`Sched::wake`] for a release that the caller recorded as a read of
+    /// `chan` (a reader leaving an `rw_semaphore`: readers commute).
+    #[inline]
+    pub(crate) fn wake_after_read(&self, chan: usize) {
+        if self.ctx.mode == Mode::Explore {
+            self.wake_unrecorded(chan);
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn wake_unrecorded(&self, chan: usize) {
         let mut w = lock_ignoring_poison(&self.ctx.waiters);
         w.retain(|&(c, t)| {
             if c == chan {
@@ -624,11 +646,15 @@ impl Sched {
     #[cfg(loom)]
     fn wake_slow(&self, _chan: usize) {}
 
+    #[cfg(loom)]
+    fn wake_unrecorded(&self, _chan: usize) {}
+
     /// Wakes every waiter on every channel; used when a CPU finishes or
     /// dies, since its leaving may satisfy conditions nobody signals.
     pub fn wake_all(&self) {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore && !explore::stopping() {
+            crate::dpor::write(crate::dpor::TASKS);
             let mut w = lock_ignoring_poison(&self.ctx.waiters);
             for (_, t) in w.drain(..) {
                 explore::unblock(t);
@@ -644,6 +670,7 @@ struct WaitingMark<'a> {
 
 impl<'a> WaitingMark<'a> {
     fn new(s: &'a Sched, p: &'static Point) -> Self {
+        crate::dpor::write(crate::dpor::TASKS);
         lock_ignoring_poison(&s.ctx.waiting).push((s.cpu, p));
         WaitingMark { s }
     }
@@ -651,11 +678,21 @@ impl<'a> WaitingMark<'a> {
 
 impl Drop for WaitingMark<'_> {
     fn drop(&mut self) {
+        crate::dpor::write(crate::dpor::TASKS);
         let mut w = lock_ignoring_poison(&self.s.ctx.waiting);
         if let Some(i) = w.iter().position(|(c, _)| *c == self.s.cpu) {
             w.remove(i);
         }
     }
+}
+
+/// For the DPOR scheduler: blocking on a channel, and being woken from it,
+/// write the channel (so that they are ordered with its wake-ups) and the
+/// tasks' states (so that they are ordered with the deadlock checks).
+#[cfg(not(loom))]
+fn blocking(chan: usize) {
+    crate::dpor::write(chan);
+    crate::dpor::write(crate::dpor::TASKS);
 }
 
 fn hold_channel(idx: usize) -> usize {
@@ -704,6 +741,7 @@ mod explore {
     /// Whether every task but the current one is blocked (with no spurious
     /// wake-up allowed) or finished: then none can ever wake it.
     pub(super) fn nobody_else_can_run() -> bool {
+        crate::dpor::read(crate::dpor::TASKS);
         ExecutionState::with(|s| {
             let me = s.current().id();
             (0usize..)
