@@ -70,7 +70,7 @@ fn two_writers_and_a_reader() {
     // Three steps on one variable, every pair dependent: 3! = 6 traces.
     let o = compare(|| {
         let c = ctx();
-        let x = Arc::new(AtomicU32::new(0));
+        let x = var();
         let w = |v: u32| {
             let x = x.clone();
             move |s: &Sched| {
@@ -99,8 +99,7 @@ fn independent_writers_are_one_trace() {
     // Two CPUs writing two variables: nothing to reorder.
     let o = compare(|| {
         let c = ctx();
-        let x = Arc::new(AtomicU32::new(0));
-        let y = Arc::new(AtomicU32::new(0));
+        let (x, y) = (var(), var());
         let (x1, y1) = (x.clone(), y.clone());
         let h1 = spawn(&c, 0, move |s| {
             s.point(point!("p0", "x"));
@@ -133,6 +132,7 @@ fn lock_handoff() {
     let o = compare(|| {
         let c = ctx();
         let m = Arc::new(Mutex::new(point!("mutex_lock", "m"), 0u32));
+        mmsim_facade::dpor::write(mmsim_facade::sched::chan(&*m));
         let inc = || {
             let m = m.clone();
             move |s: &Sched| {
@@ -151,4 +151,248 @@ fn lock_handoff() {
     });
     assert_eq!(o.traces.len(), 4);
     assert_eq!(o.outcomes.len(), 1);
+}
+
+/// A shared variable of a litmus test, initialised by the set-up (which
+/// numbers it for DPOR's sleep sets, as a scenario's set-up numbers the
+/// machine's objects).
+fn var() -> Arc<AtomicU32> {
+    let v = Arc::new(AtomicU32::new(1));
+    v.store(0, Ordering::Relaxed);
+    v
+}
+
+/// `WRITE_ONCE(*v, x)` as a step of its own.
+fn write_once(s: &Sched, v: &AtomicU32, x: u32) {
+    s.point(point!("litmus", "WRITE_ONCE"));
+    v.store(x, Ordering::Relaxed);
+}
+
+/// `READ_ONCE(*v)` as a step of its own.
+fn read_once(s: &Sched, v: &AtomicU32) -> u32 {
+    s.point(point!("litmus", "READ_ONCE"));
+    v.load(Ordering::Relaxed)
+}
+
+type Lock = Arc<Mutex<()>>;
+
+fn spinlock() -> Lock {
+    let l = Arc::new(Mutex::new(point!("spin_lock", "mylock"), ()));
+    // As `var`: the set-up's initialisation of the lock.
+    mmsim_facade::dpor::write(mmsim_facade::sched::chan(&*l));
+    l
+}
+
+/// A litmus test: DPOR reaches exactly brute force's outcomes, and none of
+/// `never`.
+fn litmus(
+    name: &str,
+    never: impl Fn(&str) -> bool,
+    body: impl Fn() -> String + Send + Sync + Clone + 'static,
+) -> FnOutcome {
+    let o = compare(body);
+    for k in o.outcomes.keys() {
+        assert!(!never(k), "{name}: reached {k}, which LKMM forbids");
+    }
+    o
+}
+
+#[test]
+fn mp_polocks() {
+    // tools/memory-model/litmus-tests/MP+polocks.litmus: Never.
+    let o = litmus("MP+polocks", |k| k == "r0=1 r1=0", || {
+        let c = ctx();
+        let (buf, flag, l) = (var(), var(), spinlock());
+        let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+        let p0 = spawn(&c, 0, move |s| {
+            write_once(s, &b0, 1);
+            let g = l0.lock(s);
+            write_once(s, &f0, 1);
+            drop(g);
+            0
+        });
+        let p1 = spawn(&c, 1, move |s| {
+            let g = l.lock(s);
+            let r0 = read_once(s, &flag);
+            drop(g);
+            let r1 = read_once(s, &buf);
+            r0 * 10 + r1
+        });
+        p0.join().unwrap();
+        let r = p1.join().unwrap();
+        format!("r0={} r1={}", r / 10, r % 10)
+    });
+    assert_eq!(o.outcomes.len(), 3);
+}
+
+#[test]
+fn mp_porevlocks() {
+    // tools/memory-model/litmus-tests/MP+porevlocks.litmus: Never.
+    let o = litmus("MP+porevlocks", |k| k == "r0=1 r1=0", || {
+        let c = ctx();
+        let (buf, flag, l) = (var(), var(), spinlock());
+        let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+        let p0 = spawn(&c, 0, move |s| {
+            let r0 = read_once(s, &f0);
+            let g = l0.lock(s);
+            let r1 = read_once(s, &b0);
+            drop(g);
+            r0 * 10 + r1
+        });
+        let p1 = spawn(&c, 1, move |s| {
+            let g = l.lock(s);
+            write_once(s, &buf, 1);
+            drop(g);
+            write_once(s, &flag, 1);
+            0
+        });
+        let r = p0.join().unwrap();
+        p1.join().unwrap();
+        format!("r0={} r1={}", r / 10, r % 10)
+    });
+    assert_eq!(o.outcomes.len(), 3);
+}
+
+/// P0 and P1 of Z6.0+pooncelock+pooncelock+pombonce and
+/// ISA2+pooncelock+pooncelock+pombonce: two critical sections of one lock.
+fn two_critical_sections(
+    c: &Arc<Ctx>,
+    x: &Arc<AtomicU32>,
+    y: &Arc<AtomicU32>,
+    z: &Arc<AtomicU32>,
+    l: &Lock,
+) -> (
+    shuttle::thread::JoinHandle<u32>,
+    shuttle::thread::JoinHandle<u32>,
+) {
+    let (x0, y0, l0) = (x.clone(), y.clone(), l.clone());
+    let p0 = spawn(c, 0, move |s| {
+        let g = l0.lock(s);
+        write_once(s, &x0, 1);
+        write_once(s, &y0, 1);
+        drop(g);
+        0
+    });
+    let (y1, z1, l1) = (y.clone(), z.clone(), l.clone());
+    let p1 = spawn(c, 1, move |s| {
+        let g = l1.lock(s);
+        let r0 = read_once(s, &y1);
+        write_once(s, &z1, 1);
+        drop(g);
+        r0
+    });
+    (p0, p1)
+}
+
+#[test]
+fn z6_0_pooncelock_pooncelock_pombonce() {
+    // Z6.0+pooncelock+pooncelock+pombonce.litmus: "Sometimes" under LKMM
+    // (a third CPU need not see the two critical sections in order), but
+    // not under sequential consistency, which the explorer is.
+    let o = litmus("Z6.0", |k| k == "r0=1 z=2 r1=0", || {
+        let c = ctx();
+        let (x, y, z, l) = (var(), var(), var(), spinlock());
+        let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+        let (x2, z2) = (x.clone(), z.clone());
+        let p2 = spawn(&c, 2, move |s| {
+            write_once(s, &z2, 2);
+            mmsim_facade::smp_mb();
+            read_once(s, &x2)
+        });
+        p0.join().unwrap();
+        let r0 = p1.join().unwrap();
+        let r1 = p2.join().unwrap();
+        format!("r0={r0} z={} r1={r1}", z.load(Ordering::Relaxed))
+    });
+    assert!(o.outcomes.len() > 1);
+}
+
+#[test]
+fn isa2_pooncelock_pooncelock_pombonce() {
+    // ISA2+pooncelock+pooncelock+pombonce.litmus: Never.
+    litmus("ISA2", |k| k == "r0=1 r2=1 r1=0", || {
+        let c = ctx();
+        let (x, y, z, l) = (var(), var(), var(), spinlock());
+        let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+        let p2 = spawn(&c, 2, move |s| {
+            let r2 = read_once(s, &z);
+            mmsim_facade::smp_mb();
+            read_once(s, &x) * 10 + r2
+        });
+        p0.join().unwrap();
+        let r0 = p1.join().unwrap();
+        let r = p2.join().unwrap();
+        format!("r0={r0} r2={} r1={}", r % 10, r / 10)
+    });
+}
+
+/// P0 of the unlock-lock tests: two critical sections of two locks on one
+/// CPU, `first` in the first, `second` in the second.
+fn unlock_lock(
+    s: &Sched,
+    ls: &Lock,
+    lt: &Lock,
+    first: impl FnOnce(&Sched) -> u32,
+    second: impl FnOnce(&Sched),
+) -> u32 {
+    let g = ls.lock(s);
+    let r = first(s);
+    drop(g);
+    let g = lt.lock(s);
+    second(s);
+    drop(g);
+    r
+}
+
+#[test]
+fn lb_unlocklockonceonce_poacquireonce() {
+    // LB+unlocklockonceonce+poacquireonce.litmus: Never.
+    litmus("LB+unlocklock", |k| k == "r1=1 r2=1", || {
+        let c = ctx();
+        let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+        let (x0, y0) = (x.clone(), y.clone());
+        let p0 = spawn(&c, 0, move |s| {
+            unlock_lock(s, &ls, &lt, |s| read_once(s, &x0), |s| write_once(s, &y0, 1))
+        });
+        let p1 = spawn(&c, 1, move |s| {
+            s.point(point!("litmus", "smp_load_acquire"));
+            let r2 = y.load(Ordering::Acquire);
+            write_once(s, &x, 1);
+            r2
+        });
+        let r1 = p0.join().unwrap();
+        let r2 = p1.join().unwrap();
+        format!("r1={r1} r2={r2}")
+    });
+}
+
+#[test]
+fn mp_unlocklockonceonce_fencermbonceonce() {
+    // MP+unlocklockonceonce+fencermbonceonce.litmus: Never.
+    litmus("MP+unlocklock", |k| k == "r1=1 r2=0", || {
+        let c = ctx();
+        let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+        let (x0, y0) = (x.clone(), y.clone());
+        let p0 = spawn(&c, 0, move |s| {
+            unlock_lock(
+                s,
+                &ls,
+                &lt,
+                |s| {
+                    write_once(s, &x0, 1);
+                    0
+                },
+                |s| write_once(s, &y0, 1),
+            )
+        });
+        let p1 = spawn(&c, 1, move |s| {
+            let r1 = read_once(s, &y);
+            // smp_rmb()
+            mmsim_facade::fence(Ordering::Acquire);
+            r1 * 10 + read_once(s, &x)
+        });
+        p0.join().unwrap();
+        let r = p1.join().unwrap();
+        format!("r1={} r2={}", r / 10, r % 10)
+    });
 }

@@ -62,7 +62,7 @@ macro_rules! atomic {
                 failure: Ordering,
             ) -> Result<$t, $t> {
                 let r = self.0.compare_exchange(current, new, success, failure);
-                dpor::access(self.addr(), r.is_ok());
+                dpor::access(self.addr(), if r.is_ok() { dpor::WRITE } else { dpor::READ });
                 r
             }
 
@@ -76,7 +76,7 @@ macro_rules! atomic {
                 failure: Ordering,
             ) -> Result<$t, $t> {
                 let r = self.0.compare_exchange_weak(current, new, success, failure);
-                dpor::access(self.addr(), r.is_ok());
+                dpor::access(self.addr(), if r.is_ok() { dpor::WRITE } else { dpor::READ });
                 r
             }
 

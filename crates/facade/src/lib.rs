@@ -93,6 +93,14 @@ impl<T> RawLock<T> {
         RawLock(std::sync::Mutex::new(v))
     }
 
+    /// Takes the lock to look only (the DPOR scheduler records a read of
+    /// the lock: two looks commute). The caller must not change what it
+    /// protects.
+    pub fn peek(&self) -> std::sync::MutexGuard<'_, T> {
+        dpor::read(self as *const Self as usize);
+        sched::lock_ignoring_poison(&self.0)
+    }
+
     /// Takes the lock, ignoring poison (see [`sched::lock_ignoring_poison`]).
     /// For the DPOR scheduler, a write of the lock.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
@@ -106,6 +114,11 @@ impl<T> RawLock<T> {
     /// A new lock.
     pub fn new(v: T) -> Self {
         RawLock(loom::sync::Mutex::new(v))
+    }
+
+    /// Takes the lock to look only.
+    pub fn peek(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.lock()
     }
 
     /// Takes the lock.

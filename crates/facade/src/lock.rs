@@ -71,10 +71,10 @@ impl<T> Mutex<T> {
         if !s.exploring() {
             return self.inner.lock().unwrap_or_else(|e| e.into_inner());
         }
-        // For the DPOR scheduler every attempt, taken or not, and every
-        // release is a write of the lock.
-        dpor::write(chan(self));
         loop {
+            // For the DPOR scheduler every attempt, taken or not, and every
+            // release is a write of the lock.
+            dpor::write(chan(self));
             match self.inner.try_lock() {
                 Ok(g) => return g,
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
@@ -115,6 +115,7 @@ impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // The woken CPU runs no sooner than this CPU's next point, by which
         // time `inner` has been dropped and the lock is free.
+        dpor::write(self.chan);
         self.sched.wake(self.chan);
     }
 }
@@ -225,8 +226,8 @@ impl<T> RwLock<T> {
         if !s.exploring() {
             return self.inner.write().unwrap_or_else(|e| e.into_inner());
         }
-        dpor::write(chan(self));
         loop {
+            dpor::write(chan(self));
             match self.inner.try_write() {
                 Ok(g) => return g,
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
@@ -279,6 +280,7 @@ impl<T> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
+        dpor::write(self.chan);
         self.sched.wake(self.chan);
     }
 }

@@ -423,6 +423,8 @@ impl Sched {
             Mode::Jitter => self.jitter(),
             Mode::Explore => {
                 self.check_stop();
+                #[cfg(not(loom))]
+                crate::dpor::note_point(p);
                 explore::switch();
                 self.check_stop();
             }
@@ -491,9 +493,11 @@ impl Sched {
         arg: Option<u64>,
         mut cond: impl FnMut() -> bool,
     ) {
+        let m = crate::dpor::mark();
         if cond() {
             return;
         }
+        crate::dpor::forget_reads_since(m);
         let _waiting = WaitingMark::new(self, p);
         #[cfg(loom)]
         {
@@ -544,17 +548,19 @@ impl Sched {
         if self.ctx.mode == Mode::Explore {
             self.cur.set(p);
             loop {
+                let m = crate::dpor::mark();
                 if cond() || std::thread::panicking() {
                     return true;
                 }
+                crate::dpor::forget_reads_since(m);
                 self.check_stop();
                 if explore::nobody_else_can_run() {
                     return false;
                 }
-                blocking(chan);
+                crate::dpor::add(crate::dpor::TASKS);
+                crate::dpor::note_point(p);
                 lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
                 explore::block_and_switch();
-                blocking(chan);
             }
         }
         self.wait(p, chan, None, cond);
@@ -572,12 +578,14 @@ impl Sched {
         self.cur.set(p);
         let mut noted = false;
         loop {
+            let m = crate::dpor::mark();
             if cond() {
                 if noted {
                     self.note(p, Event::Resume, arg, None);
                 }
                 return;
             }
+            crate::dpor::forget_reads_since(m);
             if std::thread::panicking() {
                 // Destructors of an unwinding CPU never wait: the run is over.
                 return;
@@ -599,10 +607,10 @@ impl Sched {
                 // first whenever it can, so that never happens there.
                 std::panic::panic_any(Stuck { point: p });
             }
-            blocking(chan);
+            crate::dpor::add(crate::dpor::TASKS);
+            crate::dpor::note_point(p);
             lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
             explore::block_and_switch();
-            blocking(chan);
         }
     }
 
@@ -617,7 +625,6 @@ impl Sched {
     #[cfg(not(loom))]
     #[cold]
     fn wake_slow(&self, chan: usize) {
-        crate::dpor::write(chan);
         self.wake_unrecorded(chan);
     }
 
@@ -635,6 +642,8 @@ impl Sched {
         let mut w = lock_ignoring_poison(&self.ctx.waiters);
         w.retain(|&(c, t)| {
             if c == chan {
+                // Who can run changed (the deadlock checks see it).
+                crate::dpor::add(crate::dpor::TASKS);
                 explore::unblock(t);
                 false
             } else {
@@ -654,7 +663,7 @@ impl Sched {
     pub fn wake_all(&self) {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore && !explore::stopping() {
-            crate::dpor::write(crate::dpor::TASKS);
+            crate::dpor::add(crate::dpor::TASKS);
             let mut w = lock_ignoring_poison(&self.ctx.waiters);
             for (_, t) in w.drain(..) {
                 explore::unblock(t);
@@ -670,7 +679,7 @@ struct WaitingMark<'a> {
 
 impl<'a> WaitingMark<'a> {
     fn new(s: &'a Sched, p: &'static Point) -> Self {
-        crate::dpor::write(crate::dpor::TASKS);
+        crate::dpor::add(crate::dpor::TASKS);
         lock_ignoring_poison(&s.ctx.waiting).push((s.cpu, p));
         WaitingMark { s }
     }
@@ -678,21 +687,12 @@ impl<'a> WaitingMark<'a> {
 
 impl Drop for WaitingMark<'_> {
     fn drop(&mut self) {
-        crate::dpor::write(crate::dpor::TASKS);
+        crate::dpor::add(crate::dpor::TASKS);
         let mut w = lock_ignoring_poison(&self.s.ctx.waiting);
         if let Some(i) = w.iter().position(|(c, _)| *c == self.s.cpu) {
             w.remove(i);
         }
     }
-}
-
-/// For the DPOR scheduler: blocking on a channel, and being woken from it,
-/// write the channel (so that they are ordered with its wake-ups) and the
-/// tasks' states (so that they are ordered with the deadlock checks).
-#[cfg(not(loom))]
-fn blocking(chan: usize) {
-    crate::dpor::write(chan);
-    crate::dpor::write(crate::dpor::TASKS);
 }
 
 fn hold_channel(idx: usize) -> usize {
@@ -740,15 +740,22 @@ mod explore {
 
     /// Whether every task but the current one is blocked (with no spurious
     /// wake-up allowed) or finished: then none can ever wake it.
+    ///
+    /// For the DPOR scheduler, a check that finds them so reads the tasks'
+    /// states; one that does not only leads to a block, which the last
+    /// task to block then checks.
     pub(super) fn nobody_else_can_run() -> bool {
-        crate::dpor::read(crate::dpor::TASKS);
-        ExecutionState::with(|s| {
+        let r = ExecutionState::with(|s| {
             let me = s.current().id();
             (0usize..)
                 .map_while(|i| s.try_get(TaskId::from(i)))
                 .filter(|t| t.id() != me)
                 .all(|t| t.finished() || (t.blocked() && !t.can_spuriously_wakeup()))
-        })
+        });
+        if r {
+            crate::dpor::read(crate::dpor::TASKS);
+        }
+        r
     }
 }
 

@@ -59,11 +59,14 @@ use shuttle::scheduler::{DataSource, RandomDataSource, Schedule, Scheduler, Task
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// What one step touched: object numbers (sorted) and whether it wrote
-/// each, with the number of objects known at the state it ran from.
+use mmsim_facade::dpor::{ADD, READ, WRITE, conflict};
+
+/// What one step touched: object numbers (sorted) and how (the kinds of
+/// access, or-ed), with the number of objects known at the state it ran
+/// from.
 #[derive(Debug)]
 struct Acc {
-    objs: Vec<(u32, bool)>,
+    objs: Vec<(u32, u8)>,
     known: u32,
 }
 
@@ -80,7 +83,7 @@ impl Acc {
                 std::cmp::Ordering::Less => i += 1,
                 std::cmp::Ordering::Greater => j += 1,
                 std::cmp::Ordering::Equal => {
-                    if a[i].1 || bb[j].1 {
+                    if conflict(a[i].1, bb[j].1) {
                         return true;
                     }
                     i += 1;
@@ -88,14 +91,11 @@ impl Acc {
                 }
             }
         }
-        let fresh = |v: &[(u32, bool)]| {
+        let fresh = |v: &[(u32, u8)]| {
             let s = v.partition_point(|&(o, _)| o < k);
-            let w = v[s..].iter().any(|&(_, w)| w);
-            (s < v.len(), w)
+            v[s..].iter().fold(0, |m, &(_, w)| m | w)
         };
-        let (a_any, a_w) = fresh(a);
-        let (b_any, b_w) = fresh(bb);
-        (a_w && b_any) || (b_w && a_any)
+        conflict(fresh(a), fresh(bb))
     }
 }
 
@@ -127,12 +127,14 @@ struct Node {
 }
 
 /// The accesses to one object that a new access can race with: every
-/// earlier write happens before the last one (writes are dependent), and
-/// so does every read before it.
+/// earlier access happens before the last write (a write conflicts with
+/// everything), so the last write, and the reads and commuting updates
+/// since, are all a new access can race with.
 #[derive(Debug, Default)]
 struct ObjHist {
     last_write: Option<u32>,
     reads: Vec<u32>,
+    adds: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -140,6 +142,8 @@ struct Ev {
     task: usize,
     /// Its index among its task's steps.
     local: u32,
+    /// Where the task stopped after this step.
+    at: Option<&'static mmsim_facade::sched::Point>,
     /// Vector clock, by task slot (task id - 1): steps of each task that
     /// happen before or are this one.
     clock: Vec<u32>,
@@ -175,13 +179,17 @@ pub struct Dpor {
     // The execution in flight.
     events: Vec<Ev>,
     ids: HashMap<usize, u32>,
+    addrs: Vec<usize>,
     /// Per object: its last write, and the reads since.
     objs: Vec<ObjHist>,
     last_of_task: Vec<Option<u32>>,
     in_flight: Option<usize>,
     next_sleep: Vec<Sleeper>,
     blocked: bool,
-    log: Vec<(usize, bool)>,
+    log: Vec<(usize, u8)>,
+    evacc: Vec<Rc<Acc>>,
+    /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
+    debug: Option<HashMap<(String, String), u64>>,
     _recording: mmsim_facade::dpor::Recording,
 }
 
@@ -210,12 +218,15 @@ impl Dpor {
             data: RandomDataSource::initialize(0),
             events: Vec::new(),
             ids: HashMap::new(),
+            addrs: Vec::new(),
             objs: Vec::new(),
             last_of_task: Vec::new(),
             in_flight: None,
             next_sleep: Vec::new(),
             blocked: false,
             log: Vec::new(),
+            evacc: Vec::new(),
+            debug: std::env::var_os("MMSIM_DPOR_DEBUG").map(|_| HashMap::new()),
             _recording: mmsim_facade::dpor::Recording::start(),
         }
     }
@@ -225,6 +236,17 @@ impl Dpor {
         let mut d = Dpor::new((0, 1));
         d.brute = true;
         d
+    }
+
+    /// Prints the races counted with `MMSIM_DPOR_DEBUG`, most frequent first.
+    pub fn print_debug(&self) {
+        if let Some(d) = &self.debug {
+            let mut v: Vec<_> = d.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1));
+            for ((a, b), n) in v.iter().take(40) {
+                eprintln!("{n:8}  {a}  <>  {b}");
+            }
+        }
     }
 
     /// The depth of the current path (states).
@@ -240,28 +262,46 @@ impl Dpor {
     /// The step of the task in flight ended: number what it touched, find
     /// its races, and compute the sleep set of the state after it.
     fn end_step(&mut self) {
+        // Whatever was logged outside any step (between executions) is
+        // nobody's.
+        mmsim_facade::dpor::take(&mut self.log);
         let Some(task) = self.in_flight.take() else {
             return;
         };
-        mmsim_facade::dpor::take(&mut self.log);
-        if task == MAIN || self.blocked {
+        if self.blocked {
+            return;
+        }
+        if task == MAIN {
+            // Set-up is the same in every execution: number what it
+            // touches, in its order, so that those numbers agree across
+            // executions whatever the tasks do.
+            if self.events.is_empty() {
+                for &(addr, _) in &self.log {
+                    let n = self.ids.len() as u32;
+                    if *self.ids.entry(addr).or_insert(n) == n {
+                        self.objs.push(ObjHist::default());
+                        self.addrs.push(addr);
+                    }
+                }
+            }
             return;
         }
         let pos = self.events.len();
         self.steps += 1;
         self.accesses += self.log.len() as u64;
         let node_known = self.nodes[pos].known;
-        let mut objs: Vec<(u32, bool)> = Vec::with_capacity(self.log.len());
+        let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
         for &(addr, w) in &self.log {
             let n = self.ids.len() as u32;
             let id = *self.ids.entry(addr).or_insert(n);
             if id == n {
                 self.objs.push(ObjHist::default());
+                self.addrs.push(addr);
             }
             objs.push((id, w));
         }
         objs.sort_unstable();
-        // One entry per object, a write if any access wrote.
+        // One entry per object, with every kind of access it had.
         objs.dedup_by(|b, a| {
             if a.0 == b.0 {
                 a.1 |= b.1;
@@ -270,6 +310,12 @@ impl Dpor {
                 false
             }
         });
+        for o in &mut objs {
+            // Reading and updating in one step is as good as writing.
+            if o.1 & WRITE != 0 || o.1 == READ | ADD {
+                o.1 = WRITE;
+            }
+        }
         let acc = Rc::new(Acc {
             objs,
             known: node_known,
@@ -290,13 +336,16 @@ impl Dpor {
             None => (Vec::new(), 0),
         };
         let mut cands: Vec<u32> = Vec::new();
-        for &(o, w) in &acc.objs {
+        for &(o, k) in &acc.objs {
             let h = &self.objs[o as usize];
             if let Some(lw) = h.last_write {
                 cands.push(lw);
             }
-            if w {
+            if k != READ {
                 cands.extend_from_slice(&h.reads);
+            }
+            if k != ADD {
+                cands.extend_from_slice(&h.adds);
             }
         }
         cands.retain(|&c| self.events[c as usize].task != task);
@@ -316,17 +365,29 @@ impl Dpor {
             clock.resize(s + 1, 0);
         }
         clock[s] = local + 1;
-        for &(o, w) in &acc.objs {
+        for &(o, k) in &acc.objs {
             let h = &mut self.objs[o as usize];
-            if w {
-                h.last_write = Some(pos as u32);
-                h.reads.clear();
-            } else {
-                h.reads.push(pos as u32);
+            match k {
+                READ => h.reads.push(pos as u32),
+                ADD => h.adds.push(pos as u32),
+                _ => {
+                    h.last_write = Some(pos as u32);
+                    h.reads.clear();
+                    h.adds.clear();
+                }
             }
         }
         self.last_of_task[s] = Some(pos as u32);
-        self.events.push(Ev { task, local, clock });
+        let at = mmsim_facade::dpor::last_point();
+        if self.debug.is_some() {
+            self.evacc.push(acc.clone());
+        }
+        self.events.push(Ev {
+            task,
+            local,
+            at,
+            clock,
+        });
         for c in races {
             self.races += 1;
             self.reverse(c, pos);
@@ -358,8 +419,43 @@ impl Dpor {
     /// Reverses the race between step `c` and step `e` (the last one).
     fn reverse(&mut self, c: usize, e: usize) {
         let q = self.events[e].task;
-        let node = &self.nodes[c];
-        if node.full || !node.enabled.contains(&q) {
+        if let Some(d) = self.debug.as_mut() {
+            let start = |evs: &[Ev], i: usize| {
+                let t = evs[i].task;
+                evs[..i]
+                    .iter()
+                    .rev()
+                    .find(|x| x.task == t)
+                    .and_then(|x| x.at)
+                    .map_or("start".to_string(), |p| p.to_string())
+            };
+            let objs: Vec<String> = self.evacc[c]
+                .objs
+                .iter()
+                .filter_map(|&(o, k)| {
+                    let k2 = self.evacc[e].objs.iter().find(|x| x.0 == o)?.1;
+                    conflict(k, k2).then(|| {
+                        let a = self.addrs[o as usize];
+                        match a {
+                            1 => "STOP".to_string(),
+                            2 => "TASKS".to_string(),
+                            _ => format!("{a:x}"),
+                        }
+                    })
+                })
+                .collect();
+            let k = (
+                format!(
+                    "t{} {} [{}]",
+                    self.events[c].task,
+                    start(&self.events, c),
+                    objs.join(",")
+                ),
+                format!("t{} {}", q, start(&self.events, e)),
+            );
+            *d.entry(k).or_default() += 1;
+        }
+        if self.nodes[c].full {
             return;
         }
         let cs = slot(self.events[c].task);
@@ -397,7 +493,7 @@ impl Dpor {
         if covered {
             return;
         }
-        let pick = if initials.contains(&q) {
+        let pick = if initials.contains(&q) && node.enabled.contains(&q) {
             Some(q)
         } else {
             initials.iter().copied().find(|t| node.enabled.contains(t))
@@ -427,6 +523,15 @@ impl Dpor {
         if pos < self.nodes.len() {
             let n = &self.nodes[pos];
             if n.enabled != enabled || n.known != self.ids.len() as u32 {
+                if std::env::var_os("MMSIM_DPOR_DEBUG").is_some() {
+                    eprintln!(
+                        "dpor: nondeterministic at {pos}: enabled {:?} / {:?}, known {} / {}",
+                        n.enabled,
+                        enabled,
+                        n.known,
+                        self.ids.len()
+                    );
+                }
                 self.nondeterministic = true;
                 self.blocked = true;
                 return Some(TaskId::from(enabled[0]));
@@ -499,7 +604,9 @@ impl Dpor {
     pub fn next(&mut self, runnable: &[&Task], main: TaskId) -> Option<TaskId> {
         self.end_step();
         if runnable.iter().any(|t| t.id() == main) {
-            mmsim_facade::dpor::set_on(false);
+            // Set-up (before the first step) is recorded for numbering
+            // objects; the rest of the main task's work is not.
+            mmsim_facade::dpor::set_on(self.events.is_empty() && !self.blocked);
             self.in_flight = Some(MAIN);
             return Some(main);
         }
@@ -562,12 +669,20 @@ impl Scheduler for Dpor {
         }
         self.started = true;
         self.events.clear();
+        self.evacc.clear();
         self.ids.clear();
+        self.addrs.clear();
         self.objs.clear();
         self.last_of_task.clear();
         self.in_flight = None;
         self.next_sleep.clear();
         self.blocked = false;
+        // The pseudo-objects are the same in every execution.
+        for a in [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS] {
+            self.ids.insert(a, self.addrs.len() as u32);
+            self.addrs.push(a);
+            self.objs.push(ObjHist::default());
+        }
         mmsim_facade::dpor::set_on(true);
         Some(Schedule::new(self.data.reinitialize()))
     }

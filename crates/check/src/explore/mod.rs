@@ -814,6 +814,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
             d.sleep_blocked,
             d.depth()
         );
+        d.print_debug();
     }
     let (s, f) = (e.out.schedules, e.out.failing);
     if let Some(p) = e.progress.as_mut() {
@@ -952,6 +953,10 @@ impl FnDriver {
         let Inner::Dpor(d) = &mut self.inner else {
             return;
         };
+        assert!(
+            !d.nondeterministic,
+            "the program is not deterministic under a fixed schedule"
+        );
         if let Some(o) = self.result.lock().take() {
             *self.out.outcomes.entry(o).or_default() += 1;
         }
