@@ -74,6 +74,9 @@ pub fn strategy(scheduler: &str, depth: Option<usize>) -> Result<Strategy, Strin
         ),
         ("random", None) => Ok(Strategy::Random),
         ("dpor", Some(_)) => Err("--depth: --scheduler dpor has no bound".into()),
+        ("dpor", None) if !mmsim_facade::dpor::ENABLED => {
+            Err(mmsim_check::explore::DPOR_DISABLED.into())
+        }
         ("dpor", None) => Ok(Strategy::Dpor),
         ("dfs", d) => Ok(Strategy::Dfs {
             preemptions: d.unwrap_or(2),

@@ -323,6 +323,9 @@ pub fn run(a: &CheckArgs) -> u8 {
                 &"--depth: --scheduler dpor has no bound (it explores every interleaving)",
             );
         }
+        ("dpor", None) if !mmsim_facade::dpor::ENABLED => {
+            return bad_input(a.json, &explore::DPOR_DISABLED);
+        }
         ("dpor", None) => Strategy::Dpor,
         ("dfs", d) => Strategy::Dfs {
             preemptions: d.unwrap_or(2),

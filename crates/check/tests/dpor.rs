@@ -117,7 +117,11 @@ fn independent_writers_are_one_trace() {
         });
         h1.join().unwrap();
         h2.join().unwrap();
-        format!("{} {}", x.load(Ordering::Relaxed), y.load(Ordering::Relaxed))
+        format!(
+            "{} {}",
+            x.load(Ordering::Relaxed),
+            y.load(Ordering::Relaxed)
+        )
     });
     assert_eq!(o.traces.len(), 1);
     assert_eq!(o.executions, 1);
@@ -200,56 +204,64 @@ fn litmus(
 #[test]
 fn mp_polocks() {
     // tools/memory-model/litmus-tests/MP+polocks.litmus: Never.
-    let o = litmus("MP+polocks", |k| k == "r0=1 r1=0", || {
-        let c = ctx();
-        let (buf, flag, l) = (var(), var(), spinlock());
-        let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
-        let p0 = spawn(&c, 0, move |s| {
-            write_once(s, &b0, 1);
-            let g = l0.lock(s);
-            write_once(s, &f0, 1);
-            drop(g);
-            0
-        });
-        let p1 = spawn(&c, 1, move |s| {
-            let g = l.lock(s);
-            let r0 = read_once(s, &flag);
-            drop(g);
-            let r1 = read_once(s, &buf);
-            r0 * 10 + r1
-        });
-        p0.join().unwrap();
-        let r = p1.join().unwrap();
-        format!("r0={} r1={}", r / 10, r % 10)
-    });
+    let o = litmus(
+        "MP+polocks",
+        |k| k == "r0=1 r1=0",
+        || {
+            let c = ctx();
+            let (buf, flag, l) = (var(), var(), spinlock());
+            let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                write_once(s, &b0, 1);
+                let g = l0.lock(s);
+                write_once(s, &f0, 1);
+                drop(g);
+                0
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let g = l.lock(s);
+                let r0 = read_once(s, &flag);
+                drop(g);
+                let r1 = read_once(s, &buf);
+                r0 * 10 + r1
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
     assert_eq!(o.outcomes.len(), 3);
 }
 
 #[test]
 fn mp_porevlocks() {
     // tools/memory-model/litmus-tests/MP+porevlocks.litmus: Never.
-    let o = litmus("MP+porevlocks", |k| k == "r0=1 r1=0", || {
-        let c = ctx();
-        let (buf, flag, l) = (var(), var(), spinlock());
-        let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
-        let p0 = spawn(&c, 0, move |s| {
-            let r0 = read_once(s, &f0);
-            let g = l0.lock(s);
-            let r1 = read_once(s, &b0);
-            drop(g);
-            r0 * 10 + r1
-        });
-        let p1 = spawn(&c, 1, move |s| {
-            let g = l.lock(s);
-            write_once(s, &buf, 1);
-            drop(g);
-            write_once(s, &flag, 1);
-            0
-        });
-        let r = p0.join().unwrap();
-        p1.join().unwrap();
-        format!("r0={} r1={}", r / 10, r % 10)
-    });
+    let o = litmus(
+        "MP+porevlocks",
+        |k| k == "r0=1 r1=0",
+        || {
+            let c = ctx();
+            let (buf, flag, l) = (var(), var(), spinlock());
+            let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                let r0 = read_once(s, &f0);
+                let g = l0.lock(s);
+                let r1 = read_once(s, &b0);
+                drop(g);
+                r0 * 10 + r1
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let g = l.lock(s);
+                write_once(s, &buf, 1);
+                drop(g);
+                write_once(s, &flag, 1);
+                0
+            });
+            let r = p0.join().unwrap();
+            p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
     assert_eq!(o.outcomes.len(), 3);
 }
 
@@ -289,41 +301,49 @@ fn z6_0_pooncelock_pooncelock_pombonce() {
     // Z6.0+pooncelock+pooncelock+pombonce.litmus: "Sometimes" under LKMM
     // (a third CPU need not see the two critical sections in order), but
     // not under sequential consistency, which the explorer is.
-    let o = litmus("Z6.0", |k| k == "r0=1 z=2 r1=0", || {
-        let c = ctx();
-        let (x, y, z, l) = (var(), var(), var(), spinlock());
-        let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
-        let (x2, z2) = (x.clone(), z.clone());
-        let p2 = spawn(&c, 2, move |s| {
-            write_once(s, &z2, 2);
-            mmsim_facade::smp_mb();
-            read_once(s, &x2)
-        });
-        p0.join().unwrap();
-        let r0 = p1.join().unwrap();
-        let r1 = p2.join().unwrap();
-        format!("r0={r0} z={} r1={r1}", z.load(Ordering::Relaxed))
-    });
+    let o = litmus(
+        "Z6.0",
+        |k| k == "r0=1 z=2 r1=0",
+        || {
+            let c = ctx();
+            let (x, y, z, l) = (var(), var(), var(), spinlock());
+            let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+            let (x2, z2) = (x.clone(), z.clone());
+            let p2 = spawn(&c, 2, move |s| {
+                write_once(s, &z2, 2);
+                mmsim_facade::smp_mb();
+                read_once(s, &x2)
+            });
+            p0.join().unwrap();
+            let r0 = p1.join().unwrap();
+            let r1 = p2.join().unwrap();
+            format!("r0={r0} z={} r1={r1}", z.load(Ordering::Relaxed))
+        },
+    );
     assert!(o.outcomes.len() > 1);
 }
 
 #[test]
 fn isa2_pooncelock_pooncelock_pombonce() {
     // ISA2+pooncelock+pooncelock+pombonce.litmus: Never.
-    litmus("ISA2", |k| k == "r0=1 r2=1 r1=0", || {
-        let c = ctx();
-        let (x, y, z, l) = (var(), var(), var(), spinlock());
-        let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
-        let p2 = spawn(&c, 2, move |s| {
-            let r2 = read_once(s, &z);
-            mmsim_facade::smp_mb();
-            read_once(s, &x) * 10 + r2
-        });
-        p0.join().unwrap();
-        let r0 = p1.join().unwrap();
-        let r = p2.join().unwrap();
-        format!("r0={r0} r2={} r1={}", r % 10, r / 10)
-    });
+    litmus(
+        "ISA2",
+        |k| k == "r0=1 r2=1 r1=0",
+        || {
+            let c = ctx();
+            let (x, y, z, l) = (var(), var(), var(), spinlock());
+            let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+            let p2 = spawn(&c, 2, move |s| {
+                let r2 = read_once(s, &z);
+                mmsim_facade::smp_mb();
+                read_once(s, &x) * 10 + r2
+            });
+            p0.join().unwrap();
+            let r0 = p1.join().unwrap();
+            let r = p2.join().unwrap();
+            format!("r0={r0} r2={} r1={}", r % 10, r / 10)
+        },
+    );
 }
 
 /// P0 of the unlock-lock tests: two critical sections of two locks on one
@@ -347,54 +367,68 @@ fn unlock_lock(
 #[test]
 fn lb_unlocklockonceonce_poacquireonce() {
     // LB+unlocklockonceonce+poacquireonce.litmus: Never.
-    litmus("LB+unlocklock", |k| k == "r1=1 r2=1", || {
-        let c = ctx();
-        let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
-        let (x0, y0) = (x.clone(), y.clone());
-        let p0 = spawn(&c, 0, move |s| {
-            unlock_lock(s, &ls, &lt, |s| read_once(s, &x0), |s| write_once(s, &y0, 1))
-        });
-        let p1 = spawn(&c, 1, move |s| {
-            s.point(point!("litmus", "smp_load_acquire"));
-            let r2 = y.load(Ordering::Acquire);
-            write_once(s, &x, 1);
-            r2
-        });
-        let r1 = p0.join().unwrap();
-        let r2 = p1.join().unwrap();
-        format!("r1={r1} r2={r2}")
-    });
+    litmus(
+        "LB+unlocklock",
+        |k| k == "r1=1 r2=1",
+        || {
+            let c = ctx();
+            let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                unlock_lock(
+                    s,
+                    &ls,
+                    &lt,
+                    |s| read_once(s, &x0),
+                    |s| write_once(s, &y0, 1),
+                )
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                s.point(point!("litmus", "smp_load_acquire"));
+                let r2 = y.load(Ordering::Acquire);
+                write_once(s, &x, 1);
+                r2
+            });
+            let r1 = p0.join().unwrap();
+            let r2 = p1.join().unwrap();
+            format!("r1={r1} r2={r2}")
+        },
+    );
 }
 
 #[test]
 fn mp_unlocklockonceonce_fencermbonceonce() {
     // MP+unlocklockonceonce+fencermbonceonce.litmus: Never.
-    litmus("MP+unlocklock", |k| k == "r1=1 r2=0", || {
-        let c = ctx();
-        let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
-        let (x0, y0) = (x.clone(), y.clone());
-        let p0 = spawn(&c, 0, move |s| {
-            unlock_lock(
-                s,
-                &ls,
-                &lt,
-                |s| {
-                    write_once(s, &x0, 1);
-                    0
-                },
-                |s| write_once(s, &y0, 1),
-            )
-        });
-        let p1 = spawn(&c, 1, move |s| {
-            let r1 = read_once(s, &y);
-            // smp_rmb()
-            mmsim_facade::fence(Ordering::Acquire);
-            r1 * 10 + read_once(s, &x)
-        });
-        p0.join().unwrap();
-        let r = p1.join().unwrap();
-        format!("r1={} r2={}", r / 10, r % 10)
-    });
+    litmus(
+        "MP+unlocklock",
+        |k| k == "r1=1 r2=0",
+        || {
+            let c = ctx();
+            let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                unlock_lock(
+                    s,
+                    &ls,
+                    &lt,
+                    |s| {
+                        write_once(s, &x0, 1);
+                        0
+                    },
+                    |s| write_once(s, &y0, 1),
+                )
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let r1 = read_once(s, &y);
+                // smp_rmb()
+                mmsim_facade::fence(Ordering::Acquire);
+                r1 * 10 + read_once(s, &x)
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r1={} r2={}", r / 10, r % 10)
+        },
+    );
 }
 
 /// A shared variable initialised to `v` by the set-up.
@@ -437,34 +471,34 @@ fn rcu_sync_free() {
     // that did not see the new pointer cannot see the old object destroyed
     // after the grace period.
     use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
-    let o = litmus("RCU+sync+free", |k| k == "r0=x r1=0", || {
-        let m = rcu_machine(2);
-        // y points at x (0) or z (1).
-        let (x, y, z) = (var_init(1), var_init(0), var_init(1));
-        let (x0, y0, z0) = (x.clone(), y.clone(), z.clone());
-        let p0 = spawn_cpu(&m, 0, move |cpu| {
-            let g = rcu_read_lock(cpu);
-            cpu.point(point!("litmus", "rcu_dereference"));
-            let r0 = y0.load(Ordering::Acquire);
-            let r1 = read_once(&cpu.sched, if r0 == 0 { &x0 } else { &z0 });
-            drop(g);
-            r0 * 10 + r1
-        });
-        let p1 = spawn_cpu(&m, 1, move |cpu| {
-            cpu.point(point!("litmus", "rcu_assign_pointer"));
-            y.store(1, Ordering::Release);
-            synchronize_rcu(cpu);
-            write_once(&cpu.sched, &x, 0);
-            0
-        });
-        let r = p0.join().unwrap();
-        p1.join().unwrap();
-        format!(
-            "r0={} r1={}",
-            if r / 10 == 0 { "x" } else { "z" },
-            r % 10
-        )
-    });
+    let o = litmus(
+        "RCU+sync+free",
+        |k| k == "r0=x r1=0",
+        || {
+            let m = rcu_machine(2);
+            // y points at x (0) or z (1).
+            let (x, y, z) = (var_init(1), var_init(0), var_init(1));
+            let (x0, y0, z0) = (x.clone(), y.clone(), z.clone());
+            let p0 = spawn_cpu(&m, 0, move |cpu| {
+                let g = rcu_read_lock(cpu);
+                cpu.point(point!("litmus", "rcu_dereference"));
+                let r0 = y0.load(Ordering::Acquire);
+                let r1 = read_once(&cpu.sched, if r0 == 0 { &x0 } else { &z0 });
+                drop(g);
+                r0 * 10 + r1
+            });
+            let p1 = spawn_cpu(&m, 1, move |cpu| {
+                cpu.point(point!("litmus", "rcu_assign_pointer"));
+                y.store(1, Ordering::Release);
+                synchronize_rcu(cpu);
+                write_once(&cpu.sched, &x, 0);
+                0
+            });
+            let r = p0.join().unwrap();
+            p1.join().unwrap();
+            format!("r0={} r1={}", if r / 10 == 0 { "x" } else { "z" }, r % 10)
+        },
+    );
     assert_eq!(o.outcomes.len(), 2, "{:?}", o.outcomes);
 }
 
@@ -474,26 +508,30 @@ fn rcu_sync_read() {
     // grace period the updater sees every store of a read-side section it
     // saw a store of.
     use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
-    litmus("RCU+sync+read", |k| k == "r0=1 r1=0", || {
-        let m = rcu_machine(2);
-        let (x, y) = (var(), var());
-        let (x0, y0) = (x.clone(), y.clone());
-        let p0 = spawn_cpu(&m, 0, move |cpu| {
-            let g = rcu_read_lock(cpu);
-            write_once(&cpu.sched, &x0, 1);
-            write_once(&cpu.sched, &y0, 1);
-            drop(g);
-            0
-        });
-        let p1 = spawn_cpu(&m, 1, move |cpu| {
-            let r0 = read_once(&cpu.sched, &x);
-            synchronize_rcu(cpu);
-            r0 * 10 + read_once(&cpu.sched, &y)
-        });
-        p0.join().unwrap();
-        let r = p1.join().unwrap();
-        format!("r0={} r1={}", r / 10, r % 10)
-    });
+    litmus(
+        "RCU+sync+read",
+        |k| k == "r0=1 r1=0",
+        || {
+            let m = rcu_machine(2);
+            let (x, y) = (var(), var());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn_cpu(&m, 0, move |cpu| {
+                let g = rcu_read_lock(cpu);
+                write_once(&cpu.sched, &x0, 1);
+                write_once(&cpu.sched, &y0, 1);
+                drop(g);
+                0
+            });
+            let p1 = spawn_cpu(&m, 1, move |cpu| {
+                let r0 = read_once(&cpu.sched, &x);
+                synchronize_rcu(cpu);
+                r0 * 10 + read_once(&cpu.sched, &y)
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
 }
 
 /// An updater unpublishes an object, waits for a grace period (if `sync`)

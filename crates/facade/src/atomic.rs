@@ -34,8 +34,9 @@ macro_rules! atomic {
             /// Loads the value (a read).
             #[inline(always)]
             pub fn load(&self, o: Ordering) -> $t {
+                let r = self.0.load(o);
                 dpor::read(self.addr());
-                self.0.load(o)
+                r
             }
 
             /// Stores `v` (a write).
@@ -48,8 +49,9 @@ macro_rules! atomic {
             /// Swaps in `v` (a write).
             #[inline(always)]
             pub fn swap(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.swap(v, o);
                 dpor::write(self.addr());
-                self.0.swap(v, o)
+                r
             }
 
             /// Compare-and-exchange: a write if it succeeds, a read if not.
@@ -83,22 +85,25 @@ macro_rules! atomic {
             /// Bitwise and (a write).
             #[inline(always)]
             pub fn fetch_and(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_and(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_and(v, o)
+                r
             }
 
             /// Bitwise or (a write).
             #[inline(always)]
             pub fn fetch_or(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_or(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_or(v, o)
+                r
             }
 
             /// Bitwise xor (a write).
             #[inline(always)]
             pub fn fetch_xor(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_xor(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_xor(v, o)
+                r
             }
 
             /// The value, through exclusive access (no other task can see it).
@@ -136,29 +141,33 @@ macro_rules! atomic_int {
             /// Adds (a write).
             #[inline(always)]
             pub fn fetch_add(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_add(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_add(v, o)
+                r
             }
 
             /// Subtracts (a write).
             #[inline(always)]
             pub fn fetch_sub(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_sub(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_sub(v, o)
+                r
             }
 
             /// Maximum (a write).
             #[inline(always)]
             pub fn fetch_max(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_max(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_max(v, o)
+                r
             }
 
             /// Minimum (a write).
             #[inline(always)]
             pub fn fetch_min(&self, v: $t, o: Ordering) -> $t {
+                let r = self.0.fetch_min(v, o);
                 dpor::write(self.addr());
-                self.0.fetch_min(v, o)
+                r
             }
         }
     };

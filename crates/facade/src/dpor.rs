@@ -6,10 +6,13 @@
 //! whether it wrote to this thread's log. At each scheduling decision the
 //! explorer takes the log: it is what the step that just ended touched.
 //!
-//! Everywhere else recording costs one relaxed load of a global counter and
-//! a branch that is never taken: the counter is the number of threads of
-//! the process that record (zero unless a DPOR exploration is running), and
-//! only then is the thread-local flag consulted, on a cold path.
+//! Recording is compiled in only with the `dpor` feature ([`ENABLED`]):
+//! even a never-taken branch per atomic access costs the model's native hot
+//! paths about half again (GUP-fast, 27 -> 40 ns per page). With it,
+//! everywhere else recording costs one relaxed load of a global counter and
+//! that branch: the counter is the number of threads of the process that
+//! record (zero unless a DPOR exploration is running), and only then is the
+//! thread-local flag consulted, on a cold path.
 //!
 //! Besides real addresses, two pseudo-objects stand for explorer state that
 //! every task can observe: [`STOP`] (a stop request after a violation: each
@@ -36,7 +39,9 @@ pub const WRITE: u8 = 4;
 /// Whether two accesses to one object, of kinds `a` and `b` (or sets of
 /// kinds, or-ed), fail to commute.
 pub fn conflict(a: u8, b: u8) -> bool {
-    a != 0 && b != 0 && (a | b) & WRITE != 0 || (a & READ != 0 && b & ADD != 0) || (a & ADD != 0 && b & READ != 0)
+    a != 0 && b != 0 && (a | b) & WRITE != 0
+        || (a & READ != 0 && b & ADD != 0)
+        || (a & ADD != 0 && b & READ != 0)
 }
 
 /// The pseudo-object of the explorer's stop request.
@@ -48,6 +53,9 @@ pub const TASKS: usize = 2;
 mod imp {
     use std::cell::{Cell, RefCell};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Whether this build records at all (the `dpor` feature).
+    pub const ENABLED: bool = cfg!(feature = "dpor");
 
     /// Threads of this process that record.
     static ACTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -61,7 +69,7 @@ mod imp {
     /// object at `addr`.
     #[inline(always)]
     pub fn access(addr: usize, kind: u8) {
-        if ACTIVE.load(Ordering::Relaxed) != 0 {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
             access_slow(addr, kind);
         }
     }
@@ -110,7 +118,7 @@ mod imp {
     /// diagnostics: which steps race).
     #[inline]
     pub fn note_point(p: &'static crate::sched::Point) {
-        if ACTIVE.load(Ordering::Relaxed) != 0 {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
             AT.with(|a| a.set(Some(p)));
         }
     }
@@ -122,7 +130,7 @@ mod imp {
 
     /// Where this thread's log ends now (see [`forget_reads_since`]).
     pub fn mark() -> usize {
-        if ACTIVE.load(Ordering::Relaxed) == 0 {
+        if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         LOG.with(|l| l.borrow().len())
@@ -133,7 +141,7 @@ mod imp {
     /// and is no step of the exploration (its waker's writes order the
     /// evaluation that succeeds).
     pub fn forget_reads_since(mark: usize) {
-        if ACTIVE.load(Ordering::Relaxed) == 0 {
+        if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return;
         }
         LOG.with(|l| {
@@ -153,6 +161,9 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    /// Nothing is recorded under loom.
+    pub const ENABLED: bool = false;
+
     /// Nothing is logged under loom.
     pub fn mark() -> usize {
         0

@@ -9,7 +9,9 @@
 //!   point costs a store to a `Cell` and one predictable branch.
 //! * **explored**: every model CPU is a [shuttle] task, all on one OS thread.
 //!   Atomics are still std atomics (there is only one OS thread, so any
-//!   interleaving of whole steps is sequentially consistent); a scheduling
+//!   interleaving of whole steps is sequentially consistent), wrapped so
+//!   that the DPOR scheduler can record what each step touches ([`dpor`];
+//!   elsewhere a never-taken branch per access); a scheduling
 //!   point hands the choice of the next CPU to shuttle's scheduler, and every
 //!   wait (a contended lock, a grace period, a TLB-flush IPI) blocks the shuttle
 //!   task on a *wait channel* until another CPU wakes that channel.

@@ -395,12 +395,7 @@ impl Dpor {
         // The sleep set after this step: the sleepers of its state and the
         // siblings explored before it, that this step does not wake.
         let n = &self.nodes[pos];
-        let mut next: Vec<Sleeper> = n
-            .sleep
-            .iter()
-            .filter(|z| z.task != task)
-            .cloned()
-            .collect();
+        let mut next: Vec<Sleeper> = n.sleep.iter().filter(|z| z.task != task).cloned().collect();
         for (t, a) in &n.explored {
             if *t != task && n.done.contains(t) && !next.iter().any(|z| z.task == *t) {
                 next.push(Sleeper {
@@ -487,9 +482,9 @@ impl Dpor {
         }
         consider(&self.events[e], &mut first);
         let node = &mut self.nodes[c];
-        let covered = initials.iter().any(|t| {
-            node.backtrack.contains(t) || node.sleep.iter().any(|z| z.task == *t)
-        });
+        let covered = initials
+            .iter()
+            .any(|t| node.backtrack.contains(t) || node.sleep.iter().any(|z| z.task == *t));
         if covered {
             return;
         }
@@ -656,9 +651,11 @@ impl Scheduler for Dpor {
         if self.started {
             loop {
                 let n = self.nodes.last_mut()?;
-                let next = n.backtrack.iter().copied().find(|t| {
-                    !n.done.contains(t) && !n.sleep.iter().any(|z| z.task == *t)
-                });
+                let next = n
+                    .backtrack
+                    .iter()
+                    .copied()
+                    .find(|t| !n.done.contains(t) && !n.sleep.iter().any(|z| z.task == *t));
                 if let Some(t) = next {
                     n.done.push(t);
                     n.taken = t;

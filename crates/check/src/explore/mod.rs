@@ -42,6 +42,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Why `--scheduler dpor` is refused by a build without the `dpor` feature.
+pub const DPOR_DISABLED: &str = "--scheduler dpor: this mmsim was built without the `dpor` feature (recording every atomic access costs the native paths a branch each): build it with `cargo build --release --features dpor`";
+
 /// Executions per seeded batch (see the module doc).
 pub const BATCH: u64 = 128;
 
@@ -763,6 +766,12 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         planned: if single { planned.min(1) } else { planned },
         single,
     };
+    if opts.strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
+        // Without recording every step would look independent of every
+        // other: one execution, and a "none" that means nothing.
+        ex.out.error = Some(DPOR_DISABLED.into());
+        return ex.out;
+    }
     if opts.strategy.exhaustive() {
         ex.inner = ex.fresh_inner(0);
     }
