@@ -35,7 +35,7 @@ pub struct AblateArgs {
     #[arg(long, value_parser = ["ipi", "broadcast"])]
     pub arch: Option<String>,
     /// Scheduling strategy of every run.
-    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs"])]
+    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs", "dpor"])]
     pub scheduler: String,
     /// PCT: the bug depth, 1 to 32 (default 3). DFS: the preemption bound
     /// (default 2). Not for random.

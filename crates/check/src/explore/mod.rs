@@ -519,10 +519,10 @@ impl Explorer {
                 preemptions,
                 (self.shard.0 as usize, self.shard.1 as usize),
             )),
-            Strategy::Dpor => Inner::Dpor(dpor::Dpor::new((
+            Strategy::Dpor => Inner::Dpor(Box::new(dpor::Dpor::new((
                 self.shard.0 as usize,
                 self.shard.1 as usize,
-            ))),
+            )))),
         }
     }
 
@@ -1011,10 +1011,10 @@ pub fn explore_fn(
     ensure_hooks();
     let result = Arc::new(RawLock::new(None));
     let d = Rc::new(RefCell::new(FnDriver {
-        inner: Inner::Dpor(match mode {
+        inner: Inner::Dpor(Box::new(match mode {
             FnMode::Dpor => dpor::Dpor::new((0, 1)),
             FnMode::BruteForce => dpor::Dpor::brute_force(),
-        }),
+        })),
         limit,
         out: FnOutcome::default(),
         result: result.clone(),

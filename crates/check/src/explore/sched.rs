@@ -17,6 +17,8 @@
 //!   shuttle's `DfsScheduler` bounds the length of a schedule, not its
 //!   preemptions. A preemption is a switch away from a CPU that could have
 //!   gone on; switches at a CPU's wait or end are free.
+//! * DPOR: [`super::dpor::Dpor`], which sees every step (decisions or not)
+//!   and what it touched.
 //! * replay: [`ReplayDecisions`], which follows recorded decisions and says
 //!   where the run stopped matching them.
 
@@ -49,7 +51,7 @@ pub enum Inner {
     /// Depth-first search with a preemption bound.
     Dfs(BoundedDfs),
     /// Dynamic partial-order reduction.
-    Dpor(super::dpor::Dpor),
+    Dpor(Box<super::dpor::Dpor>),
     /// Recorded decisions.
     Replay(ReplayDecisions),
 }
@@ -61,7 +63,7 @@ impl Inner {
             Inner::Pct(s) => s,
             Inner::Random(s) => s,
             Inner::Dfs(s) => s,
-            Inner::Dpor(s) => s,
+            Inner::Dpor(s) => &mut **s,
             Inner::Replay(s) => s,
         }
     }
