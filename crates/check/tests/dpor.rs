@@ -579,3 +579,77 @@ fn grace_period_with_a_late_reader() {
     let o = grace_period(false);
     assert!(o.outcomes.contains_key("found FREED"), "{:?}", o.outcomes);
 }
+
+/// A small catalog scenario: DPOR exhausts it and finds every violation
+/// (by kind, function and step) that `dfs` finds in every schedule within
+/// a preemption bound it exhausts (DPOR has no bound, so it may find more).
+#[test]
+fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
+    use mmsim_check::explore::{Options, Outcome, Strategy, explore};
+    use mmsim_check::setup::{Overrides, Plan};
+    let run = |name: &str, ov: &Overrides, strategy: Strategy| -> Outcome {
+        let b = mmsim_check::catalog::find(name).unwrap();
+        let plan = Arc::new(Plan::new(b.scenario().unwrap(), ov).unwrap());
+        explore(
+            plan,
+            Options {
+                strategy,
+                iterations: 200_000,
+                seed: 0,
+                shard: (0, 1),
+                keep_going: true,
+                progress: None,
+            },
+        )
+    };
+    let sigs = |o: &Outcome| -> BTreeSet<String> {
+        o.violations
+            .iter()
+            .map(|f| {
+                let v = &f.violation;
+                format!("{} {} {}", v.kind, v.function, v.step)
+            })
+            .collect()
+    };
+    let off = Overrides {
+        arch: None,
+        config: vec![],
+        safeguards: vec![("fork.cow_for_dma".into(), false)],
+    };
+    for (ov, expect) in [
+        (Overrides::default(), None),
+        (off, Some("pinned-page-mismatch")),
+    ] {
+        let name = "fork-pinned-early-cow";
+        let d = run(name, &ov, Strategy::Dpor);
+        let f = run(name, &ov, Strategy::Dfs { preemptions: 2 });
+        assert!(
+            d.error.is_none() && f.error.is_none(),
+            "{:?} {:?}",
+            d.error,
+            f.error
+        );
+        assert!(
+            d.exhausted && f.exhausted,
+            "{name}: not exhausted: dpor {} {}, dfs {} {}",
+            d.schedules,
+            d.exhausted,
+            f.schedules,
+            f.exhausted
+        );
+        assert!(
+            sigs(&f).is_subset(&sigs(&d)),
+            "{name}: dfs {:?}, dpor {:?}",
+            sigs(&f),
+            sigs(&d)
+        );
+        match expect {
+            None => assert!(d.violations.is_empty(), "{:?}", sigs(&d)),
+            Some(k) => assert!(
+                d.violations.iter().any(|v| v.violation.kind.name() == k),
+                "{:?}",
+                sigs(&d)
+            ),
+        }
+    }
+}
