@@ -35,7 +35,7 @@ pub struct AblateArgs {
     #[arg(long, value_parser = ["ipi", "broadcast"])]
     pub arch: Option<String>,
     /// Scheduling strategy of every run.
-    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs"])]
+    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs", "dpor"])]
     pub scheduler: String,
     /// PCT: the bug depth, 1 to 32 (default 3). DFS: the preemption bound
     /// (default 2). Not for random.
@@ -73,6 +73,11 @@ pub fn strategy(scheduler: &str, depth: Option<usize>) -> Result<Strategy, Strin
                 .into(),
         ),
         ("random", None) => Ok(Strategy::Random),
+        ("dpor", Some(_)) => Err("--depth: --scheduler dpor has no bound".into()),
+        ("dpor", None) if !mmsim_facade::dpor::ENABLED => {
+            Err(mmsim_check::explore::DPOR_DISABLED.into())
+        }
+        ("dpor", None) => Ok(Strategy::Dpor),
         ("dfs", d) => Ok(Strategy::Dfs {
             preemptions: d.unwrap_or(2),
         }),
@@ -181,12 +186,12 @@ pub fn run(a: &AblateArgs) -> u8 {
     {
         return bad_input(a.json, &format!("--svg {path}: cannot write: {e}"));
     }
-    let dfs = matches!(strategy, Strategy::Dfs { .. });
+    let dfs = strategy.exhaustive();
     if a.json {
         let depth = match strategy {
             Strategy::Pct { depth } => Some(depth),
             Strategy::Dfs { preemptions } => Some(preemptions),
-            Strategy::Random => None,
+            Strategy::Random | Strategy::Dpor => None,
         };
         println!(
             "{}",

@@ -35,6 +35,9 @@
 pub mod kernel;
 
 use clap::Args;
+use mmsim_check::catalog::CATALOG;
+use mmsim_check::explore::{self, Options, Strategy};
+use mmsim_check::setup::{Overrides, Plan};
 use mmsim_facade::{AtomicBool, AtomicUsize, Ordering};
 use mmsim_model::kernel::rcupdate::{local_irq_save, rcu_read_lock, synchronize_rcu};
 use mmsim_model::mm::gup::{
@@ -75,16 +78,22 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Measure only these groups (comma-separated): gup, scaling, rcu,
-    /// kernel, memory, host.
+    /// kernel, memory, host, explore.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// explore: the most schedules one exploration may take (a tree
+    /// larger than this is reported as not exhausted).
+    #[arg(long, default_value_t = 200_000)]
+    pub explore_cap: u64,
 }
 
 /// The most rounds per figure (a median of a thousand is plenty, and the
 /// grace-period figures take ten times as many).
 const MAX_ROUNDS: u32 = 1000;
 
-const GROUPS: [&str; 6] = ["gup", "scaling", "rcu", "kernel", "memory", "host"];
+const GROUPS: [&str; 7] = [
+    "gup", "scaling", "rcu", "kernel", "memory", "host", "explore",
+];
 
 /// One bar of MISSION.md §4.
 #[derive(Debug, Clone)]
@@ -792,12 +801,25 @@ pub fn run(a: &BenchArgs) -> u8 {
     let t = Instant::now();
     let mut failed = false;
     // Memory first: the resident-set delta is cleanest in a fresh process.
-    let groups: [(&str, &Group); 5] = [
+    let cap = if a.quick {
+        a.explore_cap.min(20_000)
+    } else {
+        a.explore_cap
+    };
+    let groups: [(&str, &Group); 6] = [
         ("memory", &bench_memory),
         ("gup", &|f| bench_gup(f, bytes, rounds, want("kernel"))),
         ("scaling", &|f| bench_scaling(f, bytes, rounds)),
         ("rcu", &|f| bench_rcu(f, rounds)),
         ("host", &|f| bench_host(f, bytes, rounds)),
+        // Only when asked for: it takes minutes.
+        ("explore", &|f| {
+            if a.only.iter().any(|o| o == "explore") {
+                bench_explore(f, cap)
+            } else {
+                Ok(())
+            }
+        }),
     ];
     for (name, run) in groups {
         // The kernel rows are measured in the GUP rounds, side by side.
@@ -847,13 +869,128 @@ pub fn run(a: &BenchArgs) -> u8 {
         o.insert("clean".into(), json!(!failed));
         println!("{}", Value::Object(o));
     } else {
-        print_table(&f, &bars, a.mb, rounds, elapsed);
+        if !(a.only.len() == 1 && a.only[0] == "explore") {
+            print_table(&f, &bars, a.mb, rounds, elapsed);
+        }
+        print_explore(&f);
     }
     if failed || (a.enforce && missed) {
         1
     } else {
         0
     }
+}
+
+/// The settings of `sc` with its fix on: its own when its file claims no
+/// violation, else its first `[[expect.variant]]` that claims none.
+fn fixed_settings(sc: &mmsim_check::scenario::Scenario) -> Option<(String, Overrides)> {
+    let e = sc.expect.as_ref()?;
+    if e.violation == "none" {
+        return Some(("own settings".into(), Overrides::default()));
+    }
+    let v = e.variants.iter().find(|v| v.violation == "none")?;
+    Some((
+        v.flags(),
+        Overrides {
+            arch: v.arch,
+            config: v.config.clone(),
+            safeguards: v.safeguards.clone(),
+        },
+    ))
+}
+
+/// `--only explore`: for each catalog scenario with its fix on, the
+/// schedules `dfs` at depth 3 and `dpor` take to exhaust the scenario (at
+/// most `cap`), the wall time of each, and executions per second.
+fn bench_explore(f: &mut Figures, cap: u64) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for b in CATALOG {
+        let sc = b.scenario().map_err(|e| e.to_string())?;
+        let Some((what, ov)) = fixed_settings(&sc) else {
+            continue;
+        };
+        let plan = Arc::new(Plan::new(sc, &ov).map_err(|e| e.to_string())?);
+        let mut row = Map::new();
+        row.insert("scenario".into(), json!(b.name));
+        row.insert("settings".into(), json!(what));
+        for (key, strategy) in [
+            ("dfs3", Strategy::Dfs { preemptions: 3 }),
+            ("dpor", Strategy::Dpor),
+        ] {
+            if strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
+                row.insert(
+                    key.into(),
+                    json!({"error": "built without the dpor feature"}),
+                );
+                continue;
+            }
+            let o = explore::explore(
+                plan.clone(),
+                Options {
+                    strategy,
+                    iterations: cap,
+                    seed: 0,
+                    shard: (0, 1),
+                    keep_going: true,
+                    progress: None,
+                },
+            );
+            row.insert(
+                key.into(),
+                json!({
+                    "schedules": o.schedules,
+                    "exhausted": o.exhausted,
+                    "elapsed_s": round3(o.elapsed.as_secs_f64()),
+                    "schedules_per_s": o.rate().round(),
+                    "violations": o.violations.len(),
+                    "error": o.error,
+                }),
+            );
+        }
+        rows.push(Value::Object(row));
+    }
+    f.vals.insert("explore".into(), Value::Array(rows));
+    f.vals.insert("explore_cap".into(), json!(cap));
+    Ok(())
+}
+
+fn print_explore(f: &Figures) {
+    let Some(Value::Array(rows)) = f.vals.get("explore") else {
+        return;
+    };
+    println!(
+        "explore: each catalog scenario with its fix on, fresh machine per execution, at most {} schedules",
+        f.vals.get("explore_cap").unwrap_or(&json!(0))
+    );
+    println!(
+        "  {:<40} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8}",
+        "scenario", "dfs d=3", "s", "/s", "dpor", "s", "/s"
+    );
+    for r in rows {
+        let cell = |k: &str| {
+            let c = &r[k];
+            (
+                format!(
+                    "{}{}",
+                    c["schedules"],
+                    if c["exhausted"] == json!(true) {
+                        ""
+                    } else {
+                        "+"
+                    }
+                ),
+                format!("{:.2}", c["elapsed_s"].as_f64().unwrap_or(0.0)),
+                format!("{}", c["schedules_per_s"]),
+            )
+        };
+        let (a, b, c) = cell("dfs3");
+        let (d, e, g) = cell("dpor");
+        println!(
+            "  {:<40} {a:>10} {b:>8} {c:>8} {d:>10} {e:>8} {g:>8}",
+            r["scenario"].as_str().unwrap_or("")
+        );
+    }
+    println!("  (+: not exhausted within the cap)");
 }
 
 /// One group of measurements.

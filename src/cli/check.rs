@@ -23,6 +23,10 @@ use std::time::Instant;
 /// names one.
 const DEFAULT_ITERATIONS: u64 = 10_000;
 
+/// DPOR's default budget: a tree larger than this is reported as not
+/// exhausted rather than explored for hours.
+pub const DPOR_ITERATIONS: u64 = 1_000_000;
+
 /// The largest PCT bug depth: shuttle takes at most one priority change
 /// point per step, and PCT's guarantee shrinks geometrically with the
 /// depth, so a larger one would be clamped or useless.
@@ -44,16 +48,18 @@ pub struct CheckArgs {
     #[arg(long, value_parser = ["ipi", "broadcast"])]
     pub arch: Option<String>,
     /// Scheduling strategy.
-    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs"])]
+    /// `dpor` explores every interleaving, up to the order of independent
+    /// steps, with no preemption bound.
+    #[arg(long, default_value = "pct", value_parser = ["pct", "random", "dfs", "dpor"])]
     pub scheduler: String,
     /// PCT: the bug depth, 1 to 32 (default 3). DFS: the preemption bound
     /// (default 2; one larger than the number of decisions is no bound).
-    /// Not for random.
+    /// Not for random or dpor.
     #[arg(long)]
     pub depth: Option<usize>,
     /// Schedules to explore, over all shards (default: the scenario's
-    /// `[expect] iterations`, else 10000). DFS stops earlier when the tree
-    /// is exhausted.
+    /// `[expect] iterations`, else 10000; for dpor 1000000). DFS and DPOR
+    /// stop earlier when the tree is exhausted.
     #[arg(long)]
     pub iterations: Option<u64>,
     /// Base seed; the same seed gives the same run.
@@ -128,7 +134,7 @@ pub(crate) fn parse_switch(s: &str) -> Result<(String, bool), String> {
 /// schedules: with more shards than batches some would run nothing and
 /// exit 0 as if they had checked something.
 fn check_shard(strategy: Strategy, iterations: u64, (_, n): (u64, u64)) -> Result<(), String> {
-    if matches!(strategy, Strategy::Dfs { .. }) {
+    if strategy.exhaustive() {
         return Ok(());
     }
     let batches = iterations.div_ceil(explore::BATCH);
@@ -311,6 +317,16 @@ pub fn run(a: &CheckArgs) -> u8 {
             );
         }
         ("random", None) => Strategy::Random,
+        ("dpor", Some(_)) => {
+            return bad_input(
+                a.json,
+                &"--depth: --scheduler dpor has no bound (it explores every interleaving)",
+            );
+        }
+        ("dpor", None) if !mmsim_facade::dpor::ENABLED => {
+            return bad_input(a.json, &explore::DPOR_DISABLED);
+        }
+        ("dpor", None) => Strategy::Dpor,
         ("dfs", d) => Strategy::Dfs {
             preemptions: d.unwrap_or(2),
         },
@@ -333,10 +349,15 @@ pub fn run(a: &CheckArgs) -> u8 {
         (Strategy::Pct { .. }, None, Some(d)) => Strategy::Pct { depth: d },
         (s, _, _) => s,
     };
-    let iterations = a
-        .iterations
-        .or(sc.expect.as_ref().and_then(|e| e.iterations))
-        .unwrap_or(DEFAULT_ITERATIONS);
+    let iterations = match strategy {
+        // The claim's budget is for sampling strategies: DPOR's is a bound
+        // on the tree, reported if reached.
+        Strategy::Dpor => a.iterations.unwrap_or(DPOR_ITERATIONS),
+        _ => a
+            .iterations
+            .or(sc.expect.as_ref().and_then(|e| e.iterations))
+            .unwrap_or(DEFAULT_ITERATIONS),
+    };
     if let Err(e) = check_shard(strategy, iterations, shard) {
         return bad_input(a.json, &e);
     }
@@ -396,7 +417,7 @@ fn report(
     let depth = match strategy {
         Strategy::Pct { depth } => Some(depth),
         Strategy::Dfs { preemptions } => Some(preemptions),
-        Strategy::Random => None,
+        Strategy::Random | Strategy::Dpor => None,
     };
     if let Some(t) = &out.too_long {
         return bad_input(a.json, &too_long(sc, t));
@@ -444,6 +465,7 @@ fn report(
             "elapsed_s": out.elapsed.as_secs_f64(),
             "schedules_per_s": out.rate(),
             "exhausted": out.exhausted,
+            "redundant_schedules": out.redundant,
             "failing_schedules": out.failing,
             "violations": out.violations.iter().map(|f| {
                 let mut v = violation_json(&f.violation);
@@ -503,17 +525,22 @@ fn report(
         if out.schedules == 1 { "" } else { "s" },
         out.elapsed.as_secs_f64(),
         out.rate(),
-        if out.exhausted {
-            ", every schedule within the bound"
-        } else {
-            ""
+        match (strategy, out.exhausted) {
+            (Strategy::Dpor, true) => ", every interleaving (up to the order of independent steps)",
+            (Strategy::Dpor, false) => ", NOT exhausted: raise --iterations",
+            (_, true) => ", every schedule within the bound",
+            _ => "",
         }
     );
     if let Some(e) = &out.error {
         // No "no violation found" after a crash: the run was cut short.
         crate::cli::internal_error(false, e, replay_str.as_deref());
     } else if out.violations.is_empty() {
-        println!("  no violation found");
+        if matches!(strategy, Strategy::Dpor) && out.exhausted {
+            println!("  no interleaving of this scenario violates");
+        } else {
+            println!("  no violation found");
+        }
     }
     for f in &out.violations {
         println!(

@@ -419,6 +419,10 @@ pub fn bound_words(o: &AblateOptions) -> String {
             "dfs, at most {preemptions} preemptions, at most {} schedules per run: \"none\" = none in every schedule within the preemption bound where the run was exhausted",
             o.iterations
         ),
+        Strategy::Dpor => format!(
+            "dpor, at most {} schedules per run: \"none\" = no interleaving violates where the run was exhausted",
+            o.iterations
+        ),
     }
 }
 
@@ -539,7 +543,7 @@ pub fn render_text(rows: &[Row], o: &AblateOptions) -> Vec<String> {
                 r.pairs.len()
             ));
         }
-        if matches!(o.strategy, Strategy::Dfs { .. }) {
+        if o.strategy.exhaustive() {
             out.push(if r.none_exhaustive() {
                 "  every \"none\" of this row is exhaustive within the preemption bound".into()
             } else {

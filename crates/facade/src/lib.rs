@@ -9,7 +9,9 @@
 //!   point costs a store to a `Cell` and one predictable branch.
 //! * **explored**: every model CPU is a [shuttle] task, all on one OS thread.
 //!   Atomics are still std atomics (there is only one OS thread, so any
-//!   interleaving of whole steps is sequentially consistent); a scheduling
+//!   interleaving of whole steps is sequentially consistent), wrapped so
+//!   that the DPOR scheduler can record what each step touches ([`dpor`];
+//!   elsewhere a never-taken branch per access); a scheduling
 //!   point hands the choice of the next CPU to shuttle's scheduler, and every
 //!   wait (a contended lock, a grace period, a TLB-flush IPI) blocks the shuttle
 //!   task on a *wait channel* until another CPU wakes that channel.
@@ -28,16 +30,20 @@
 
 #![allow(clippy::disallowed_types)] // This crate is where the disallowed types are wrapped.
 
+#[cfg(not(loom))]
+mod atomic;
+pub mod dpor;
 pub mod membarrier;
 pub mod sched;
 
 #[cfg(not(loom))]
+pub use atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
+};
+#[cfg(not(loom))]
 pub use std::sync::Arc;
 #[cfg(not(loom))]
-pub use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
-    Ordering, compiler_fence, fence,
-};
+pub use std::sync::atomic::{Ordering, compiler_fence, fence};
 
 #[cfg(loom)]
 pub use loom::sync::Arc;
@@ -89,8 +95,18 @@ impl<T> RawLock<T> {
         RawLock(std::sync::Mutex::new(v))
     }
 
+    /// Takes the lock to look only (the DPOR scheduler records a read of
+    /// the lock: two looks commute). The caller must not change what it
+    /// protects.
+    pub fn peek(&self) -> std::sync::MutexGuard<'_, T> {
+        dpor::read(self as *const Self as usize);
+        sched::lock_ignoring_poison(&self.0)
+    }
+
     /// Takes the lock, ignoring poison (see [`sched::lock_ignoring_poison`]).
+    /// For the DPOR scheduler, a write of the lock.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        dpor::write(self as *const Self as usize);
         sched::lock_ignoring_poison(&self.0)
     }
 }
@@ -100,6 +116,11 @@ impl<T> RawLock<T> {
     /// A new lock.
     pub fn new(v: T) -> Self {
         RawLock(loom::sync::Mutex::new(v))
+    }
+
+    /// Takes the lock to look only.
+    pub fn peek(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.lock()
     }
 
     /// Takes the lock.

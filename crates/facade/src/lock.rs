@@ -12,6 +12,7 @@
 
 #![allow(clippy::disallowed_types)]
 
+use crate::dpor;
 use crate::sched::{Point, Sched, chan};
 use std::ops::{Deref, DerefMut};
 
@@ -71,6 +72,9 @@ impl<T> Mutex<T> {
             return self.inner.lock().unwrap_or_else(|e| e.into_inner());
         }
         loop {
+            // For the DPOR scheduler every attempt, taken or not, and every
+            // release is a write of the lock.
+            dpor::write(chan(self));
             match self.inner.try_lock() {
                 Ok(g) => return g,
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
@@ -111,6 +115,7 @@ impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // The woken CPU runs no sooner than this CPU's next point, by which
         // time `inner` has been dropped and the lock is free.
+        dpor::write(self.chan);
         self.sched.wake(self.chan);
     }
 }
@@ -178,8 +183,12 @@ impl<T> RwLock<T> {
         let inner = match self.inner.try_read() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => {
+                dpor::write(chan(self));
+                return None;
+            }
         };
+        dpor::read(chan(self));
         Some(RwLockReadGuard {
             sched: s,
             chan: chan(self),
@@ -192,11 +201,18 @@ impl<T> RwLock<T> {
         if !s.exploring() {
             return self.inner.read().unwrap_or_else(|e| e.into_inner());
         }
+        // For the DPOR scheduler readers taking and releasing the lock read
+        // it (they commute); a writer's acquisition and release, and a
+        // failed attempt of either, write it.
         loop {
             match self.inner.try_read() {
-                Ok(g) => return g,
+                Ok(g) => {
+                    dpor::read(chan(self));
+                    return g;
+                }
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
+                    dpor::write(chan(self));
                     s.wait(self.point, chan(self), None, || {
                         !matches!(self.inner.try_read(), Err(TryLockError::WouldBlock))
                     });
@@ -211,6 +227,7 @@ impl<T> RwLock<T> {
             return self.inner.write().unwrap_or_else(|e| e.into_inner());
         }
         loop {
+            dpor::write(chan(self));
             match self.inner.try_write() {
                 Ok(g) => return g,
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
@@ -243,7 +260,8 @@ impl<T> Deref for RwLockReadGuard<'_, T> {
 
 impl<T> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.sched.wake(self.chan);
+        dpor::read(self.chan);
+        self.sched.wake_after_read(self.chan);
     }
 }
 
@@ -262,6 +280,7 @@ impl<T> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
+        dpor::write(self.chan);
         self.sched.wake(self.chan);
     }
 }

@@ -208,6 +208,7 @@ impl Ctx {
 
     /// Asks every CPU to unwind at its next point (explorer only).
     pub fn request_stop(&self) {
+        crate::dpor::write(crate::dpor::STOP);
         self.stop.store(true, Ordering::Relaxed);
     }
 
@@ -264,6 +265,7 @@ impl Ctx {
 
     /// Every CPU that is waiting, with where, in the order they began.
     pub fn waiting(&self) -> Vec<(u32, &'static Point)> {
+        crate::dpor::read(crate::dpor::TASKS);
         lock_ignoring_poison(&self.waiting).clone()
     }
 
@@ -421,6 +423,8 @@ impl Sched {
             Mode::Jitter => self.jitter(),
             Mode::Explore => {
                 self.check_stop();
+                #[cfg(not(loom))]
+                crate::dpor::note_point(p);
                 explore::switch();
                 self.check_stop();
             }
@@ -428,6 +432,7 @@ impl Sched {
     }
 
     fn check_stop(&self) {
+        crate::dpor::read(crate::dpor::STOP);
         if self.ctx.stop.load(Ordering::Relaxed) {
             std::panic::panic_any(Stopped);
         }
@@ -488,9 +493,11 @@ impl Sched {
         arg: Option<u64>,
         mut cond: impl FnMut() -> bool,
     ) {
+        let m = crate::dpor::mark();
         if cond() {
             return;
         }
+        crate::dpor::forget_reads_since(m);
         let _waiting = WaitingMark::new(self, p);
         #[cfg(loom)]
         {
@@ -541,13 +548,17 @@ impl Sched {
         if self.ctx.mode == Mode::Explore {
             self.cur.set(p);
             loop {
+                let m = crate::dpor::mark();
                 if cond() || std::thread::panicking() {
                     return true;
                 }
+                crate::dpor::forget_reads_since(m);
                 self.check_stop();
                 if explore::nobody_else_can_run() {
                     return false;
                 }
+                crate::dpor::add(crate::dpor::TASKS);
+                crate::dpor::note_point(p);
                 lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
                 explore::block_and_switch();
             }
@@ -567,12 +578,14 @@ impl Sched {
         self.cur.set(p);
         let mut noted = false;
         loop {
+            let m = crate::dpor::mark();
             if cond() {
                 if noted {
                     self.note(p, Event::Resume, arg, None);
                 }
                 return;
             }
+            crate::dpor::forget_reads_since(m);
             if std::thread::panicking() {
                 // Destructors of an unwinding CPU never wait: the run is over.
                 return;
@@ -594,6 +607,8 @@ impl Sched {
                 // first whenever it can, so that never happens there.
                 std::panic::panic_any(Stuck { point: p });
             }
+            crate::dpor::add(crate::dpor::TASKS);
+            crate::dpor::note_point(p);
             lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
             explore::block_and_switch();
         }
@@ -610,9 +625,25 @@ impl Sched {
     #[cfg(not(loom))]
     #[cold]
     fn wake_slow(&self, chan: usize) {
+        self.wake_unrecorded(chan);
+    }
+
+    /// [`Sched::wake`] for a release that the caller recorded as a read of
+    /// `chan` (a reader leaving an `rw_semaphore`: readers commute).
+    #[inline]
+    pub(crate) fn wake_after_read(&self, chan: usize) {
+        if self.ctx.mode == Mode::Explore {
+            self.wake_unrecorded(chan);
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn wake_unrecorded(&self, chan: usize) {
         let mut w = lock_ignoring_poison(&self.ctx.waiters);
         w.retain(|&(c, t)| {
             if c == chan {
+                // Who can run changed (the deadlock checks see it).
+                crate::dpor::add(crate::dpor::TASKS);
                 explore::unblock(t);
                 false
             } else {
@@ -624,11 +655,15 @@ impl Sched {
     #[cfg(loom)]
     fn wake_slow(&self, _chan: usize) {}
 
+    #[cfg(loom)]
+    fn wake_unrecorded(&self, _chan: usize) {}
+
     /// Wakes every waiter on every channel; used when a CPU finishes or
     /// dies, since its leaving may satisfy conditions nobody signals.
     pub fn wake_all(&self) {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore && !explore::stopping() {
+            crate::dpor::add(crate::dpor::TASKS);
             let mut w = lock_ignoring_poison(&self.ctx.waiters);
             for (_, t) in w.drain(..) {
                 explore::unblock(t);
@@ -644,6 +679,7 @@ struct WaitingMark<'a> {
 
 impl<'a> WaitingMark<'a> {
     fn new(s: &'a Sched, p: &'static Point) -> Self {
+        crate::dpor::add(crate::dpor::TASKS);
         lock_ignoring_poison(&s.ctx.waiting).push((s.cpu, p));
         WaitingMark { s }
     }
@@ -651,6 +687,7 @@ impl<'a> WaitingMark<'a> {
 
 impl Drop for WaitingMark<'_> {
     fn drop(&mut self) {
+        crate::dpor::add(crate::dpor::TASKS);
         let mut w = lock_ignoring_poison(&self.s.ctx.waiting);
         if let Some(i) = w.iter().position(|(c, _)| *c == self.s.cpu) {
             w.remove(i);
@@ -703,14 +740,22 @@ mod explore {
 
     /// Whether every task but the current one is blocked (with no spurious
     /// wake-up allowed) or finished: then none can ever wake it.
+    ///
+    /// For the DPOR scheduler, a check that finds them so reads the tasks'
+    /// states; one that does not only leads to a block, which the last
+    /// task to block then checks.
     pub(super) fn nobody_else_can_run() -> bool {
-        ExecutionState::with(|s| {
+        let r = ExecutionState::with(|s| {
             let me = s.current().id();
             (0usize..)
                 .map_while(|i| s.try_get(TaskId::from(i)))
                 .filter(|t| t.id() != me)
                 .all(|t| t.finished() || (t.blocked() && !t.can_spuriously_wakeup()))
-        })
+        });
+        if r {
+            crate::dpor::read(crate::dpor::TASKS);
+        }
+        r
     }
 }
 

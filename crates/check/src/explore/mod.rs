@@ -23,6 +23,7 @@
 //! one deterministic schedule that measures the run length). DFS shards
 //! split the tree at its first decision ([`BoundedDfs`]).
 
+pub mod dpor;
 pub mod sched;
 
 use crate::ops::{Env, TEARDOWN, run_cpu};
@@ -40,6 +41,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Why `--scheduler dpor` is refused by a build without the `dpor` feature.
+pub const DPOR_DISABLED: &str = "--scheduler dpor: this mmsim was built without the `dpor` feature (recording every atomic access costs the native paths a branch each): build it with `cargo build --release --features dpor`";
 
 /// Executions per seeded batch (see the module doc).
 pub const BATCH: u64 = 128;
@@ -108,6 +112,9 @@ pub enum Strategy {
         /// The preemption bound.
         preemptions: usize,
     },
+    /// Dynamic partial-order reduction: every interleaving, up to the
+    /// order of independent steps ([`dpor`]).
+    Dpor,
 }
 
 impl Strategy {
@@ -117,7 +124,13 @@ impl Strategy {
             Strategy::Pct { .. } => "pct",
             Strategy::Random => "random",
             Strategy::Dfs { .. } => "dfs",
+            Strategy::Dpor => "dpor",
         }
+    }
+
+    /// Whether the strategy enumerates a tree (and can exhaust it).
+    pub fn exhaustive(self) -> bool {
+        matches!(self, Strategy::Dfs { .. } | Strategy::Dpor)
     }
 }
 
@@ -179,8 +192,13 @@ pub struct Outcome {
     pub violations: Vec<Found>,
     /// The first failing execution.
     pub first: Option<Failure>,
-    /// DFS: every schedule within the bound was explored.
+    /// DFS: every schedule within the bound was explored. DPOR: every
+    /// interleaving of the scenario was (up to the order of independent
+    /// steps).
     pub exhausted: bool,
+    /// DPOR: executions stopped early as redundant (every task that could
+    /// run was asleep); counted in `schedules`.
+    pub redundant: u64,
     /// The model itself failed (a panic that is not a model result).
     pub error: Option<String>,
     /// The decisions of the execution that failed so, to replay it.
@@ -488,7 +506,7 @@ struct Explorer {
 impl Explorer {
     fn owns(&self, i: u64) -> bool {
         match self.strategy {
-            Strategy::Dfs { .. } => true,
+            Strategy::Dfs { .. } | Strategy::Dpor => true,
             _ => (i / BATCH) % self.shard.1 == self.shard.0,
         }
     }
@@ -506,6 +524,10 @@ impl Explorer {
                 preemptions,
                 (self.shard.0 as usize, self.shard.1 as usize),
             )),
+            Strategy::Dpor => Inner::Dpor(Box::new(dpor::Dpor::new((
+                self.shard.0 as usize,
+                self.shard.1 as usize,
+            )))),
         }
     }
 
@@ -523,10 +545,11 @@ impl Explorer {
             return;
         };
         let r = self.slot.lock().result.take();
-        if let Inner::Dfs(d) = &self.inner
-            && d.foreign
-        {
-            return;
+        match &self.inner {
+            Inner::Dfs(d) if d.foreign => return,
+            Inner::Dpor(d) if d.foreign => return,
+            Inner::Dpor(d) if d.blocked() && !d.nondeterministic => self.out.redundant += 1,
+            _ => {}
         }
         self.out.schedules += 1;
         let Some(r) = r else {
@@ -617,6 +640,12 @@ impl Driver for Explorer {
         &mut self.inner
     }
 
+    fn stop_execution(&mut self) {
+        if let Some(c) = &self.slot.lock().ctx {
+            c.request_stop();
+        }
+    }
+
     fn decided(&mut self, cpu: u8) {
         self.decisions.push(cpu);
     }
@@ -631,7 +660,7 @@ impl Driver for Explorer {
             return None;
         }
         let schedule = match self.strategy {
-            Strategy::Dfs { .. } => {
+            Strategy::Dfs { .. } | Strategy::Dpor => {
                 if self.next >= self.iterations {
                     return None;
                 }
@@ -720,7 +749,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     let iterations = opts.iterations;
     let single = plan.scenario.cpus.len() == 1;
     let planned = match opts.strategy {
-        Strategy::Dfs { .. } => iterations,
+        Strategy::Dfs { .. } | Strategy::Dpor => iterations,
         _ => shard_share(iterations, shard),
     };
     let slot = Arc::new(RawLock::new(Slot::default()));
@@ -742,7 +771,13 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         planned: if single { planned.min(1) } else { planned },
         single,
     };
-    if let Strategy::Dfs { .. } = opts.strategy {
+    if opts.strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
+        // Without recording every step would look independent of every
+        // other: one execution, and a "none" that means nothing.
+        ex.out.error = Some(DPOR_DISABLED.into());
+        return ex.out;
+    }
+    if opts.strategy.exhaustive() {
         ex.inner = ex.fresh_inner(0);
     }
     let ex = Rc::new(RefCell::new(ex));
@@ -770,15 +805,31 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     }
     let mut e = ex.borrow_mut();
     e.retire_inner();
-    if let Inner::Dfs(d) = &e.inner
-        && d.nondeterministic
-        && e.out.error.is_none()
-    {
+    let nondeterministic = match &e.inner {
+        Inner::Dfs(d) => d.nondeterministic,
+        Inner::Dpor(d) => d.nondeterministic,
+        _ => false,
+    };
+    if nondeterministic && e.out.error.is_none() {
         e.out.error = Some(
             "the model is not deterministic: replaying a DFS prefix offered other choices".into(),
         );
     }
     e.out.elapsed = e.start.elapsed();
+    if let Inner::Dpor(d) = &e.inner
+        && std::env::var_os("MMSIM_DPOR_STATS").is_some()
+    {
+        eprintln!(
+            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}",
+            e.out.schedules,
+            d.steps,
+            d.accesses,
+            d.races,
+            d.sleep_blocked,
+            d.depth()
+        );
+        d.print_debug();
+    }
     let (s, f) = (e.out.schedules, e.out.failing);
     if let Some(p) = e.progress.as_mut() {
         p(s, s, f);
@@ -878,4 +929,115 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
     }
     out.decisions = std::mem::take(&mut d.decisions);
     out
+}
+
+/// How [`explore_fn`] enumerates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FnMode {
+    /// `--scheduler dpor`.
+    Dpor,
+    /// Every interleaving of steps, no reduction.
+    BruteForce,
+}
+
+/// What [`explore_fn`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct FnOutcome {
+    /// Each outcome the body returned, with how many executions did.
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+    /// Executions run.
+    pub executions: u64,
+    /// Executions that DPOR did not stop as redundant.
+    pub complete: u64,
+    /// The distinct traces of the complete executions (see
+    /// [`dpor::Dpor::last_trace`]).
+    pub traces: std::collections::BTreeSet<u64>,
+    /// The whole tree was explored within `limit` executions.
+    pub exhausted: bool,
+}
+
+struct FnDriver {
+    inner: Inner,
+    limit: u64,
+    out: FnOutcome,
+    result: Arc<RawLock<Option<String>>>,
+    running: bool,
+}
+
+impl FnDriver {
+    fn finish(&mut self) {
+        if !std::mem::take(&mut self.running) {
+            return;
+        }
+        self.out.executions += 1;
+        let Inner::Dpor(d) = &mut self.inner else {
+            return;
+        };
+        assert!(
+            !d.nondeterministic,
+            "the program is not deterministic under a fixed schedule"
+        );
+        if let Some(o) = self.result.lock().take() {
+            *self.out.outcomes.entry(o).or_default() += 1;
+        }
+        if let Some(t) = d.last_trace {
+            self.out.complete += 1;
+            self.out.traces.insert(t);
+        }
+    }
+}
+
+impl Driver for FnDriver {
+    fn inner(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+
+    fn decided(&mut self, _cpu: u8) {}
+
+    fn new_execution(&mut self) -> Option<Schedule> {
+        // The scheduler closes the last execution (its trace) first.
+        let s = self.inner.as_scheduler().new_execution();
+        self.finish();
+        if s.is_none() {
+            self.out.exhausted = true;
+            return None;
+        }
+        if self.out.executions >= self.limit {
+            return None;
+        }
+        self.running = true;
+        s
+    }
+}
+
+/// Explores a closure rather than a scenario (the interleaving puzzles and
+/// litmus tests of the test suite): `body` runs as the main task, spawns
+/// one shuttle task per thread, joins them and returns the execution's
+/// outcome. At most `limit` executions.
+pub fn explore_fn(
+    mode: FnMode,
+    limit: u64,
+    body: impl Fn() -> String + Send + Sync + 'static,
+) -> FnOutcome {
+    ensure_hooks();
+    let result = Arc::new(RawLock::new(None));
+    let d = Rc::new(RefCell::new(FnDriver {
+        inner: Inner::Dpor(Box::new(match mode {
+            FnMode::Dpor => dpor::Dpor::new((0, 1)),
+            FnMode::BruteForce => dpor::Dpor::brute_force(),
+        })),
+        limit,
+        out: FnOutcome::default(),
+        result: result.clone(),
+        running: false,
+    }));
+    let body = Arc::new(body);
+    let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
+    runner.run(move || {
+        let o = body();
+        *result.lock() = Some(o);
+    });
+    let mut d = d.borrow_mut();
+    d.finish();
+    std::mem::take(&mut d.out)
 }

@@ -17,6 +17,8 @@
 //!   shuttle's `DfsScheduler` bounds the length of a schedule, not its
 //!   preemptions. A preemption is a switch away from a CPU that could have
 //!   gone on; switches at a CPU's wait or end are free.
+//! * DPOR: [`super::dpor::Dpor`], which sees every step (decisions or not)
+//!   and what it touched.
 //! * replay: [`ReplayDecisions`], which follows recorded decisions and says
 //!   where the run stopped matching them.
 
@@ -48,6 +50,8 @@ pub enum Inner {
     Random(RandomScheduler),
     /// Depth-first search with a preemption bound.
     Dfs(BoundedDfs),
+    /// Dynamic partial-order reduction.
+    Dpor(Box<super::dpor::Dpor>),
     /// Recorded decisions.
     Replay(ReplayDecisions),
 }
@@ -59,6 +63,7 @@ impl Inner {
             Inner::Pct(s) => s,
             Inner::Random(s) => s,
             Inner::Dfs(s) => s,
+            Inner::Dpor(s) => &mut **s,
             Inner::Replay(s) => s,
         }
     }
@@ -73,6 +78,9 @@ pub trait Driver {
     fn decided(&mut self, cpu: u8);
     /// Called before each execution; `None` ends the exploration.
     fn new_execution(&mut self) -> Option<Schedule>;
+    /// Stops the execution in flight (its CPUs unwind at their next
+    /// point): DPOR found it redundant.
+    fn stop_execution(&mut self) {}
 }
 
 /// The shuttle scheduler of every explored run: see the module doc.
@@ -93,6 +101,22 @@ impl<D: Driver> Scheduler for Recorder<D> {
         is_yielding: bool,
     ) -> Option<TaskId> {
         let main = TaskId::from(MAIN_TASK);
+        {
+            let mut d = self.driver.borrow_mut();
+            if let Inner::Dpor(dp) = d.inner() {
+                // DPOR sees every step, decisions or not.
+                let was = dp.blocked();
+                let t = dp.next(runnable, main)?;
+                let stop = !was && dp.blocked() && !dp.foreign && !dp.nondeterministic;
+                if t != main && runnable.len() > 1 {
+                    d.decided(cpu_of(t));
+                }
+                if stop {
+                    d.stop_execution();
+                }
+                return Some(t);
+            }
+        }
         if runnable.iter().any(|t| t.id() == main) {
             return Some(main);
         }

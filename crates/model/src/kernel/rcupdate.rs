@@ -151,7 +151,7 @@ impl Rcu {
     /// Whether the first queued callback's grace period has passed and it
     /// has not been invoked yet.
     pub fn callback_due(&self) -> bool {
-        let q = self.cbs.lock();
+        let q = self.cbs.peek();
         q.front().is_some_and(|c| self.cookie_done(&c.cookie))
     }
 
@@ -501,7 +501,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
     let by_rcuo = rcu.leaves_callbacks(cpu);
     loop {
         rcu_core(cpu);
-        if idle(&rcu.cbs.lock()) {
+        if idle(&rcu.cbs.peek()) {
             return;
         }
         cpu.sched.wait(
@@ -509,7 +509,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
             rcu.chan(),
             None,
             || {
-                let q = rcu.cbs.lock();
+                let q = rcu.cbs.peek();
                 match q.front() {
                     None => idle(&q),
                     // The rcuo kthread invokes it; wait until it has.
@@ -528,7 +528,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
 pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     let rcu = &cpu.m.rcu;
     let ready = || {
-        let q = rcu.cbs.lock();
+        let q = rcu.cbs.peek();
         q.front().is_some_and(|c| rcu.next_ready(c))
     };
     loop {

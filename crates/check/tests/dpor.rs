@@ -1,0 +1,655 @@
+//! The DPOR scheduler against brute force: interleaving puzzles with known
+//! numbers of distinct traces, and the kernel's litmus tests about locks and
+//! RCU ported to the facade (`Documentation/litmus-tests/rcu/`,
+//! `tools/memory-model/litmus-tests/`, v6.18.2).
+//!
+//! For each program, DPOR must reach exactly the outcomes that a brute-force
+//! enumeration of every interleaving of steps reaches (the explorer is
+//! sequentially consistent, so that is the set of SC outcomes), explore each
+//! trace (class of executions equal up to the order of independent steps)
+//! once, and never reach an outcome the litmus test's header says LKMM
+//! forbids ("Result: Never").
+
+use mmsim_check::explore::{FnMode, FnOutcome, explore_fn};
+use mmsim_facade::sched::{Ctx, Mode, Sched};
+use mmsim_facade::{AtomicU32, Mutex, Ordering, point};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+const LIMIT: u64 = 200_000;
+
+/// A program: the main task makes the shared state and `n` schedulers,
+/// spawns the threads, joins them and returns the outcome.
+fn run(mode: FnMode, body: impl Fn() -> String + Send + Sync + 'static) -> FnOutcome {
+    let o = explore_fn(mode, LIMIT, body);
+    assert!(o.exhausted, "{mode:?} did not exhaust within {LIMIT}");
+    o
+}
+
+/// DPOR and brute force agree on the outcomes and the traces; DPOR
+/// explores each trace once. Returns DPOR's outcome.
+fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutcome {
+    let brute = run(FnMode::BruteForce, body.clone());
+    let dpor = run(FnMode::Dpor, body);
+    let bo: BTreeSet<_> = brute.outcomes.keys().collect();
+    let d_o: BTreeSet<_> = dpor.outcomes.keys().collect();
+    assert_eq!(d_o, bo, "DPOR's outcomes differ from brute force's");
+    assert_eq!(
+        dpor.traces, brute.traces,
+        "DPOR's traces differ from brute force's"
+    );
+    assert_eq!(
+        dpor.complete,
+        dpor.traces.len() as u64,
+        "DPOR explored a trace twice"
+    );
+    assert!(
+        dpor.executions <= brute.executions,
+        "DPOR ran more executions ({}) than brute force ({})",
+        dpor.executions,
+        brute.executions
+    );
+    dpor
+}
+
+fn ctx() -> Arc<Ctx> {
+    Arc::new(Ctx::new(Mode::Explore, false))
+}
+
+fn spawn(
+    c: &Arc<Ctx>,
+    cpu: u32,
+    f: impl FnOnce(&Sched) -> u32 + Send + 'static,
+) -> shuttle::thread::JoinHandle<u32> {
+    let s = Sched::new(cpu, c.clone());
+    shuttle::thread::spawn(move || f(&s))
+}
+
+#[test]
+fn two_writers_and_a_reader() {
+    // Three steps on one variable, every pair dependent: 3! = 6 traces.
+    let o = compare(|| {
+        let c = ctx();
+        let x = var();
+        let w = |v: u32| {
+            let x = x.clone();
+            move |s: &Sched| {
+                s.point(point!("writer", "WRITE_ONCE(x)"));
+                x.store(v, Ordering::Relaxed);
+                0
+            }
+        };
+        let h1 = spawn(&c, 0, w(1));
+        let h2 = spawn(&c, 1, w(2));
+        let xr = x.clone();
+        let h3 = spawn(&c, 2, move |s| {
+            s.point(point!("reader", "READ_ONCE(x)"));
+            xr.load(Ordering::Relaxed)
+        });
+        let (_, _, r) = (h1.join().unwrap(), h2.join().unwrap(), h3.join().unwrap());
+        format!("r={r} x={}", x.load(Ordering::Relaxed))
+    });
+    assert_eq!(o.traces.len(), 6);
+    // Each order of the three gives its own (r, x).
+    assert_eq!(o.outcomes.len(), 6, "{:?}", o.outcomes);
+}
+
+#[test]
+fn independent_writers_are_one_trace() {
+    // Two CPUs writing two variables: nothing to reorder.
+    let o = compare(|| {
+        let c = ctx();
+        let (x, y) = (var(), var());
+        let (x1, y1) = (x.clone(), y.clone());
+        let h1 = spawn(&c, 0, move |s| {
+            s.point(point!("p0", "x"));
+            x1.store(1, Ordering::Relaxed);
+            s.point(point!("p0", "x again"));
+            x1.store(2, Ordering::Relaxed);
+            0
+        });
+        let h2 = spawn(&c, 1, move |s| {
+            s.point(point!("p1", "y"));
+            y1.store(1, Ordering::Relaxed);
+            s.point(point!("p1", "y again"));
+            y1.store(2, Ordering::Relaxed);
+            0
+        });
+        h1.join().unwrap();
+        h2.join().unwrap();
+        format!(
+            "{} {}",
+            x.load(Ordering::Relaxed),
+            y.load(Ordering::Relaxed)
+        )
+    });
+    assert_eq!(o.traces.len(), 1);
+    assert_eq!(o.executions, 1);
+}
+
+#[test]
+fn lock_handoff() {
+    // Two CPUs increment under one mutex, with a scheduling point inside
+    // the critical section. Whoever takes the lock first, the other either
+    // tries while it is held (blocks, is woken, takes it) or after it is
+    // released: 2 x 2 = 4 traces, one outcome.
+    let o = compare(|| {
+        let c = ctx();
+        let m = Arc::new(Mutex::new(point!("mutex_lock", "m"), 0u32));
+        mmsim_facade::dpor::write(mmsim_facade::sched::chan(&*m));
+        let inc = || {
+            let m = m.clone();
+            move |s: &Sched| {
+                let mut g = m.lock(s);
+                s.point(point!("critical", "x += 1"));
+                *g += 1;
+                0
+            }
+        };
+        let h1 = spawn(&c, 0, inc());
+        let h2 = spawn(&c, 1, inc());
+        h1.join().unwrap();
+        h2.join().unwrap();
+        let s = Sched::new(9, c.clone());
+        format!("x={}", *m.lock(&s))
+    });
+    assert_eq!(o.traces.len(), 4);
+    assert_eq!(o.outcomes.len(), 1);
+}
+
+/// A shared variable of a litmus test, initialised by the set-up (which
+/// numbers it for DPOR's sleep sets, as a scenario's set-up numbers the
+/// machine's objects).
+fn var() -> Arc<AtomicU32> {
+    let v = Arc::new(AtomicU32::new(1));
+    v.store(0, Ordering::Relaxed);
+    v
+}
+
+/// `WRITE_ONCE(*v, x)` as a step of its own.
+fn write_once(s: &Sched, v: &AtomicU32, x: u32) {
+    s.point(point!("litmus", "WRITE_ONCE"));
+    v.store(x, Ordering::Relaxed);
+}
+
+/// `READ_ONCE(*v)` as a step of its own.
+fn read_once(s: &Sched, v: &AtomicU32) -> u32 {
+    s.point(point!("litmus", "READ_ONCE"));
+    v.load(Ordering::Relaxed)
+}
+
+type Lock = Arc<Mutex<()>>;
+
+fn spinlock() -> Lock {
+    let l = Arc::new(Mutex::new(point!("spin_lock", "mylock"), ()));
+    // As `var`: the set-up's initialisation of the lock.
+    mmsim_facade::dpor::write(mmsim_facade::sched::chan(&*l));
+    l
+}
+
+/// A litmus test: DPOR reaches exactly brute force's outcomes, and none of
+/// `never`.
+fn litmus(
+    name: &str,
+    never: impl Fn(&str) -> bool,
+    body: impl Fn() -> String + Send + Sync + Clone + 'static,
+) -> FnOutcome {
+    let o = compare(body);
+    for k in o.outcomes.keys() {
+        assert!(!never(k), "{name}: reached {k}, which LKMM forbids");
+    }
+    o
+}
+
+#[test]
+fn mp_polocks() {
+    // tools/memory-model/litmus-tests/MP+polocks.litmus: Never.
+    let o = litmus(
+        "MP+polocks",
+        |k| k == "r0=1 r1=0",
+        || {
+            let c = ctx();
+            let (buf, flag, l) = (var(), var(), spinlock());
+            let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                write_once(s, &b0, 1);
+                let g = l0.lock(s);
+                write_once(s, &f0, 1);
+                drop(g);
+                0
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let g = l.lock(s);
+                let r0 = read_once(s, &flag);
+                drop(g);
+                let r1 = read_once(s, &buf);
+                r0 * 10 + r1
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
+    assert_eq!(o.outcomes.len(), 3);
+}
+
+#[test]
+fn mp_porevlocks() {
+    // tools/memory-model/litmus-tests/MP+porevlocks.litmus: Never.
+    let o = litmus(
+        "MP+porevlocks",
+        |k| k == "r0=1 r1=0",
+        || {
+            let c = ctx();
+            let (buf, flag, l) = (var(), var(), spinlock());
+            let (b0, f0, l0) = (buf.clone(), flag.clone(), l.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                let r0 = read_once(s, &f0);
+                let g = l0.lock(s);
+                let r1 = read_once(s, &b0);
+                drop(g);
+                r0 * 10 + r1
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let g = l.lock(s);
+                write_once(s, &buf, 1);
+                drop(g);
+                write_once(s, &flag, 1);
+                0
+            });
+            let r = p0.join().unwrap();
+            p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
+    assert_eq!(o.outcomes.len(), 3);
+}
+
+/// P0 and P1 of Z6.0+pooncelock+pooncelock+pombonce and
+/// ISA2+pooncelock+pooncelock+pombonce: two critical sections of one lock.
+fn two_critical_sections(
+    c: &Arc<Ctx>,
+    x: &Arc<AtomicU32>,
+    y: &Arc<AtomicU32>,
+    z: &Arc<AtomicU32>,
+    l: &Lock,
+) -> (
+    shuttle::thread::JoinHandle<u32>,
+    shuttle::thread::JoinHandle<u32>,
+) {
+    let (x0, y0, l0) = (x.clone(), y.clone(), l.clone());
+    let p0 = spawn(c, 0, move |s| {
+        let g = l0.lock(s);
+        write_once(s, &x0, 1);
+        write_once(s, &y0, 1);
+        drop(g);
+        0
+    });
+    let (y1, z1, l1) = (y.clone(), z.clone(), l.clone());
+    let p1 = spawn(c, 1, move |s| {
+        let g = l1.lock(s);
+        let r0 = read_once(s, &y1);
+        write_once(s, &z1, 1);
+        drop(g);
+        r0
+    });
+    (p0, p1)
+}
+
+#[test]
+fn z6_0_pooncelock_pooncelock_pombonce() {
+    // Z6.0+pooncelock+pooncelock+pombonce.litmus: "Sometimes" under LKMM
+    // (a third CPU need not see the two critical sections in order), but
+    // not under sequential consistency, which the explorer is.
+    let o = litmus(
+        "Z6.0",
+        |k| k == "r0=1 z=2 r1=0",
+        || {
+            let c = ctx();
+            let (x, y, z, l) = (var(), var(), var(), spinlock());
+            let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+            let (x2, z2) = (x.clone(), z.clone());
+            let p2 = spawn(&c, 2, move |s| {
+                write_once(s, &z2, 2);
+                mmsim_facade::smp_mb();
+                read_once(s, &x2)
+            });
+            p0.join().unwrap();
+            let r0 = p1.join().unwrap();
+            let r1 = p2.join().unwrap();
+            format!("r0={r0} z={} r1={r1}", z.load(Ordering::Relaxed))
+        },
+    );
+    assert!(o.outcomes.len() > 1);
+}
+
+#[test]
+fn isa2_pooncelock_pooncelock_pombonce() {
+    // ISA2+pooncelock+pooncelock+pombonce.litmus: Never.
+    litmus(
+        "ISA2",
+        |k| k == "r0=1 r2=1 r1=0",
+        || {
+            let c = ctx();
+            let (x, y, z, l) = (var(), var(), var(), spinlock());
+            let (p0, p1) = two_critical_sections(&c, &x, &y, &z, &l);
+            let p2 = spawn(&c, 2, move |s| {
+                let r2 = read_once(s, &z);
+                mmsim_facade::smp_mb();
+                read_once(s, &x) * 10 + r2
+            });
+            p0.join().unwrap();
+            let r0 = p1.join().unwrap();
+            let r = p2.join().unwrap();
+            format!("r0={r0} r2={} r1={}", r % 10, r / 10)
+        },
+    );
+}
+
+/// P0 of the unlock-lock tests: two critical sections of two locks on one
+/// CPU, `first` in the first, `second` in the second.
+fn unlock_lock(
+    s: &Sched,
+    ls: &Lock,
+    lt: &Lock,
+    first: impl FnOnce(&Sched) -> u32,
+    second: impl FnOnce(&Sched),
+) -> u32 {
+    let g = ls.lock(s);
+    let r = first(s);
+    drop(g);
+    let g = lt.lock(s);
+    second(s);
+    drop(g);
+    r
+}
+
+#[test]
+fn lb_unlocklockonceonce_poacquireonce() {
+    // LB+unlocklockonceonce+poacquireonce.litmus: Never.
+    litmus(
+        "LB+unlocklock",
+        |k| k == "r1=1 r2=1",
+        || {
+            let c = ctx();
+            let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                unlock_lock(
+                    s,
+                    &ls,
+                    &lt,
+                    |s| read_once(s, &x0),
+                    |s| write_once(s, &y0, 1),
+                )
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                s.point(point!("litmus", "smp_load_acquire"));
+                let r2 = y.load(Ordering::Acquire);
+                write_once(s, &x, 1);
+                r2
+            });
+            let r1 = p0.join().unwrap();
+            let r2 = p1.join().unwrap();
+            format!("r1={r1} r2={r2}")
+        },
+    );
+}
+
+#[test]
+fn mp_unlocklockonceonce_fencermbonceonce() {
+    // MP+unlocklockonceonce+fencermbonceonce.litmus: Never.
+    litmus(
+        "MP+unlocklock",
+        |k| k == "r1=1 r2=0",
+        || {
+            let c = ctx();
+            let (x, y, ls, lt) = (var(), var(), spinlock(), spinlock());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn(&c, 0, move |s| {
+                unlock_lock(
+                    s,
+                    &ls,
+                    &lt,
+                    |s| {
+                        write_once(s, &x0, 1);
+                        0
+                    },
+                    |s| write_once(s, &y0, 1),
+                )
+            });
+            let p1 = spawn(&c, 1, move |s| {
+                let r1 = read_once(s, &y);
+                // smp_rmb()
+                mmsim_facade::fence(Ordering::Acquire);
+                r1 * 10 + read_once(s, &x)
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r1={} r2={}", r / 10, r % 10)
+        },
+    );
+}
+
+/// A shared variable initialised to `v` by the set-up.
+fn var_init(v: u32) -> Arc<AtomicU32> {
+    let x = var();
+    x.store(v, Ordering::Relaxed);
+    x
+}
+
+/// A small explored machine with `n` CPUs, for the RCU tests: the model's
+/// own `rcu_read_lock()` and `synchronize_rcu()`.
+fn rcu_machine(n: u32) -> Arc<mmsim_model::Machine> {
+    mmsim_model::Machine::new(mmsim_model::MachineConfig {
+        nr_cpus: n,
+        section_shift: 16,
+        ranges: vec![mmsim_model::RangeConfig {
+            name: "boot".into(),
+            kind: mmsim_model::RangeKind::Boot,
+            bytes: 1 << 20,
+            node: 0,
+        }],
+        mode: Mode::Explore,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn spawn_cpu(
+    m: &Arc<mmsim_model::Machine>,
+    id: u32,
+    f: impl FnOnce(&mmsim_model::Cpu) -> u32 + Send + 'static,
+) -> shuttle::thread::JoinHandle<u32> {
+    let cpu = m.cpu(id);
+    shuttle::thread::spawn(move || f(&cpu))
+}
+
+#[test]
+fn rcu_sync_free() {
+    // Documentation/litmus-tests/rcu/RCU+sync+free.litmus: Never. A reader
+    // that did not see the new pointer cannot see the old object destroyed
+    // after the grace period.
+    use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
+    let o = litmus(
+        "RCU+sync+free",
+        |k| k == "r0=x r1=0",
+        || {
+            let m = rcu_machine(2);
+            // y points at x (0) or z (1).
+            let (x, y, z) = (var_init(1), var_init(0), var_init(1));
+            let (x0, y0, z0) = (x.clone(), y.clone(), z.clone());
+            let p0 = spawn_cpu(&m, 0, move |cpu| {
+                let g = rcu_read_lock(cpu);
+                cpu.point(point!("litmus", "rcu_dereference"));
+                let r0 = y0.load(Ordering::Acquire);
+                let r1 = read_once(&cpu.sched, if r0 == 0 { &x0 } else { &z0 });
+                drop(g);
+                r0 * 10 + r1
+            });
+            let p1 = spawn_cpu(&m, 1, move |cpu| {
+                cpu.point(point!("litmus", "rcu_assign_pointer"));
+                y.store(1, Ordering::Release);
+                synchronize_rcu(cpu);
+                write_once(&cpu.sched, &x, 0);
+                0
+            });
+            let r = p0.join().unwrap();
+            p1.join().unwrap();
+            format!("r0={} r1={}", if r / 10 == 0 { "x" } else { "z" }, r % 10)
+        },
+    );
+    assert_eq!(o.outcomes.len(), 2, "{:?}", o.outcomes);
+}
+
+#[test]
+fn rcu_sync_read() {
+    // Documentation/litmus-tests/rcu/RCU+sync+read.litmus: Never. After a
+    // grace period the updater sees every store of a read-side section it
+    // saw a store of.
+    use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
+    litmus(
+        "RCU+sync+read",
+        |k| k == "r0=1 r1=0",
+        || {
+            let m = rcu_machine(2);
+            let (x, y) = (var(), var());
+            let (x0, y0) = (x.clone(), y.clone());
+            let p0 = spawn_cpu(&m, 0, move |cpu| {
+                let g = rcu_read_lock(cpu);
+                write_once(&cpu.sched, &x0, 1);
+                write_once(&cpu.sched, &y0, 1);
+                drop(g);
+                0
+            });
+            let p1 = spawn_cpu(&m, 1, move |cpu| {
+                let r0 = read_once(&cpu.sched, &x);
+                synchronize_rcu(cpu);
+                r0 * 10 + read_once(&cpu.sched, &y)
+            });
+            p0.join().unwrap();
+            let r = p1.join().unwrap();
+            format!("r0={} r1={}", r / 10, r % 10)
+        },
+    );
+}
+
+/// An updater unpublishes an object, waits for a grace period (if `sync`)
+/// and frees it, against a reader that starts early or late.
+fn grace_period(sync: bool) -> FnOutcome {
+    use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
+    compare(move || {
+        let m = rcu_machine(2);
+        // ptr: 1 = the object is published; freed: 1 = it was freed.
+        let (ptr, freed) = (var_init(1), var());
+        let (p, f) = (ptr.clone(), freed.clone());
+        let reader = spawn_cpu(&m, 0, move |cpu| {
+            cpu.point(point!("reader", "rcu_read_lock"));
+            let g = rcu_read_lock(cpu);
+            let r = if read_once(&cpu.sched, &p) == 1 {
+                // Dereference: the object must not be freed.
+                1 + read_once(&cpu.sched, &f)
+            } else {
+                0
+            };
+            drop(g);
+            r
+        });
+        let updater = spawn_cpu(&m, 1, move |cpu| {
+            write_once(&cpu.sched, &ptr, 0);
+            if sync {
+                synchronize_rcu(cpu);
+            }
+            write_once(&cpu.sched, &freed, 1);
+            0
+        });
+        let r = reader.join().unwrap();
+        updater.join().unwrap();
+        ["not found", "found live", "found FREED"][r as usize].to_string()
+    })
+}
+
+#[test]
+fn grace_period_with_a_late_reader() {
+    // Every outcome of brute force, each trace once; with the grace period
+    // the reader never finds the object freed, without it it can.
+    let o = grace_period(true);
+    assert!(!o.outcomes.contains_key("found FREED"), "{:?}", o.outcomes);
+    assert_eq!(o.outcomes.len(), 2, "{:?}", o.outcomes);
+    let o = grace_period(false);
+    assert!(o.outcomes.contains_key("found FREED"), "{:?}", o.outcomes);
+}
+
+/// A small catalog scenario: DPOR exhausts it and finds every violation
+/// (by kind, function and step) that `dfs` finds in every schedule within
+/// a preemption bound it exhausts (DPOR has no bound, so it may find more).
+#[test]
+fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
+    use mmsim_check::explore::{Options, Outcome, Strategy, explore};
+    use mmsim_check::setup::{Overrides, Plan};
+    let run = |name: &str, ov: &Overrides, strategy: Strategy| -> Outcome {
+        let b = mmsim_check::catalog::find(name).unwrap();
+        let plan = Arc::new(Plan::new(b.scenario().unwrap(), ov).unwrap());
+        explore(
+            plan,
+            Options {
+                strategy,
+                iterations: 200_000,
+                seed: 0,
+                shard: (0, 1),
+                keep_going: true,
+                progress: None,
+            },
+        )
+    };
+    let sigs = |o: &Outcome| -> BTreeSet<String> {
+        o.violations
+            .iter()
+            .map(|f| {
+                let v = &f.violation;
+                format!("{} {} {}", v.kind, v.function, v.step)
+            })
+            .collect()
+    };
+    let off = Overrides {
+        arch: None,
+        config: vec![],
+        safeguards: vec![("fork.cow_for_dma".into(), false)],
+    };
+    for (ov, expect) in [
+        (Overrides::default(), None),
+        (off, Some("pinned-page-mismatch")),
+    ] {
+        let name = "fork-pinned-early-cow";
+        let d = run(name, &ov, Strategy::Dpor);
+        let f = run(name, &ov, Strategy::Dfs { preemptions: 2 });
+        assert!(
+            d.error.is_none() && f.error.is_none(),
+            "{:?} {:?}",
+            d.error,
+            f.error
+        );
+        assert!(
+            d.exhausted && f.exhausted,
+            "{name}: not exhausted: dpor {} {}, dfs {} {}",
+            d.schedules,
+            d.exhausted,
+            f.schedules,
+            f.exhausted
+        );
+        assert!(
+            sigs(&f).is_subset(&sigs(&d)),
+            "{name}: dfs {:?}, dpor {:?}",
+            sigs(&f),
+            sigs(&d)
+        );
+        match expect {
+            None => assert!(d.violations.is_empty(), "{:?}", sigs(&d)),
+            Some(k) => assert!(
+                d.violations.iter().any(|v| v.violation.kind.name() == k),
+                "{:?}",
+                sigs(&d)
+            ),
+        }
+    }
+}
