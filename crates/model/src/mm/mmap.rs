@@ -733,16 +733,21 @@ pub fn madvise_folios(
             }
             tries = 0;
             if advice == Advice::Free && !large && crate::mm::memory::folio_test_anon(cpu, folio) {
-                // madvise_free_pte_range(): an exclusive small folio.
+                // madvise_free_pte_range(): an exclusive small folio. The
+                // lock was dropped since the folio was looked up, and no
+                // reference is held: the PTE is read again first, and the
+                // folio touched only if it still maps it (under the lock,
+                // nothing can free it then).
                 let _ptl = mm.page_table_lock.lock(&cpu.sched);
-                if folio.page().mapcount(cpu) == 0
-                    && let Some(pmdp) = crate::mm::memory::pmd_lookup(cpu, mm, addr)
-                {
+                if let Some(pmdp) = crate::mm::memory::pmd_lookup(cpu, mm, addr) {
                     let pmd = pgtable::get_lockless(cpu, pmdp);
                     if pmd.present() && !pmd.leaf() {
                         let ptep = crate::mm::memory::pte_offset(pmd, addr);
                         let pte = pgtable::get_lockless(cpu, ptep);
-                        if pte.present() && pte.pfn() == folio.pfn() {
+                        if pte.present()
+                            && pte.pfn() == folio.pfn()
+                            && folio.page().mapcount(cpu) == 0
+                        {
                             cpu.point_arg(
                                 point!("madvise_free_pte_range", "clear_young_dirty_ptes"),
                                 addr.as_u64(),
