@@ -72,6 +72,21 @@ fn check_claim(name: &str, ov: &Overrides, expected: &str, bound: Option<u64>, w
                 1,
             );
         }
+        // A claim of a violation is existential: a few more PCT seeds
+        // before it is called wrong (the HVO race needs the reader stopped
+        // in a one-step window and resumed after a long remap, about one
+        // schedule in 4,000; seed 1 alone is unlucky with it).
+        for seed in 2..=3 {
+            if kinds(&o).contains(&expected) {
+                break;
+            }
+            o = run(
+                plan.clone(),
+                Strategy::Pct { depth },
+                bound.unwrap_or(FIND_BOUND),
+                seed,
+            );
+        }
         assert!(o.error.is_none(), "{name} {what}: {:?}", o.error);
         assert!(
             kinds(&o).contains(&expected),
