@@ -267,13 +267,13 @@ fn the_seed_race_is_rediscovered_from_nothing() {
 /// With a safeguard off, the same run rediscovers the catalog's race that
 /// the safeguard protects against. Each scenario index is where
 /// `mmsim hunt --scenarios 600 --seed 1 --arch broadcast` with these
-/// safeguards off (together) first showed the race; each runs here alone,
+/// safeguards off (together) showed the race; each runs here alone,
 /// with only its own safeguard off.
 #[test]
 fn catalog_races_are_rediscovered_with_their_safeguard_off() {
     for (index, safeguard, catalog) in [
         (
-            "281",
+            "312",
             "gup_fast.write_protect_seq",
             "fork-vs-gup-fast-pin --safeguard gup_fast.write_protect_seq=off",
         ),
