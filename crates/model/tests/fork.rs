@@ -63,11 +63,7 @@ fn fork_shares_then_each_side_copies_on_write() {
     access_user(&cpu, &parent, a, Some(0x33)).unwrap();
     assert_eq!(mapped_pfn(&cpu, &parent, a), Some(p0));
     assert_eq!(access_user(&cpu, &child, a, None), Ok(0x22));
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     teardown(&m, &cpu, &[&parent, &child]);
 }
 
@@ -100,11 +96,7 @@ fn fork_of_a_pinned_range_keeps_the_pinned_page_with_the_parent() {
     assert_eq!(access_user(&cpu, &parent, a, None), Ok(0x99));
     assert_eq!(access_user(&cpu, &child, a, None), Ok(0x5a));
     unpin_user_pages(&cpu, &pages);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     teardown(&m, &cpu, &[&parent, &child]);
 }
 
@@ -162,11 +154,7 @@ fn a_read_only_pin_of_a_shared_page_unshares_it() {
     assert_eq!(access_user(&cpu, &child, a, None), Ok(0x42));
     assert_eq!(mapped_pfn(&cpu, &child, a), Some(pages[0]));
     unpin_user_pages(&cpu, &pages);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     teardown(&m, &cpu, &[&parent, &child]);
 }
 

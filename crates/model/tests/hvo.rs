@@ -4,6 +4,8 @@
 //! remap and writes after it is what `hugetlb_vmemmap_optimize_folio()`'s
 //! grace period is for (Linux bd225530a4c7).
 
+mod common;
+
 use mmsim_facade::sched::Mode;
 use mmsim_model::detect::Kind;
 use mmsim_model::mm::hugetlb::alloc_hugetlb_folio;
@@ -69,11 +71,7 @@ fn an_optimized_folio_reads_as_fake_heads_and_is_restored_when_freed() {
     assert_eq!(m.hvo.hugetlb_optimize_vmemmap_key.count(), 0);
     assert!(!fake.test_flags(&cpu, pg::HEAD));
     assert_eq!(fake.compound_head_raw(&cpu), 0);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     drop(cpu);
     assert_eq!(m.check_leaks(), 0);
 }

@@ -50,11 +50,7 @@ fn collapse_without_a_pin_makes_a_thp_and_keeps_the_data() {
     // is zapped, its deposited table freed.
     do_munmap(&cpu, &mm, page_at(a, 3), PAGE_SIZE).unwrap();
     assert_eq!(access_user(&cpu, &mm, page_at(a, 4), None), Ok(5));
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }
@@ -77,11 +73,7 @@ fn collapse_with_a_pin_is_refused_and_the_table_put_back() {
     unpin_user_pages(&cpu, &pages);
     assert_eq!(collapse_huge_page(&cpu, &mm, a), Ok(()));
     assert_eq!(access_user(&cpu, &mm, page_at(a, 4), None), Ok(5));
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }

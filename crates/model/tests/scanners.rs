@@ -9,6 +9,8 @@
 //! finishing, that `pfn_to_online_page()` refuses `ZONE_DEVICE` pfns, and
 //! what `stable_page_flags()` reports.
 
+mod common;
+
 use mmsim_facade::sched::Mode;
 use mmsim_model::fs::proc_page::{kpageflags_read, kpf, snapshot_page, stable_page_flags};
 use mmsim_model::mm::compaction::{
@@ -156,11 +158,7 @@ fn compaction_isolates_and_migrates_lru_folios() {
         let v = cpu.run(|| access_user(&cpu, &mm, va, None)).unwrap();
         assert_eq!(v, Ok(0x1000 + i));
     }
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
 }
 
 /// Compaction's incidental protection: a folio it holds isolated (a
@@ -206,11 +204,7 @@ fn a_folio_compaction_holds_isolated_keeps_offlining_from_finishing() {
         .unwrap()
         .unwrap();
     assert_ne!(pfn_of(&m, &mm, a), pfn, "offlining migrated it");
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
 }
 
 /// `pfn_to_online_page()` refuses `ZONE_DEVICE` pfns (their sections are
@@ -245,11 +239,7 @@ fn device_pfns_are_not_online_pages() {
         assert!(flags.iter().all(|&f| f == 0), "{flags:x?}");
     })
     .unwrap();
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
 }
 
 /// `stable_page_flags()` from `snapshot_page()`: a mapped anonymous page,
@@ -280,11 +270,7 @@ fn kpageflags_reports_what_the_snapshot_shows() {
         assert_eq!(stable_page_flags(&cpu, None), 1 << kpf::NOPAGE);
     })
     .unwrap();
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
 }
 
 /// The sequence the explorer found with the thread's fix on: offlining a

@@ -77,11 +77,7 @@ fn split_is_refused_while_pinned_and_done_after_the_unpin() {
         assert_eq!(access_user(&cpu, &mm, page_at(a, i), None), Ok(i + 1));
     }
     folio_put(&cpu, f);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }
@@ -131,11 +127,7 @@ fn a_late_reference_fails_the_freeze_and_the_thp_comes_back_pte_mapped() {
     assert_eq!(e.pfn(), pfn.add(7));
     assert!(f.test_large(&c0));
     assert_eq!(access_user(&c0, &mm, page_at(a, 7), None), Ok(8));
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&c0, &mm);
     c0.finish();
     assert_eq!(m.check_leaks(), 0);
@@ -163,11 +155,7 @@ fn zero_filled_subpages_go_to_the_shared_zero_page() {
         }
     }
     folio_put(&cpu, f);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }
@@ -225,11 +213,7 @@ fn a_thp_in_a_dimm_is_split_migrated_and_the_block_removed() {
         assert!(e.pfn() < dimm.start || e.pfn() >= dimm.end(), "page {i}");
         assert_eq!(access_user(&cpu, &mm, page_at(a, i), None), Ok(0x1000 + i));
     }
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }
@@ -256,11 +240,7 @@ fn a_partial_munmap_queues_a_deferred_split() {
     assert_eq!(m.sparse.pfn_to_page(head.add(9)).ref_count(&cpu), 0);
     assert_eq!(access_user(&cpu, &mm, page_at(a, 10), None), Ok(11));
     assert_eq!(deferred_split_scan(&cpu), 0);
-    assert!(
-        m.detect.violations().is_empty(),
-        "{:?}",
-        m.detect.violations()
-    );
+    common::assert_no_violation(&m);
     exit_mmap(&cpu, &mm);
     assert_eq!(m.check_leaks(), 0);
 }

@@ -56,3 +56,12 @@ pub fn anon_mmap(
 pub fn page_at(a: VirtAddr, i: u64) -> VirtAddr {
     VirtAddr::new(a.as_u64() + i * PAGE_SIZE)
 }
+
+/// The detectors saw nothing on `m` (the violations listed if they did).
+pub fn assert_no_violation(m: &Machine) {
+    assert!(
+        m.detect.violations().is_empty(),
+        "{:?}",
+        m.detect.violations()
+    );
+}
