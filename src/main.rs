@@ -57,6 +57,12 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
 }
 
+/// With `--scheduler dpor` compiled in, the explorer learns which heap
+/// blocks each step allocates (fewer executions to exhaust a scenario).
+#[cfg(feature = "dpor")]
+#[global_allocator]
+static ALLOC: mmsim_facade::dpor::TrackingAlloc = mmsim_facade::dpor::TrackingAlloc;
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,

@@ -932,6 +932,7 @@ fn bench_explore(f: &mut Figures, cap: u64) -> Result<(), String> {
                     seed: 0,
                     shard: (0, 1),
                     keep_going: true,
+                    time_limit: None,
                     progress: None,
                 },
             );

@@ -369,6 +369,7 @@ pub fn run(a: &CheckArgs) -> u8 {
             seed: a.seed,
             shard,
             keep_going: a.keep_going,
+            time_limit: None,
             progress: progress(),
         },
     );

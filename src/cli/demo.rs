@@ -48,6 +48,7 @@ fn run_one(name: &str, ov: Overrides, iterations: u64, seed: u64) -> Result<Outc
             seed,
             shard: (0, 1),
             keep_going: false,
+            time_limit: None,
             progress: None,
         },
     ))

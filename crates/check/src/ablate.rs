@@ -222,6 +222,7 @@ fn run_one(
             seed: o.seed,
             shard: (0, 1),
             keep_going: false,
+            time_limit: None,
             progress: None,
         },
     );

@@ -1495,6 +1495,7 @@ pub fn exercise(bytes: &[u8], file: &str, schedules: u64, seed: u64) -> Verdict 
                 seed,
                 shard: (0, 1),
                 keep_going: false,
+                time_limit: None,
                 progress: None,
             },
         );

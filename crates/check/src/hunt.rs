@@ -482,6 +482,7 @@ fn run_plan(plan: Arc<Plan>, budget: u64, schedules: &mut u64) -> Explored {
             seed: 0,
             shard: (0, 1),
             keep_going: false,
+            time_limit: None,
             progress: None,
         },
     );

@@ -32,6 +32,7 @@ fn run_k(
             seed,
             shard: (0, 1),
             keep_going,
+            time_limit: None,
             progress: None,
         },
     )

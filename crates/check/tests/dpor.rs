@@ -18,6 +18,10 @@ use std::sync::Arc;
 
 const LIMIT: u64 = 200_000;
 
+/// The explorer learns which heap blocks each step allocates.
+#[global_allocator]
+static ALLOC: mmsim_facade::dpor::TrackingAlloc = mmsim_facade::dpor::TrackingAlloc;
+
 /// A program: the main task makes the shared state and `n` schedulers,
 /// spawns the threads, joins them and returns the outcome.
 fn run(mode: FnMode, body: impl Fn() -> String + Send + Sync + 'static) -> FnOutcome {
@@ -598,6 +602,7 @@ fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
                 seed: 0,
                 shard: (0, 1),
                 keep_going: true,
+                time_limit: None,
                 progress: None,
             },
         )

@@ -34,6 +34,7 @@ fn run(
             seed,
             shard,
             keep_going,
+            time_limit: None,
             progress: None,
         },
     )

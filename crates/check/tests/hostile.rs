@@ -28,6 +28,7 @@ fn run(text: &str, iterations: u64) -> (Arc<Plan>, Outcome) {
             seed: 0,
             shard: (0, 1),
             keep_going: false,
+            time_limit: None,
             progress: None,
         },
     );

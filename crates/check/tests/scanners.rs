@@ -25,6 +25,7 @@ fn run(
             seed,
             shard: (0, 1),
             keep_going,
+            time_limit: None,
             progress: None,
         },
     )

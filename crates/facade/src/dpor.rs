@@ -54,6 +54,8 @@ mod imp {
     use std::cell::{Cell, RefCell};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use super::Named;
+
     /// Whether this build records at all (the `dpor` feature).
     pub const ENABLED: bool = cfg!(feature = "dpor");
 
@@ -63,6 +65,73 @@ mod imp {
     thread_local! {
         static ON: Cell<bool> = const { Cell::new(false) };
         static LOG: RefCell<Vec<(usize, u8)>> = const { RefCell::new(Vec::new()) };
+        /// The log's length at the last [`mark`].
+        static FLOOR: Cell<usize> = const { Cell::new(0) };
+        /// Storage named since the last [`take_names`].
+        static NAMES: RefCell<Vec<Named>> = const { RefCell::new(Vec::new()) };
+        /// Heap blocks allocated (size > 0) and freed (size 0) while
+        /// recording, with the log's length then: (log index, address,
+        /// size).
+        static ALLOCS: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
+        /// Inside [`note_alloc`] (its own log may allocate).
+        static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Notes a heap allocation (`size > 0`) or free (`size == 0`) at
+    /// `addr` by this thread, if it records: the explorer tells objects in
+    /// a block allocated after a state from objects that existed there
+    /// ([`TrackingAlloc`]).
+    #[inline(always)]
+    pub fn note_alloc(addr: usize, size: usize) {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
+            note_alloc_slow(addr, size);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn note_alloc_slow(addr: usize, size: usize) {
+        // try_with: the allocator runs during thread teardown too.
+        let _ = IN_HOOK.try_with(|h| {
+            if h.get() || !ON.try_with(|on| on.get()).unwrap_or(false) {
+                return;
+            }
+            // The log's own buffer growing (it is borrowed then) is the
+            // recorder's allocation, not the model's.
+            let Ok(at) = LOG.with(|l| l.try_borrow().map(|l| l.len())) else {
+                return;
+            };
+            h.set(true);
+            // No access after this one merges into an entry before it.
+            FLOOR.with(|f| f.set(at));
+            ALLOCS.with(|a| a.borrow_mut().push((at, addr, size)));
+            h.set(false);
+        });
+    }
+
+    /// Moves the allocations noted since the last call into `out`.
+    pub fn take_allocs(out: &mut Vec<(usize, usize, usize)>) {
+        ALLOCS.with(|a| {
+            out.clear();
+            std::mem::swap(&mut *a.borrow_mut(), out);
+        });
+    }
+
+    /// Names the `len` bytes at `addr`: lazily allocated storage whose
+    /// objects are the same from one execution to the next, whoever first
+    /// touches them and wherever the allocator puts them: the page-table
+    /// entries kept in page `pfn`, the memmap of section `nr`. `key` says
+    /// which ([`key`]); the explorer identifies an object there by the key
+    /// and its offset instead of by the order of first touches.
+    pub fn name_range(addr: usize, len: usize, key: u64) {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
+            NAMES.with(|n| n.borrow_mut().push(Named { addr, len, key }));
+        }
+    }
+
+    /// Moves the storage named since the last call into `out`.
+    pub fn take_names(out: &mut Vec<Named>) {
+        NAMES.with(|n| out.append(&mut n.borrow_mut()));
     }
 
     /// Records an access of kind `kind` ([`super::READ`], ...) to the
@@ -78,7 +147,18 @@ mod imp {
     #[inline(never)]
     fn access_slow(addr: usize, kind: u8) {
         if ON.with(|on| on.get()) {
-            LOG.with(|l| l.borrow_mut().push((addr, kind)));
+            LOG.with(|l| {
+                let mut l = l.borrow_mut();
+                // A step often touches one object several times in a row
+                // (a load then a store of a counter): one entry, every kind.
+                // Never into an entry before a mark: a false wait forgets
+                // exactly what it logged.
+                let n = l.len();
+                match l.last_mut() {
+                    Some(e) if e.0 == addr && n > FLOOR.with(|f| f.get()) => e.1 |= kind,
+                    _ => l.push((addr, kind)),
+                }
+            });
         }
     }
 
@@ -133,7 +213,9 @@ mod imp {
         if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return 0;
         }
-        LOG.with(|l| l.borrow().len())
+        let n = LOG.with(|l| l.borrow().len());
+        FLOOR.with(|f| f.set(n));
+        n
     }
 
     /// Forgets the accesses logged since `mark` if they only read: a wait
@@ -154,9 +236,73 @@ mod imp {
 
     /// Moves this thread's log into `out` (cleared first) and empties it.
     pub fn take(out: &mut Vec<(usize, u8)>) {
+        FLOOR.with(|f| f.set(0));
         out.clear();
         LOG.with(|l| std::mem::swap(&mut *l.borrow_mut(), out));
     }
+}
+
+/// A range of named storage ([`name_range`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// Its first byte.
+    pub addr: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    /// What it is ([`key`]).
+    pub key: u64,
+}
+
+/// The system allocator, telling [`note_alloc`] of every block while a
+/// DPOR exploration records on the thread. A binary that runs DPOR
+/// explorations installs it as its `#[global_allocator]`; without it the
+/// explorer counts every object first touched after a state as possibly
+/// any other (conservative: more executions, never fewer).
+#[derive(Debug, Default)]
+pub struct TrackingAlloc;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// hook only reads the returned or given pointer's address.
+unsafe impl std::alloc::GlobalAlloc for TrackingAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { std::alloc::System.alloc(l) };
+        note_alloc(p as usize, l.size().max(1));
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { std::alloc::System.alloc_zeroed(l) };
+        note_alloc(p as usize, l.size().max(1));
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        note_alloc(p as usize, 0);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let q = unsafe { std::alloc::System.realloc(p, l, n) };
+        if !q.is_null() {
+            note_alloc(p as usize, 0);
+            note_alloc(q as usize, n.max(1));
+        }
+        q
+    }
+}
+
+/// Kinds of named storage.
+pub mod key {
+    /// Page-table entries kept in a table page: `TABLE | pfn`.
+    pub const TABLE: u64 = 1 << 56;
+    /// A section's memmap: `MEMMAP | section number`.
+    pub const MEMMAP: u64 = 2 << 56;
+    /// A section's page contents: `DATA | section number`.
+    pub const DATA: u64 = 3 << 56;
 }
 
 #[cfg(loom)]
@@ -175,6 +321,13 @@ mod imp {
     /// Records nothing under loom (loom explores atomics itself).
     #[inline(always)]
     pub fn access(_addr: usize, _kind: u8) {}
+
+    /// Names nothing under loom.
+    pub fn name_range(_addr: usize, _len: usize, _key: u64) {}
+
+    /// Notes nothing under loom.
+    #[inline(always)]
+    pub fn note_alloc(_addr: usize, _size: usize) {}
 }
 
 pub use imp::*;

@@ -109,6 +109,14 @@ impl<T> RawLock<T> {
         dpor::write(self as *const Self as usize);
         sched::lock_ignoring_poison(&self.0)
     }
+
+    /// Takes the lock without recording it: the caller records, with
+    /// [`dpor::read`] and [`dpor::write`], finer objects of what the lock
+    /// protects (the RCU callback queue's head and tail), so that
+    /// operations on different parts of it commute.
+    pub fn lock_untracked(&self) -> std::sync::MutexGuard<'_, T> {
+        sched::lock_ignoring_poison(&self.0)
+    }
 }
 
 #[cfg(loom)]
@@ -126,5 +134,10 @@ impl<T> RawLock<T> {
     /// Takes the lock.
     pub fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the lock (nothing is recorded under loom).
+    pub fn lock_untracked(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.lock()
     }
 }

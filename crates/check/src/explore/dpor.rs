@@ -68,7 +68,16 @@ use mmsim_facade::dpor::{ADD, READ, WRITE, conflict};
 struct Acc {
     objs: Vec<(u32, u8)>,
     known: u32,
+    /// The state it was recorded at (its position in the execution).
+    pos: u32,
+    /// Per entry of `objs`: the position of the step that allocated the
+    /// heap block the object is in, if a step of this execution did
+    /// (`UNBORN` otherwise: set-up's, static, or not tracked).
+    born: Vec<u32>,
 }
+
+/// No step of the execution allocated it (see [`Acc::born`]).
+const UNBORN: u32 = u32::MAX;
 
 impl Acc {
     /// Whether a step with these accesses, recorded at a state that knew
@@ -76,10 +85,22 @@ impl Acc {
     /// execution (see the module doc on object numbers).
     fn depends_on_later(&self, b: &Acc) -> bool {
         let k = self.known;
+        // Numbers below `k` and names are the same objects in both
+        // executions; the rest are fresh.
+        let known = |o: u32| o < k || o >= NAMED_BASE;
         let (mut i, mut j) = (0, 0);
         let (a, bb) = (&self.objs, &b.objs);
-        while i < a.len() && j < bb.len() && a[i].0 < k && bb[j].0 < k {
-            match a[i].0.cmp(&bb[j].0) {
+        while i < a.len() && j < bb.len() {
+            let (x, y) = (a[i].0, bb[j].0);
+            if !known(x) {
+                i += 1;
+                continue;
+            }
+            if !known(y) {
+                j += 1;
+                continue;
+            }
+            match x.cmp(&y) {
                 std::cmp::Ordering::Less => i += 1,
                 std::cmp::Ordering::Greater => j += 1,
                 std::cmp::Ordering::Equal => {
@@ -91,11 +112,49 @@ impl Acc {
                 }
             }
         }
-        let fresh = |v: &[(u32, u8)]| {
-            let s = v.partition_point(|&(o, _)| o < k);
-            v[s..].iter().fold(0, |m, &(_, w)| m | w)
-        };
-        conflict(fresh(a), fresh(bb))
+        // Fresh objects cannot be matched across executions, except that
+        // a block this step allocated itself did not exist in the
+        // execution where `b` runs (this step has not run there), and a
+        // block allocated at or after this step's state did not exist
+        // when this step ran: neither can be the other's.
+        let p = self.pos;
+        let fa = a
+            .iter()
+            .zip(&self.born)
+            .filter(|&(&(o, _), &born)| !known(o) && born != p)
+            .fold(0, |m, (&(_, w), _)| m | w);
+        if fa == 0 {
+            return false;
+        }
+        let fb = bb
+            .iter()
+            .zip(&b.born)
+            .filter(|&(&(o, _), &born)| !known(o) && (born == UNBORN || born < p))
+            .fold(0, |m, (&(_, w), _)| m | w);
+        conflict(fa, fb)
+    }
+}
+
+/// Where the numbers of named objects begin (see [`Dpor::id_of`]).
+const NAMED_BASE: u32 = 1 << 31;
+
+/// Sorts a step's accesses and keeps one entry per object, with every kind
+/// of access it had (reading and updating in one step is as good as
+/// writing).
+fn merge_accesses(v: &mut Vec<(u32, u8)>) {
+    v.sort_unstable();
+    v.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1 |= b.1;
+            true
+        } else {
+            false
+        }
+    });
+    for o in v.iter_mut() {
+        if o.1 & WRITE != 0 || o.1 == READ | ADD {
+            o.1 = WRITE;
+        }
     }
 }
 
@@ -178,10 +237,39 @@ pub struct Dpor {
     data: RandomDataSource,
     // The execution in flight.
     events: Vec<Ev>,
-    ids: HashMap<usize, u32>,
+    /// Objects first touched by the tasks' steps, by address: their slot
+    /// in `objs` and the number steps are compared by across executions
+    /// (the slot, or for named storage its name's number).
+    ids: HashMap<usize, (u32, u32, u32), foldhash::fast::FixedState>,
+    /// Heap blocks allocated by this execution's steps and not freed:
+    /// first address -> (length, position of the step).
+    blocks: std::collections::BTreeMap<usize, (usize, u32)>,
+    allocs: Vec<(usize, usize, usize)>,
+    /// Named storage of this execution ([`mmsim_facade::dpor::name_range`]),
+    /// by first address: (length, key).
+    names: std::collections::BTreeMap<usize, (usize, u64)>,
+    names_buf: Vec<mmsim_facade::dpor::Named>,
+    /// Numbers of named objects (key, offset), kept across executions:
+    /// `NAMED_BASE + n`.
+    named: HashMap<(u64, u32), u32, foldhash::fast::FixedState>,
+    /// Objects first touched at set-up (and the pseudo-objects), by
+    /// address: kept from one execution to the next while set-up touches
+    /// the same addresses in the same order (the allocator hands a fresh
+    /// machine the memory the last one freed), rebuilt otherwise.
+    setup_ids: HashMap<usize, u32, foldhash::fast::FixedState>,
+    /// What `setup_ids` was built from, and this execution's set-up so far.
+    setup_log: Vec<usize>,
+    cur_setup: Vec<usize>,
+    setup_done: bool,
+    /// Objects numbered in this execution (set-up's first).
+    nids: u32,
+    /// Executions whose set-up numbering was reused.
+    pub setup_reused: u64,
     addrs: Vec<usize>,
-    /// Per object: its last write, and the reads since.
+    /// Per object: its last write, and the reads since (the first `nobjs`
+    /// are this execution's; the rest are kept for their allocations).
     objs: Vec<ObjHist>,
+    nobjs: usize,
     last_of_task: Vec<Option<u32>>,
     in_flight: Option<usize>,
     next_sleep: Vec<Sleeper>,
@@ -217,9 +305,21 @@ impl Dpor {
             accesses: 0,
             data: RandomDataSource::initialize(0),
             events: Vec::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
+            names: std::collections::BTreeMap::new(),
+            blocks: std::collections::BTreeMap::new(),
+            allocs: Vec::new(),
+            names_buf: Vec::new(),
+            named: HashMap::default(),
+            setup_ids: HashMap::default(),
+            setup_log: Vec::new(),
+            cur_setup: Vec::new(),
+            setup_done: false,
+            nids: 0,
+            setup_reused: 0,
             addrs: Vec::new(),
             objs: Vec::new(),
+            nobjs: 0,
             last_of_task: Vec::new(),
             in_flight: None,
             next_sleep: Vec::new(),
@@ -243,7 +343,7 @@ impl Dpor {
         if let Some(d) = &self.debug {
             let mut v: Vec<_> = d.iter().collect();
             v.sort_by(|a, b| b.1.cmp(a.1));
-            for ((a, b), n) in v.iter().take(40) {
+            for ((a, b), n) in v.iter().take(100000) {
                 eprintln!("{n:8}  {a}  <>  {b}");
             }
         }
@@ -259,12 +359,105 @@ impl Dpor {
         self.blocked
     }
 
+    /// A fresh object history, reusing a previous execution's.
+    fn new_obj(&mut self) {
+        if let Some(h) = self.objs.get_mut(self.nobjs) {
+            h.last_write = None;
+            h.reads.clear();
+            h.adds.clear();
+        } else {
+            self.objs.push(ObjHist::default());
+        }
+        self.nobjs += 1;
+    }
+
+    /// The object at `addr`: its slot in `objs` (numbering it if it is
+    /// new) and the number other executions know it by. Objects numbered
+    /// at set-up are known by that number. Objects in named storage are
+    /// known by their name (key and offset), whoever touches them first:
+    /// a page table's entries, the struct pages of a section hot-added
+    /// during the run. Any other object first touched by a step is known
+    /// by its slot, which other executions cannot match (it is *fresh*;
+    /// see [`Acc::depends_on_later`]).
+    #[inline]
+    fn id_of(&mut self, addr: usize) -> (u32, u32, u32) {
+        if let Some(&i) = self.setup_ids.get(&addr) {
+            return (i, i, UNBORN);
+        }
+        if let Some(&p) = self.ids.get(&addr) {
+            return p;
+        }
+        let slot = self.nids;
+        self.nids += 1;
+        self.new_obj();
+        self.addrs.push(addr);
+        let stable = match self.names.range(..=addr).next_back() {
+            Some((&start, &(len, key))) if addr < start + len => {
+                let n = self.named.len() as u32;
+                NAMED_BASE + *self.named.entry((key, (addr - start) as u32)).or_insert(n)
+            }
+            _ => slot,
+        };
+        let born = match self.blocks.range(..=addr).next_back() {
+            Some((&start, &(len, at))) if addr < start + len => at,
+            _ => UNBORN,
+        };
+        self.ids.insert(addr, (slot, stable, born));
+        (slot, stable, born)
+    }
+
+    /// Applies a heap allocation or free noted during the step at `pos`.
+    fn apply_alloc(&mut self, (_, addr, size): (usize, usize, usize), pos: u32) {
+        if size == 0 {
+            self.blocks.remove(&addr);
+        } else {
+            self.blocks.insert(addr, (size, pos));
+        }
+    }
+
+    /// Takes the storage named since the last look.
+    fn take_names(&mut self) {
+        mmsim_facade::dpor::take_names(&mut self.names_buf);
+        for n in self.names_buf.drain(..) {
+            self.names.insert(n.addr, (n.len, n.key));
+        }
+    }
+
+    /// Set-up is over (the first task step is being chosen): number what
+    /// it touched, in its order, so that those numbers agree across
+    /// executions whatever the tasks do.
+    fn finish_setup(&mut self) {
+        self.setup_done = true;
+        let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
+        if self.cur_setup != self.setup_log || self.setup_ids.is_empty() {
+            self.setup_ids.clear();
+            self.addrs.clear();
+            for a in fixed.into_iter().chain(self.cur_setup.iter().copied()) {
+                let n = self.addrs.len() as u32;
+                if *self.setup_ids.entry(a).or_insert(n) == n {
+                    self.addrs.push(a);
+                }
+            }
+            std::mem::swap(&mut self.setup_log, &mut self.cur_setup);
+        } else {
+            self.setup_reused += 1;
+            self.addrs.truncate(self.setup_ids.len());
+        }
+        self.cur_setup.clear();
+        self.nids = self.setup_ids.len() as u32;
+        for _ in 0..self.nids {
+            self.new_obj();
+        }
+    }
+
     /// The step of the task in flight ended: number what it touched, find
     /// its races, and compute the sleep set of the state after it.
     fn end_step(&mut self) {
         // Whatever was logged outside any step (between executions) is
         // nobody's.
         mmsim_facade::dpor::take(&mut self.log);
+        mmsim_facade::dpor::take_allocs(&mut self.allocs);
+        self.take_names();
         let Some(task) = self.in_flight.take() else {
             return;
         };
@@ -275,14 +468,8 @@ impl Dpor {
             // Set-up is the same in every execution: number what it
             // touches, in its order, so that those numbers agree across
             // executions whatever the tasks do.
-            if self.events.is_empty() {
-                for &(addr, _) in &self.log {
-                    let n = self.ids.len() as u32;
-                    if *self.ids.entry(addr).or_insert(n) == n {
-                        self.objs.push(ObjHist::default());
-                        self.addrs.push(addr);
-                    }
-                }
+            if !self.setup_done {
+                self.cur_setup.extend(self.log.iter().map(|&(a, _)| a));
             }
             return;
         }
@@ -290,36 +477,56 @@ impl Dpor {
         self.steps += 1;
         self.accesses += self.log.len() as u64;
         let node_known = self.nodes[pos].known;
+        // By slot (this execution's races) and by the numbers other
+        // executions know them by (sleep sets).
         let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
-        for &(addr, w) in &self.log {
-            let n = self.ids.len() as u32;
-            let id = *self.ids.entry(addr).or_insert(n);
-            if id == n {
-                self.objs.push(ObjHist::default());
-                self.addrs.push(addr);
+        let mut stable: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
+        let mut borns: Vec<(u32, u32)> = Vec::new();
+        let log = std::mem::take(&mut self.log);
+        let allocs = std::mem::take(&mut self.allocs);
+        let mut ai = 0;
+        for (i, &(addr, w)) in log.iter().enumerate() {
+            // The blocks as they were when this access was made.
+            while ai < allocs.len() && allocs[ai].0 <= i {
+                self.apply_alloc(allocs[ai], pos as u32);
+                ai += 1;
             }
-            objs.push((id, w));
-        }
-        objs.sort_unstable();
-        // One entry per object, with every kind of access it had.
-        objs.dedup_by(|b, a| {
-            if a.0 == b.0 {
-                a.1 |= b.1;
-                true
-            } else {
-                false
-            }
-        });
-        for o in &mut objs {
-            // Reading and updating in one step is as good as writing.
-            if o.1 & WRITE != 0 || o.1 == READ | ADD {
-                o.1 = WRITE;
+            let (sl, st, born) = self.id_of(addr);
+            objs.push((sl, w));
+            stable.push((st, w));
+            if born != UNBORN && st < NAMED_BASE {
+                borns.push((st, born));
             }
         }
+        for &a in &allocs[ai..] {
+            self.apply_alloc(a, pos as u32);
+        }
+        self.log = log;
+        self.allocs = allocs;
+        merge_accesses(&mut objs);
+        merge_accesses(&mut stable);
+        borns.sort_unstable();
+        let born = stable
+            .iter()
+            .map(
+                |&(o, _)| match borns.binary_search_by_key(&o, |&(x, _)| x) {
+                    Ok(i) => borns[i].1,
+                    Err(_) => UNBORN,
+                },
+            )
+            .collect();
         let acc = Rc::new(Acc {
+            objs: stable,
+            known: node_known,
+            pos: pos as u32,
+            born,
+        });
+        let here = Acc {
             objs,
             known: node_known,
-        });
+            pos: pos as u32,
+            born: Vec::new(),
+        };
         if !self.nodes[pos].explored.iter().any(|(t, _)| *t == task) {
             self.nodes[pos].explored.push((task, acc.clone()));
         }
@@ -336,7 +543,7 @@ impl Dpor {
             None => (Vec::new(), 0),
         };
         let mut cands: Vec<u32> = Vec::new();
-        for &(o, k) in &acc.objs {
+        for &(o, k) in &here.objs {
             let h = &self.objs[o as usize];
             if let Some(lw) = h.last_write {
                 cands.push(lw);
@@ -365,7 +572,7 @@ impl Dpor {
             clock.resize(s + 1, 0);
         }
         clock[s] = local + 1;
-        for &(o, k) in &acc.objs {
+        for &(o, k) in &here.objs {
             let h = &mut self.objs[o as usize];
             match k {
                 READ => h.reads.push(pos as u32),
@@ -380,7 +587,7 @@ impl Dpor {
         self.last_of_task[s] = Some(pos as u32);
         let at = mmsim_facade::dpor::last_point();
         if self.debug.is_some() {
-            self.evacc.push(acc.clone());
+            self.evacc.push(Rc::new(here));
         }
         self.events.push(Ev {
             task,
@@ -509,6 +716,9 @@ impl Dpor {
     /// The scheduling decision before step `events.len()`; `runnable` holds
     /// the model's tasks only (the main task runs whenever it can).
     fn choose(&mut self, runnable: &[&Task]) -> Option<TaskId> {
+        if !self.setup_done {
+            self.finish_setup();
+        }
         let pos = self.events.len();
         let mut enabled: Vec<usize> = runnable.iter().map(|t| usize::from(t.id())).collect();
         enabled.sort_unstable();
@@ -517,14 +727,11 @@ impl Dpor {
         }
         if pos < self.nodes.len() {
             let n = &self.nodes[pos];
-            if n.enabled != enabled || n.known != self.ids.len() as u32 {
+            if n.enabled != enabled || n.known != self.nids {
                 if std::env::var_os("MMSIM_DPOR_DEBUG").is_some() {
                     eprintln!(
                         "dpor: nondeterministic at {pos}: enabled {:?} / {:?}, known {} / {}",
-                        n.enabled,
-                        enabled,
-                        n.known,
-                        self.ids.len()
+                        n.enabled, enabled, n.known, self.nids
                     );
                 }
                 self.nondeterministic = true;
@@ -543,7 +750,7 @@ impl Dpor {
             sleep: Vec::new(),
             explored: Vec::new(),
             taken: 0,
-            known: self.ids.len() as u32,
+            known: self.nids,
             full: false,
         };
         if self.brute {
@@ -597,11 +804,18 @@ impl Dpor {
     /// The next task: `main` whenever it can run (its steps are set-up and
     /// teardown, not part of the exploration), else DPOR's choice.
     pub fn next(&mut self, runnable: &[&Task], main: TaskId) -> Option<TaskId> {
+        // The explorer's own work is no step's (its allocations least of
+        // all).
+        mmsim_facade::dpor::set_on(false);
         self.end_step();
         if runnable.iter().any(|t| t.id() == main) {
             // Set-up (before the first step) is recorded for numbering
             // objects; the rest of the main task's work is not.
-            mmsim_facade::dpor::set_on(self.events.is_empty() && !self.blocked);
+            mmsim_facade::dpor::set_on(
+                std::env::var_os("MMSIM_NOSETUP").is_none()
+                    && self.events.is_empty()
+                    && !self.blocked,
+            );
             self.in_flight = Some(MAIN);
             return Some(main);
         }
@@ -668,18 +882,20 @@ impl Scheduler for Dpor {
         self.events.clear();
         self.evacc.clear();
         self.ids.clear();
-        self.addrs.clear();
-        self.objs.clear();
+        // Storage named outside this execution (teardown of the last) is
+        // not this machine's.
+        mmsim_facade::dpor::take_names(&mut self.names_buf);
+        self.names_buf.clear();
+        mmsim_facade::dpor::take_allocs(&mut self.allocs);
+        self.names.clear();
+        self.blocks.clear();
+        self.nobjs = 0;
+        self.setup_done = false;
+        self.cur_setup.clear();
         self.last_of_task.clear();
         self.in_flight = None;
         self.next_sleep.clear();
         self.blocked = false;
-        // The pseudo-objects are the same in every execution.
-        for a in [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS] {
-            self.ids.insert(a, self.addrs.len() as u32);
-            self.addrs.push(a);
-            self.objs.push(ObjHist::default());
-        }
         mmsim_facade::dpor::set_on(true);
         Some(Schedule::new(self.data.reinitialize()))
     }

@@ -153,6 +153,8 @@ pub struct Options {
     /// Called now and then with (executions done, executions planned,
     /// failing executions).
     pub progress: Option<Progress>,
+    /// Stop after this much wall time (the outcome is then not exhausted).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// A violation found, with how many executions found it.
@@ -486,6 +488,7 @@ struct Explorer {
     seed: u64,
     shard: (u64, u64),
     keep_going: bool,
+    time_limit: Option<std::time::Duration>,
     progress: Option<Progress>,
     /// The number of the execution in flight.
     in_flight: Option<u64>,
@@ -655,7 +658,8 @@ impl Driver for Explorer {
         let stop = self.out.error.is_some()
             || self.out.too_long.is_some()
             || (self.out.first.is_some() && !self.keep_going)
-            || (self.single && self.next > 0);
+            || (self.single && self.next > 0)
+            || self.time_limit.is_some_and(|t| self.start.elapsed() >= t);
         if stop {
             return None;
         }
@@ -759,6 +763,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         seed: opts.seed,
         shard,
         keep_going: opts.keep_going,
+        time_limit: opts.time_limit,
         progress: opts.progress,
         in_flight: None,
         next: 0,
@@ -820,13 +825,14 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}",
+            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, set-up numbering reused {}",
             e.out.schedules,
             d.steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
-            d.depth()
+            d.depth(),
+            d.setup_reused
         );
         d.print_debug();
     }

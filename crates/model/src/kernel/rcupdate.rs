@@ -86,7 +86,7 @@ impl std::fmt::Debug for Rcu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rcu")
             .field("cpus", &self.cpus.len())
-            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .field("pending", &self.pending.load_hint(Ordering::Relaxed))
             .finish()
     }
 }
@@ -144,20 +144,47 @@ impl Rcu {
     /// Whether callbacks are queued (a cheap, racy hint).
     #[inline]
     pub fn has_pending(&self) -> bool {
-        // READ_ONCE: a stale answer only delays a callback to the next point.
-        self.pending.load(Ordering::Relaxed) != 0
+        // READ_ONCE: a stale answer only delays a callback to the next point
+        // or skips a wake-up nobody needs (whoever queues a callback wakes
+        // the rcuo kthread itself); so a hint, not a read for DPOR.
+        self.pending.load_hint(Ordering::Relaxed) != 0
     }
 
     /// Whether the first queued callback's grace period has passed and it
     /// has not been invoked yet.
     pub fn callback_due(&self) -> bool {
-        let q = self.cbs.peek();
+        let q = self.queue_peek();
         q.front().is_some_and(|c| self.cookie_done(&c.cookie))
     }
 
     /// The number of queued callbacks.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.pending.load_hint(Ordering::Relaxed)
+    }
+
+    /// The queue's head, as an object for the DPOR scheduler: which
+    /// callback is first (or that there is none). Popping writes it, and
+    /// so does queueing onto an empty queue; every look at the first
+    /// callback or at emptiness reads it.
+    fn head(&self) -> usize {
+        &self.cbs as *const _ as usize
+    }
+
+    /// The queue's tail, as an object for the DPOR scheduler: queueing
+    /// writes it (two `call_rcu()`s do not commute: their callbacks run in
+    /// queue order). Queueing at the tail and invoking from the head of a
+    /// non-empty queue commute, which a single object for the whole queue
+    /// would hide (every `call_rcu()` would race with the rcuo kthread).
+    /// One past the head's address: inside the queue's lock, which holds no
+    /// facade object.
+    fn tail(&self) -> usize {
+        self.head() + 1
+    }
+
+    /// Takes the queue's lock to look at its head only.
+    fn queue_peek(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+        mmsim_facade::dpor::read(self.head());
+        self.cbs.lock_untracked()
     }
 
     fn ctr(&self, cpu: u32, c: Ctr) -> &AtomicU64 {
@@ -440,13 +467,17 @@ pub fn synchronize_rcu_expedited(cpu: &Cpu) {
 pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'static) {
     let cookie = get_state_synchronize_rcu(cpu);
     let rcu = &cpu.m.rcu;
-    let mut q = rcu.cbs.lock();
+    let mut q = rcu.cbs.lock_untracked();
+    if q.is_empty() {
+        mmsim_facade::dpor::write(rcu.head());
+    }
+    mmsim_facade::dpor::write(rcu.tail());
     q.push_back(Queued {
         cookie,
         what,
         f: Box::new(f),
     });
-    rcu.pending.store(q.len(), Ordering::Relaxed);
+    rcu.pending.store_hint(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
     cpu.sched.wake(rcu.rcuo_chan());
@@ -501,7 +532,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
     let by_rcuo = rcu.leaves_callbacks(cpu);
     loop {
         rcu_core(cpu);
-        if idle(&rcu.cbs.peek()) {
+        if idle(&rcu.queue_peek()) {
             return;
         }
         cpu.sched.wait(
@@ -509,7 +540,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
             rcu.chan(),
             None,
             || {
-                let q = rcu.cbs.peek();
+                let q = rcu.queue_peek();
                 match q.front() {
                     None => idle(&q),
                     // The rcuo kthread invokes it; wait until it has.
@@ -528,7 +559,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
 pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     let rcu = &cpu.m.rcu;
     let ready = || {
-        let q = rcu.cbs.peek();
+        let q = rcu.queue_peek();
         q.front().is_some_and(|c| rcu.next_ready(c))
     };
     loop {
@@ -589,15 +620,16 @@ fn invoke_ready(cpu: &Cpu) {
     let _softirq = SoftirqExit(cpu);
     loop {
         let next = {
-            let mut q = rcu.cbs.lock();
+            let mut q = rcu.queue_peek();
             match q.front() {
                 Some(c) if rcu.next_ready(c) => {
+                    mmsim_facade::dpor::write(rcu.head());
                     let c = q.pop_front();
                     // Under the queue lock, so that rcu_barrier() sees the
                     // callback either queued or running, and no other CPU
                     // starts the next one before this one has returned.
                     rcu.running.fetch_add(1, Ordering::Relaxed);
-                    rcu.pending.store(q.len(), Ordering::Relaxed);
+                    rcu.pending.store_hint(q.len(), Ordering::Relaxed);
                     c
                 }
                 _ => None,

@@ -170,7 +170,16 @@ impl PtStore {
     #[inline]
     pub fn table(&self, pfn: Pfn) -> Option<&Table> {
         let i = pfn.as_u64().checked_sub(self.base)? as usize;
-        Some(self.tables.get(i)?.get_or_init(Table::new))
+        Some(self.tables.get(i)?.get_or_init(|| {
+            let t = Table::new();
+            // The same table for the DPOR scheduler in every execution.
+            mmsim_facade::dpor::name_range(
+                t.entries.as_ptr() as usize,
+                std::mem::size_of::<[AtomicU64; PTRS_PER_TABLE]>(),
+                mmsim_facade::dpor::key::TABLE | pfn.as_u64(),
+            );
+            t
+        }))
     }
 }
 

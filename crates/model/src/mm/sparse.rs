@@ -256,10 +256,18 @@ impl MemSection {
 
     fn storage(&self) -> &[Page] {
         self.memmap.get_or_init(|| {
-            (0..=self.pfn_mask)
+            let m = (0..=self.pfn_mask)
                 .map(|_| Page::poisoned())
                 .collect::<Vec<_>>()
-                .into_boxed_slice()
+                .into_boxed_slice();
+            // The same struct pages for the DPOR scheduler in every
+            // execution.
+            mmsim_facade::dpor::name_range(
+                m.as_ptr() as usize,
+                std::mem::size_of_val(&*m),
+                mmsim_facade::dpor::key::MEMMAP | self.nr as u64,
+            );
+            m
         })
     }
 
@@ -370,10 +378,16 @@ impl Sparse {
     pub fn page_data(&self, pfn: Pfn) -> Option<&AtomicU64> {
         let ms = self.pfn_to_section(pfn)?;
         let d = ms.data.get_or_init(|| {
-            (0..=ms.pfn_mask)
+            let d = (0..=ms.pfn_mask)
                 .map(|_| AtomicU64::new(0))
                 .collect::<Vec<_>>()
-                .into_boxed_slice()
+                .into_boxed_slice();
+            mmsim_facade::dpor::name_range(
+                d.as_ptr() as usize,
+                std::mem::size_of_val(&*d),
+                mmsim_facade::dpor::key::DATA | ms.nr as u64,
+            );
+            d
         });
         d.get((pfn.as_u64() & ms.pfn_mask) as usize)
     }

@@ -1,0 +1,147 @@
+//! DPOR against bounded DFS on catalog scenarios: both explore every
+//! schedule of their trees (DFS within its preemption bound, DPOR with none),
+//! going on past violations, and every violation DFS reaches (by kind,
+//! function and step) DPOR reaches too; where the DFS bound is no bound (more
+//! preemptions than the scenario has decisions), the two sets are equal.
+//!
+//! The scenarios are the catalog's that DPOR exhausts in seconds, in their
+//! "none" settings and in the settings where they find a violation (so
+//! that the comparison has violations to compare). The whole catalog, with
+//! its hot-remove scenarios, is what `mmsim bench --only explore` measures
+//! (docs/EXPLORER.md).
+
+use mmsim_check::catalog::find;
+use mmsim_check::explore::{Options, Outcome, Strategy, explore};
+use mmsim_check::setup::{Overrides, Plan};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The explorer learns which heap blocks each step allocates.
+#[global_allocator]
+static ALLOC: mmsim_facade::dpor::TrackingAlloc = mmsim_facade::dpor::TrackingAlloc;
+
+fn run(plan: Arc<Plan>, strategy: Strategy) -> Outcome {
+    explore(
+        plan,
+        Options {
+            strategy,
+            iterations: 2_000_000,
+            seed: 0,
+            shard: (0, 1),
+            keep_going: true,
+            time_limit: None,
+            progress: None,
+        },
+    )
+}
+
+type Sig = (&'static str, &'static str, &'static str);
+
+fn signatures(o: &Outcome) -> BTreeSet<Sig> {
+    o.violations
+        .iter()
+        .map(|f| {
+            (
+                f.violation.kind.name(),
+                f.violation.function,
+                f.violation.step,
+            )
+        })
+        .collect()
+}
+
+/// Compares the two on `name` with safeguards `sg` switched; DFS with
+/// `bound` preemptions. Returns DPOR's signatures.
+fn compare(name: &str, sg: &[(&str, bool)], bound: usize) -> BTreeSet<Sig> {
+    let sc = find(name).unwrap().scenario().unwrap();
+    let ov = Overrides {
+        arch: None,
+        config: vec![],
+        safeguards: sg.iter().map(|&(n, on)| (n.to_string(), on)).collect(),
+    };
+    let plan = Arc::new(Plan::new(sc, &ov).unwrap());
+    let dpor = run(plan.clone(), Strategy::Dpor);
+    assert!(dpor.error.is_none(), "{name} {sg:?}: {:?}", dpor.error);
+    assert!(
+        dpor.exhausted,
+        "{name} {sg:?}: DPOR did not exhaust in {} schedules",
+        dpor.schedules
+    );
+    let dfs = run(plan, Strategy::Dfs { preemptions: bound });
+    assert!(dfs.error.is_none(), "{name} {sg:?}: {:?}", dfs.error);
+    assert!(
+        dfs.exhausted,
+        "{name} {sg:?}: DFS at {bound} did not exhaust in {} schedules",
+        dfs.schedules
+    );
+    let (a, b) = (signatures(&dfs), signatures(&dpor));
+    assert!(
+        a.is_subset(&b),
+        "{name} {sg:?}: DFS at {bound} reaches {:?}, which DPOR does not",
+        a.difference(&b).collect::<Vec<_>>()
+    );
+    b
+}
+
+#[test]
+fn fork_and_gup_fast_dpor_reaches_every_violation_dfs_reaches() {
+    // With write_protect_seq the pin is never lost; without it, both find
+    // the pinned-page mismatch.
+    assert!(compare("fork-vs-gup-fast-pin", &[], 1).is_empty());
+    let off = compare(
+        "fork-vs-gup-fast-pin",
+        &[("gup_fast.write_protect_seq", false)],
+        1,
+    );
+    assert!(off.iter().any(|s| s.0 == "pinned-page-mismatch"), "{off:?}");
+    assert!(compare("fork-pinned-early-cow", &[], 8).is_empty());
+    let off = compare("fork-pinned-early-cow", &[("fork.cow_for_dma", false)], 3);
+    assert!(off.iter().any(|s| s.0 == "pinned-page-mismatch"), "{off:?}");
+}
+
+#[test]
+fn page_table_frees_dpor_reaches_every_violation_dfs_reaches() {
+    for name in ["munmap-reuse-vs-gup-fast", "munmap-table-free-vs-gup-fast"] {
+        assert!(compare(name, &[], 3).is_empty(), "{name}");
+    }
+    for name in ["thp-collapse-vs-gup-fast", "split-vs-gup-fast"] {
+        assert!(compare(name, &[], 2).is_empty(), "{name}");
+    }
+    let off = compare(
+        "thp-collapse-vs-gup-fast",
+        &[("khugepaged.refcount_check", false)],
+        2,
+    );
+    assert!(off.iter().any(|s| s.0 == "pinned-page-mismatch"), "{off:?}");
+    let off = compare("split-vs-gup-fast", &[("gup_fast.folio_recheck", false)], 2);
+    assert!(off.iter().any(|s| s.0 == "refcount-underflow"), "{off:?}");
+    let off = compare(
+        "munmap-reuse-vs-gup-fast",
+        &[("gup_fast.pte_recheck", false)],
+        3,
+    );
+    assert!(off.iter().any(|s| s.0 == "pinned-page-mismatch"), "{off:?}");
+    let off = compare(
+        "munmap-table-free-vs-gup-fast",
+        &[("mmu_gather.rcu_table_free", false)],
+        3,
+    );
+    assert!(
+        off.iter().any(|s| s.0 == "page-table-use-after-free"),
+        "{off:?}"
+    );
+}
+
+#[test]
+fn device_memory_dpor_reaches_every_violation_dfs_reaches() {
+    assert!(compare("compact-vs-memunmap", &[], 3).is_empty());
+    let off = compare(
+        "compact-vs-memunmap",
+        &[("sparse.usage_kfree_rcu", false)],
+        3,
+    );
+    assert!(
+        off.iter().any(|s| s.0 == "section-usage-use-after-free"),
+        "{off:?}"
+    );
+}
