@@ -85,6 +85,14 @@ pub struct BenchArgs {
     /// larger than this is reported as not exhausted).
     #[arg(long, default_value_t = 200_000)]
     pub explore_cap: u64,
+    /// explore: the most wall time, in seconds, one exploration may take
+    /// (it is then reported as not exhausted).
+    #[arg(long, default_value_t = 60)]
+    pub explore_secs: u64,
+    /// explore: every catalog setting whose file claims no violation (the
+    /// scenario's own and each variant's), not only each scenario's first.
+    #[arg(long)]
+    pub explore_all: bool,
 }
 
 /// The most rounds per figure (a median of a thousand is plenty, and the
@@ -815,7 +823,7 @@ pub fn run(a: &BenchArgs) -> u8 {
         // Only when asked for: it takes minutes.
         ("explore", &|f| {
             if a.only.iter().any(|o| o == "explore") {
-                bench_explore(f, cap)
+                bench_explore(f, cap, a.explore_secs, a.explore_all)
             } else {
                 Ok(())
             }
@@ -899,59 +907,93 @@ fn fixed_settings(sc: &mmsim_check::scenario::Scenario) -> Option<(String, Overr
     ))
 }
 
-/// `--only explore`: for each catalog scenario with its fix on, the
-/// schedules `dfs` at depth 3 and `dpor` take to exhaust the scenario (at
-/// most `cap`), the wall time of each, and executions per second.
-fn bench_explore(f: &mut Figures, cap: u64) -> Result<(), String> {
+/// The settings of `sc` whose file claims no violation: its own, then
+/// each `[[expect.variant]]`'s.
+fn none_settings(sc: &mmsim_check::scenario::Scenario) -> Vec<(String, Overrides)> {
+    let Some(e) = sc.expect.as_ref() else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    if e.violation == "none" {
+        v.push(("own settings".into(), Overrides::default()));
+    }
+    for x in e.variants.iter().filter(|x| x.violation == "none") {
+        v.push((
+            x.flags(),
+            Overrides {
+                arch: x.arch,
+                config: x.config.clone(),
+                safeguards: x.safeguards.clone(),
+            },
+        ));
+    }
+    v
+}
+
+/// `--only explore`: for each catalog scenario with its fix on (or, with
+/// `all`, each setting claiming no violation), the schedules `dfs` at
+/// depth 3 and `dpor` take to exhaust the scenario (at most `cap`, and
+/// `secs` of wall time), the wall time of each, executions per second, and
+/// the share of `dfs`'s time spent booting and tearing down machines:
+/// what a snapshot restored for each execution could save at most.
+fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), String> {
     let mut rows = Vec::new();
     for b in CATALOG {
         let sc = b.scenario().map_err(|e| e.to_string())?;
-        let Some((what, ov)) = fixed_settings(&sc) else {
-            continue;
+        let settings = if all {
+            none_settings(&sc)
+        } else {
+            fixed_settings(&sc).into_iter().collect()
         };
-        let plan = Arc::new(Plan::new(sc, &ov).map_err(|e| e.to_string())?);
-        let mut row = Map::new();
-        row.insert("scenario".into(), json!(b.name));
-        row.insert("settings".into(), json!(what));
-        for (key, strategy) in [
-            ("dfs3", Strategy::Dfs { preemptions: 3 }),
-            ("dpor", Strategy::Dpor),
-        ] {
-            if strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
+        for (what, ov) in settings {
+            let plan = Arc::new(Plan::new(sc.clone(), &ov).map_err(|e| e.to_string())?);
+            let mut row = Map::new();
+            row.insert("scenario".into(), json!(b.name));
+            row.insert("settings".into(), json!(what));
+            for (key, strategy) in [
+                ("dfs3", Strategy::Dfs { preemptions: 3 }),
+                ("dpor", Strategy::Dpor),
+            ] {
+                if strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
+                    row.insert(
+                        key.into(),
+                        json!({"error": "built without the dpor feature"}),
+                    );
+                    continue;
+                }
+                let o = explore::explore(
+                    plan.clone(),
+                    Options {
+                        strategy,
+                        iterations: cap,
+                        seed: 0,
+                        shard: (0, 1),
+                        keep_going: true,
+                        time_limit: Some(std::time::Duration::from_secs(secs)),
+                        progress: None,
+                    },
+                );
+                let el = o.elapsed.as_secs_f64().max(1e-9);
                 row.insert(
                     key.into(),
-                    json!({"error": "built without the dpor feature"}),
+                    json!({
+                        "schedules": o.schedules,
+                        "exhausted": o.exhausted,
+                        "elapsed_s": round3(o.elapsed.as_secs_f64()),
+                        "schedules_per_s": o.rate().round(),
+                        "violations": o.violations.len(),
+                        "boot_share": round3(o.boot.as_secs_f64() / el),
+                        "teardown_share": round3(o.teardown.as_secs_f64() / el),
+                        "error": o.error,
+                    }),
                 );
-                continue;
             }
-            let o = explore::explore(
-                plan.clone(),
-                Options {
-                    strategy,
-                    iterations: cap,
-                    seed: 0,
-                    shard: (0, 1),
-                    keep_going: true,
-                    time_limit: None,
-                    progress: None,
-                },
-            );
-            row.insert(
-                key.into(),
-                json!({
-                    "schedules": o.schedules,
-                    "exhausted": o.exhausted,
-                    "elapsed_s": round3(o.elapsed.as_secs_f64()),
-                    "schedules_per_s": o.rate().round(),
-                    "violations": o.violations.len(),
-                    "error": o.error,
-                }),
-            );
+            rows.push(Value::Object(row));
         }
-        rows.push(Value::Object(row));
     }
     f.vals.insert("explore".into(), Value::Array(rows));
     f.vals.insert("explore_cap".into(), json!(cap));
+    f.vals.insert("explore_secs".into(), json!(secs));
     Ok(())
 }
 
@@ -960,12 +1002,13 @@ fn print_explore(f: &Figures) {
         return;
     };
     println!(
-        "explore: each catalog scenario with its fix on, fresh machine per execution, at most {} schedules",
-        f.vals.get("explore_cap").unwrap_or(&json!(0))
+        "explore: catalog scenarios with no violation claimed, fresh machine per execution, at most {} schedules or {} s each",
+        f.vals.get("explore_cap").unwrap_or(&json!(0)),
+        f.vals.get("explore_secs").unwrap_or(&json!(0))
     );
     println!(
-        "  {:<40} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8}",
-        "scenario", "dfs d=3", "s", "/s", "dpor", "s", "/s"
+        "  {:<36} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7}  settings",
+        "scenario", "dfs d=3", "s", "/s", "boot%", "dpor", "s", "/s"
     );
     for r in rows {
         let cell = |k: &str| {
@@ -986,12 +1029,18 @@ fn print_explore(f: &Figures) {
         };
         let (a, b, c) = cell("dfs3");
         let (d, e, g) = cell("dpor");
+        let share = r["dfs3"]["boot_share"].as_f64().unwrap_or(0.0)
+            + r["dfs3"]["teardown_share"].as_f64().unwrap_or(0.0);
         println!(
-            "  {:<40} {a:>10} {b:>8} {c:>8} {d:>10} {e:>8} {g:>8}",
-            r["scenario"].as_str().unwrap_or("")
+            "  {:<36} {a:>9} {b:>7} {c:>7} {:>6.0} {d:>9} {e:>7} {g:>7}  {}",
+            r["scenario"].as_str().unwrap_or(""),
+            share * 100.0,
+            r["settings"].as_str().unwrap_or("")
         );
     }
-    println!("  (+: not exhausted within the cap)");
+    println!(
+        "  (+: not exhausted within the cap or the time; boot%: dfs's time in set-up and teardown, which a snapshot of the booted machine could save at most)"
+    );
 }
 
 /// One group of measurements.

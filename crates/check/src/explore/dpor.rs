@@ -40,14 +40,37 @@
 //!
 //! # Objects across executions
 //!
-//! Every execution boots a fresh machine, so the same object can have
-//! another address in the next one. Objects are numbered in the order the
-//! steps first touch them: along a common prefix of two executions the
-//! numbers agree (the model is deterministic under a fixed schedule, and
-//! the explorer checks that the replayed prefix numbers as many objects as
-//! before). A sleeping step's objects first touched after the state it
-//! sleeps from have no number there: any such object counts as dependent
-//! with any object first touched later (conservative).
+//! Every execution boots a fresh machine, so the same object has another
+//! address in the next one. Within an execution, objects are numbered in
+//! the order set-up and then the steps first touch them (the *slot*, which
+//! indexes the race bookkeeping). Sleep sets compare a step recorded in one
+//! execution with the steps of another, so objects also carry a number
+//! that means the same object in both:
+//!
+//! * objects set-up touched: their set-up number (set-up is the same in
+//!   every execution);
+//! * objects in *named* storage ([`mmsim_facade::dpor::name_range`]):
+//!   lazily allocated storage whose identity is logical, the entries of the
+//!   page table kept in page `pfn` and the memmap and page contents of
+//!   section `nr`, whoever touches them first: their name (key and offset);
+//! * any other object: its slot, which along the common prefix of two
+//!   executions means the same object (the model is deterministic under a
+//!   fixed schedule, and the explorer checks that the replayed prefix
+//!   numbers as many objects as before), and after it means nothing.
+//!
+//! A sleeping step's objects first touched after the state it sleeps from
+//! are *fresh*; so are a later step's. Two fresh objects cannot be matched,
+//! so any fresh access of the sleeping step conflicts with any fresh
+//! access of the later step of a conflicting kind (conservative), except
+//! where the heap says they cannot be the same object: with the facade's
+//! [`mmsim_facade::dpor::TrackingAlloc`] as the global allocator, the
+//! explorer knows which heap block each step allocated, and a block the
+//! sleeping step allocated itself does not exist where the later step
+//! runs (the sleeping step has not run there), nor does a block allocated
+//! after the sleeping step's state exist where it ran. (An object that a
+//! step *moves*, a growing `Vec` of atomics, would look new; the model
+//! keeps no atomics in growable storage outside a lock, and a lock is an
+//! object of its own.)
 //!
 //! # Shards
 //!
@@ -138,26 +161,6 @@ impl Acc {
 /// Where the numbers of named objects begin (see [`Dpor::id_of`]).
 const NAMED_BASE: u32 = 1 << 31;
 
-/// Sorts a step's accesses and keeps one entry per object, with every kind
-/// of access it had (reading and updating in one step is as good as
-/// writing).
-fn merge_accesses(v: &mut Vec<(u32, u8)>) {
-    v.sort_unstable();
-    v.dedup_by(|b, a| {
-        if a.0 == b.0 {
-            a.1 |= b.1;
-            true
-        } else {
-            false
-        }
-    });
-    for o in v.iter_mut() {
-        if o.1 & WRITE != 0 || o.1 == READ | ADD {
-            o.1 = WRITE;
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 struct Sleeper {
     task: usize,
@@ -194,6 +197,10 @@ struct ObjHist {
     last_write: Option<u32>,
     reads: Vec<u32>,
     adds: Vec<u32>,
+    /// The step (over all executions) that last touched it, and its entry
+    /// in that step's accesses: one entry per object without sorting.
+    seen: u64,
+    entry: u32,
 }
 
 #[derive(Debug)]
@@ -253,18 +260,13 @@ pub struct Dpor {
     /// `NAMED_BASE + n`.
     named: HashMap<(u64, u32), u32, foldhash::fast::FixedState>,
     /// Objects first touched at set-up (and the pseudo-objects), by
-    /// address: kept from one execution to the next while set-up touches
-    /// the same addresses in the same order (the allocator hands a fresh
-    /// machine the memory the last one freed), rebuilt otherwise.
+    /// address, numbered in set-up's order.
     setup_ids: HashMap<usize, u32, foldhash::fast::FixedState>,
-    /// What `setup_ids` was built from, and this execution's set-up so far.
-    setup_log: Vec<usize>,
+    /// This execution's set-up so far.
     cur_setup: Vec<usize>,
     setup_done: bool,
     /// Objects numbered in this execution (set-up's first).
     nids: u32,
-    /// Executions whose set-up numbering was reused.
-    pub setup_reused: u64,
     addrs: Vec<usize>,
     /// Per object: its last write, and the reads since (the first `nobjs`
     /// are this execution's; the rest are kept for their allocations).
@@ -312,11 +314,9 @@ impl Dpor {
             names_buf: Vec::new(),
             named: HashMap::default(),
             setup_ids: HashMap::default(),
-            setup_log: Vec::new(),
             cur_setup: Vec::new(),
             setup_done: false,
             nids: 0,
-            setup_reused: 0,
             addrs: Vec::new(),
             objs: Vec::new(),
             nobjs: 0,
@@ -365,6 +365,7 @@ impl Dpor {
             h.last_write = None;
             h.reads.clear();
             h.adds.clear();
+            h.seen = u64::MAX;
         } else {
             self.objs.push(ObjHist::default());
         }
@@ -429,19 +430,15 @@ impl Dpor {
     fn finish_setup(&mut self) {
         self.setup_done = true;
         let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
-        if self.cur_setup != self.setup_log || self.setup_ids.is_empty() {
-            self.setup_ids.clear();
-            self.addrs.clear();
-            for a in fixed.into_iter().chain(self.cur_setup.iter().copied()) {
-                let n = self.addrs.len() as u32;
-                if *self.setup_ids.entry(a).or_insert(n) == n {
-                    self.addrs.push(a);
-                }
+        // Each execution boots a fresh machine elsewhere in memory: the
+        // numbers are the same, the addresses are not.
+        self.setup_ids.clear();
+        self.addrs.clear();
+        for a in fixed.into_iter().chain(self.cur_setup.iter().copied()) {
+            let n = self.addrs.len() as u32;
+            if *self.setup_ids.entry(a).or_insert(n) == n {
+                self.addrs.push(a);
             }
-            std::mem::swap(&mut self.setup_log, &mut self.cur_setup);
-        } else {
-            self.setup_reused += 1;
-            self.addrs.truncate(self.setup_ids.len());
         }
         self.cur_setup.clear();
         self.nids = self.setup_ids.len() as u32;
@@ -480,8 +477,8 @@ impl Dpor {
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
         let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
-        let mut stable: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
-        let mut borns: Vec<(u32, u32)> = Vec::new();
+        let mut stable: Vec<(u32, u8, u32)> = Vec::with_capacity(self.log.len());
+        let stamp = self.steps;
         let log = std::mem::take(&mut self.log);
         let allocs = std::mem::take(&mut self.allocs);
         let mut ai = 0;
@@ -492,10 +489,15 @@ impl Dpor {
                 ai += 1;
             }
             let (sl, st, born) = self.id_of(addr);
-            objs.push((sl, w));
-            stable.push((st, w));
-            if born != UNBORN && st < NAMED_BASE {
-                borns.push((st, born));
+            // One entry per object, with every kind of access it had.
+            let h = &mut self.objs[sl as usize];
+            if h.seen == stamp {
+                objs[h.entry as usize].1 |= w;
+            } else {
+                h.seen = stamp;
+                h.entry = objs.len() as u32;
+                objs.push((sl, w));
+                stable.push((st, 0, if st < NAMED_BASE { born } else { UNBORN }));
             }
         }
         for &a in &allocs[ai..] {
@@ -503,23 +505,20 @@ impl Dpor {
         }
         self.log = log;
         self.allocs = allocs;
-        merge_accesses(&mut objs);
-        merge_accesses(&mut stable);
-        borns.sort_unstable();
-        let born = stable
-            .iter()
-            .map(
-                |&(o, _)| match borns.binary_search_by_key(&o, |&(x, _)| x) {
-                    Ok(i) => borns[i].1,
-                    Err(_) => UNBORN,
-                },
-            )
-            .collect();
+        for (o, st) in objs.iter_mut().zip(&mut stable) {
+            // Reading and updating in one step is as good as writing.
+            if o.1 & WRITE != 0 || o.1 == READ | ADD {
+                o.1 = WRITE;
+            }
+            st.1 = o.1;
+        }
+        // Sorted by number, for the sleep sets' merge.
+        stable.sort_unstable();
         let acc = Rc::new(Acc {
-            objs: stable,
+            objs: stable.iter().map(|&(o, w, _)| (o, w)).collect(),
             known: node_known,
             pos: pos as u32,
-            born,
+            born: stable.iter().map(|&(_, _, b)| b).collect(),
         });
         let here = Acc {
             objs,

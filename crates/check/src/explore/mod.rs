@@ -207,6 +207,12 @@ pub struct Outcome {
     pub error_decisions: Option<Vec<u8>>,
     /// An execution was longer than the explorer's bound.
     pub too_long: Option<TooLong>,
+    /// Of `elapsed`: booting a fresh machine for each execution (set-up).
+    pub boot: Duration,
+    /// Of `elapsed`: tearing each down (teardown, the leak check, dropping
+    /// the machine). What a snapshot of the booted machine, restored for
+    /// each execution, could save at most is `boot` and part of this.
+    pub teardown: Duration,
 }
 
 impl Outcome {
@@ -241,6 +247,12 @@ pub struct Slot {
     /// Fault injection: the execution in flight panics after set-up (see
     /// [`injected_defect`]).
     pub inject_defect: bool,
+    /// Wall time spent booting machines (set-up), over the executions so
+    /// far.
+    pub boot: Duration,
+    /// Wall time spent tearing them down (teardown, the leak check,
+    /// dropping the machine).
+    pub teardown: Duration,
 }
 
 /// Fault injection for the tests of the internal-error path:
@@ -313,9 +325,11 @@ fn shuttle_config() -> Config {
 /// One execution: see the module doc.
 fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let want = slot.lock().want_trace;
+    let t0 = Instant::now();
     let world = match plan.boot(Mode::Explore) {
         Ok(w) => {
             let mut s = slot.lock();
+            s.boot += t0.elapsed();
             s.ctx = Some(w.m.ctx.clone());
             if s.inject_defect {
                 drop(s);
@@ -387,6 +401,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     if let Err(p) = rcuo.join() {
         std::panic::resume_unwind(p);
     }
+    let t2 = Instant::now();
     let m = &world.m;
     if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
         teardown(&world);
@@ -410,7 +425,10 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         TraceWanted::OnViolation if !violations.is_empty() => Some(m.ctx.trace()),
         _ => None,
     };
-    slot.lock().result = Some(ExecResult {
+    drop(world);
+    let mut s = slot.lock();
+    s.teardown += t2.elapsed();
+    s.result = Some(ExecResult {
         violations,
         trace,
         setup_error: None,
@@ -821,18 +839,22 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         );
     }
     e.out.elapsed = e.start.elapsed();
+    {
+        let s = slot.lock();
+        e.out.boot = s.boot;
+        e.out.teardown = s.teardown;
+    }
     if let Inner::Dpor(d) = &e.inner
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, set-up numbering reused {}",
+            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}",
             e.out.schedules,
             d.steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
-            d.depth(),
-            d.setup_reused
+            d.depth()
         );
         d.print_debug();
     }
@@ -888,6 +910,7 @@ pub fn replay(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
         result: None,
         ctx: None,
         inject_defect: injected_defect() == Some(0),
+        ..Default::default()
     }));
     let d = Rc::new(RefCell::new(ReplayDriver {
         inner: Inner::Replay(ReplayDecisions::new(decisions)),
