@@ -348,7 +348,13 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let n = plan.scenario.cpus.len();
     // CPUs that have finished their operations: the rcuo kthread stops once
     // all have (teardown's rcu_barrier() runs what is left).
-    let finished = Arc::new(mmsim_facade::AtomicUsize::new(0));
+    // The explorer's own bookkeeping, not kernel state, so not a facade
+    // atomic: for `--scheduler dpor` the kthread's exit is then no race
+    // with the CPUs' last steps (run first, it would only block again: a
+    // redundant execution for each such race), and the CPUs' last steps no
+    // race with each other. It is exact all the same (one OS thread).
+    #[allow(clippy::disallowed_types)]
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<_> = (0..n)
         .map(|i| {
             let cpu = world.cpu(plan, i);
@@ -365,7 +371,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
                     vmas: &vmas,
                 };
                 let d = run_cpu(&cpu, &env, i);
-                finished.fetch_add(1, mmsim_facade::Ordering::Release);
+                finished.fetch_add(1, std::sync::atomic::Ordering::Release);
                 cpu.sched.wake_all();
                 d
             })
@@ -386,7 +392,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
             );
             let _ = cpu.run(|| {
                 mmsim_model::kernel::rcupdate::rcuo_kthread(&cpu, &|| {
-                    finished.load(mmsim_facade::Ordering::Acquire) == n
+                    finished.load(std::sync::atomic::Ordering::Acquire) == n
                 })
             });
         })
