@@ -353,7 +353,6 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     // with the CPUs' last steps (run first, it would only block again: a
     // redundant execution for each such race), and the CPUs' last steps no
     // race with each other. It is exact all the same (one OS thread).
-    #[allow(clippy::disallowed_types)]
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<_> = (0..n)
         .map(|i| {
