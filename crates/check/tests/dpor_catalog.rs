@@ -145,3 +145,30 @@ fn device_memory_dpor_reaches_every_violation_dfs_reaches() {
         "{off:?}"
     );
 }
+
+/// An execution DPOR stops as redundant while a CPU waits (here
+/// `memunmap_pages()` for its `dev_pagemap`'s last reference, which an RCU
+/// callback drops) and the rcuo kthread is the task that sees the stop: the
+/// kthread's end wakes the waiting CPU so that it unwinds too. Without that
+/// wake-up, shuttle found every task blocked and reported a deadlock at
+/// execution 15.
+#[test]
+fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
+    let sc = find("usage-vs-pfn-valid").unwrap().scenario().unwrap();
+    let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
+    let o = explore(
+        plan,
+        Options {
+            strategy: Strategy::Dpor,
+            iterations: 3000,
+            seed: 0,
+            shard: (0, 1),
+            keep_going: true,
+            time_limit: None,
+            progress: None,
+        },
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert!(o.violations.is_empty(), "{:?}", signatures(&o));
+    assert_eq!(o.schedules, 3000);
+}

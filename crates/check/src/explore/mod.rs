@@ -394,6 +394,10 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
                     finished.load(std::sync::atomic::Ordering::Acquire) == n
                 })
             });
+            // The kthread ends early only when the explorer stopped the run
+            // (DPOR found it redundant): wake whoever still waits, so that
+            // each sees the stop and unwinds (a CPU's end does the same).
+            cpu.sched.wake_all();
         })
     };
     let mut died = false;
