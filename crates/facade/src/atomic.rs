@@ -39,22 +39,6 @@ macro_rules! atomic {
                 r
             }
 
-            /// Loads a *hint*: a value that decides only whether to wake or
-            /// poll someone, never what the model does, so the DPOR
-            /// scheduler does not count it as a read (a wait's condition
-            /// reads the data itself).
-            #[inline(always)]
-            pub fn load_hint(&self, o: Ordering) -> $t {
-                self.0.load(o)
-            }
-
-            /// Stores a hint (see [`Self::load_hint`]): not a write for the
-            /// DPOR scheduler.
-            #[inline(always)]
-            pub fn store_hint(&self, v: $t, o: Ordering) {
-                self.0.store(v, o)
-            }
-
             /// Stores `v` (a write).
             #[inline(always)]
             pub fn store(&self, v: $t, o: Ordering) {

@@ -79,6 +79,45 @@ pub fn smp_mb__after_atomic() {
 mod lock;
 pub use lock::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// A counter that is only a *hint*: its value decides whether to wake or
+/// poll someone, never what the model does (whoever must be woken is woken
+/// by name too), so the DPOR scheduler does not record its accesses. Under
+/// loom it is loom's atomic, explored like any other.
+#[derive(Debug, Default)]
+pub struct HintUsize(
+    #[cfg(not(loom))] std::sync::atomic::AtomicUsize,
+    #[cfg(loom)] loom::sync::atomic::AtomicUsize,
+);
+
+impl HintUsize {
+    /// A counter holding `v`.
+    pub fn new(v: usize) -> Self {
+        #[cfg(not(loom))]
+        return HintUsize(std::sync::atomic::AtomicUsize::new(v));
+        #[cfg(loom)]
+        return HintUsize(loom::sync::atomic::AtomicUsize::new(v));
+    }
+
+    /// Loads the value.
+    #[inline(always)]
+    pub fn load(&self, o: Ordering) -> usize {
+        self.0.load(o)
+    }
+
+    /// Stores `v`.
+    #[inline(always)]
+    pub fn store(&self, v: usize, o: Ordering) {
+        self.0.store(v, o)
+    }
+}
+
+/// The guard of a [`RawLock`].
+#[cfg(not(loom))]
+pub type RawGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+/// The guard of a [`RawLock`].
+#[cfg(loom)]
+pub type RawGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A lock for the model's own bookkeeping (callback queues, free lists of
 /// quarantine slots): never held across a scheduling point, so never
 /// contended under the explorer, and not a step of any protocol.

@@ -74,7 +74,8 @@ struct Queued {
 pub struct Rcu {
     cpus: Box<[std::sync::Arc<RcuData>]>,
     cbs: RawLock<VecDeque<Queued>>,
-    pending: AtomicUsize,
+    /// How many callbacks are queued: a hint (see `has_pending`).
+    pending: mmsim_facade::HintUsize,
     /// Callbacks taken off `cbs` whose function has not returned yet:
     /// `rcu_barrier()` waits for them too.
     running: AtomicUsize,
@@ -86,7 +87,7 @@ impl std::fmt::Debug for Rcu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rcu")
             .field("cpus", &self.cpus.len())
-            .field("pending", &self.pending.load_hint(Ordering::Relaxed))
+            .field("pending", &self.pending.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -118,7 +119,7 @@ impl Rcu {
                 })
                 .collect(),
             cbs: RawLock::new(VecDeque::new()),
-            pending: AtomicUsize::new(0),
+            pending: mmsim_facade::HintUsize::new(0),
             running: AtomicUsize::new(0),
             deferred: AtomicBool::new(false),
         }
@@ -147,7 +148,7 @@ impl Rcu {
         // READ_ONCE: a stale answer only delays a callback to the next point
         // or skips a wake-up nobody needs (whoever queues a callback wakes
         // the rcuo kthread itself); so a hint, not a read for DPOR.
-        self.pending.load_hint(Ordering::Relaxed) != 0
+        self.pending.load(Ordering::Relaxed) != 0
     }
 
     /// Whether the first queued callback's grace period has passed and it
@@ -159,7 +160,7 @@ impl Rcu {
 
     /// The number of queued callbacks.
     pub fn pending(&self) -> usize {
-        self.pending.load_hint(Ordering::Relaxed)
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// The queue's head, as an object for the DPOR scheduler: which
@@ -182,7 +183,7 @@ impl Rcu {
     }
 
     /// Takes the queue's lock to look at its head only.
-    fn queue_peek(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+    fn queue_peek(&self) -> mmsim_facade::RawGuard<'_, VecDeque<Queued>> {
         mmsim_facade::dpor::read(self.head());
         self.cbs.lock_untracked()
     }
@@ -477,7 +478,7 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
         what,
         f: Box::new(f),
     });
-    rcu.pending.store_hint(q.len(), Ordering::Relaxed);
+    rcu.pending.store(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
     cpu.sched.wake(rcu.rcuo_chan());
@@ -629,7 +630,7 @@ fn invoke_ready(cpu: &Cpu) {
                     // callback either queued or running, and no other CPU
                     // starts the next one before this one has returned.
                     rcu.running.fetch_add(1, Ordering::Relaxed);
-                    rcu.pending.store_hint(q.len(), Ordering::Relaxed);
+                    rcu.pending.store(q.len(), Ordering::Relaxed);
                     c
                 }
                 _ => None,
