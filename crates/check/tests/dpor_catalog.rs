@@ -21,11 +21,16 @@ use std::sync::Arc;
 static ALLOC: mmsim_facade::dpor::TrackingAlloc = mmsim_facade::dpor::TrackingAlloc;
 
 fn run(plan: Arc<Plan>, strategy: Strategy) -> Outcome {
+    run_n(plan, strategy, 2_000_000)
+}
+
+/// [`run`] for at most `iterations` executions.
+fn run_n(plan: Arc<Plan>, strategy: Strategy, iterations: u64) -> Outcome {
     explore(
         plan,
         Options {
             strategy,
-            iterations: 2_000_000,
+            iterations,
             seed: 0,
             shard: (0, 1),
             keep_going: true,
@@ -156,18 +161,7 @@ fn device_memory_dpor_reaches_every_violation_dfs_reaches() {
 fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
     let sc = find("usage-vs-pfn-valid").unwrap().scenario().unwrap();
     let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
-    let o = explore(
-        plan,
-        Options {
-            strategy: Strategy::Dpor,
-            iterations: 3000,
-            seed: 0,
-            shard: (0, 1),
-            keep_going: true,
-            time_limit: None,
-            progress: None,
-        },
-    );
+    let o = run_n(plan, Strategy::Dpor, 3000);
     assert!(o.error.is_none(), "{:?}", o.error);
     assert!(o.violations.is_empty(), "{:?}", signatures(&o));
     assert_eq!(o.schedules, 3000);
