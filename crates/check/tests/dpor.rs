@@ -658,3 +658,65 @@ fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
         }
     }
 }
+
+/// Callbacks queued by one CPU and invoked by the rcuo kthread, against a
+/// CPU that looks at which have run: the kthread may empty the queue
+/// before the second `call_rcu()` (which then starts it afresh) or invoke
+/// both in one batch. DPOR must reach every outcome brute force reaches:
+/// a queueing whose behaviour depended on the queue's emptiness once went
+/// unrecorded, so that the queueing slept through the pop that emptied the
+/// queue and the runs where the look sees the first callback alone were
+/// never explored.
+#[test]
+fn call_rcu_against_the_rcuo_kthread() {
+    use mmsim_model::kernel::rcupdate::{call_rcu, cpu_finished, rcuo_kthread};
+    let o = compare(|| {
+        let m = rcu_machine(2);
+        m.rcu.defer_callbacks();
+        // Bit 0: the first callback ran; bit 1: the second.
+        let ran = var();
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cpu_end = |cpu: &mmsim_model::Cpu, f: &std::sync::atomic::AtomicUsize| {
+            cpu.finish();
+            let all = f.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == 2;
+            cpu_finished(cpu, all);
+        };
+        let (r0, f0) = (ran.clone(), finished.clone());
+        let queuer = spawn_cpu(&m, 0, move |cpu| {
+            for bit in [1, 2] {
+                cpu.point(point!("litmus", "call_rcu"));
+                let r = r0.clone();
+                call_rcu(cpu, "set a bit", move |_| {
+                    r.fetch_or(bit, Ordering::Relaxed);
+                });
+            }
+            cpu_end(cpu, &f0);
+            0
+        });
+        let (r1, f1) = (ran.clone(), finished.clone());
+        let looker = spawn_cpu(&m, 1, move |cpu| {
+            cpu.point(point!("litmus", "look"));
+            let seen = r1.load(Ordering::Relaxed);
+            cpu_end(cpu, &f1);
+            seen
+        });
+        let rcuo = {
+            let cpu = m.rcuo_cpu();
+            let f = finished.clone();
+            shuttle::thread::spawn(move || {
+                rcuo_kthread(&cpu, &|| f.load(std::sync::atomic::Ordering::Relaxed) == 2)
+            })
+        };
+        queuer.join().unwrap();
+        let seen = looker.join().unwrap();
+        rcuo.join().unwrap();
+        format!("seen {seen:02b}")
+    });
+    let keys: BTreeSet<_> = o.outcomes.keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["seen 00", "seen 01", "seen 11"]),
+        "{:?}",
+        o.outcomes
+    );
+}

@@ -75,6 +75,24 @@ mod imp {
         static ALLOCS: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
         /// Inside [`note_alloc`] (its own log may allocate).
         static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+        /// Tasks unblocked since the last [`take_woken`] (shuttle task ids).
+        static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Notes that the step in flight unblocked task `task` (woke it from a
+    /// wait): the explorer's DPOR scheduler knows then which step made a
+    /// blocked task runnable again (see `reverse` in its `dpor` module).
+    pub fn note_woken(task: usize) {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get()) {
+            WOKEN.with(|w| w.borrow_mut().push(task));
+        }
+    }
+
+    /// Moves the tasks noted by [`note_woken`] since the last call into
+    /// `out` (cleared first).
+    pub fn take_woken(out: &mut Vec<usize>) {
+        out.clear();
+        WOKEN.with(|w| std::mem::swap(&mut *w.borrow_mut(), out));
     }
 
     /// Notes a heap allocation (`size > 0`) or free (`size == 0`) at
@@ -328,6 +346,9 @@ mod imp {
     /// Notes nothing under loom.
     #[inline(always)]
     pub fn note_alloc(_addr: usize, _size: usize) {}
+
+    /// Notes nothing under loom.
+    pub fn note_woken(_task: usize) {}
 }
 
 pub use imp::*;

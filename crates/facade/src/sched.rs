@@ -661,14 +661,26 @@ impl Sched {
     /// Wakes every waiter on every channel; used when a CPU finishes or
     /// dies, since its leaving may satisfy conditions nobody signals.
     pub fn wake_all(&self) {
+        self.wake_all_except(None);
+    }
+
+    /// [`Sched::wake_all`], but for the waiters on `chan`: the caller knows
+    /// its leaving changes nothing they wait for.
+    pub fn wake_all_except(&self, chan: Option<usize>) {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore && !explore::stopping() {
             crate::dpor::add(crate::dpor::TASKS);
             let mut w = lock_ignoring_poison(&self.ctx.waiters);
-            for (_, t) in w.drain(..) {
+            w.retain(|&(c, t)| {
+                if Some(c) == chan {
+                    return true;
+                }
                 explore::unblock(t);
-            }
+                false
+            });
         }
+        #[cfg(loom)]
+        let _ = chan;
     }
 }
 
@@ -729,6 +741,9 @@ mod explore {
             if let Some(task) = s.try_get_mut(t)
                 && !task.finished()
             {
+                if task.blocked() {
+                    crate::dpor::note_woken(usize::from(t));
+                }
                 task.unblock();
             }
         });

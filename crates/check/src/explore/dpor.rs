@@ -31,9 +31,16 @@
 //! reversed by adding, at the state before `e`, a task that can start the
 //! steps after `e` that do not depend on `e`, followed by `e'` (an
 //! *initial* of that sequence), unless one already is there or asleep. A
-//! task blocked at the state before `e` cannot be scheduled there: its
-//! step ran because something woke it, and the wake-up and the block are
-//! races of their own. Sleep sets: a task whose step from a state has been
+//! task blocked at the state before `e` cannot be scheduled there. When
+//! every initial is blocked there and each was woken, before its step, only
+//! by `e` itself or by steps that happen after `e`, the race cannot be
+//! reversed at all: `e` *enabled* `e'` (a grace period's end and its
+//! waiter, a queued callback and the rcuo kthread), and run first the
+//! task would only block again. The facade notes which tasks each step
+//! wakes; every change to what a wait's condition reads wakes its channel
+//! in the same step, so a task blocked at a state stays blocked until
+//! such a step. Otherwise every task that can run there is added
+//! (conservative). Sleep sets: a task whose step from a state has been
 //! explored is asleep in the states after it until a step dependent on that
 //! step runs; an execution in which every task that can run is asleep is
 //! redundant and is stopped.
@@ -213,6 +220,12 @@ struct Ev {
     /// Vector clock, by task slot (task id - 1): steps of each task that
     /// happen before or are this one.
     clock: Vec<u32>,
+    /// Tasks this step woke from a wait (made runnable again).
+    woke: Vec<usize>,
+    /// The step touched nothing but the tasks' states: it only blocked (a
+    /// wait found its condition false), or did nothing another task can
+    /// see (see [`Dpor::trace_hash`]).
+    stutter: bool,
 }
 
 /// The DPOR scheduler (see the module doc).
@@ -242,6 +255,10 @@ pub struct Dpor {
     /// Accesses recorded (over all executions).
     pub accesses: u64,
     data: RandomDataSource,
+    /// The rcuo kthread's task ([`Dpor::set_service`]), and whether it has
+    /// run its first step in the execution in flight.
+    service: Option<usize>,
+    service_ran: bool,
     // The execution in flight.
     events: Vec<Ev>,
     /// Objects first touched by the tasks' steps, by address: their slot
@@ -277,9 +294,14 @@ pub struct Dpor {
     next_sleep: Vec<Sleeper>,
     blocked: bool,
     log: Vec<(usize, u8)>,
+    woken: Vec<usize>,
     evacc: Vec<Rc<Acc>>,
     /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
     debug: Option<HashMap<(String, String), u64>>,
+    /// `MMSIM_DPOR_DEBUG`: the branch the execution in flight took, and
+    /// redundant executions counted by it.
+    branch: String,
+    debug_blocked: HashMap<String, (u64, u64)>,
     _recording: mmsim_facade::dpor::Recording,
 }
 
@@ -306,6 +328,8 @@ impl Dpor {
             steps: 0,
             accesses: 0,
             data: RandomDataSource::initialize(0),
+            service: None,
+            service_ran: false,
             events: Vec::new(),
             ids: HashMap::default(),
             names: std::collections::BTreeMap::new(),
@@ -325,10 +349,23 @@ impl Dpor {
             next_sleep: Vec::new(),
             blocked: false,
             log: Vec::new(),
+            woken: Vec::new(),
             evacc: Vec::new(),
             debug: std::env::var_os("MMSIM_DPOR_DEBUG").map(|_| HashMap::new()),
+            branch: String::new(),
+            debug_blocked: HashMap::new(),
             _recording: mmsim_facade::dpor::Recording::start(),
         }
+    }
+
+    /// Names the rcuo kthread's task. Its first step, the look for due
+    /// callbacks that begins its loop, runs as part of set-up: a look that
+    /// finds none only blocks (a step that changes nothing), and one that
+    /// finds some would find them later as well (a queued callback stays
+    /// due until the kthread invokes it), so the explorer need not place
+    /// that look among the CPUs' steps.
+    pub fn set_service(&mut self, task: usize) {
+        self.service = Some(task);
     }
 
     /// Every interleaving of steps, with no reduction (shard 0 of 1).
@@ -345,6 +382,12 @@ impl Dpor {
             v.sort_by(|a, b| b.1.cmp(a.1));
             for ((a, b), n) in v.iter().take(100000) {
                 eprintln!("{n:8}  {a}  <>  {b}");
+            }
+            let mut v: Vec<_> = self.debug_blocked.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1));
+            eprintln!("branches: redundant / taken");
+            for (b, (n, m)) in v.iter().take(60) {
+                eprintln!("{n:8} / {m:8}  {b}");
             }
         }
     }
@@ -454,6 +497,7 @@ impl Dpor {
         // nobody's.
         mmsim_facade::dpor::take(&mut self.log);
         mmsim_facade::dpor::take_allocs(&mut self.allocs);
+        mmsim_facade::dpor::take_woken(&mut self.woken);
         self.take_names();
         let Some(task) = self.in_flight.take() else {
             return;
@@ -480,6 +524,10 @@ impl Dpor {
         let mut stable: Vec<(u32, u8, u32)> = Vec::with_capacity(self.log.len());
         let stamp = self.steps;
         let log = std::mem::take(&mut self.log);
+        let stutter = log.iter().all(|&(a, k)| {
+            use mmsim_facade::dpor::{STOP, TASKS};
+            (a == TASKS && k == ADD) || (a == STOP && k == READ)
+        });
         let allocs = std::mem::take(&mut self.allocs);
         let mut ai = 0;
         for (i, &(addr, w)) in log.iter().enumerate() {
@@ -593,6 +641,8 @@ impl Dpor {
             local,
             at,
             clock,
+            woke: std::mem::take(&mut self.woken),
+            stutter,
         });
         for c in races {
             self.races += 1;
@@ -699,6 +749,31 @@ impl Dpor {
         } else {
             initials.iter().copied().find(|t| node.enabled.contains(t))
         };
+        if pick.is_none() {
+            // No initial can run there: each is blocked at that state. If
+            // every step that woke one of them before its step in the
+            // sequence is `c` or happens after it, none can run before `c`
+            // in any order of the sequence (the sequence's other steps
+            // leave what it waits for as it was: whoever changes that
+            // wakes it), so the race cannot be reversed: `c` enabled the
+            // step it races with. (Run first, the task would only block
+            // again, and the execution be redundant.)
+            let events = &self.events;
+            let enabled_only_by_c = initials.iter().all(|&r| {
+                let upto = (c + 1..=e).find(|&j| events[j].task == r).unwrap_or(e);
+                let mut wakers = (c..upto).filter(|&j| events[j].woke.contains(&r));
+                let mut any = false;
+                let all = wakers.all(|j| {
+                    any = true;
+                    j == c || events[j].clock.get(cs).copied().unwrap_or(0) > cl
+                });
+                any && all
+            });
+            if enabled_only_by_c {
+                return;
+            }
+        }
+        let node = &mut self.nodes[c];
         match pick {
             Some(t) => node.backtrack.push(t),
             None => {
@@ -777,16 +852,20 @@ impl Dpor {
                 return Some(TaskId::from(enabled[0]));
             }
         } else {
-            let prev = self
+            let pick = self
                 .events
                 .last()
                 .map(|e| e.task)
-                .filter(|t| enabled.contains(t) && !asleep(*t));
-            match prev.or_else(|| enabled.iter().copied().find(|t| !asleep(*t))) {
+                .filter(|t| enabled.contains(t) && !asleep(*t))
+                .or_else(|| enabled.iter().copied().find(|t| !asleep(*t)));
+            match pick {
                 Some(t) => node.backtrack.push(t),
                 None => {
                     self.blocked = true;
                     self.sleep_blocked += 1;
+                    if self.debug.is_some() {
+                        self.debug_blocked.entry(self.branch.clone()).or_default().0 += 1;
+                    }
                     return Some(TaskId::from(enabled[0]));
                 }
             }
@@ -818,6 +897,18 @@ impl Dpor {
             self.in_flight = Some(MAIN);
             return Some(main);
         }
+        if let Some(sv) = self.service
+            && !self.service_ran
+            && !self.setup_done
+            && !self.blocked
+            && runnable.iter().any(|t| usize::from(t.id()) == sv)
+        {
+            // Set-up's last step (see `set_service`).
+            self.service_ran = true;
+            mmsim_facade::dpor::set_on(std::env::var_os("MMSIM_NOSETUP").is_none());
+            self.in_flight = Some(MAIN);
+            return Some(TaskId::from(sv));
+        }
         let t = self.choose(runnable)?;
         mmsim_facade::dpor::set_on(!self.blocked);
         Some(t)
@@ -825,12 +916,39 @@ impl Dpor {
 }
 
 impl Dpor {
+    /// The trace of the execution: its steps, each with its task, index
+    /// and vector clock, in a canonical order. Steps that only blocked
+    /// (a wait found its condition false) are left out, and the indices
+    /// and clocks count the others only: whether a task looked at a false
+    /// condition and blocked before the step that made it true, or looked
+    /// only after, changes nothing but who waits, so DPOR explores one of
+    /// the two (see `reverse`) where brute force runs both.
     fn trace_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut v: Vec<(usize, u32, &[u32])> = self
+        // Per task slot: how many of its first k steps are not stutters.
+        let mut real: Vec<Vec<u32>> = Vec::new();
+        for e in &self.events {
+            let s = slot(e.task);
+            if real.len() <= s {
+                real.resize(s + 1, vec![0]);
+            }
+            let last = *real[s].last().unwrap();
+            real[s].push(last + u32::from(!e.stutter));
+        }
+        let mut v: Vec<(usize, u32, Vec<u32>)> = self
             .events
             .iter()
-            .map(|e| (e.task, e.local, e.clock.as_slice()))
+            .filter(|e| !e.stutter)
+            .map(|e| {
+                let s = slot(e.task);
+                let c: Vec<u32> = e
+                    .clock
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &k)| real.get(t).map_or(0, |r| r[k as usize]))
+                    .collect();
+                (e.task, real[s][e.local as usize], c)
+            })
             .collect();
         v.sort_unstable();
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -872,6 +990,20 @@ impl Scheduler for Dpor {
                 if let Some(t) = next {
                     n.done.push(t);
                     n.taken = t;
+                    if self.debug.is_some() {
+                        let b = self.nodes.len() - 1;
+                        let at = |t: usize| {
+                            self.events[..b]
+                                .iter()
+                                .rev()
+                                .find(|x| x.task == t)
+                                .and_then(|x| x.at)
+                                .map_or("start".to_string(), |p| p.to_string())
+                        };
+                        let orig = self.events.get(b).map_or(0, |e| e.task);
+                        self.branch = format!("t{t} {} (instead of t{orig} {})", at(t), at(orig));
+                        self.debug_blocked.entry(self.branch.clone()).or_default().1 += 1;
+                    }
                     break;
                 }
                 self.nodes.pop();
@@ -890,6 +1022,7 @@ impl Scheduler for Dpor {
         self.blocks.clear();
         self.nobjs = 0;
         self.setup_done = false;
+        self.service_ran = false;
         self.cur_setup.clear();
         self.last_of_task.clear();
         self.in_flight = None;

@@ -370,8 +370,8 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
                     vmas: &vmas,
                 };
                 let d = run_cpu(&cpu, &env, i);
-                finished.fetch_add(1, std::sync::atomic::Ordering::Release);
-                cpu.sched.wake_all();
+                let all = finished.fetch_add(1, std::sync::atomic::Ordering::Release) + 1 == n;
+                mmsim_model::kernel::rcupdate::cpu_finished(&cpu, all);
                 d
             })
         })
@@ -531,6 +531,8 @@ struct Explorer {
     /// This shard's share of the executions.
     planned: u64,
     single: bool,
+    /// The scenario's CPUs (tasks 1..=cpus; the rcuo kthread is next).
+    cpus: usize,
 }
 
 impl Explorer {
@@ -554,10 +556,12 @@ impl Explorer {
                 preemptions,
                 (self.shard.0 as usize, self.shard.1 as usize),
             )),
-            Strategy::Dpor => Inner::Dpor(Box::new(dpor::Dpor::new((
-                self.shard.0 as usize,
-                self.shard.1 as usize,
-            )))),
+            Strategy::Dpor => {
+                let mut d = dpor::Dpor::new((self.shard.0 as usize, self.shard.1 as usize));
+                // Tasks: main, then one per CPU, then the rcuo kthread.
+                d.set_service(self.cpus + 1);
+                Inner::Dpor(Box::new(d))
+            }
         }
     }
 
@@ -785,6 +789,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     };
     let slot = Arc::new(RawLock::new(Slot::default()));
     let mut ex = Explorer {
+        cpus: plan.scenario.cpus.len(),
         strategy: opts.strategy,
         iterations,
         seed: opts.seed,

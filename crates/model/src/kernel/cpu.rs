@@ -238,10 +238,12 @@ impl Cpu {
     }
 
     /// Marks the end of this CPU's work: runs any callbacks it can and wakes
-    /// every waiter (its leaving may satisfy conditions nobody signals).
+    /// every waiter (its leaving may satisfy conditions nobody signals),
+    /// but the rcuo kthread: whoever ran the CPUs wakes it when the last
+    /// has finished ([`crate::kernel::rcupdate::cpu_finished`]).
     pub fn finish(&self) {
         self.softirq();
-        self.sched.wake_all();
+        self.sched.wake_all_except(Some(self.m.rcu.rcuo_chan()));
     }
 }
 

@@ -49,7 +49,7 @@
 use crate::kernel::cpu::Cpu;
 use mmsim_facade::membarrier::{heavy, light};
 use mmsim_facade::sched::{Event, chan};
-use mmsim_facade::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawLock, point};
+use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
 use std::collections::VecDeque;
 
 /// Per-CPU reader state, alone on its cache line pair. Each [`Cpu`] holds
@@ -79,8 +79,10 @@ pub struct Rcu {
     /// Callbacks taken off `cbs` whose function has not returned yet:
     /// `rcu_barrier()` waits for them too.
     running: AtomicUsize,
-    /// Whether explored CPUs leave callbacks to the `rcuo` kthread.
-    deferred: AtomicBool,
+    /// Whether explored CPUs leave callbacks to the `rcuo` kthread (1):
+    /// set once before the CPUs start, so configuration rather than an
+    /// object the DPOR scheduler orders steps by.
+    deferred: mmsim_facade::HintUsize,
 }
 
 impl std::fmt::Debug for Rcu {
@@ -121,7 +123,7 @@ impl Rcu {
             cbs: RawLock::new(VecDeque::new()),
             pending: mmsim_facade::HintUsize::new(0),
             running: AtomicUsize::new(0),
-            deferred: AtomicBool::new(false),
+            deferred: mmsim_facade::HintUsize::new(0),
         }
     }
 
@@ -129,12 +131,12 @@ impl Rcu {
     /// scheduling points: an [`rcuo_kthread`] does. The boot CPU (set-up,
     /// teardown) still invokes them itself.
     pub fn defer_callbacks(&self) {
-        self.deferred.store(true, Ordering::Relaxed);
+        self.deferred.store(1, Ordering::Relaxed);
     }
 
     /// Whether `cpu` leaves callbacks to the rcuo kthread.
     fn leaves_callbacks(&self, cpu: &Cpu) -> bool {
-        self.deferred.load(Ordering::Relaxed) && cpu.sched.exploring() && !cpu.is_rcuo()
+        self.deferred.load(Ordering::Relaxed) != 0 && cpu.sched.exploring() && !cpu.is_rcuo()
     }
 
     /// CPU `cpu`'s reader state (for its [`Cpu`] to keep).
@@ -164,9 +166,8 @@ impl Rcu {
     }
 
     /// The queue's head, as an object for the DPOR scheduler: which
-    /// callback is first (or that there is none). Popping writes it, and
-    /// so does queueing onto an empty queue; every look at the first
-    /// callback or at emptiness reads it.
+    /// callback is first. Popping writes it, and so does queueing onto an
+    /// empty queue; every look at the first callback reads it.
     fn head(&self) -> usize {
         &self.cbs as *const _ as usize
     }
@@ -174,17 +175,28 @@ impl Rcu {
     /// The queue's tail, as an object for the DPOR scheduler: queueing
     /// writes it (two `call_rcu()`s do not commute: their callbacks run in
     /// queue order). Queueing at the tail and invoking from the head of a
-    /// non-empty queue commute, which a single object for the whole queue
-    /// would hide (every `call_rcu()` would race with the rcuo kthread).
-    /// One past the head's address: inside the queue's lock, which holds no
-    /// facade object.
+    /// queue that stays non-empty commute, which a single object for the
+    /// whole queue would hide (every `call_rcu()` would race with the rcuo
+    /// kthread). One past the head's address: inside the queue's lock,
+    /// which holds no facade object.
     fn tail(&self) -> usize {
         self.head() + 1
+    }
+
+    /// Whether the queue is empty, as an object for the DPOR scheduler:
+    /// queueing reads it (it writes the head when the queue was empty),
+    /// and writes it when the queue was empty; popping the last callback
+    /// writes it; every look at the first callback reads it. Queueing and
+    /// popping the last callback do not commute: run after that pop, the
+    /// queueing starts the queue afresh. Two past the head's address.
+    fn empty(&self) -> usize {
+        self.head() + 2
     }
 
     /// Takes the queue's lock to look at its head only.
     fn queue_peek(&self) -> mmsim_facade::RawGuard<'_, VecDeque<Queued>> {
         mmsim_facade::dpor::read(self.head());
+        mmsim_facade::dpor::read(self.empty());
         self.cbs.lock_untracked()
     }
 
@@ -241,7 +253,7 @@ impl Rcu {
     /// may have become due (one queued, a reader ending while callbacks
     /// wait), so that it is not made runnable, and offered to the explorer,
     /// at every reader's end.
-    fn rcuo_chan(&self) -> usize {
+    pub(crate) fn rcuo_chan(&self) -> usize {
         chan(&self.deferred)
     }
 
@@ -253,9 +265,34 @@ impl Rcu {
         // pays one branch here.
         if cpu.sched.exploring() {
             cpu.sched.wake(self.chan());
-            if self.has_pending() {
-                cpu.sched.wake(self.rcuo_chan());
-            }
+            self.wake_rcuo_if_due(cpu);
+        }
+    }
+
+    /// Wakes the rcuo kthread if the first queued callback is due: exactly
+    /// when its wait's condition holds, so that a runnable kthread always
+    /// has a callback to invoke. Every change that can make a callback due
+    /// calls this in the same step: queueing one ([`call_rcu`]) and a
+    /// reader's section ending (only the kthread itself invokes callbacks
+    /// while CPUs are explored, and a CPU finishing wakes every waiter). A
+    /// kthread woken at every reader's end while callbacks wait would find
+    /// nothing due, block again, and give the DPOR scheduler a race to
+    /// reverse for every such look.
+    ///
+    /// The look is the waker's bookkeeping, not a read of its step: the
+    /// explorer sees the kthread's own evaluation when it runs.
+    fn wake_rcuo_if_due(&self, cpu: &Cpu) {
+        if !self.has_pending() {
+            return;
+        }
+        let m = mmsim_facade::dpor::mark();
+        let due = {
+            let q = self.cbs.lock_untracked();
+            q.front().is_some_and(|c| self.next_ready(c))
+        };
+        mmsim_facade::dpor::forget_reads_since(m);
+        if due {
+            cpu.sched.wake(self.rcuo_chan());
         }
     }
 
@@ -469,7 +506,9 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     let cookie = get_state_synchronize_rcu(cpu);
     let rcu = &cpu.m.rcu;
     let mut q = rcu.cbs.lock_untracked();
+    mmsim_facade::dpor::read(rcu.empty());
     if q.is_empty() {
+        mmsim_facade::dpor::write(rcu.empty());
         mmsim_facade::dpor::write(rcu.head());
     }
     mmsim_facade::dpor::write(rcu.tail());
@@ -481,7 +520,9 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     rcu.pending.store(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
-    cpu.sched.wake(rcu.rcuo_chan());
+    if cpu.sched.exploring() {
+        rcu.wake_rcuo_if_due(cpu);
+    }
 }
 
 /// The RCU softirq: runs, in order, the queued callbacks whose grace period
@@ -585,6 +626,17 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     }
 }
 
+/// An explored CPU has finished its operations and [`Cpu::finish`]ed;
+/// `all`: it was the last. The rcuo kthread waits for a due callback (its
+/// queueing or a reader's end wakes it) or for every CPU to have finished:
+/// woken at the last CPU's end, and not at the others', where it would
+/// only block again.
+pub fn cpu_finished(cpu: &Cpu, all: bool) {
+    if all {
+        cpu.sched.wake_all();
+    }
+}
+
 /// Every CPU waits for something that no CPU (and no callback) will ever
 /// do: a `deadlock` for each, where it waits; then the explorer stops the
 /// run (the CPUs unwind from their waits).
@@ -626,6 +678,9 @@ fn invoke_ready(cpu: &Cpu) {
                 Some(c) if rcu.next_ready(c) => {
                     mmsim_facade::dpor::write(rcu.head());
                     let c = q.pop_front();
+                    if q.is_empty() {
+                        mmsim_facade::dpor::write(rcu.empty());
+                    }
                     // Under the queue lock, so that rcu_barrier() sees the
                     // callback either queued or running, and no other CPU
                     // starts the next one before this one has returned.
