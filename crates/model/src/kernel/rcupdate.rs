@@ -148,8 +148,9 @@ impl Rcu {
     #[inline]
     pub fn has_pending(&self) -> bool {
         // READ_ONCE: a stale answer only delays a callback to the next point
-        // or skips a wake-up nobody needs (whoever queues a callback wakes
-        // the rcuo kthread itself); so a hint, not a read for DPOR.
+        // or skips a wake-up nobody needs (whoever queues a callback looks
+        // whether to wake the rcuo kthread itself); so a hint, not a read
+        // for DPOR.
         self.pending.load(Ordering::Relaxed) != 0
     }
 
@@ -249,10 +250,10 @@ impl Rcu {
         chan(self)
     }
 
-    /// The wait channel of the rcuo kthread: woken only where a callback
-    /// may have become due (one queued, a reader ending while callbacks
-    /// wait), so that it is not made runnable, and offered to the explorer,
-    /// at every reader's end.
+    /// The wait channel of the rcuo kthread: woken only when a callback is
+    /// due ([`Rcu::wake_rcuo_if_due`]) or every CPU has finished
+    /// ([`cpu_finished`]), so that it is not made runnable, and offered to
+    /// the explorer, where it would only block again.
     pub(crate) fn rcuo_chan(&self) -> usize {
         chan(&self.deferred)
     }
