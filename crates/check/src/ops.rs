@@ -126,7 +126,9 @@ pub fn run_cpu(cpu: &Cpu, env: &Env<'_>, idx: usize) -> Option<Died> {
             }
         }
     }
-    cpu.finish();
+    // The explorer wakes the rcuo kthread after the last CPU
+    // (rcupdate::cpu_finished).
+    cpu.finish_but_rcuo();
     died
 }
 

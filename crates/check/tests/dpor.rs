@@ -677,7 +677,7 @@ fn call_rcu_against_the_rcuo_kthread() {
         let ran = var();
         let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let cpu_end = |cpu: &mmsim_model::Cpu, f: &std::sync::atomic::AtomicUsize| {
-            cpu.finish();
+            cpu.finish_but_rcuo();
             let all = f.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == 2;
             cpu_finished(cpu, all);
         };

@@ -79,6 +79,14 @@ mod imp {
         static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     }
 
+    /// Whether a DPOR exploration records this thread's steps now. The
+    /// model asks it where it can spare the DPOR scheduler a task that
+    /// would only look and block again (the rcuo kthread's wake-ups);
+    /// every other scheduler keeps the schedules it always had.
+    pub fn recording() -> bool {
+        ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get())
+    }
+
     /// Notes that the step in flight unblocked task `task` (woke it from a
     /// wait): the explorer's DPOR scheduler knows then which step made a
     /// blocked task runnable again (see `reverse` in its `dpor` module).
@@ -349,6 +357,11 @@ mod imp {
 
     /// Notes nothing under loom.
     pub fn note_woken(_task: usize) {}
+
+    /// Nothing records under loom.
+    pub fn recording() -> bool {
+        false
+    }
 }
 
 pub use imp::*;

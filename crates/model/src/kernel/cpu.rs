@@ -238,12 +238,24 @@ impl Cpu {
     }
 
     /// Marks the end of this CPU's work: runs any callbacks it can and wakes
-    /// every waiter (its leaving may satisfy conditions nobody signals),
-    /// but the rcuo kthread: whoever ran the CPUs wakes it when the last
-    /// has finished ([`crate::kernel::rcupdate::cpu_finished`]).
+    /// every waiter (its leaving may satisfy conditions nobody signals).
     pub fn finish(&self) {
         self.softirq();
-        self.sched.wake_all_except(Some(self.m.rcu.rcuo_chan()));
+        self.sched.wake_all();
+    }
+
+    /// [`Cpu::finish`], but under the DPOR scheduler leaving the rcuo
+    /// kthread asleep: whoever runs the CPUs wakes it when the last has
+    /// finished ([`crate::kernel::rcupdate::cpu_finished`]). Woken at
+    /// every CPU's end, it would only look, find nothing due, and block
+    /// again.
+    pub fn finish_but_rcuo(&self) {
+        self.softirq();
+        if mmsim_facade::dpor::recording() {
+            self.sched.wake_all_except(Some(self.m.rcu.rcuo_chan()));
+        } else {
+            self.sched.wake_all();
+        }
     }
 }
 

@@ -266,13 +266,19 @@ impl Rcu {
         // pays one branch here.
         if cpu.sched.exploring() {
             cpu.sched.wake(self.chan());
-            self.wake_rcuo_if_due(cpu);
+            if mmsim_facade::dpor::recording() {
+                self.wake_rcuo_if_due(cpu);
+            } else if self.has_pending() {
+                cpu.sched.wake(self.rcuo_chan());
+            }
         }
     }
 
     /// Wakes the rcuo kthread if the first queued callback is due: exactly
     /// when its wait's condition holds, so that a runnable kthread always
-    /// has a callback to invoke. Every change that can make a callback due
+    /// has a callback to invoke. Under the DPOR scheduler only: the other
+    /// schedulers wake it whenever callbacks wait, and keep the schedules
+    /// (and replay strings) they always had. Every change that can make a callback due
     /// calls this in the same step: queueing one ([`call_rcu`]) and a
     /// reader's section ending (only the kthread itself invokes callbacks
     /// while CPUs are explored, and a CPU finishing wakes every waiter). A
@@ -521,8 +527,10 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     rcu.pending.store(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
-    if cpu.sched.exploring() {
+    if mmsim_facade::dpor::recording() {
         rcu.wake_rcuo_if_due(cpu);
+    } else {
+        cpu.sched.wake(rcu.rcuo_chan());
     }
 }
 
@@ -627,13 +635,15 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     }
 }
 
-/// An explored CPU has finished its operations and [`Cpu::finish`]ed;
+/// An explored CPU has finished its operations and
+/// [`Cpu::finish_but_rcuo`]ed;
 /// `all`: it was the last. The rcuo kthread waits for a due callback (its
 /// queueing or a reader's end wakes it) or for every CPU to have finished:
 /// woken at the last CPU's end, and not at the others', where it would
 /// only block again.
+/// (Under the other schedulers every CPU's end wakes every waiter.)
 pub fn cpu_finished(cpu: &Cpu, all: bool) {
-    if all {
+    if all || !mmsim_facade::dpor::recording() {
         cpu.sched.wake_all();
     }
 }
