@@ -250,10 +250,11 @@ impl Rcu {
         chan(self)
     }
 
-    /// The wait channel of the rcuo kthread: woken only when a callback is
-    /// due ([`Rcu::wake_rcuo_if_due`]) or every CPU has finished
-    /// ([`cpu_finished`]), so that it is not made runnable, and offered to
-    /// the explorer, where it would only block again.
+    /// The wait channel of the rcuo kthread. Under the DPOR scheduler it is
+    /// woken only when a callback is due ([`Rcu::wake_rcuo_if_due`]) or
+    /// every CPU has finished ([`cpu_finished`]), so that it is not made
+    /// runnable, and offered to the explorer, where it would only block
+    /// again; under the others, whenever callbacks wait.
     pub(crate) fn rcuo_chan(&self) -> usize {
         chan(&self.deferred)
     }
@@ -278,13 +279,14 @@ impl Rcu {
     /// when its wait's condition holds, so that a runnable kthread always
     /// has a callback to invoke. Under the DPOR scheduler only: the other
     /// schedulers wake it whenever callbacks wait, and keep the schedules
-    /// (and replay strings) they always had. Every change that can make a callback due
-    /// calls this in the same step: queueing one ([`call_rcu`]) and a
-    /// reader's section ending (only the kthread itself invokes callbacks
-    /// while CPUs are explored, and a CPU finishing wakes every waiter). A
-    /// kthread woken at every reader's end while callbacks wait would find
-    /// nothing due, block again, and give the DPOR scheduler a race to
-    /// reverse for every such look.
+    /// (and replay strings) they always had. Every change that can make a
+    /// callback due calls this in the same step: queueing one
+    /// ([`call_rcu`]) and a reader's section ending (only the kthread
+    /// itself invokes callbacks while CPUs are explored, and the last
+    /// CPU's end wakes it to exit: [`cpu_finished`]). A kthread woken at
+    /// every reader's end while callbacks wait would find nothing due,
+    /// block again, and give the DPOR scheduler a race to reverse for
+    /// every such look.
     ///
     /// The look is the waker's bookkeeping, not a read of its step: the
     /// explorer sees the kthread's own evaluation when it runs.
