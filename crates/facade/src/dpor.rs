@@ -91,7 +91,7 @@ mod imp {
     /// wait): the explorer's DPOR scheduler knows then which step made a
     /// blocked task runnable again (see `reverse` in its `dpor` module).
     pub fn note_woken(task: usize) {
-        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get()) {
+        if recording() {
             WOKEN.with(|w| w.borrow_mut().push(task));
         }
     }

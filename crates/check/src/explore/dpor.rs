@@ -889,11 +889,7 @@ impl Dpor {
         if runnable.iter().any(|t| t.id() == main) {
             // Set-up (before the first step) is recorded for numbering
             // objects; the rest of the main task's work is not.
-            mmsim_facade::dpor::set_on(
-                std::env::var_os("MMSIM_NOSETUP").is_none()
-                    && self.events.is_empty()
-                    && !self.blocked,
-            );
+            mmsim_facade::dpor::set_on(record_setup() && self.events.is_empty() && !self.blocked);
             self.in_flight = Some(MAIN);
             return Some(main);
         }
@@ -905,7 +901,7 @@ impl Dpor {
         {
             // Set-up's last step (see `set_service`).
             self.service_ran = true;
-            mmsim_facade::dpor::set_on(std::env::var_os("MMSIM_NOSETUP").is_none());
+            mmsim_facade::dpor::set_on(record_setup());
             self.in_flight = Some(MAIN);
             return Some(TaskId::from(sv));
         }
@@ -961,6 +957,12 @@ impl Dpor {
         }
         h.finish()
     }
+}
+
+/// Whether set-up's accesses are recorded for numbering objects
+/// (`MMSIM_NOSETUP` turns it off, to measure what the numbering buys).
+fn record_setup() -> bool {
+    std::env::var_os("MMSIM_NOSETUP").is_none()
 }
 
 fn join(a: &mut Vec<u32>, b: &[u32]) {

@@ -251,11 +251,8 @@ impl Cpu {
     /// again.
     pub fn finish_but_rcuo(&self) {
         self.softirq();
-        if mmsim_facade::dpor::recording() {
-            self.sched.wake_all_except(Some(self.m.rcu.rcuo_chan()));
-        } else {
-            self.sched.wake_all();
-        }
+        let rcuo = mmsim_facade::dpor::recording().then(|| self.m.rcu.rcuo_chan());
+        self.sched.wake_all_except(rcuo);
     }
 }
 
