@@ -166,3 +166,36 @@ fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
     assert!(o.violations.is_empty(), "{:?}", signatures(&o));
     assert_eq!(o.schedules, 3000);
 }
+
+/// The order of exploration (fewest preemptions first): the seed's race on
+/// `broadcast` needs GUP-fast to start its walk after the removal's first
+/// grace period and stay in it while the removal runs on, three
+/// preemptions. A depth-first order missed it in 50,000 executions (it
+/// explores the large subtrees below that branch first); the preemption
+/// order reaches it after 1,361. Stopping at the first violation, within
+/// 5,000.
+#[test]
+fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
+    let sc = find("hot-remove-vs-gup-fast").unwrap().scenario().unwrap();
+    let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
+    let o = explore(
+        plan,
+        Options {
+            strategy: Strategy::Dpor,
+            iterations: 5000,
+            seed: 0,
+            shard: (0, 1),
+            keep_going: false,
+            time_limit: None,
+            progress: None,
+        },
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    let sigs = signatures(&o);
+    assert!(
+        sigs.iter().any(|s| s.0 == "memmap-use-after-free"),
+        "{sigs:?} after {} executions",
+        o.schedules
+    );
+    assert!(o.schedules < 5000, "{}", o.schedules);
+}

@@ -3,7 +3,8 @@
 //! Source-set DPOR with sleep sets (Abdulla, Aronis, Jonsson, Sagonas,
 //! "Optimal dynamic partial order reduction", POPL 2014, Algorithm 1),
 //! stateless: every execution reruns the model from a fresh machine,
-//! following a prefix of the previous one.
+//! following a prefix of an earlier one (see the order of exploration
+//! below).
 //!
 //! # Steps and dependence
 //!
@@ -44,6 +45,30 @@
 //! explored is asleep in the states after it until a step dependent on that
 //! step runs; an execution in which every task that can run is asleep is
 //! redundant and is stopped.
+//!
+//! # The order of exploration
+//!
+//! The states explored and still to explore from are kept as a tree, not
+//! as the stack of a depth-first search: every execution reruns the model
+//! from a fresh machine anyway, so the next one may start from any state
+//! with a task still to explore, by replaying the choices that led there.
+//! The next is the one whose execution, going on with the task that ran
+//! last wherever it can, has the fewest *preemptions* (steps that switch
+//! away from a task that could have gone on); among those, the deepest
+//! state. So the executions come in the order of an iterative preemption
+//! bound (Musuvathi and Qadeer, "Iterative context bounding", PLDI 2007),
+//! where the races kernel engineers look for live (the seed's race needs
+//! three), while the set explored is still DPOR's: which executions a
+//! source set and a sleep set call for does not depend on the order in
+//! which the pending ones run, only on every one of them running (a
+//! sleeping task stands for a sibling's subtree, which is explored before
+//! the exploration ends, if not before the sleeper's). The tests compare
+//! outcomes and traces with brute force under this order. A state leaves
+//! the tree when nothing is left to explore from it or after it. Should
+//! the tree grow past [`TREE_CAP`] states, the exploration goes on deepest
+//! first, which finishes subtrees and frees their states; with
+//! `MMSIM_DPOR_ORDER=dfs` it is deepest first from the start (the
+//! depth-first order of Algorithm 1, for comparison).
 //!
 //! # Objects across executions
 //!
@@ -193,7 +218,71 @@ struct Node {
     known: u32,
     /// Every enabled task is (to be) explored here: a sharded root.
     full: bool,
+    /// The state before (`NONE` at the first state) and the task whose step
+    /// led here (0 at the first state).
+    parent: u32,
+    last: usize,
+    /// Its depth (the position of the step taken from it) and the
+    /// preemptions before it: steps that switched away from a task that
+    /// could have gone on.
+    depth: u32,
+    pre: u32,
+    /// States after it still in the tree.
+    children: u32,
+    /// Which state this is, over the whole exploration (slots of the tree
+    /// are reused).
+    stamp: u64,
 }
+
+/// No state.
+const NONE: u32 = u32::MAX;
+
+impl Node {
+    fn empty() -> Self {
+        Node {
+            enabled: Vec::new(),
+            backtrack: Vec::new(),
+            done: Vec::new(),
+            sleep: Vec::new(),
+            explored: Vec::new(),
+            taken: 0,
+            known: 0,
+            full: false,
+            parent: NONE,
+            last: 0,
+            depth: 0,
+            pre: 0,
+            children: 0,
+            stamp: u64::MAX,
+        }
+    }
+
+    /// Whether taking `t` here switches away from a task that could go on.
+    fn preempts(&self, t: usize) -> bool {
+        self.last != 0 && t != self.last && self.enabled.contains(&self.last)
+    }
+
+    /// Whether `t` is still to be explored here.
+    fn pending(&self, t: usize) -> bool {
+        !self.done.contains(&t) && !self.sleep.iter().any(|z| z.task == t)
+    }
+}
+
+/// A task to explore from a state, ordered for [`Dpor::pending`]'s heap:
+/// fewest preemptions first, then the deepest state, then the oldest entry.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending {
+    pre: std::cmp::Reverse<u32>,
+    depth: u32,
+    seq: std::cmp::Reverse<u64>,
+    node: u32,
+    stamp: u64,
+    task: usize,
+}
+
+/// States the tree may hold before the exploration goes deepest first (a
+/// state with its explored steps takes a few hundred bytes).
+const TREE_CAP: usize = 2_000_000;
 
 /// The accesses to one object that a new access can race with: every
 /// earlier access happens before the last write (a write conflicts with
@@ -238,7 +327,23 @@ pub struct Dpor {
     /// The trace of the last complete execution: a hash of every step's
     /// task, index and vector clock, which equivalent executions share.
     pub last_trace: Option<u64>,
-    nodes: Vec<Node>,
+    /// The states explored and still to be explored from, as a tree: the
+    /// current path and every state with a task still to explore or such a
+    /// state after it (see [`Dpor::pending`]).
+    tree: Vec<Node>,
+    /// Slots of `tree` that hold no state.
+    free: Vec<u32>,
+    /// The current path: the state before step `i` is `tree[path[i]]`.
+    path: Vec<u32>,
+    /// Tasks to explore from states of the tree, best first.
+    pending: std::collections::BinaryHeap<Pending>,
+    seq: u64,
+    /// Explore the deepest state first, as a depth-first search would,
+    /// instead of the one with the fewest preemptions (`MMSIM_DPOR_ORDER=dfs`,
+    /// or when the tree has grown past [`TREE_CAP`] states).
+    deepest_first: bool,
+    /// The state and task the execution in flight branches at (debug).
+    branch_at: Option<(usize, usize)>,
     started: bool,
     /// The shard has no subtree (its index is past the first state's
     /// choices).
@@ -319,7 +424,13 @@ impl Dpor {
             shard,
             brute: false,
             last_trace: None,
-            nodes: Vec::new(),
+            tree: Vec::new(),
+            free: Vec::new(),
+            path: Vec::new(),
+            pending: std::collections::BinaryHeap::new(),
+            seq: 0,
+            deepest_first: std::env::var("MMSIM_DPOR_ORDER").is_ok_and(|v| v == "dfs"),
+            branch_at: None,
             started: false,
             foreign: false,
             nondeterministic: false,
@@ -394,7 +505,104 @@ impl Dpor {
 
     /// The depth of the current path (states).
     pub fn depth(&self) -> usize {
-        self.nodes.len()
+        self.path.len()
+    }
+
+    /// States in the tree.
+    pub fn tree_size(&self) -> usize {
+        self.tree.len() - self.free.len()
+    }
+
+    /// The state before step `pos` of the current path.
+    fn node(&self, pos: usize) -> &Node {
+        &self.tree[self.path[pos] as usize]
+    }
+
+    fn node_mut(&mut self, pos: usize) -> &mut Node {
+        &mut self.tree[self.path[pos] as usize]
+    }
+
+    /// Notes that task `t` is to be explored from state `id`.
+    fn push_pending(&mut self, id: u32, t: usize) {
+        let n = &self.tree[id as usize];
+        let pre = n.pre + u32::from(n.preempts(t));
+        self.seq += 1;
+        self.pending.push(Pending {
+            pre: std::cmp::Reverse(if self.deepest_first { 0 } else { pre }),
+            depth: n.depth,
+            seq: std::cmp::Reverse(self.seq),
+            node: id,
+            stamp: n.stamp,
+            task: t,
+        });
+    }
+
+    /// Puts a state into the tree, after the current path's last.
+    fn add_node(&mut self, mut node: Node) -> u32 {
+        self.seq += 1;
+        node.stamp = self.seq;
+        if let Some(&p) = self.path.last() {
+            let parent = &mut self.tree[p as usize];
+            parent.children += 1;
+            node.parent = p;
+            node.last = parent.taken;
+            node.pre = parent.pre + u32::from(parent.preempts(parent.taken));
+            node.depth = parent.depth + 1;
+        }
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.tree[i as usize] = node;
+                i
+            }
+            None => {
+                self.tree.push(node);
+                (self.tree.len() - 1) as u32
+            }
+        };
+        self.path.push(id);
+        id
+    }
+
+    /// Drops the states of the finished execution's path that have nothing
+    /// left to explore, from the last one up.
+    fn prune_path(&mut self) {
+        while let Some(&id) = self.path.last() {
+            let n = &self.tree[id as usize];
+            if n.children > 0 || n.backtrack.iter().any(|&t| n.pending(t)) {
+                break;
+            }
+            let parent = n.parent;
+            self.tree[id as usize] = Node::empty();
+            self.free.push(id);
+            if parent != NONE {
+                self.tree[parent as usize].children -= 1;
+            }
+            self.path.pop();
+        }
+        self.path.clear();
+    }
+
+    /// The next state and task to explore from, or `None` when the tree is
+    /// exhausted; the path is then the states up to it.
+    fn pop_pending(&mut self) -> Option<(u32, usize)> {
+        if !self.deepest_first && self.tree_size() > TREE_CAP {
+            // Finishing the deepest subtrees first frees their states.
+            self.deepest_first = true;
+            let old = std::mem::take(&mut self.pending);
+            for p in old {
+                if self.tree[p.node as usize].stamp == p.stamp {
+                    self.push_pending(p.node, p.task);
+                }
+            }
+        }
+        while let Some(p) = self.pending.pop() {
+            let n = &self.tree[p.node as usize];
+            if n.stamp != p.stamp || !n.pending(p.task) {
+                continue; // explored since, or asleep there
+            }
+            return Some((p.node, p.task));
+        }
+        None
     }
 
     /// Whether the execution in flight was stopped as redundant.
@@ -517,7 +725,7 @@ impl Dpor {
         let pos = self.events.len();
         self.steps += 1;
         self.accesses += self.log.len() as u64;
-        let node_known = self.nodes[pos].known;
+        let node_known = self.node(pos).known;
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
         let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
@@ -574,8 +782,8 @@ impl Dpor {
             pos: pos as u32,
             born: Vec::new(),
         };
-        if !self.nodes[pos].explored.iter().any(|(t, _)| *t == task) {
-            self.nodes[pos].explored.push((task, acc.clone()));
+        if !self.node(pos).explored.iter().any(|(t, _)| *t == task) {
+            self.node_mut(pos).explored.push((task, acc.clone()));
         }
         // Happens-before and races.
         let s = slot(task);
@@ -650,7 +858,7 @@ impl Dpor {
         }
         // The sleep set after this step: the sleepers of its state and the
         // siblings explored before it, that this step does not wake.
-        let n = &self.nodes[pos];
+        let n = self.node(pos);
         let mut next: Vec<Sleeper> = n.sleep.iter().filter(|z| z.task != task).cloned().collect();
         for (t, a) in &n.explored {
             if *t != task && n.done.contains(t) && !next.iter().any(|z| z.task == *t) {
@@ -706,7 +914,7 @@ impl Dpor {
             );
             *d.entry(k).or_default() += 1;
         }
-        if self.nodes[c].full {
+        if self.node(c).full {
             return;
         }
         let cs = slot(self.events[c].task);
@@ -737,7 +945,7 @@ impl Dpor {
             consider(ev, &mut first);
         }
         consider(&self.events[e], &mut first);
-        let node = &mut self.nodes[c];
+        let node = self.node(c);
         let covered = initials
             .iter()
             .any(|t| node.backtrack.contains(t) || node.sleep.iter().any(|z| z.task == *t));
@@ -773,17 +981,22 @@ impl Dpor {
                 return;
             }
         }
-        let node = &mut self.nodes[c];
-        match pick {
-            Some(t) => node.backtrack.push(t),
+        let id = self.path[c];
+        let add: Vec<usize> = match pick {
+            Some(t) => vec![t],
+            // No initial can run there: every task that can.
             None => {
-                // No initial can run there: every task that can.
-                for t in node.enabled.clone() {
-                    if !node.backtrack.contains(&t) {
-                        node.backtrack.push(t);
-                    }
-                }
+                let node = self.node(c);
+                node.enabled
+                    .iter()
+                    .copied()
+                    .filter(|t| !node.backtrack.contains(t))
+                    .collect()
             }
+        };
+        for t in add {
+            self.tree[id as usize].backtrack.push(t);
+            self.push_pending(id, t);
         }
     }
 
@@ -799,8 +1012,24 @@ impl Dpor {
         if self.blocked {
             return Some(TaskId::from(enabled[0]));
         }
-        if pos < self.nodes.len() {
-            let n = &self.nodes[pos];
+        if let Some((b, t)) = self.branch_at
+            && b == pos
+            && self.debug.is_some()
+        {
+            let at = |t: usize| {
+                self.events
+                    .iter()
+                    .rev()
+                    .find(|x| x.task == t)
+                    .and_then(|x| x.at)
+                    .map_or("start".to_string(), |p| p.to_string())
+            };
+            let orig = self.node(pos).explored.first().map_or(0, |e| e.0);
+            self.branch = format!("t{t} {} (instead of t{orig} {})", at(t), at(orig));
+            self.debug_blocked.entry(self.branch.clone()).or_default().1 += 1;
+        }
+        if pos < self.path.len() {
+            let n = self.node(pos);
             if n.enabled != enabled || n.known != self.nids {
                 if std::env::var_os("MMSIM_DPOR_DEBUG").is_some() {
                     eprintln!(
@@ -812,8 +1041,9 @@ impl Dpor {
                 self.blocked = true;
                 return Some(TaskId::from(enabled[0]));
             }
-            self.in_flight = Some(n.taken);
-            return Some(TaskId::from(n.taken));
+            let t = n.taken;
+            self.in_flight = Some(t);
+            return Some(TaskId::from(t));
         }
         let sleep = std::mem::take(&mut self.next_sleep);
         let asleep = |t: usize| sleep.iter().any(|z| z.task == t);
@@ -823,9 +1053,8 @@ impl Dpor {
             done: Vec::new(),
             sleep: Vec::new(),
             explored: Vec::new(),
-            taken: 0,
             known: self.nids,
-            full: false,
+            ..Node::empty()
         };
         if self.brute {
             node.full = true;
@@ -874,7 +1103,11 @@ impl Dpor {
         let t = node.backtrack[0];
         node.done.push(t);
         node.taken = t;
-        self.nodes.push(node);
+        let rest: Vec<usize> = node.backtrack[1..].to_vec();
+        let id = self.add_node(node);
+        for u in rest {
+            self.push_pending(id, u);
+        }
         self.in_flight = Some(t);
         Some(TaskId::from(t))
     }
@@ -982,34 +1215,23 @@ impl Scheduler for Dpor {
             return None;
         }
         if self.started {
-            loop {
-                let n = self.nodes.last_mut()?;
-                let next = n
-                    .backtrack
-                    .iter()
-                    .copied()
-                    .find(|t| !n.done.contains(t) && !n.sleep.iter().any(|z| z.task == *t));
-                if let Some(t) = next {
-                    n.done.push(t);
-                    n.taken = t;
-                    if self.debug.is_some() {
-                        let b = self.nodes.len() - 1;
-                        let at = |t: usize| {
-                            self.events[..b]
-                                .iter()
-                                .rev()
-                                .find(|x| x.task == t)
-                                .and_then(|x| x.at)
-                                .map_or("start".to_string(), |p| p.to_string())
-                        };
-                        let orig = self.events.get(b).map_or(0, |e| e.task);
-                        self.branch = format!("t{t} {} (instead of t{orig} {})", at(t), at(orig));
-                        self.debug_blocked.entry(self.branch.clone()).or_default().1 += 1;
-                    }
-                    break;
-                }
-                self.nodes.pop();
+            self.prune_path();
+            let (id, t) = self.pop_pending()?;
+            // The path to that state, each state taking the step to the next.
+            let mut x = id;
+            while x != NONE {
+                self.path.push(x);
+                x = self.tree[x as usize].parent;
             }
+            self.path.reverse();
+            for i in 1..self.path.len() {
+                let last = self.tree[self.path[i] as usize].last;
+                self.tree[self.path[i - 1] as usize].taken = last;
+            }
+            let n = &mut self.tree[id as usize];
+            n.done.push(t);
+            n.taken = t;
+            self.branch_at = Some((self.path.len() - 1, t));
         }
         self.started = true;
         self.events.clear();

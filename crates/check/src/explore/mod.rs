@@ -862,13 +862,14 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}",
+            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, tree {}",
             e.out.schedules,
             d.steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
-            d.depth()
+            d.depth(),
+            d.tree_size()
         );
         d.print_debug();
     }
