@@ -81,7 +81,12 @@ impl<T> Mutex<T> {
                 Err(TryLockError::WouldBlock) => {
                     // Under the explorer the holder is another task on this OS
                     // thread; it wakes the channel when it unlocks.
-                    s.wait(self.point, chan(self), None, || !self.is_locked());
+                    // A woken waiter can find the lock taken again by a
+                    // third task: each look reads the lock.
+                    s.wait_unstable(self.point, chan(self), None, || {
+                        dpor::read(chan(self));
+                        !self.is_locked()
+                    });
                 }
             }
         }
@@ -213,7 +218,8 @@ impl<T> RwLock<T> {
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
                     dpor::write(chan(self));
-                    s.wait(self.point, chan(self), None, || {
+                    s.wait_unstable(self.point, chan(self), None, || {
+                        dpor::read(chan(self));
                         !matches!(self.inner.try_read(), Err(TryLockError::WouldBlock))
                     });
                 }
@@ -232,7 +238,8 @@ impl<T> RwLock<T> {
                 Ok(g) => return g,
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
-                    s.wait(self.point, chan(self), None, || {
+                    s.wait_unstable(self.point, chan(self), None, || {
+                        dpor::read(chan(self));
                         !matches!(self.inner.try_write(), Err(TryLockError::WouldBlock))
                     });
                 }

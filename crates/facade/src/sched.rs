@@ -486,18 +486,57 @@ impl Sched {
     /// Waits until `cond` holds. `chan` names what is waited on; whoever
     /// changes it calls [`Sched::wake`] with the same channel.
     /// `arg` names what is waited for in the trace (a CPU number, say).
+    ///
+    /// `cond` must be *stable*: once it holds, nobody but the waiter makes
+    /// it false again (a grace period's counters, a completion). For the
+    /// DPOR scheduler a look that finds it false then changes nothing and
+    /// records nothing: the write that makes it true wakes the waiter,
+    /// whose next look is recorded, and a look before that write could
+    /// only have found it false as well. A condition that another task can
+    /// turn false again needs [`Sched::wait_unstable`].
     pub fn wait(
         &self,
         p: &'static Point,
         chan: usize,
         arg: Option<u64>,
+        cond: impl FnMut() -> bool,
+    ) {
+        self.wait_as(p, chan, arg, true, cond);
+    }
+
+    /// [`Sched::wait`] for a condition that other tasks can make true and
+    /// false again (a lock that another task may take first, a flag a
+    /// second offline sets again): every look, found false or not, is
+    /// recorded, so that the DPOR scheduler orders it against the writes
+    /// that change the condition and explores the look that finds it true
+    /// between them. (Dropped, a woken waiter that looked after a second
+    /// task had turned the condition false again would never be placed
+    /// before that task's write.)
+    pub fn wait_unstable(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        arg: Option<u64>,
+        cond: impl FnMut() -> bool,
+    ) {
+        self.wait_as(p, chan, arg, false, cond);
+    }
+
+    fn wait_as(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        arg: Option<u64>,
+        stable: bool,
         mut cond: impl FnMut() -> bool,
     ) {
         let m = crate::dpor::mark();
         if cond() {
             return;
         }
-        crate::dpor::forget_reads_since(m);
+        if stable {
+            crate::dpor::forget_reads_since(m);
+        }
         let _waiting = WaitingMark::new(self, p);
         #[cfg(loom)]
         {
@@ -508,7 +547,7 @@ impl Sched {
         }
         #[cfg(not(loom))]
         match self.ctx.mode {
-            Mode::Explore => self.wait_explore(p, chan, arg, &mut cond),
+            Mode::Explore => self.wait_explore(p, chan, arg, stable, &mut cond),
             Mode::Native | Mode::Jitter => self.wait_native(p, &mut cond),
         }
     }
@@ -573,6 +612,7 @@ impl Sched {
         p: &'static Point,
         chan: usize,
         arg: Option<u64>,
+        stable: bool,
         cond: &mut dyn FnMut() -> bool,
     ) {
         self.cur.set(p);
@@ -585,7 +625,9 @@ impl Sched {
                 }
                 return;
             }
-            crate::dpor::forget_reads_since(m);
+            if stable {
+                crate::dpor::forget_reads_since(m);
+            }
             if std::thread::panicking() {
                 // Destructors of an unwinding CPU never wait: the run is over.
                 return;

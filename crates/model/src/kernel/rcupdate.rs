@@ -588,7 +588,8 @@ pub fn rcu_barrier(cpu: &Cpu) {
         if idle(&rcu.queue_peek()) {
             return;
         }
-        cpu.sched.wait(
+        // A call_rcu() elsewhere queues again: not a stable condition.
+        cpu.sched.wait_unstable(
             point!("rcu_barrier", "wait for callbacks"),
             rcu.chan(),
             None,

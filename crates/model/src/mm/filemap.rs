@@ -355,7 +355,8 @@ pub fn folio_lock(cpu: &Cpu, folio: Folio<'_>) {
         if folio_trylock(cpu, folio) {
             return;
         }
-        cpu.sched.wait(
+        // Another locker can take it first: not a stable condition.
+        cpu.sched.wait_unstable(
             point!("folio_lock", "folio_wait_bit(PG_locked)"),
             chan(&cpu.m.address_spaces),
             Some(folio.pfn().as_u64()),

@@ -411,7 +411,8 @@ fn wait_while_offlining<'a>(cpu: &'a Cpu, mut g: MutexGuard<'a, ()>) -> MutexGua
     let ksm = &cpu.m.ksm;
     while ksm.ksm_run.load(Ordering::Acquire) & KSM_RUN_OFFLINE != 0 {
         drop(g);
-        cpu.sched.wait(
+        // A second offline sets the bit again: not a stable condition.
+        cpu.sched.wait_unstable(
             point!("wait_while_offlining", "wait_on_bit(KSM_RUN_OFFLINE)"),
             chan(&ksm.ksm_run),
             None,
