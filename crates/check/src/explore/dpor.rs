@@ -340,8 +340,10 @@ pub struct Dpor {
     seq: u64,
     /// Explore the deepest state first, as a depth-first search would,
     /// instead of the one with the fewest preemptions (`MMSIM_DPOR_ORDER=dfs`,
-    /// or when the tree has grown past [`TREE_CAP`] states).
+    /// or when the tree has grown past `tree_cap` states).
     deepest_first: bool,
+    /// [`TREE_CAP`], or less for the tests ([`Dpor::with_tree_cap`]).
+    tree_cap: usize,
     /// The state and task the execution in flight branches at (debug).
     branch_at: Option<(usize, usize)>,
     started: bool,
@@ -430,6 +432,7 @@ impl Dpor {
             pending: std::collections::BinaryHeap::new(),
             seq: 0,
             deepest_first: std::env::var("MMSIM_DPOR_ORDER").is_ok_and(|v| v == "dfs"),
+            tree_cap: TREE_CAP,
             branch_at: None,
             started: false,
             foreign: false,
@@ -477,6 +480,13 @@ impl Dpor {
     /// that look among the CPUs' steps.
     pub fn set_service(&mut self, task: usize) {
         self.service = Some(task);
+    }
+
+    /// Goes deepest first once the tree holds more than `n` states (the
+    /// path a memory bound takes, for the tests to reach with small trees).
+    pub fn with_tree_cap(mut self, n: usize) -> Self {
+        self.tree_cap = n;
+        self
     }
 
     /// Every interleaving of steps, with no reduction (shard 0 of 1).
@@ -585,7 +595,7 @@ impl Dpor {
     /// The next state and task to explore from, or `None` when the tree is
     /// exhausted; the path is then the states up to it.
     fn pop_pending(&mut self) -> Option<(u32, usize)> {
-        if !self.deepest_first && self.tree_size() > TREE_CAP {
+        if !self.deepest_first && self.tree_size() > self.tree_cap {
             // Finishing the deepest subtrees first frees their states.
             self.deepest_first = true;
             let old = std::mem::take(&mut self.pending);

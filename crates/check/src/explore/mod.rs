@@ -982,6 +982,10 @@ pub enum FnMode {
     Dpor,
     /// Every interleaving of steps, no reduction.
     BruteForce,
+    /// `--scheduler dpor` going deepest first once its tree holds more
+    /// than this many states (the memory bound's path, which a scenario
+    /// reaches only past 2,000,000).
+    DporTreeCap(usize),
 }
 
 /// What [`explore_fn`] saw.
@@ -1069,6 +1073,7 @@ pub fn explore_fn(
         inner: Inner::Dpor(Box::new(match mode {
             FnMode::Dpor => dpor::Dpor::new((0, 1)),
             FnMode::BruteForce => dpor::Dpor::brute_force(),
+            FnMode::DporTreeCap(n) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
         })),
         limit,
         out: FnOutcome::default(),
