@@ -26,6 +26,11 @@ fn run(plan: Arc<Plan>, strategy: Strategy) -> Outcome {
 
 /// [`run`] for at most `iterations` executions.
 fn run_n(plan: Arc<Plan>, strategy: Strategy, iterations: u64) -> Outcome {
+    run_until(plan, strategy, iterations, true)
+}
+
+/// [`run_n`], stopping at the first violation unless `keep_going`.
+fn run_until(plan: Arc<Plan>, strategy: Strategy, iterations: u64, keep_going: bool) -> Outcome {
     explore(
         plan,
         Options {
@@ -33,7 +38,7 @@ fn run_n(plan: Arc<Plan>, strategy: Strategy, iterations: u64) -> Outcome {
             iterations,
             seed: 0,
             shard: (0, 1),
-            keep_going: true,
+            keep_going,
             time_limit: None,
             progress: None,
         },
@@ -178,18 +183,7 @@ fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
 fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
     let sc = find("hot-remove-vs-gup-fast").unwrap().scenario().unwrap();
     let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
-    let o = explore(
-        plan,
-        Options {
-            strategy: Strategy::Dpor,
-            iterations: 5000,
-            seed: 0,
-            shard: (0, 1),
-            keep_going: false,
-            time_limit: None,
-            progress: None,
-        },
-    );
+    let o = run_until(plan, Strategy::Dpor, 5000, false);
     assert!(o.error.is_none(), "{:?}", o.error);
     let sigs = signatures(&o);
     assert!(
