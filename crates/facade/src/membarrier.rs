@@ -62,6 +62,16 @@ mod imp {
         }
     }
 
+    /// The writer's half where every reader it pairs with runs on this
+    /// OS thread (the explorer runs all of a machine's CPUs as tasks of
+    /// one thread): program order already orders them, so a compiler
+    /// barrier, without the system call that would interrupt every other
+    /// running thread of the process.
+    #[inline(always)]
+    pub fn heavy_one_thread() {
+        compiler_fence(Ordering::SeqCst);
+    }
+
     /// The writer's half: a full barrier on every running thread of the
     /// process, paired with every [`light`].
     pub fn heavy() {
@@ -101,6 +111,10 @@ mod imp {
     pub fn heavy() {
         fence(Ordering::SeqCst);
     }
+
+    pub fn heavy_one_thread() {
+        fence(Ordering::SeqCst);
+    }
 }
 
-pub use imp::{expedited, heavy, init, light};
+pub use imp::{expedited, heavy, heavy_one_thread, init, light};

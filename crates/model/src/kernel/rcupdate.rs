@@ -47,7 +47,7 @@
 //! where the kernel uses them the model uses `rcu_read_lock`).
 
 use crate::kernel::cpu::Cpu;
-use mmsim_facade::membarrier::{heavy, light};
+use mmsim_facade::membarrier::light;
 use mmsim_facade::sched::{Event, chan};
 use mmsim_facade::{AtomicU64, AtomicUsize, Ordering, RawLock, point};
 use std::collections::VecDeque;
@@ -457,9 +457,26 @@ fn wait_cookie(cpu: &Cpu, cookie: &GpCookie, what: &'static mmsim_facade::sched:
     }
 }
 
+/// The writer's half of the asymmetric fence
+/// ([`mmsim_facade::membarrier::heavy`]). Under the explorer every CPU of
+/// the machine (the boot CPU's set-up and teardown too) runs on one OS
+/// thread, so program order already orders
+/// their accesses and a compiler barrier is enough: the system call would
+/// only interrupt every other running thread of the process (the other
+/// workers of a `dpor` exploration, each with machines of its own).
+fn heavy(cpu: &Cpu) {
+    // The machine's mode, not the CPU's: the boot CPU runs set-up and
+    // teardown natively, but on the explorer's thread all the same.
+    if cpu.m.ctx.mode() == mmsim_facade::sched::Mode::Explore {
+        mmsim_facade::membarrier::heavy_one_thread();
+    } else {
+        mmsim_facade::membarrier::heavy();
+    }
+}
+
 /// Kernel: `get_state_synchronize_rcu()`.
 pub fn get_state_synchronize_rcu(cpu: &Cpu) -> GpCookie {
-    heavy();
+    heavy(cpu);
     cpu.m.rcu.snapshot(&[Ctr::Rcu, Ctr::Irq], None)
 }
 
@@ -468,7 +485,7 @@ pub fn poll_state_synchronize_rcu(cpu: &Cpu, cookie: &GpCookie) -> bool {
     let done = cpu.m.rcu.cookie_done(cookie);
     if done {
         // Pairs with the light() fences of the readers that just ended.
-        heavy();
+        heavy(cpu);
     }
     done
 }
@@ -488,7 +505,7 @@ pub fn synchronize_rcu(cpu: &Cpu) {
     );
     // Pairs with the readers' light() fences: their accesses happen before
     // whatever the caller does next (typically a free).
-    heavy();
+    heavy(cpu);
     cpu.point(point!("synchronize_rcu", "grace period ended"));
 }
 
@@ -505,7 +522,7 @@ pub fn synchronize_rcu_expedited(cpu: &Cpu) {
         &cookie,
         point!("synchronize_rcu_expedited", "wait for reader on cpu"),
     );
-    heavy();
+    heavy(cpu);
     cpu.point(point!("synchronize_rcu_expedited", "grace period ended"));
 }
 
@@ -707,7 +724,7 @@ fn invoke_ready(cpu: &Cpu) {
         };
         let Some(c) = next else { break };
         let _running = CallbackDone(rcu);
-        heavy();
+        heavy(cpu);
         cpu.sched.note(
             point!("rcu_core", "invoke callback"),
             Event::Step,
@@ -727,12 +744,12 @@ pub fn wait_for_irqs_enabled(
     target: &dyn Fn(u32) -> bool,
     what: &'static mmsim_facade::sched::Point,
 ) {
-    heavy();
+    heavy(cpu);
     let me = cpu.id();
     let not_me = |i: u32| i != me && target(i);
     let cookie = cpu.m.rcu.snapshot(&[Ctr::Irq], Some(&not_me));
     wait_cookie(cpu, &cookie, what);
-    heavy();
+    heavy(cpu);
 }
 
 /// Kernel: `kfree_rcu()`: `free` runs after a grace period. With the
