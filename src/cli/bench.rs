@@ -954,9 +954,17 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                         keep_going: true,
                         time_limit: Some(std::time::Duration::from_secs(secs)),
                         progress: None,
+                        // `dpor` as `mmsim check` runs it: a worker thread
+                        // per core.
+                        jobs: if strategy == Strategy::Dpor {
+                            std::thread::available_parallelism().map_or(1, |n| n.get())
+                        } else {
+                            1
+                        },
                     },
                 );
-                let el = o.elapsed.as_secs_f64().max(1e-9);
+                // Boot and teardown are summed over the threads.
+                let el = o.elapsed.as_secs_f64().max(1e-9) * o.jobs.max(1) as f64;
                 row.insert(
                     key.into(),
                     json!({
@@ -965,6 +973,7 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                         "elapsed_s": round3(o.elapsed.as_secs_f64()),
                         "schedules_per_s": o.rate().round(),
                         "violations": o.violations.len(),
+                        "jobs": o.jobs,
                         "boot_share": round3(o.boot.as_secs_f64() / el),
                         "teardown_share": round3(o.teardown.as_secs_f64() / el),
                         "error": o.error,

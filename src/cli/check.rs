@@ -71,6 +71,12 @@ pub struct CheckArgs {
     /// Go on after the first failing schedule.
     #[arg(long)]
     pub keep_going: bool,
+    /// dpor: worker threads exploring the one tree together, each with
+    /// its own machines (default: the host's cores). The set of
+    /// interleavings explored is the same; the count of schedules run to
+    /// exhaust it can differ slightly from run to run above 1.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Also draw the first failing schedule as per-CPU swimlanes in an
     /// SVG file.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +203,9 @@ pub fn config_json(c: &mmsim_model::KernelConfig) -> Value {
     }
     Value::Object(m)
 }
+
+/// The most `--jobs` (threads, each with its own machines).
+const MAX_JOBS: usize = 256;
 
 /// `--shard K/N`.
 pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -361,6 +370,21 @@ pub fn run(a: &CheckArgs) -> u8 {
     if let Err(e) = check_shard(strategy, iterations, shard) {
         return bad_input(a.json, &e);
     }
+    let jobs = match (strategy, a.jobs) {
+        (_, Some(0)) => return bad_input(a.json, &"--jobs must be at least 1"),
+        (Strategy::Dpor, Some(n)) if n > MAX_JOBS => {
+            return bad_input(a.json, &format!("--jobs {n}: at most {MAX_JOBS}"));
+        }
+        (Strategy::Dpor, Some(n)) => n,
+        (Strategy::Dpor, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (_, Some(_)) => {
+            return bad_input(
+                a.json,
+                &"--jobs: only --scheduler dpor explores with several threads (use --shard for the others)",
+            );
+        }
+        (_, None) => 1,
+    };
     let out = explore::explore(
         plan.clone(),
         Options {
@@ -371,6 +395,7 @@ pub fn run(a: &CheckArgs) -> u8 {
             keep_going: a.keep_going,
             time_limit: None,
             progress: progress(),
+            jobs,
         },
     );
     report(a, &sc, &plan, strategy, iterations, shard, &out)
@@ -461,6 +486,7 @@ fn report(
             "depth": depth,
             "seed": a.seed,
             "shard": format!("{}/{}", shard.0, shard.1),
+            "jobs": out.jobs,
             "iterations": iterations,
             "schedules": out.schedules,
             "elapsed_s": out.elapsed.as_secs_f64(),
@@ -516,6 +542,10 @@ fn report(
         a.seed,
         if shard.1 > 1 {
             format!(", shard {}/{}", shard.0, shard.1)
+        } else {
+            String::new()
+        } + &if out.jobs > 1 {
+            format!(", {} threads", out.jobs)
         } else {
             String::new()
         }

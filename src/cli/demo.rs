@@ -49,6 +49,7 @@ fn run_one(name: &str, ov: Overrides, iterations: u64, seed: u64) -> Result<Outc
             shard: (0, 1),
             keep_going: false,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     ))

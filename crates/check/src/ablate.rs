@@ -223,6 +223,7 @@ fn run_one(
             shard: (0, 1),
             keep_going: false,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     );

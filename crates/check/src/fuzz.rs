@@ -1496,6 +1496,7 @@ pub fn exercise(bytes: &[u8], file: &str, schedules: u64, seed: u64) -> Verdict 
                 shard: (0, 1),
                 keep_going: false,
                 time_limit: None,
+                jobs: 1,
                 progress: None,
             },
         );

@@ -483,6 +483,7 @@ fn run_plan(plan: Arc<Plan>, budget: u64, schedules: &mut u64) -> Explored {
             shard: (0, 1),
             keep_going: false,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     );

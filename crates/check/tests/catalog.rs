@@ -33,6 +33,7 @@ fn run_k(
             shard: (0, 1),
             keep_going,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     )

@@ -34,7 +34,7 @@ fn run(mode: FnMode, body: impl Fn() -> String + Send + Sync + 'static) -> FnOut
 /// explores each trace once. Returns DPOR's outcome.
 fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutcome {
     let brute = run(FnMode::BruteForce, body.clone());
-    let dpor = run(FnMode::Dpor, body);
+    let dpor = run(FnMode::Dpor, body.clone());
     let bo: BTreeSet<_> = brute.outcomes.keys().collect();
     let d_o: BTreeSet<_> = dpor.outcomes.keys().collect();
     assert_eq!(d_o, bo, "DPOR's outcomes differ from brute force's");
@@ -52,6 +52,15 @@ fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutco
         "DPOR ran more executions ({}) than brute force ({})",
         dpor.executions,
         brute.executions
+    );
+    // Two workers on one tree: the same outcomes and traces (a trace may
+    // be run twice, when siblings run at the same time).
+    let two = run(FnMode::DporWorkers(2), body);
+    let to: BTreeSet<_> = two.outcomes.keys().collect();
+    assert_eq!(to, bo, "two workers' outcomes differ from brute force's");
+    assert_eq!(
+        two.traces, brute.traces,
+        "two workers' traces differ from brute force's"
     );
     dpor
 }
@@ -654,6 +663,7 @@ fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
                 shard: (0, 1),
                 keep_going: true,
                 time_limit: None,
+                jobs: 1,
                 progress: None,
             },
         )

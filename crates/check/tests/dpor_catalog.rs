@@ -31,6 +31,17 @@ fn run_n(plan: Arc<Plan>, strategy: Strategy, iterations: u64) -> Outcome {
 
 /// [`run_n`], stopping at the first violation unless `keep_going`.
 fn run_until(plan: Arc<Plan>, strategy: Strategy, iterations: u64, keep_going: bool) -> Outcome {
+    run_jobs(plan, strategy, iterations, keep_going, 1)
+}
+
+/// [`run_until`] with `jobs` worker threads (`dpor`).
+fn run_jobs(
+    plan: Arc<Plan>,
+    strategy: Strategy,
+    iterations: u64,
+    keep_going: bool,
+    jobs: usize,
+) -> Outcome {
     explore(
         plan,
         Options {
@@ -40,6 +51,7 @@ fn run_until(plan: Arc<Plan>, strategy: Strategy, iterations: u64, keep_going: b
             shard: (0, 1),
             keep_going,
             time_limit: None,
+            jobs,
             progress: None,
         },
     )
@@ -192,4 +204,87 @@ fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
         o.schedules
     );
     assert!(o.schedules < 5000, "{}", o.schedules);
+}
+
+fn plan(name: &str, sg: &[(&str, bool)]) -> Arc<Plan> {
+    let sc = find(name).unwrap().scenario().unwrap();
+    let ov = Overrides {
+        arch: None,
+        config: vec![],
+        safeguards: sg.iter().map(|&(n, on)| (n.to_string(), on)).collect(),
+    };
+    Arc::new(Plan::new(sc, &ov).unwrap())
+}
+
+/// Two workers exploring one tree (`--jobs 2`) exhaust it and reach the
+/// violations one worker reaches, in about as many executions: the set of
+/// executions a source set and a sleep set call for does not depend on
+/// their order, and only the sleep sets of siblings being explored at the
+/// same time can be smaller (a sibling whose first step has not run yet is
+/// not asleep), which costs executions, never interleavings.
+#[test]
+fn two_workers_exhaust_what_one_exhausts() {
+    for (name, sg) in [
+        ("fork-vs-gup-fast-pin", vec![]),
+        (
+            "fork-vs-gup-fast-pin",
+            vec![("gup_fast.write_protect_seq", false)],
+        ),
+        ("split-vs-gup-fast", vec![("gup_fast.folio_recheck", false)]),
+        (
+            "munmap-table-free-vs-gup-fast",
+            vec![("mmu_gather.rcu_table_free", false)],
+        ),
+    ] {
+        let p = plan(name, &sg);
+        let one = run_jobs(p.clone(), Strategy::Dpor, 2_000_000, true, 1);
+        let two = run_jobs(p, Strategy::Dpor, 2_000_000, true, 2);
+        for o in [&one, &two] {
+            assert!(o.error.is_none(), "{name} {sg:?}: {:?}", o.error);
+            assert!(o.exhausted, "{name} {sg:?}: {} schedules", o.schedules);
+        }
+        assert_eq!(two.jobs, 2);
+        assert_eq!(signatures(&one), signatures(&two), "{name} {sg:?}");
+        assert_eq!(one.failing > 0, two.failing > 0, "{name} {sg:?}");
+        // Within a tenth of the count of one worker.
+        let (a, b) = (one.schedules as f64, two.schedules as f64);
+        assert!(
+            (b - a).abs() <= a / 10.0 + 2.0,
+            "{name} {sg:?}: {a} and {b}"
+        );
+    }
+}
+
+/// The limit on executions holds over every worker, and a worker that
+/// finds a violation stops the others.
+#[test]
+fn two_workers_share_the_limit_and_the_stop() {
+    let o = run_jobs(
+        plan("usage-vs-pfn-valid", &[]),
+        Strategy::Dpor,
+        1000,
+        true,
+        2,
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert!(!o.exhausted);
+    assert_eq!(o.schedules, 1000);
+    let o = run_jobs(
+        plan("hot-remove-vs-gup-fast", &[]),
+        Strategy::Dpor,
+        20_000,
+        false,
+        2,
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert!(
+        signatures(&o)
+            .iter()
+            .any(|s| s.0 == "memmap-use-after-free"),
+        "{:?} after {} executions",
+        signatures(&o),
+        o.schedules
+    );
+    // Stopped soon after the first violation, not at the limit.
+    assert!(o.schedules < 10_000, "{}", o.schedules);
 }

@@ -35,6 +35,7 @@ fn run(
             shard,
             keep_going,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     )

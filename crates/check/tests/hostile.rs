@@ -29,6 +29,7 @@ fn run(text: &str, iterations: u64) -> (Arc<Plan>, Outcome) {
             shard: (0, 1),
             keep_going: false,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     );

@@ -26,6 +26,7 @@ fn run(
             shard: (0, 1),
             keep_going,
             time_limit: None,
+            jobs: 1,
             progress: None,
         },
     )

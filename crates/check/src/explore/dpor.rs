@@ -112,7 +112,8 @@
 
 use shuttle::scheduler::{DataSource, RandomDataSource, Schedule, Scheduler, Task, TaskId};
 use std::collections::HashMap;
-use std::rc::Rc;
+#[allow(clippy::disallowed_types)] // The explorer's own lock between its worker threads.
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use mmsim_facade::dpor::{ADD, READ, WRITE, conflict};
 
@@ -196,7 +197,7 @@ const NAMED_BASE: u32 = 1 << 31;
 #[derive(Clone, Debug)]
 struct Sleeper {
     task: usize,
-    acc: Rc<Acc>,
+    acc: Arc<Acc>,
 }
 
 /// A state of the current path: before step `i` of the execution.
@@ -211,9 +212,7 @@ struct Node {
     /// Tasks asleep here.
     sleep: Vec<Sleeper>,
     /// The step each explored task took from here.
-    explored: Vec<(usize, Rc<Acc>)>,
-    /// The task the current execution takes.
-    taken: usize,
+    explored: Vec<(usize, Arc<Acc>)>,
     /// Objects numbered when the execution reached this state.
     known: u32,
     /// Every enabled task is (to be) explored here: a sharded root.
@@ -245,7 +244,6 @@ impl Node {
             done: Vec::new(),
             sleep: Vec::new(),
             explored: Vec::new(),
-            taken: 0,
             known: 0,
             full: false,
             parent: NONE,
@@ -327,26 +325,22 @@ pub struct Dpor {
     /// The trace of the last complete execution: a hash of every step's
     /// task, index and vector clock, which equivalent executions share.
     pub last_trace: Option<u64>,
-    /// The states explored and still to be explored from, as a tree: the
-    /// current path and every state with a task still to explore or such a
-    /// state after it (see [`Dpor::pending`]).
-    tree: Vec<Node>,
-    /// Slots of `tree` that hold no state.
-    free: Vec<u32>,
-    /// The current path: the state before step `i` is `tree[path[i]]`.
+    /// The tree, shared with the exploration's other workers.
+    shared: Arc<Shared>,
+    /// The current path: the state before step `i` is `nodes[path[i]]`,
+    /// and the execution takes `taken[i]` there.
     path: Vec<u32>,
-    /// Tasks to explore from states of the tree, best first.
-    pending: std::collections::BinaryHeap<Pending>,
-    seq: u64,
-    /// Explore the deepest state first, as a depth-first search would,
-    /// instead of the one with the fewest preemptions (`MMSIM_DPOR_ORDER=dfs`,
-    /// or when the tree has grown past `tree_cap` states).
-    deepest_first: bool,
-    /// [`TREE_CAP`], or less for the tests ([`Dpor::with_tree_cap`]).
-    tree_cap: usize,
+    taken: Vec<usize>,
+    /// The state the execution in flight branches at, kept in the tree
+    /// while it runs (see [`Tree::prune`]).
+    pinned: Option<u32>,
+    /// An execution of this worker is in flight (counted in
+    /// [`Tree::running`]).
+    running: bool,
+    /// The number of the execution in flight, over all workers.
+    execution: u64,
     /// The state and task the execution in flight branches at (debug).
     branch_at: Option<(usize, usize)>,
-    started: bool,
     /// The shard has no subtree (its index is past the first state's
     /// choices).
     pub foreign: bool,
@@ -380,9 +374,6 @@ pub struct Dpor {
     /// by first address: (length, key).
     names: std::collections::BTreeMap<usize, (usize, u64)>,
     names_buf: Vec<mmsim_facade::dpor::Named>,
-    /// Numbers of named objects (key, offset), kept across executions:
-    /// `NAMED_BASE + n`.
-    named: HashMap<(u64, u32), u32, foldhash::fast::FixedState>,
     /// Objects first touched at set-up (and the pseudo-objects), by
     /// address, numbered in set-up's order.
     setup_ids: HashMap<usize, u32, foldhash::fast::FixedState>,
@@ -391,6 +382,8 @@ pub struct Dpor {
     setup_done: bool,
     /// Objects numbered in this execution (set-up's first).
     nids: u32,
+    /// `nids` when the step in flight began (its state's `known`).
+    known_before: u32,
     addrs: Vec<usize>,
     /// Per object: its last write, and the reads since (the first `nobjs`
     /// are this execution's; the rest are kept for their allocations).
@@ -402,7 +395,7 @@ pub struct Dpor {
     blocked: bool,
     log: Vec<(usize, u8)>,
     woken: Vec<usize>,
-    evacc: Vec<Rc<Acc>>,
+    evacc: Vec<Arc<Acc>>,
     /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
     debug: Option<HashMap<(String, String), u64>>,
     /// `MMSIM_DPOR_DEBUG`: the branch the execution in flight took, and
@@ -414,27 +407,218 @@ pub struct Dpor {
 
 const MAIN: usize = super::sched::MAIN_TASK;
 
+/// The states explored and still to explore from, as a tree: every
+/// worker's current path, and every state with a task still to explore or
+/// such a state after it.
+#[derive(Debug)]
+struct Tree {
+    nodes: Vec<Node>,
+    /// Slots of `nodes` that hold no state.
+    free: Vec<u32>,
+    /// Tasks to explore from states of the tree, best first.
+    pending: std::collections::BinaryHeap<Pending>,
+    seq: u64,
+    /// Explore the deepest state first, as a depth-first search would,
+    /// instead of the one with the fewest preemptions (`MMSIM_DPOR_ORDER=dfs`,
+    /// or when the tree has grown past `cap` states).
+    deepest_first: bool,
+    /// [`TREE_CAP`], or less for the tests ([`Dpor::with_tree_cap`]).
+    cap: usize,
+    /// Numbers of named objects (key, offset), kept across executions and
+    /// workers: `NAMED_BASE + n`.
+    named: HashMap<(u64, u32), u32, foldhash::fast::FixedState>,
+    /// The first execution has begun.
+    started: bool,
+    /// Workers with an execution in flight: they may still add tasks to
+    /// explore.
+    running: usize,
+    /// Workers waiting for a task to explore.
+    idle: usize,
+    /// Executions begun, over all workers, and the most to begin.
+    begun: u64,
+    limit: u64,
+    /// No worker is to begin another execution (a worker stopped the
+    /// exploration, or `limit` was reached).
+    stop: bool,
+    /// Every state of the tree was explored.
+    exhausted: bool,
+}
+
+/// What the workers of one exploration share: the tree, and a condition
+/// variable for a worker that waits for a task to explore while the others
+/// run (their executions may add some).
+#[derive(Debug)]
+#[allow(clippy::disallowed_types)] // The explorer's own lock, outside any model.
+pub struct Shared {
+    tree: Mutex<Tree>,
+    more: Condvar,
+}
+
+#[allow(clippy::disallowed_types)] // As above.
+impl Shared {
+    /// The tree of a new exploration, with at most `limit` executions.
+    pub fn new(limit: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            tree: Mutex::new(Tree {
+                nodes: Vec::new(),
+                free: Vec::new(),
+                pending: std::collections::BinaryHeap::new(),
+                seq: 0,
+                deepest_first: std::env::var("MMSIM_DPOR_ORDER").is_ok_and(|v| v == "dfs"),
+                cap: TREE_CAP,
+                named: HashMap::default(),
+                started: false,
+                running: 0,
+                idle: 0,
+                begun: 0,
+                limit,
+                stop: false,
+                exhausted: false,
+            }),
+            more: Condvar::new(),
+        })
+    }
+
+    /// The tree, locked. The lock is the explorer's own: a worker that
+    /// panicked holding it is a defect of the explorer, which the worker's
+    /// caller reports; the others only finish.
+    fn lock(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every state was explored.
+    pub fn exhausted(&self) -> bool {
+        self.lock().exhausted
+    }
+
+    /// Executions begun so far, over all workers.
+    pub fn begun(&self) -> u64 {
+        self.lock().begun
+    }
+
+    /// Stops the exploration: no worker begins another execution.
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.more.notify_all();
+    }
+
+    /// States in the tree.
+    pub fn tree_size(&self) -> usize {
+        let t = self.lock();
+        t.nodes.len() - t.free.len()
+    }
+}
+
+impl Tree {
+    /// Notes that task `t` is to be explored from state `id`.
+    fn push_pending(&mut self, id: u32, t: usize) {
+        let n = &self.nodes[id as usize];
+        let pre = n.pre + u32::from(n.preempts(t));
+        self.seq += 1;
+        self.pending.push(Pending {
+            pre: std::cmp::Reverse(if self.deepest_first { 0 } else { pre }),
+            depth: n.depth,
+            seq: std::cmp::Reverse(self.seq),
+            node: id,
+            stamp: n.stamp,
+            task: t,
+        });
+    }
+
+    /// Puts a state into the tree, after state `parent` where task `taken`
+    /// was taken, or as the first state.
+    fn add_node(&mut self, mut node: Node, parent: Option<(u32, usize)>) -> u32 {
+        self.seq += 1;
+        node.stamp = self.seq;
+        if let Some((p, taken)) = parent {
+            let parent = &mut self.nodes[p as usize];
+            parent.children += 1;
+            node.parent = p;
+            node.last = taken;
+            node.pre = parent.pre + u32::from(parent.preempts(taken));
+            node.depth = parent.depth + 1;
+        }
+        match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Drops the states of a finished execution's path that have nothing
+    /// left to explore, from the last one up. A state stays while a state
+    /// after it does (`children`), so every other worker's path stays: each
+    /// worker pins the state it branched at.
+    fn prune(&mut self, path: &[u32]) {
+        for &id in path.iter().rev() {
+            let n = &self.nodes[id as usize];
+            if n.children > 0 || n.backtrack.iter().any(|&t| n.pending(t)) {
+                break;
+            }
+            let parent = n.parent;
+            self.nodes[id as usize] = Node::empty();
+            self.free.push(id);
+            if parent != NONE {
+                self.nodes[parent as usize].children -= 1;
+            }
+        }
+    }
+
+    /// The next state and task to explore from, or `None` when no task is
+    /// pending now.
+    fn pop_pending(&mut self) -> Option<(u32, usize)> {
+        if !self.deepest_first && self.nodes.len() - self.free.len() > self.cap {
+            // Finishing the deepest subtrees first frees their states.
+            self.deepest_first = true;
+            let old = std::mem::take(&mut self.pending);
+            for p in old {
+                if self.nodes[p.node as usize].stamp == p.stamp {
+                    self.push_pending(p.node, p.task);
+                }
+            }
+        }
+        while let Some(p) = self.pending.pop() {
+            let n = &self.nodes[p.node as usize];
+            if n.stamp != p.stamp || !n.pending(p.task) {
+                continue; // explored since, or asleep there
+            }
+            return Some((p.node, p.task));
+        }
+        None
+    }
+}
+
 fn slot(task: usize) -> usize {
     task - 1
 }
 
 impl Dpor {
-    /// A DPOR exploration for shard `k` of `n` (0-based). Recording of
-    /// accesses is on for this thread while it lives.
+    /// A DPOR exploration for shard `k` of `n` (0-based), with one
+    /// worker. Recording of accesses is on for this thread while it lives.
     pub fn new(shard: (usize, usize)) -> Self {
+        Dpor::worker(shard, Shared::new(u64::MAX))
+    }
+
+    /// A worker of the exploration whose tree is `shared`, on this thread
+    /// (see the module doc on workers). Recording of accesses is on for
+    /// this thread while it lives.
+    pub fn worker(shard: (usize, usize), shared: Arc<Shared>) -> Self {
         Dpor {
             shard,
             brute: false,
             last_trace: None,
-            tree: Vec::new(),
-            free: Vec::new(),
+            shared,
             path: Vec::new(),
-            pending: std::collections::BinaryHeap::new(),
-            seq: 0,
-            deepest_first: std::env::var("MMSIM_DPOR_ORDER").is_ok_and(|v| v == "dfs"),
-            tree_cap: TREE_CAP,
+            taken: Vec::new(),
+            pinned: None,
+            running: false,
+            execution: 0,
             branch_at: None,
-            started: false,
             foreign: false,
             nondeterministic: false,
             sleep_blocked: 0,
@@ -450,11 +634,11 @@ impl Dpor {
             blocks: std::collections::BTreeMap::new(),
             allocs: Vec::new(),
             names_buf: Vec::new(),
-            named: HashMap::default(),
             setup_ids: HashMap::default(),
             cur_setup: Vec::new(),
             setup_done: false,
             nids: 0,
+            known_before: 0,
             addrs: Vec::new(),
             objs: Vec::new(),
             nobjs: 0,
@@ -484,9 +668,19 @@ impl Dpor {
 
     /// Goes deepest first once the tree holds more than `n` states (the
     /// path a memory bound takes, for the tests to reach with small trees).
-    pub fn with_tree_cap(mut self, n: usize) -> Self {
-        self.tree_cap = n;
+    pub fn with_tree_cap(self, n: usize) -> Self {
+        self.shared.lock().cap = n;
         self
+    }
+
+    /// The tree this worker explores.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The number of the execution in flight, over all workers (0-based).
+    pub fn execution(&self) -> u64 {
+        self.execution
     }
 
     /// Every interleaving of steps, with no reduction (shard 0 of 1).
@@ -520,99 +714,36 @@ impl Dpor {
 
     /// States in the tree.
     pub fn tree_size(&self) -> usize {
-        self.tree.len() - self.free.len()
+        self.shared.tree_size()
     }
 
-    /// The state before step `pos` of the current path.
-    fn node(&self, pos: usize) -> &Node {
-        &self.tree[self.path[pos] as usize]
-    }
-
-    fn node_mut(&mut self, pos: usize) -> &mut Node {
-        &mut self.tree[self.path[pos] as usize]
-    }
-
-    /// Notes that task `t` is to be explored from state `id`.
-    fn push_pending(&mut self, id: u32, t: usize) {
-        let n = &self.tree[id as usize];
-        let pre = n.pre + u32::from(n.preempts(t));
-        self.seq += 1;
-        self.pending.push(Pending {
-            pre: std::cmp::Reverse(if self.deepest_first { 0 } else { pre }),
-            depth: n.depth,
-            seq: std::cmp::Reverse(self.seq),
-            node: id,
-            stamp: n.stamp,
-            task: t,
-        });
-    }
-
-    /// Puts a state into the tree, after the current path's last.
-    fn add_node(&mut self, mut node: Node) -> u32 {
-        self.seq += 1;
-        node.stamp = self.seq;
-        if let Some(&p) = self.path.last() {
-            let parent = &mut self.tree[p as usize];
-            parent.children += 1;
-            node.parent = p;
-            node.last = parent.taken;
-            node.pre = parent.pre + u32::from(parent.preempts(parent.taken));
-            node.depth = parent.depth + 1;
+    /// Ends this worker's part in the execution in flight, if any: unpins
+    /// the state it branched at and drops what its path left explored.
+    fn leave(&mut self, t: &mut Tree) {
+        if !std::mem::take(&mut self.running) {
+            return;
         }
-        let id = match self.free.pop() {
-            Some(i) => {
-                self.tree[i as usize] = node;
-                i
-            }
-            None => {
-                self.tree.push(node);
-                (self.tree.len() - 1) as u32
-            }
-        };
-        self.path.push(id);
-        id
-    }
-
-    /// Drops the states of the finished execution's path that have nothing
-    /// left to explore, from the last one up.
-    fn prune_path(&mut self) {
-        while let Some(&id) = self.path.last() {
-            let n = &self.tree[id as usize];
-            if n.children > 0 || n.backtrack.iter().any(|&t| n.pending(t)) {
-                break;
-            }
-            let parent = n.parent;
-            self.tree[id as usize] = Node::empty();
-            self.free.push(id);
-            if parent != NONE {
-                self.tree[parent as usize].children -= 1;
-            }
-            self.path.pop();
+        if let Some(b) = self.pinned.take() {
+            t.nodes[b as usize].children -= 1;
         }
+        t.prune(&self.path);
         self.path.clear();
+        self.taken.clear();
+        t.running -= 1;
     }
 
-    /// The next state and task to explore from, or `None` when the tree is
-    /// exhausted; the path is then the states up to it.
-    fn pop_pending(&mut self) -> Option<(u32, usize)> {
-        if !self.deepest_first && self.tree_size() > self.tree_cap {
-            // Finishing the deepest subtrees first frees their states.
-            self.deepest_first = true;
-            let old = std::mem::take(&mut self.pending);
-            for p in old {
-                if self.tree[p.node as usize].stamp == p.stamp {
-                    self.push_pending(p.node, p.task);
-                }
-            }
-        }
-        while let Some(p) = self.pending.pop() {
-            let n = &self.tree[p.node as usize];
-            if n.stamp != p.stamp || !n.pending(p.task) {
-                continue; // explored since, or asleep there
-            }
-            return Some((p.node, p.task));
-        }
-        None
+    /// This worker stops exploring (the exploration ended for it: its
+    /// limit, a violation, its time): the execution it ran last leaves the
+    /// tree, and the workers waiting for tasks are told. With `all`, no
+    /// other worker begins another execution either.
+    pub fn retire(&mut self, all: bool) {
+        self.end_step();
+        let shared = self.shared.clone();
+        let mut t = shared.lock();
+        self.leave(&mut t);
+        t.stop |= all;
+        drop(t);
+        shared.more.notify_all();
     }
 
     /// Whether the execution in flight was stopped as redundant.
@@ -655,8 +786,9 @@ impl Dpor {
         self.addrs.push(addr);
         let stable = match self.names.range(..=addr).next_back() {
             Some((&start, &(len, key))) if addr < start + len => {
-                let n = self.named.len() as u32;
-                NAMED_BASE + *self.named.entry((key, (addr - start) as u32)).or_insert(n)
+                let mut t = self.shared.lock();
+                let n = t.named.len() as u32;
+                NAMED_BASE + *t.named.entry((key, (addr - start) as u32)).or_insert(n)
             }
             _ => slot,
         };
@@ -735,7 +867,7 @@ impl Dpor {
         let pos = self.events.len();
         self.steps += 1;
         self.accesses += self.log.len() as u64;
-        let node_known = self.node(pos).known;
+        let node_known = self.known_before;
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
         let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
@@ -780,7 +912,7 @@ impl Dpor {
         }
         // Sorted by number, for the sleep sets' merge.
         stable.sort_unstable();
-        let acc = Rc::new(Acc {
+        let acc = Arc::new(Acc {
             objs: stable.iter().map(|&(o, w, _)| (o, w)).collect(),
             known: node_known,
             pos: pos as u32,
@@ -792,9 +924,6 @@ impl Dpor {
             pos: pos as u32,
             born: Vec::new(),
         };
-        if !self.node(pos).explored.iter().any(|(t, _)| *t == task) {
-            self.node_mut(pos).explored.push((task, acc.clone()));
-        }
         // Happens-before and races.
         let s = slot(task);
         if self.last_of_task.len() <= s {
@@ -852,7 +981,7 @@ impl Dpor {
         self.last_of_task[s] = Some(pos as u32);
         let at = mmsim_facade::dpor::last_point();
         if self.debug.is_some() {
-            self.evacc.push(Rc::new(here));
+            self.evacc.push(Arc::new(here));
         }
         self.events.push(Ev {
             task,
@@ -862,13 +991,19 @@ impl Dpor {
             woke: std::mem::take(&mut self.woken),
             stutter,
         });
+        let shared = self.shared.clone();
+        let mut t = shared.lock();
+        let id = self.path[pos] as usize;
+        if !t.nodes[id].explored.iter().any(|(t, _)| *t == task) {
+            t.nodes[id].explored.push((task, acc.clone()));
+        }
         for c in races {
             self.races += 1;
-            self.reverse(c, pos);
+            self.reverse(&mut t, c, pos);
         }
         // The sleep set after this step: the sleepers of its state and the
         // siblings explored before it, that this step does not wake.
-        let n = self.node(pos);
+        let n = &t.nodes[id];
         let mut next: Vec<Sleeper> = n.sleep.iter().filter(|z| z.task != task).cloned().collect();
         for (t, a) in &n.explored {
             if *t != task && n.done.contains(t) && !next.iter().any(|z| z.task == *t) {
@@ -878,6 +1013,11 @@ impl Dpor {
                 });
             }
         }
+        let wake = t.idle > 0 && !t.pending.is_empty();
+        drop(t);
+        if wake {
+            shared.more.notify_all();
+        }
         next.retain(|z| !z.acc.depends_on_later(&acc));
         if self.brute {
             next.clear();
@@ -886,7 +1026,7 @@ impl Dpor {
     }
 
     /// Reverses the race between step `c` and step `e` (the last one).
-    fn reverse(&mut self, c: usize, e: usize) {
+    fn reverse(&mut self, t: &mut Tree, c: usize, e: usize) {
         let q = self.events[e].task;
         if let Some(d) = self.debug.as_mut() {
             let start = |evs: &[Ev], i: usize| {
@@ -924,7 +1064,8 @@ impl Dpor {
             );
             *d.entry(k).or_default() += 1;
         }
-        if self.node(c).full {
+        let id = self.path[c];
+        if t.nodes[id as usize].full {
             return;
         }
         let cs = slot(self.events[c].task);
@@ -955,7 +1096,7 @@ impl Dpor {
             consider(ev, &mut first);
         }
         consider(&self.events[e], &mut first);
-        let node = self.node(c);
+        let node = &t.nodes[id as usize];
         let covered = initials
             .iter()
             .any(|t| node.backtrack.contains(t) || node.sleep.iter().any(|z| z.task == *t));
@@ -991,22 +1132,19 @@ impl Dpor {
                 return;
             }
         }
-        let id = self.path[c];
         let add: Vec<usize> = match pick {
             Some(t) => vec![t],
             // No initial can run there: every task that can.
-            None => {
-                let node = self.node(c);
-                node.enabled
-                    .iter()
-                    .copied()
-                    .filter(|t| !node.backtrack.contains(t))
-                    .collect()
-            }
+            None => node
+                .enabled
+                .iter()
+                .copied()
+                .filter(|t| !node.backtrack.contains(t))
+                .collect(),
         };
-        for t in add {
-            self.tree[id as usize].backtrack.push(t);
-            self.push_pending(id, t);
+        for u in add {
+            t.nodes[id as usize].backtrack.push(u);
+            t.push_pending(id, u);
         }
     }
 
@@ -1034,12 +1172,17 @@ impl Dpor {
                     .and_then(|x| x.at)
                     .map_or("start".to_string(), |p| p.to_string())
             };
-            let orig = self.node(pos).explored.first().map_or(0, |e| e.0);
+            let orig = self.shared.lock().nodes[self.path[pos] as usize]
+                .explored
+                .first()
+                .map_or(0, |e| e.0);
             self.branch = format!("t{t} {} (instead of t{orig} {})", at(t), at(orig));
             self.debug_blocked.entry(self.branch.clone()).or_default().1 += 1;
         }
+        self.known_before = self.nids;
         if pos < self.path.len() {
-            let n = self.node(pos);
+            let t = self.shared.lock();
+            let n = &t.nodes[self.path[pos] as usize];
             if n.enabled != enabled || n.known != self.nids {
                 if std::env::var_os("MMSIM_DPOR_DEBUG").is_some() {
                     eprintln!(
@@ -1047,11 +1190,13 @@ impl Dpor {
                         n.enabled, enabled, n.known, self.nids
                     );
                 }
+                drop(t);
                 self.nondeterministic = true;
                 self.blocked = true;
                 return Some(TaskId::from(enabled[0]));
             }
-            let t = n.taken;
+            drop(t);
+            let t = self.taken[pos];
             self.in_flight = Some(t);
             return Some(TaskId::from(t));
         }
@@ -1112,12 +1257,24 @@ impl Dpor {
         node.sleep = sleep;
         let t = node.backtrack[0];
         node.done.push(t);
-        node.taken = t;
         let rest: Vec<usize> = node.backtrack[1..].to_vec();
-        let id = self.add_node(node);
-        for u in rest {
-            self.push_pending(id, u);
+        let parent = self
+            .path
+            .last()
+            .map(|&p| (p, *self.taken.last().unwrap_or(&0)));
+        let shared = self.shared.clone();
+        let mut tree = shared.lock();
+        let id = tree.add_node(node, parent);
+        for u in &rest {
+            tree.push_pending(id, *u);
         }
+        let wake = !rest.is_empty() && tree.idle > 0;
+        drop(tree);
+        if wake {
+            shared.more.notify_all();
+        }
+        self.path.push(id);
+        self.taken.push(t);
         self.in_flight = Some(t);
         Some(TaskId::from(t))
     }
@@ -1220,30 +1377,71 @@ fn join(a: &mut Vec<u32>, b: &[u32]) {
 impl Scheduler for Dpor {
     fn new_execution(&mut self) -> Option<Schedule> {
         self.end_step();
-        self.last_trace = (self.started && !self.blocked).then(|| self.trace_hash());
+        self.last_trace = (self.running && !self.blocked).then(|| self.trace_hash());
+        let shared = self.shared.clone();
+        let mut t = shared.lock();
+        self.leave(&mut t);
+        if self.nondeterministic {
+            t.stop = true;
+        }
         if self.foreign || self.nondeterministic {
+            drop(t);
+            shared.more.notify_all();
             return None;
         }
-        if self.started {
-            self.prune_path();
-            let (id, t) = self.pop_pending()?;
-            // The path to that state, each state taking the step to the next.
-            let mut x = id;
-            while x != NONE {
-                self.path.push(x);
-                x = self.tree[x as usize].parent;
+        loop {
+            if t.stop {
+                return None;
             }
-            self.path.reverse();
-            for i in 1..self.path.len() {
-                let last = self.tree[self.path[i] as usize].last;
-                self.tree[self.path[i - 1] as usize].taken = last;
+            if t.begun >= t.limit {
+                t.stop = true;
+                drop(t);
+                shared.more.notify_all();
+                return None;
             }
-            let n = &mut self.tree[id as usize];
-            n.done.push(t);
-            n.taken = t;
-            self.branch_at = Some((self.path.len() - 1, t));
+            if !t.started {
+                // The first execution: from the first state, which it adds.
+                t.started = true;
+                break;
+            }
+            if let Some((id, task)) = t.pop_pending() {
+                // The path to that state, each state taking the step to
+                // the next.
+                let mut x = id;
+                while x != NONE {
+                    self.path.push(x);
+                    x = t.nodes[x as usize].parent;
+                }
+                self.path.reverse();
+                self.taken.clear();
+                for i in 1..self.path.len() {
+                    self.taken.push(t.nodes[self.path[i] as usize].last);
+                }
+                self.taken.push(task);
+                let n = &mut t.nodes[id as usize];
+                n.done.push(task);
+                // Kept in the tree while this execution runs.
+                n.children += 1;
+                self.pinned = Some(id);
+                self.branch_at = Some((self.path.len() - 1, task));
+                break;
+            }
+            if t.running == 0 {
+                // Nothing pending, and no execution in flight to add more.
+                t.exhausted = true;
+                drop(t);
+                shared.more.notify_all();
+                return None;
+            }
+            t.idle += 1;
+            t = shared.more.wait(t).unwrap_or_else(|e| e.into_inner());
+            t.idle -= 1;
         }
-        self.started = true;
+        t.running += 1;
+        self.running = true;
+        self.execution = t.begun;
+        t.begun += 1;
+        drop(t);
         self.events.clear();
         self.evacc.clear();
         self.ids.clear();

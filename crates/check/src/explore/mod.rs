@@ -155,6 +155,9 @@ pub struct Options {
     pub progress: Option<Progress>,
     /// Stop after this much wall time (the outcome is then not exhausted).
     pub time_limit: Option<std::time::Duration>,
+    /// `dpor`: worker threads exploring the one tree together (1: this
+    /// thread alone). Other strategies run on this thread.
+    pub jobs: usize,
 }
 
 /// A violation found, with how many executions found it.
@@ -212,7 +215,10 @@ pub struct Outcome {
     /// Of `elapsed`: tearing each down (teardown, the leak check, dropping
     /// the machine). What a snapshot of the booted machine, restored for
     /// each execution, could save at most is `boot` and part of this.
+    /// Both are summed over the workers of a `dpor` exploration.
     pub teardown: Duration,
+    /// The threads that explored (`dpor` with `--jobs`; 1 otherwise).
+    pub jobs: usize,
 }
 
 impl Outcome {
@@ -533,6 +539,8 @@ struct Explorer {
     single: bool,
     /// The scenario's CPUs (tasks 1..=cpus; the rcuo kthread is next).
     cpus: usize,
+    /// `dpor`: the tree this worker explores with the others.
+    tree: Option<Arc<dpor::Shared>>,
 }
 
 impl Explorer {
@@ -557,7 +565,12 @@ impl Explorer {
                 (self.shard.0 as usize, self.shard.1 as usize),
             )),
             Strategy::Dpor => {
-                let mut d = dpor::Dpor::new((self.shard.0 as usize, self.shard.1 as usize));
+                let shard = (self.shard.0 as usize, self.shard.1 as usize);
+                let tree = self
+                    .tree
+                    .clone()
+                    .unwrap_or_else(|| dpor::Shared::new(self.iterations));
+                let mut d = dpor::Dpor::worker(shard, tree);
                 // Tasks: main, then one per CPU, then the rcuo kthread.
                 d.set_service(self.cpus + 1);
                 Inner::Dpor(Box::new(d))
@@ -605,10 +618,17 @@ impl Explorer {
                 });
             }
         }
-        if let Some(p) = self.progress.as_mut()
+        if self.progress.is_some()
             && (self.out.schedules.is_multiple_of(256) || self.out.failing == 1)
         {
-            p(self.out.schedules, self.planned, self.out.failing);
+            // Over every worker of a `dpor` exploration.
+            let done = match &self.tree {
+                Some(t) => t.begun(),
+                None => self.out.schedules,
+            };
+            if let Some(p) = self.progress.as_mut() {
+                p(done, self.planned, self.out.failing);
+            }
         }
     }
 
@@ -695,7 +715,7 @@ impl Driver for Explorer {
             return None;
         }
         let schedule = match self.strategy {
-            Strategy::Dfs { .. } | Strategy::Dpor => {
+            Strategy::Dfs { .. } => {
                 if self.next >= self.iterations {
                     return None;
                 }
@@ -703,6 +723,24 @@ impl Driver for Explorer {
                     Some(s) => s,
                     None => {
                         self.out.exhausted = true;
+                        return None;
+                    }
+                }
+            }
+            Strategy::Dpor => {
+                // The tree counts the executions of every worker and stops
+                // them all at `iterations`.
+                let s = self.inner.as_scheduler().new_execution();
+                let Inner::Dpor(d) = &self.inner else {
+                    unreachable!("a dpor exploration's scheduler is Dpor");
+                };
+                match s {
+                    Some(s) => {
+                        self.next = d.execution();
+                        s
+                    }
+                    None => {
+                        self.out.exhausted = d.shared().exhausted();
                         return None;
                     }
                 }
@@ -778,8 +816,105 @@ pub fn shard_share(iterations: u64, (k, n): (u64, u64)) -> u64 {
 }
 
 /// Explores `plan` as `opts` says.
-pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
+///
+/// With `dpor` and `opts.jobs` above one, that many workers explore one
+/// tree, each on a thread of its own with its own machines (this thread is
+/// the first): see "Workers" in the module doc of [`dpor`].
+pub fn explore(plan: Arc<Plan>, mut opts: Options) -> Outcome {
     ensure_hooks();
+    let single = plan.scenario.cpus.len() == 1;
+    if opts.strategy != Strategy::Dpor || opts.jobs <= 1 || single || !mmsim_facade::dpor::ENABLED {
+        return explore_on(plan, opts, None);
+    }
+    let tree = dpor::Shared::new(opts.iterations);
+    let jobs = opts.jobs;
+    let start = Instant::now();
+    // The other workers' options: the same, but for the progress callback
+    // (this thread's).
+    let (strategy, iterations, seed, shard, keep_going, time_limit) = (
+        opts.strategy,
+        opts.iterations,
+        opts.seed,
+        opts.shard,
+        opts.keep_going,
+        opts.time_limit,
+    );
+    opts.jobs = 1;
+    let mut out = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..jobs)
+            .map(|k| {
+                let plan = plan.clone();
+                let tree = tree.clone();
+                std::thread::Builder::new()
+                    .name(format!("dpor-worker-{k}"))
+                    .stack_size(16 << 20)
+                    .spawn_scoped(s, move || {
+                        let o = Options {
+                            strategy,
+                            iterations,
+                            seed,
+                            shard,
+                            keep_going,
+                            progress: None,
+                            time_limit,
+                            jobs: 1,
+                        };
+                        explore_on(plan, o, Some(tree))
+                    })
+                    .expect("spawning an explorer thread")
+            })
+            .collect();
+        let mut out = explore_on(plan.clone(), opts, Some(tree.clone()));
+        for h in handles {
+            match h.join() {
+                Ok(o) => out.merge(o),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    });
+    out.elapsed = start.elapsed();
+    out.jobs = jobs;
+    out
+}
+
+impl Outcome {
+    /// Adds what another worker of the same `dpor` exploration found.
+    fn merge(&mut self, o: Outcome) {
+        self.schedules += o.schedules;
+        self.failing += o.failing;
+        self.redundant += o.redundant;
+        for f in o.violations {
+            let v = &f.violation;
+            match self.violations.iter_mut().find(|g| {
+                g.violation.kind == v.kind
+                    && g.violation.function == v.function
+                    && g.violation.step == v.step
+            }) {
+                Some(g) => g.executions += f.executions,
+                None => self.violations.push(f),
+            }
+        }
+        self.first = match (self.first.take(), o.first) {
+            (Some(a), Some(b)) => Some(if b.after < a.after { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        self.exhausted |= o.exhausted;
+        if self.error.is_none() {
+            self.error = o.error;
+            self.error_decisions = o.error_decisions;
+        }
+        if self.too_long.is_none() {
+            self.too_long = o.too_long;
+        }
+        self.boot += o.boot;
+        self.teardown += o.teardown;
+    }
+}
+
+/// Explores `plan` on this thread; for `dpor`, as a worker of `tree` if
+/// given.
+fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -> Outcome {
     let shard = (opts.shard.0, opts.shard.1.max(1));
     let iterations = opts.iterations;
     let single = plan.scenario.cpus.len() == 1;
@@ -807,6 +942,7 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         start: Instant::now(),
         planned: if single { planned.min(1) } else { planned },
         single,
+        tree,
     };
     if opts.strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
         // Without recording every step would look independent of every
@@ -842,6 +978,11 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
     }
     let mut e = ex.borrow_mut();
     e.retire_inner();
+    if let Inner::Dpor(d) = &mut e.inner {
+        // However this worker ended, the others end too (a violation, an
+        // error, the time limit or the tree's own end).
+        d.retire(true);
+    }
     let nondeterministic = match &e.inner {
         Inner::Dfs(d) => d.nondeterministic,
         Inner::Dpor(d) => d.nondeterministic,
@@ -862,21 +1003,30 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, tree {}",
+            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, tree {}; \
+             {:.2?} in all, boot {:.2?}, teardown {:.2?}",
             e.out.schedules,
             d.steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
             d.depth(),
-            d.tree_size()
+            d.tree_size(),
+            e.out.elapsed,
+            e.out.boot,
+            e.out.teardown
         );
         d.print_debug();
     }
-    let (s, f) = (e.out.schedules, e.out.failing);
+    let s = match &e.tree {
+        Some(t) => t.begun(),
+        None => e.out.schedules,
+    };
+    let f = e.out.failing;
     if let Some(p) = e.progress.as_mut() {
         p(s, s, f);
     }
+    e.out.jobs = 1;
     std::mem::take(&mut e.out)
 }
 
@@ -986,6 +1136,9 @@ pub enum FnMode {
     /// than this many states (the memory bound's path, which a scenario
     /// reaches only past 2,000,000).
     DporTreeCap(usize),
+    /// `--scheduler dpor --jobs N`: N workers on N threads explore one
+    /// tree (this thread is the first).
+    DporWorkers(usize),
 }
 
 /// What [`explore_fn`] saw.
@@ -1047,7 +1200,10 @@ impl Driver for FnDriver {
         let s = self.inner.as_scheduler().new_execution();
         self.finish();
         if s.is_none() {
-            self.out.exhausted = true;
+            if let Inner::Dpor(d) = &self.inner {
+                // Or another worker stopped the exploration.
+                self.out.exhausted = d.shared().exhausted();
+            }
             return None;
         }
         if self.out.executions >= self.limit {
@@ -1068,19 +1224,53 @@ pub fn explore_fn(
     body: impl Fn() -> String + Send + Sync + 'static,
 ) -> FnOutcome {
     ensure_hooks();
+    let body: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(body);
+    let FnMode::DporWorkers(n) = mode else {
+        return explore_fn_on(mode, None, limit, body);
+    };
+    let tree = dpor::Shared::new(u64::MAX);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..n.max(1))
+            .map(|_| {
+                let (tree, body) = (tree.clone(), body.clone());
+                s.spawn(move || explore_fn_on(mode, Some(tree), limit, body))
+            })
+            .collect();
+        let mut out = explore_fn_on(mode, Some(tree.clone()), limit, body.clone());
+        for h in handles {
+            let o = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            for (k, v) in o.outcomes {
+                *out.outcomes.entry(k).or_default() += v;
+            }
+            out.executions += o.executions;
+            out.complete += o.complete;
+            out.traces.extend(o.traces);
+            out.exhausted |= o.exhausted;
+        }
+        out
+    })
+}
+
+/// [`explore_fn`] on this thread, as a worker of `tree` if given.
+fn explore_fn_on(
+    mode: FnMode,
+    tree: Option<Arc<dpor::Shared>>,
+    limit: u64,
+    body: Arc<dyn Fn() -> String + Send + Sync>,
+) -> FnOutcome {
     let result = Arc::new(RawLock::new(None));
     let d = Rc::new(RefCell::new(FnDriver {
-        inner: Inner::Dpor(Box::new(match mode {
-            FnMode::Dpor => dpor::Dpor::new((0, 1)),
-            FnMode::BruteForce => dpor::Dpor::brute_force(),
-            FnMode::DporTreeCap(n) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
+        inner: Inner::Dpor(Box::new(match (mode, tree) {
+            (_, Some(t)) => dpor::Dpor::worker((0, 1), t),
+            (FnMode::BruteForce, None) => dpor::Dpor::brute_force(),
+            (FnMode::DporTreeCap(n), None) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
+            (_, None) => dpor::Dpor::new((0, 1)),
         })),
         limit,
         out: FnOutcome::default(),
         result: result.clone(),
         running: false,
     }));
-    let body = Arc::new(body);
     let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
     runner.run(move || {
         let o = body();
@@ -1088,5 +1278,8 @@ pub fn explore_fn(
     });
     let mut d = d.borrow_mut();
     d.finish();
+    if let Inner::Dpor(dp) = &mut d.inner {
+        dp.retire(true);
+    }
     std::mem::take(&mut d.out)
 }
