@@ -109,6 +109,23 @@
 //! `--shard K/N`: the first state explores every task that can run, and
 //! shard K takes the choices K, K + N, ...; each shard reduces its own
 //! subtrees.
+//!
+//! # Workers
+//!
+//! `--jobs N`: N workers explore one tree, each on an OS thread of its own
+//! with its own machines, recording, object numbers and happens-before;
+//! they share only the tree ([`Shared`]), which a worker locks for the
+//! parts of a step that read or change it (replaying or adding the state,
+//! recording the explored step, reversing races, the sleep set). A worker
+//! with nothing pending waits while another's execution is in flight (it
+//! may add some); the exploration is exhausted when nothing is pending and
+//! no execution is in flight. Each worker pins the state it branched at,
+//! so that no other worker prunes the states of its path, and keeps the
+//! tasks its path takes itself (two workers branch differently at one
+//! state). The set explored is one worker's, by the argument of the order
+//! above, except that a sibling explored at the same time as its neighbour
+//! is not yet asleep there (its first step has not run): that can cost
+//! executions, never lose an interleaving.
 
 use shuttle::scheduler::{DataSource, RandomDataSource, Schedule, Scheduler, Task, TaskId};
 use std::collections::HashMap;
