@@ -376,6 +376,11 @@ fn clamped_or_ignored_options_exit_2_naming_the_flag_and_its_range() {
             &["stress", "--duration", "0s"],
             "--duration `0s`: must be more than zero",
         ),
+        (&["check", s, "--jobs", "0"], "--jobs must be at least 1"),
+        (
+            &["check", s, "--jobs", "2"],
+            "--jobs: only --scheduler dpor explores with several threads",
+        ),
         (&["bench", "--rounds", "0"], "--rounds 0: from 1 to 1000"),
         (&["gup-test", "-r", "0"], "-r 0: at least one repeat"),
         (

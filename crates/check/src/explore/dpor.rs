@@ -119,8 +119,9 @@
 //! recording the explored step, reversing races, the sleep set). A worker
 //! with nothing pending waits while another's execution is in flight (it
 //! may add some); the exploration is exhausted when nothing is pending and
-//! no execution is in flight. Each worker pins the state it branched at,
-//! so that no other worker prunes the states of its path, and keeps the
+//! no execution is in flight. Each worker pins the last state of its path
+//! (the state it branched at, then each it adds), so that no other worker
+//! prunes the states of its path while it still records there, and keeps the
 //! tasks its path takes itself (two workers branch differently at one
 //! state). The set explored is one worker's, by the argument of the order
 //! above, except that a sibling explored at the same time as its neighbour
@@ -348,8 +349,14 @@ pub struct Dpor {
     /// and the execution takes `taken[i]` there.
     path: Vec<u32>,
     taken: Vec<usize>,
-    /// The state the execution in flight branches at, kept in the tree
-    /// while it runs (see [`Tree::prune`]).
+    /// The stamps of the path's states when it was built: a state freed
+    /// under this worker (a defect of the pinning) is a panic, not another
+    /// state's bookkeeping silently mixed with this path's.
+    stamps: Vec<u64>,
+    /// The last state of the current path (the state the execution in
+    /// flight branched at, then each state it adds), kept in the tree while
+    /// this worker may still touch it, and so are the states before it
+    /// (see [`Tree::prune`]).
     pinned: Option<u32>,
     /// An execution of this worker is in flight (counted in
     /// [`Tree::running`]).
@@ -570,7 +577,7 @@ impl Tree {
     /// Drops the states of a finished execution's path that have nothing
     /// left to explore, from the last one up. A state stays while a state
     /// after it does (`children`), so every other worker's path stays: each
-    /// worker pins the state it branched at.
+    /// worker pins the last state of its path (see [`Dpor::pinned`]).
     fn prune(&mut self, path: &[u32]) {
         for &id in path.iter().rev() {
             let n = &self.nodes[id as usize];
@@ -632,6 +639,7 @@ impl Dpor {
             shared,
             path: Vec::new(),
             taken: Vec::new(),
+            stamps: Vec::new(),
             pinned: None,
             running: false,
             execution: 0,
@@ -746,6 +754,7 @@ impl Dpor {
         t.prune(&self.path);
         self.path.clear();
         self.taken.clear();
+        self.stamps.clear();
         t.running -= 1;
     }
 
@@ -1011,6 +1020,10 @@ impl Dpor {
         let shared = self.shared.clone();
         let mut t = shared.lock();
         let id = self.path[pos] as usize;
+        assert_eq!(
+            t.nodes[id].stamp, self.stamps[pos],
+            "dpor: a state of this worker's path left the tree"
+        );
         if !t.nodes[id].explored.iter().any(|(t, _)| *t == task) {
             t.nodes[id].explored.push((task, acc.clone()));
         }
@@ -1285,6 +1298,15 @@ impl Dpor {
         for u in &rest {
             tree.push_pending(id, *u);
         }
+        // The new last state of the path is this worker's to keep: another
+        // worker may explore a task from it and prune it after, while this
+        // step (perhaps the execution's last, whose end is recorded at the
+        // next execution) still has to record itself there.
+        tree.nodes[id as usize].children += 1;
+        if let Some(old) = self.pinned.replace(id) {
+            tree.nodes[old as usize].children -= 1;
+        }
+        let stamp = tree.nodes[id as usize].stamp;
         let wake = !rest.is_empty() && tree.idle > 0;
         drop(tree);
         if wake {
@@ -1292,6 +1314,7 @@ impl Dpor {
         }
         self.path.push(id);
         self.taken.push(t);
+        self.stamps.push(stamp);
         self.in_flight = Some(t);
         Some(TaskId::from(t))
     }
@@ -1401,6 +1424,10 @@ impl Scheduler for Dpor {
         if self.nondeterministic {
             t.stop = true;
         }
+        if self.foreign {
+            // No subtree for this shard: nothing for any worker.
+            t.stop = true;
+        }
         if self.foreign || self.nondeterministic {
             drop(t);
             shared.more.notify_all();
@@ -1430,6 +1457,11 @@ impl Scheduler for Dpor {
                     x = t.nodes[x as usize].parent;
                 }
                 self.path.reverse();
+                self.stamps = self
+                    .path
+                    .iter()
+                    .map(|&x| t.nodes[x as usize].stamp)
+                    .collect();
                 self.taken.clear();
                 for i in 1..self.path.len() {
                     self.taken.push(t.nodes[self.path[i] as usize].last);
@@ -1437,7 +1469,8 @@ impl Scheduler for Dpor {
                 self.taken.push(task);
                 let n = &mut t.nodes[id as usize];
                 n.done.push(task);
-                // Kept in the tree while this execution runs.
+                // Kept in the tree while this execution runs (see
+                // `pinned`).
                 n.children += 1;
                 self.pinned = Some(id);
                 self.branch_at = Some((self.path.len() - 1, task));
