@@ -994,9 +994,12 @@ fn print_explore(f: &Figures) {
         return;
     };
     println!(
-        "explore: catalog scenarios with no violation claimed, fresh machine per execution, at most {} schedules or {} s each",
+        "explore: catalog scenarios with no violation claimed, fresh machine per execution, at most {} schedules or {} s each; dpor on {} worker thread(s)",
         f.vals.get("explore_cap").unwrap_or(&json!(0)),
-        f.vals.get("explore_secs").unwrap_or(&json!(0))
+        f.vals.get("explore_secs").unwrap_or(&json!(0)),
+        rows.first()
+            .and_then(|r| r["dpor"]["jobs"].as_u64())
+            .unwrap_or(1)
     );
     println!(
         "  {:<36} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7}  settings",
