@@ -957,7 +957,7 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                         // `dpor` as `mmsim check` runs it: a worker thread
                         // per core.
                         jobs: if strategy == Strategy::Dpor {
-                            std::thread::available_parallelism().map_or(1, |n| n.get())
+                            crate::cli::check::default_jobs()
                         } else {
                             1
                         },
