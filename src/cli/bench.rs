@@ -955,7 +955,7 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                         time_limit: Some(std::time::Duration::from_secs(secs)),
                         progress: None,
                         // `dpor` as `mmsim check` runs it: a worker thread
-                        // per core.
+                        // per core, up to 8.
                         jobs: if strategy == Strategy::Dpor {
                             crate::cli::check::default_jobs()
                         } else {

@@ -353,6 +353,8 @@ pub struct Dpor {
     /// under this worker (a defect of the pinning) is a panic, not another
     /// state's bookkeeping silently mixed with this path's.
     stamps: Vec<u64>,
+    /// The longest path so far ([`Dpor::depth`]).
+    deepest: usize,
     /// The last state of the current path (the state the execution in
     /// flight branched at, then each state it adds), kept in the tree while
     /// this worker may still touch it, and so are the states before it
@@ -520,12 +522,6 @@ impl Shared {
         self.lock().begun
     }
 
-    /// Stops the exploration: no worker begins another execution.
-    pub fn stop(&self) {
-        self.lock().stop = true;
-        self.more.notify_all();
-    }
-
     /// States in the tree.
     pub fn tree_size(&self) -> usize {
         let t = self.lock();
@@ -640,6 +636,7 @@ impl Dpor {
             path: Vec::new(),
             taken: Vec::new(),
             stamps: Vec::new(),
+            deepest: 0,
             pinned: None,
             running: false,
             execution: 0,
@@ -732,9 +729,10 @@ impl Dpor {
         }
     }
 
-    /// The depth of the current path (states).
+    /// The most states a path of this worker had (the longest execution,
+    /// in steps).
     pub fn depth(&self) -> usize {
-        self.path.len()
+        self.deepest
     }
 
     /// States in the tree.
@@ -1315,6 +1313,7 @@ impl Dpor {
         self.path.push(id);
         self.taken.push(t);
         self.stamps.push(stamp);
+        self.deepest = self.deepest.max(self.path.len());
         self.in_flight = Some(t);
         Some(TaskId::from(t))
     }

@@ -460,10 +460,10 @@ fn wait_cookie(cpu: &Cpu, cookie: &GpCookie, what: &'static mmsim_facade::sched:
 /// The writer's half of the asymmetric fence
 /// ([`mmsim_facade::membarrier::heavy`]). Under the explorer every CPU of
 /// the machine (the boot CPU's set-up and teardown too) runs on one OS
-/// thread, so program order already orders
-/// their accesses and a compiler barrier is enough: the system call would
-/// only interrupt every other running thread of the process (the other
-/// workers of a `dpor` exploration, each with machines of its own).
+/// thread, so program order already orders their accesses and a compiler
+/// barrier is enough: the system call would only interrupt every other
+/// running thread of the process (the other workers of a `dpor`
+/// exploration, each with machines of its own).
 fn heavy(cpu: &Cpu) {
     // The machine's mode, not the CPU's: the boot CPU runs set-up and
     // teardown natively, but on the explorer's thread all the same.
