@@ -456,14 +456,15 @@ fn report(
         return bad_input(a.json, &too_long(sc, t));
     }
     if out.schedules == 0 && out.error.is_none() {
-        // Only a DFS shard can own nothing: its first decision has fewer
-        // choices than the shard index.
+        // Only a DFS or DPOR shard can own nothing: its first decision has
+        // fewer choices than the shard index.
         return bad_input(
             a.json,
             &format!(
-                "--shard {}/{}: the first decision of this DFS has fewer than {} choices, so this shard has no schedule: use fewer shards",
+                "--shard {}/{}: the first decision of this {} exploration has fewer than {} choices, so this shard has no schedule: use fewer shards",
                 shard.0,
                 shard.1,
+                strategy.name(),
                 shard.0 + 1
             ),
         );
