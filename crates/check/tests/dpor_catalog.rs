@@ -57,6 +57,17 @@ fn run_jobs(
     )
 }
 
+/// The plan of catalog scenario `name` with safeguards `sg` switched.
+fn plan(name: &str, sg: &[(&str, bool)]) -> Arc<Plan> {
+    let sc = find(name).unwrap().scenario().unwrap();
+    let ov = Overrides {
+        arch: None,
+        config: vec![],
+        safeguards: sg.iter().map(|&(n, on)| (n.to_string(), on)).collect(),
+    };
+    Arc::new(Plan::new(sc, &ov).unwrap())
+}
+
 type Sig = (&'static str, &'static str, &'static str);
 
 fn signatures(o: &Outcome) -> BTreeSet<Sig> {
@@ -75,13 +86,7 @@ fn signatures(o: &Outcome) -> BTreeSet<Sig> {
 /// Compares the two on `name` with safeguards `sg` switched; DFS with
 /// `bound` preemptions. Returns DPOR's signatures.
 fn compare(name: &str, sg: &[(&str, bool)], bound: usize) -> BTreeSet<Sig> {
-    let sc = find(name).unwrap().scenario().unwrap();
-    let ov = Overrides {
-        arch: None,
-        config: vec![],
-        safeguards: sg.iter().map(|&(n, on)| (n.to_string(), on)).collect(),
-    };
-    let plan = Arc::new(Plan::new(sc, &ov).unwrap());
+    let plan = plan(name, sg);
     let dpor = run(plan.clone(), Strategy::Dpor);
     assert!(dpor.error.is_none(), "{name} {sg:?}: {:?}", dpor.error);
     assert!(
@@ -176,8 +181,7 @@ fn device_memory_dpor_reaches_every_violation_dfs_reaches() {
 /// execution 15.
 #[test]
 fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
-    let sc = find("usage-vs-pfn-valid").unwrap().scenario().unwrap();
-    let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
+    let plan = plan("usage-vs-pfn-valid", &[]);
     let o = run_n(plan, Strategy::Dpor, 3000);
     assert!(o.error.is_none(), "{:?}", o.error);
     assert!(o.violations.is_empty(), "{:?}", signatures(&o));
@@ -193,8 +197,7 @@ fn a_run_dpor_stops_while_a_cpu_waits_ends_without_a_deadlock() {
 /// 5,000.
 #[test]
 fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
-    let sc = find("hot-remove-vs-gup-fast").unwrap().scenario().unwrap();
-    let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
+    let plan = plan("hot-remove-vs-gup-fast", &[]);
     let o = run_until(plan, Strategy::Dpor, 5000, false);
     assert!(o.error.is_none(), "{:?}", o.error);
     let sigs = signatures(&o);
@@ -204,16 +207,6 @@ fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
         o.schedules
     );
     assert!(o.schedules < 5000, "{}", o.schedules);
-}
-
-fn plan(name: &str, sg: &[(&str, bool)]) -> Arc<Plan> {
-    let sc = find(name).unwrap().scenario().unwrap();
-    let ov = Overrides {
-        arch: None,
-        config: vec![],
-        safeguards: sg.iter().map(|&(n, on)| (n.to_string(), on)).collect(),
-    };
-    Arc::new(Plan::new(sc, &ov).unwrap())
 }
 
 /// Two workers exploring one tree (`--jobs 2`) exhaust it and reach the
