@@ -170,6 +170,51 @@ fn lock_handoff() {
     assert_eq!(o.outcomes.len(), 1);
 }
 
+#[test]
+fn a_step_that_works_then_waits() {
+    // A CPU writes x, then waits (a stable wait) for a flag another CPU
+    // sets, then writes x again; a third reads x. It reads 1 only when the
+    // first CPU blocked at its wait between the writes. Explored first, the
+    // flag's setter is asleep where the first CPU runs: the step that
+    // writes x and blocks does not commute with it (run after it, the step
+    // would not block but go on to write x again), so the look that ends
+    // the step, found false, is not forgotten, and the setter wakes.
+    let o = compare(|| {
+        let c = ctx();
+        let (x, f) = (var(), var());
+        let f1 = f.clone();
+        let setter = spawn(&c, 0, move |s| {
+            s.point(point!("setter", "WRITE_ONCE(flag)"));
+            f1.store(1, Ordering::Relaxed);
+            s.wake(mmsim_facade::sched::chan(&*f1));
+            0
+        });
+        let (x2, f2) = (x.clone(), f.clone());
+        let waiter = spawn(&c, 1, move |s| {
+            s.point(point!("waiter", "WRITE_ONCE(x, 1)"));
+            x2.store(1, Ordering::Relaxed);
+            s.wait(
+                point!("waiter", "wait for flag"),
+                mmsim_facade::sched::chan(&*f2),
+                None,
+                || f2.load(Ordering::Relaxed) == 1,
+            );
+            x2.store(2, Ordering::Relaxed);
+            0
+        });
+        let x3 = x.clone();
+        let reader = spawn(&c, 2, move |s| {
+            s.point(point!("reader", "READ_ONCE(x)"));
+            x3.load(Ordering::Relaxed)
+        });
+        setter.join().unwrap();
+        waiter.join().unwrap();
+        format!("r={}", reader.join().unwrap())
+    });
+    let keys: BTreeSet<_> = o.outcomes.keys().map(|k| k.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["r=0", "r=1", "r=2"]));
+}
+
 /// Three CPUs take one mutex in turn, each noting its number inside; the
 /// outcome is the order.
 fn three_lockers() -> String {

@@ -260,6 +260,34 @@ mod imp {
         });
     }
 
+    /// What a stable wait does with the look since `mark` that found its
+    /// condition false: forgets it ([`forget_reads_since`]) if it begins
+    /// the step, and keeps it if the step did something before it.
+    ///
+    /// A look that begins a step and blocks is a step that changes
+    /// nothing: the write that makes the condition true wakes the task,
+    /// and its next look is recorded. A look that ends a step which did
+    /// something else is another matter: run after the waking write, the
+    /// step would not block but go on to its next point, so the step and
+    /// that write do not commute, and a DPOR sleep set that took them as
+    /// independent (the write asleep from a sibling, the step by its other
+    /// accesses unrelated to it) would lose the executions where other
+    /// steps run between this step and the rest of its task's work.
+    pub fn forget_false_look(mark: usize) {
+        if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let begins = LOG.with(|l| {
+            let l = l.borrow();
+            l[..mark.min(l.len())].iter().all(|&(a, k)| {
+                (a == super::STOP && k == super::READ) || (a == super::TASKS && k == super::ADD)
+            })
+        });
+        if begins {
+            forget_reads_since(mark);
+        }
+    }
+
     /// Moves this thread's log into `out` (cleared first) and empties it.
     pub fn take(out: &mut Vec<(usize, u8)>) {
         FLOOR.with(|f| f.set(0));
@@ -329,6 +357,8 @@ pub mod key {
     pub const MEMMAP: u64 = 2 << 56;
     /// A section's page contents: `DATA | section number`.
     pub const DATA: u64 = 3 << 56;
+    /// The RCU callback queue's head, tail and slots (one queue a machine).
+    pub const RCU_QUEUE: u64 = 4 << 56;
 }
 
 #[cfg(loom)]
@@ -343,6 +373,9 @@ mod imp {
 
     /// Nothing is logged under loom.
     pub fn forget_reads_since(_mark: usize) {}
+
+    /// Nothing is logged under loom.
+    pub fn forget_false_look(_mark: usize) {}
 
     /// Records nothing under loom (loom explores atomics itself).
     #[inline(always)]

@@ -535,7 +535,7 @@ impl Sched {
             return;
         }
         if stable {
-            crate::dpor::forget_reads_since(m);
+            crate::dpor::forget_false_look(m);
         }
         let _waiting = WaitingMark::new(self, p);
         #[cfg(loom)]
@@ -591,7 +591,7 @@ impl Sched {
                 if cond() || std::thread::panicking() {
                     return true;
                 }
-                crate::dpor::forget_reads_since(m);
+                crate::dpor::forget_false_look(m);
                 self.check_stop();
                 if explore::nobody_else_can_run() {
                     return false;
@@ -626,7 +626,7 @@ impl Sched {
                 return;
             }
             if stable {
-                crate::dpor::forget_reads_since(m);
+                crate::dpor::forget_false_look(m);
             }
             if std::thread::panicking() {
                 // Destructors of an unwinding CPU never wait: the run is over.

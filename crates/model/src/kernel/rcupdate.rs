@@ -70,10 +70,56 @@ struct Queued {
     f: Callback,
 }
 
+/// The callback queue: the callbacks in the order they were queued, and
+/// how many were taken off it before the first (so the `k`-th callback
+/// ever queued is `popped + i` at index `i`: its slot, for the DPOR
+/// scheduler, see [`Rcu::slot`]).
+#[derive(Default)]
+struct Queue {
+    q: VecDeque<Queued>,
+    popped: u64,
+}
+
+impl Queue {
+    fn front(&self) -> Option<&Queued> {
+        self.q.front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// The slot of the callback queued next.
+    fn next_slot(&self) -> u64 {
+        self.popped + self.q.len() as u64
+    }
+
+    fn pop_front(&mut self) -> Option<Queued> {
+        let c = self.q.pop_front();
+        self.popped += u64::from(c.is_some());
+        c
+    }
+}
+
+/// Slots of the callback queue the DPOR scheduler tells apart: the `k`-th
+/// callback ever queued is slot `k` modulo this (two callbacks that far
+/// apart share an object, which only orders more steps).
+const QUEUE_SLOTS: usize = 256;
+
 /// The RCU state of a machine.
 pub struct Rcu {
     cpus: Box<[std::sync::Arc<RcuData>]>,
-    cbs: RawLock<VecDeque<Queued>>,
+    cbs: RawLock<Queue>,
+    /// Addresses that stand for the callback queue's parts as objects of
+    /// the DPOR scheduler ([`Rcu::head`], [`Rcu::tail`], [`Rcu::slot`]):
+    /// never read or written, only their addresses are used, and named
+    /// storage (`mmsim_facade::dpor::name_range`), so that they are the
+    /// same objects in every execution.
+    objs: Box<[u8]>,
     /// How many callbacks are queued: a hint (see `has_pending`).
     pending: mmsim_facade::HintUsize,
     /// Callbacks taken off `cbs` whose function has not returned yet:
@@ -111,7 +157,7 @@ pub struct GpCookie {
 impl Rcu {
     /// RCU for `nr_cpus` CPUs.
     pub fn new(nr_cpus: usize) -> Rcu {
-        Rcu {
+        let rcu = Rcu {
             cpus: (0..nr_cpus)
                 .map(|_| {
                     std::sync::Arc::new(RcuData {
@@ -120,11 +166,14 @@ impl Rcu {
                     })
                 })
                 .collect(),
-            cbs: RawLock::new(VecDeque::new()),
+            cbs: RawLock::new(Queue::default()),
+            objs: vec![0; QUEUE_SLOTS + 2].into_boxed_slice(),
             pending: mmsim_facade::HintUsize::new(0),
             running: AtomicUsize::new(0),
             deferred: mmsim_facade::HintUsize::new(0),
-        }
+        };
+        rcu.name_objects();
+        rcu
     }
 
     /// From now on explored CPUs do not invoke callbacks at their
@@ -154,6 +203,16 @@ impl Rcu {
         self.pending.load(Ordering::Relaxed) != 0
     }
 
+    /// Names the queue's objects for the DPOR scheduler (when it records:
+    /// at boot).
+    fn name_objects(&self) {
+        mmsim_facade::dpor::name_range(
+            self.head(),
+            self.objs.len(),
+            mmsim_facade::dpor::key::RCU_QUEUE,
+        );
+    }
+
     /// Whether the first queued callback's grace period has passed and it
     /// has not been invoked yet.
     pub fn callback_due(&self) -> bool {
@@ -167,38 +226,41 @@ impl Rcu {
     }
 
     /// The queue's head, as an object for the DPOR scheduler: which
-    /// callback is first. Popping writes it, and so does queueing onto an
-    /// empty queue; every look at the first callback reads it.
+    /// callback is first (how many were taken off). Invoking a callback
+    /// (popping it) writes it; every look at the first callback reads it.
+    ///
+    /// The queue is a FIFO, and its operations commute unless they touch
+    /// the same end: queueing a callback writes the tail and its slot, a
+    /// look at the first callback reads the head and the first slot (the
+    /// slot the next callback is queued into, if the queue is empty: a
+    /// look at an empty queue and the queueing that fills it do not
+    /// commute), popping writes the head. Popping the last callback and
+    /// queueing another commute (either order leaves the other callback
+    /// alone on the queue), which a single object, or one for whether the
+    /// queue is empty, would hide.
     fn head(&self) -> usize {
-        &self.cbs as *const _ as usize
+        self.objs.as_ptr() as usize
     }
 
     /// The queue's tail, as an object for the DPOR scheduler: queueing
     /// writes it (two `call_rcu()`s do not commute: their callbacks run in
-    /// queue order). Queueing at the tail and invoking from the head of a
-    /// queue that stays non-empty commute, which a single object for the
-    /// whole queue would hide (every `call_rcu()` would race with the rcuo
-    /// kthread). One past the head's address: inside the queue's lock,
-    /// which holds no facade object.
+    /// queue order).
     fn tail(&self) -> usize {
         self.head() + 1
     }
 
-    /// Whether the queue is empty, as an object for the DPOR scheduler:
-    /// queueing reads it (it writes the head when the queue was empty),
-    /// and writes it when the queue was empty; popping the last callback
-    /// writes it; every look at the first callback reads it. Queueing and
-    /// popping the last callback do not commute: run after that pop, the
-    /// queueing starts the queue afresh. Two past the head's address.
-    fn empty(&self) -> usize {
-        self.head() + 2
+    /// The `k`-th callback ever queued, as an object for the DPOR
+    /// scheduler (see [`Rcu::head`]).
+    fn slot(&self, k: u64) -> usize {
+        self.head() + 2 + (k % QUEUE_SLOTS as u64) as usize
     }
 
     /// Takes the queue's lock to look at its head only.
-    fn queue_peek(&self) -> mmsim_facade::RawGuard<'_, VecDeque<Queued>> {
+    fn queue_peek(&self) -> mmsim_facade::RawGuard<'_, Queue> {
+        let q = self.cbs.lock_untracked();
         mmsim_facade::dpor::read(self.head());
-        mmsim_facade::dpor::read(self.empty());
-        self.cbs.lock_untracked()
+        mmsim_facade::dpor::read(self.slot(q.popped));
+        q
     }
 
     fn ctr(&self, cpu: u32, c: Ctr) -> &AtomicU64 {
@@ -532,13 +594,9 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     let cookie = get_state_synchronize_rcu(cpu);
     let rcu = &cpu.m.rcu;
     let mut q = rcu.cbs.lock_untracked();
-    mmsim_facade::dpor::read(rcu.empty());
-    if q.is_empty() {
-        mmsim_facade::dpor::write(rcu.empty());
-        mmsim_facade::dpor::write(rcu.head());
-    }
     mmsim_facade::dpor::write(rcu.tail());
-    q.push_back(Queued {
+    mmsim_facade::dpor::write(rcu.slot(q.next_slot()));
+    q.q.push_back(Queued {
         cookie,
         what,
         f: Box::new(f),
@@ -563,7 +621,7 @@ pub fn rcu_core(cpu: &Cpu) {
     if rcu.leaves_callbacks(cpu) {
         return;
     }
-    invoke_ready(cpu);
+    invoke_ready(cpu, false);
 }
 
 /// Ends [`rcu_core`]'s softirq on this CPU and wakes whoever a callback
@@ -598,7 +656,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
     }
     let rcu = &cpu.m.rcu;
     // Acquire pairs with the Release in `CallbackDone`.
-    let idle = |q: &VecDeque<Queued>| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
+    let idle = |q: &Queue| q.is_empty() && rcu.running.load(Ordering::Acquire) == 0;
     let by_rcuo = rcu.leaves_callbacks(cpu);
     loop {
         rcu_core(cpu);
@@ -649,9 +707,19 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
             return;
         }
         // The invocation is a step of its own: the explorer decides when
-        // the callback runs, however long after its grace period.
+        // the callback runs, however long after its grace period. Under
+        // the DPOR scheduler each callback is one, and the look for the
+        // next begins a step of its own: a batch, or a look in the step
+        // that popped the callback before, would order every pop of the
+        // last callback against the next call_rcu(), which commute (see
+        // `Rcu::head`). (A look that finds nothing due only blocks: a step
+        // that records nothing.)
         cpu.sched.point(point!("rcuo", "rcu_do_batch"));
-        invoke_ready(cpu);
+        let one = mmsim_facade::dpor::recording();
+        invoke_ready(cpu, one);
+        if one {
+            cpu.sched.point(point!("rcuo", "look for callbacks"));
+        }
     }
 }
 
@@ -695,8 +763,9 @@ fn cpus_deadlocked(cpu: &Cpu) {
     cpu.sched.wake_all();
 }
 
-/// Runs, in order, the queued callbacks whose grace period has passed.
-fn invoke_ready(cpu: &Cpu) {
+/// Runs, in order, the queued callbacks whose grace period has passed
+/// (with `one`, the first only).
+fn invoke_ready(cpu: &Cpu, one: bool) {
     let rcu = &cpu.m.rcu;
     cpu.in_softirq.set(true);
     // Leaves the softirq even if a callback oopses, so that this CPU runs
@@ -709,9 +778,6 @@ fn invoke_ready(cpu: &Cpu) {
                 Some(c) if rcu.next_ready(c) => {
                     mmsim_facade::dpor::write(rcu.head());
                     let c = q.pop_front();
-                    if q.is_empty() {
-                        mmsim_facade::dpor::write(rcu.empty());
-                    }
                     // Under the queue lock, so that rcu_barrier() sees the
                     // callback either queued or running, and no other CPU
                     // starts the next one before this one has returned.
@@ -732,6 +798,9 @@ fn invoke_ready(cpu: &Cpu) {
             Some(c.what.to_string()),
         );
         (c.f)(cpu);
+        if one {
+            break;
+        }
     }
 }
 
