@@ -367,6 +367,9 @@ pub struct Dpor {
     execution: u64,
     /// The state and task the execution in flight branches at (debug).
     branch_at: Option<(usize, usize)>,
+    /// The steps of the execution in flight before this one replay a
+    /// prefix that an earlier execution ran (see [`Dpor::end_step`]).
+    replayed: usize,
     /// The shard has no subtree (its index is past the first state's
     /// choices).
     pub foreign: bool,
@@ -641,6 +644,7 @@ impl Dpor {
             running: false,
             execution: 0,
             branch_at: None,
+            replayed: 0,
             foreign: false,
             nondeterministic: false,
             sleep_blocked: 0,
@@ -892,10 +896,19 @@ impl Dpor {
         self.steps += 1;
         self.accesses += self.log.len() as u64;
         let node_known = self.known_before;
+        // A step of the replayed prefix: the execution that first ran it
+        // from its state (the same step: the model is deterministic) has
+        // recorded it there and reversed its races with the steps before
+        // it, all of which it ran too, before any state after it existed;
+        // and the sleep set after it is the next state's, already in the
+        // tree. What it touched still counts for the steps after it: its
+        // objects, their histories, its clock.
+        let replay = pos < self.replayed;
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
         let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
-        let mut stable: Vec<(u32, u8, u32)> = Vec::with_capacity(self.log.len());
+        let mut stable: Vec<(u32, u8, u32)> =
+            Vec::with_capacity(if replay { 0 } else { self.log.len() });
         let stamp = self.steps;
         let log = std::mem::take(&mut self.log);
         let stutter = log.iter().all(|&(a, k)| {
@@ -919,7 +932,9 @@ impl Dpor {
                 h.seen = stamp;
                 h.entry = objs.len() as u32;
                 objs.push((sl, w));
-                stable.push((st, 0, if st < NAMED_BASE { born } else { UNBORN }));
+                if !replay {
+                    stable.push((st, 0, if st < NAMED_BASE { born } else { UNBORN }));
+                }
             }
         }
         for &a in &allocs[ai..] {
@@ -927,21 +942,15 @@ impl Dpor {
         }
         self.log = log;
         self.allocs = allocs;
-        for (o, st) in objs.iter_mut().zip(&mut stable) {
+        for (i, o) in objs.iter_mut().enumerate() {
             // Reading and updating in one step is as good as writing.
             if o.1 & WRITE != 0 || o.1 == READ | ADD {
                 o.1 = WRITE;
             }
-            st.1 = o.1;
+            if let Some(st) = stable.get_mut(i) {
+                st.1 = o.1;
+            }
         }
-        // Sorted by number, for the sleep sets' merge.
-        stable.sort_unstable();
-        let acc = Arc::new(Acc {
-            objs: stable.iter().map(|&(o, w, _)| (o, w)).collect(),
-            known: node_known,
-            pos: pos as u32,
-            born: stable.iter().map(|&(_, _, b)| b).collect(),
-        });
         let here = Acc {
             objs,
             known: node_known,
@@ -983,7 +992,9 @@ impl Dpor {
             if clock.get(es).copied().unwrap_or(0) > e.local {
                 continue; // already ordered before through other steps
             }
-            races.push(c as usize);
+            if !replay {
+                races.push(c as usize);
+            }
             join(&mut clock, &e.clock);
         }
         if clock.len() <= s {
@@ -1014,6 +1025,18 @@ impl Dpor {
             clock,
             woke: std::mem::take(&mut self.woken),
             stutter,
+        });
+        if replay {
+            self.next_sleep.clear();
+            return;
+        }
+        // Sorted by number, for the sleep sets' merge.
+        stable.sort_unstable();
+        let acc = Arc::new(Acc {
+            objs: stable.iter().map(|&(o, w, _)| (o, w)).collect(),
+            known: node_known,
+            pos: pos as u32,
+            born: stable.iter().map(|&(_, _, b)| b).collect(),
         });
         let shared = self.shared.clone();
         let mut t = shared.lock();
@@ -1445,6 +1468,7 @@ impl Scheduler for Dpor {
             if !t.started {
                 // The first execution: from the first state, which it adds.
                 t.started = true;
+                self.replayed = 0;
                 break;
             }
             if let Some((id, task)) = t.pop_pending() {
@@ -1473,6 +1497,7 @@ impl Scheduler for Dpor {
                 n.children += 1;
                 self.pinned = Some(id);
                 self.branch_at = Some((self.path.len() - 1, task));
+                self.replayed = self.path.len() - 1;
                 break;
             }
             if t.running == 0 {
