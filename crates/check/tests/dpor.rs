@@ -215,6 +215,43 @@ fn a_step_that_works_then_waits() {
     assert_eq!(keys, BTreeSet::from(["r=0", "r=1", "r=2"]));
 }
 
+#[test]
+fn a_set_up_that_changes_is_nondeterminism() {
+    // Objects are known across executions by the order set-up first
+    // touches them: a set-up that touches one more object in one execution
+    // is a program that is not deterministic, and the explorer says so.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let r = std::panic::catch_unwind(|| {
+        explore_fn(FnMode::Dpor, 1_000, || {
+            let c = ctx();
+            let x = var();
+            if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 3 {
+                var();
+            }
+            let w = |v: u32| {
+                let x = x.clone();
+                move |s: &Sched| {
+                    s.point(point!("writer", "WRITE_ONCE(x)"));
+                    x.store(v, Ordering::Relaxed);
+                    0
+                }
+            };
+            let hs: Vec<_> = (0..3).map(|v| spawn(&c, v, w(v))).collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            format!("x={}", x.load(Ordering::Relaxed))
+        })
+    });
+    let e = r.expect_err("a set-up that changed went unnoticed");
+    let msg = e
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| e.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("not deterministic"), "{msg}");
+}
+
 /// Three CPUs take one mutex in turn, each noting its number inside; the
 /// outcome is the order.
 fn three_lockers() -> String {
