@@ -876,9 +876,9 @@ impl Dpor {
     /// elsewhere) makes the model nondeterministic (reported as such, exit
     /// 3), as a replayed prefix that numbers another count of objects
     /// does. (Two objects swapped are not seen, by this or by the full
-    /// numbering: positions do not say which object is which.) An object's history is taken when a step first
-    /// touches it ([`Dpor::id_of`]), not here: most of what set-up touches
-    /// no step does.
+    /// numbering: positions do not say which object is which.) An object's
+    /// history is taken when a step first touches it ([`Dpor::id_of`]),
+    /// not here: most of what set-up touches no step does.
     fn finish_setup(&mut self) {
         self.setup_done = true;
         let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
