@@ -209,6 +209,39 @@ fn dpor_finds_the_seeds_race_on_broadcast_in_preemption_order() {
     assert!(o.schedules < 5000, "{}", o.schedules);
 }
 
+/// A schedule DPOR finds replays (`mmsim replay`), though the replay
+/// scheduler does not record and the replay string does not say which
+/// scheduler found it: these three findings run callbacks before the
+/// violation, where the rcuo kthread steps one callback at a time under
+/// DPOR and runs them as a batch elsewhere. A replay that diverges runs
+/// again as DPOR does (`mmsim_facade::dpor::dpor_like`).
+#[test]
+fn dpor_findings_replay() {
+    for (name, sg) in [
+        (
+            "compact-vs-memunmap",
+            vec![("sparse.usage_kfree_rcu", false)],
+        ),
+        (
+            "usage-vs-pfn-valid",
+            vec![("sparse.usage_kfree_rcu", false)],
+        ),
+        ("devdax-pin-vs-memunmap", vec![]),
+    ] {
+        let p = plan(name, &sg);
+        let o = run_until(p.clone(), Strategy::Dpor, 10_000, false);
+        let first = o.first.expect("dpor finds the violation");
+        let kind = first.violations[0].kind;
+        let r = mmsim_check::explore::replay(p, first.decisions);
+        assert!(
+            r.violations.iter().any(|v| v.kind == kind),
+            "{name}: the replay did not reach {kind}: {:?}, {:?}",
+            r.violations,
+            r.diverged
+        );
+    }
+}
+
 /// Two workers exploring one tree (`--jobs 2`) exhaust it and reach the
 /// violations one worker reaches, in about as many executions: the set of
 /// executions a source set and a sleep set call for does not depend on

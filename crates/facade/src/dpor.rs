@@ -87,6 +87,26 @@ mod imp {
         ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get())
     }
 
+    thread_local! {
+        /// [`set_dpor_like`]'s switch.
+        static DPOR_LIKE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether the model runs this thread's tasks as it does under a DPOR
+    /// exploration, where the two differ (the rcuo kthread: woken only
+    /// when a callback is due, one callback a step): while a DPOR
+    /// exploration records on this thread, or while [`set_dpor_like`]
+    /// says so (a replay of a schedule that DPOR found).
+    pub fn dpor_like() -> bool {
+        recording() || DPOR_LIKE.with(|d| d.get())
+    }
+
+    /// Runs this thread's tasks as under a DPOR exploration (see
+    /// [`dpor_like`]) or not.
+    pub fn set_dpor_like(on: bool) {
+        DPOR_LIKE.with(|d| d.set(on));
+    }
+
     /// Notes that the step in flight unblocked task `task` (woke it from a
     /// wait): the explorer's DPOR scheduler knows then which step made a
     /// blocked task runnable again (see `reverse` in its `dpor` module).
@@ -395,6 +415,14 @@ mod imp {
     pub fn recording() -> bool {
         false
     }
+
+    /// Nothing runs as under DPOR under loom.
+    pub fn dpor_like() -> bool {
+        false
+    }
+
+    /// Nothing runs as under DPOR under loom.
+    pub fn set_dpor_like(_on: bool) {}
 }
 
 pub use imp::*;

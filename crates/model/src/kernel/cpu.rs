@@ -251,7 +251,7 @@ impl Cpu {
     /// again.
     pub fn finish_but_rcuo(&self) {
         self.softirq();
-        let rcuo = mmsim_facade::dpor::recording().then(|| self.m.rcu.rcuo_chan());
+        let rcuo = mmsim_facade::dpor::dpor_like().then(|| self.m.rcu.rcuo_chan());
         self.sched.wake_all_except(rcuo);
     }
 }

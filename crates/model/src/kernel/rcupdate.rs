@@ -329,7 +329,7 @@ impl Rcu {
         // pays one branch here.
         if cpu.sched.exploring() {
             cpu.sched.wake(self.chan());
-            if mmsim_facade::dpor::recording() {
+            if mmsim_facade::dpor::dpor_like() {
                 self.wake_rcuo_if_due(cpu);
             } else if self.has_pending() {
                 cpu.sched.wake(self.rcuo_chan());
@@ -604,7 +604,7 @@ pub fn call_rcu(cpu: &Cpu, what: &'static str, f: impl FnOnce(&Cpu) + Send + 'st
     rcu.pending.store(q.len(), Ordering::Relaxed);
     drop(q);
     // The rcuo kthread may be waiting for work.
-    if mmsim_facade::dpor::recording() {
+    if mmsim_facade::dpor::dpor_like() {
         rcu.wake_rcuo_if_due(cpu);
     } else {
         cpu.sched.wake(rcu.rcuo_chan());
@@ -715,7 +715,7 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
         // `Rcu::head`). (A look that finds nothing due only blocks: a step
         // that records nothing.)
         cpu.sched.point(point!("rcuo", "rcu_do_batch"));
-        let one = mmsim_facade::dpor::recording();
+        let one = mmsim_facade::dpor::dpor_like();
         invoke_ready(cpu, one);
         if one {
             cpu.sched.point(point!("rcuo", "look for callbacks"));
@@ -731,7 +731,7 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
 /// only block again.
 /// (Under the other schedulers every CPU's end wakes every waiter.)
 pub fn cpu_finished(cpu: &Cpu, all: bool) {
-    if all || !mmsim_facade::dpor::recording() {
+    if all || !mmsim_facade::dpor::dpor_like() {
         cpu.sched.wake_all();
     }
 }
