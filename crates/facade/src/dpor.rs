@@ -35,6 +35,17 @@ pub const READ: u8 = 1;
 pub const ADD: u8 = 2;
 /// A write (or read-modify-write).
 pub const WRITE: u8 = 4;
+/// Or-ed into [`READ`]: a read that found what the object's last write
+/// put there, and without which the step could not have run at all (the
+/// task would have blocked instead, a step that changes nothing). The look
+/// of a wait that begins a step and finds its condition true because of
+/// that write, and only because of it: the rcuo kthread finding the
+/// callback a `call_rcu()` queued at the front of the queue. The explorer
+/// does not reverse a race between that write and the step: the step
+/// cannot run before the write, and running its task there would only
+/// block it again (an execution its sleep set makes redundant). For
+/// dependence it is a read.
+pub const ENABLE: u8 = 8;
 
 /// Whether two accesses to one object, of kinds `a` and `b` (or sets of
 /// kinds, or-ed), fail to commute.
@@ -274,7 +285,11 @@ mod imp {
         }
         LOG.with(|l| {
             let mut l = l.borrow_mut();
-            if mark <= l.len() && l[mark..].iter().all(|&(_, k)| k == super::READ) {
+            if mark <= l.len()
+                && l[mark..]
+                    .iter()
+                    .all(|&(_, k)| k & !super::ENABLE == super::READ)
+            {
                 l.truncate(mark);
             }
         });
@@ -431,6 +446,13 @@ pub use imp::*;
 #[inline(always)]
 pub fn read(addr: usize) {
     access(addr, READ);
+}
+
+/// Records a read of the object at `addr` that found what its last write
+/// put there and could not have run without it (see [`ENABLE`]).
+#[inline(always)]
+pub fn read_enabled(addr: usize) {
+    access(addr, READ | ENABLE);
 }
 
 /// Records a write of the object at `addr`.

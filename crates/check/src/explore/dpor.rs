@@ -41,7 +41,11 @@
 //! wakes; every change to what a wait's condition reads wakes its channel
 //! in the same step, so a task blocked at a state stays blocked until
 //! such a step. Otherwise every task that can run there is added
-//! (conservative). Sleep sets: a task whose step from a state has been
+//! (conservative). Nor is a race reversed when `e'` read, and could not
+//! have run without, what `e` wrote there ([`mmsim_facade::dpor::ENABLE`]:
+//! the rcuo kthread's look finding the callback `e` queued at the front),
+//! though its task could run at the state before `e`: there it would only
+//! block, and the execution be redundant. Sleep sets: a task whose step from a state has been
 //! explored is asleep in the states after it until a step dependent on that
 //! step runs; an execution in which every task that can run is asleep is
 //! redundant and is stopped.
@@ -133,7 +137,7 @@ use std::collections::HashMap;
 #[allow(clippy::disallowed_types)] // The explorer's own lock between its worker threads.
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use mmsim_facade::dpor::{ADD, READ, WRITE, conflict};
+use mmsim_facade::dpor::{ADD, ENABLE, READ, WRITE, conflict};
 
 /// What one step touched: object numbers (sorted) and how (the kinds of
 /// access, or-ed), with the number of objects known at the state it ran
@@ -1003,7 +1007,18 @@ impl Dpor {
         }
         self.log = log;
         self.allocs = allocs;
+        // Objects this step read only and could not have run without
+        // their last write (`ENABLE`): it cannot run before that write.
+        let mut enabled_by: Vec<u32> = Vec::new();
         for (i, o) in objs.iter_mut().enumerate() {
+            if o.1 & ENABLE != 0 {
+                o.1 &= !ENABLE;
+                if o.1 == READ
+                    && let Some(lw) = self.objs[o.0 as usize].last_write
+                {
+                    enabled_by.push(lw);
+                }
+            }
             // Reading and updating in one step is as good as writing.
             if o.1 & WRITE != 0 || o.1 == READ | ADD {
                 o.1 = WRITE;
@@ -1053,7 +1068,9 @@ impl Dpor {
             if clock.get(es).copied().unwrap_or(0) > e.local {
                 continue; // already ordered before through other steps
             }
-            if !replay {
+            // A race with the write that enabled this step is no race to
+            // reverse: the step cannot run before it (see `ENABLE`).
+            if !replay && !enabled_by.contains(&c) {
                 races.push(c as usize);
             }
             join(&mut clock, &e.clock);

@@ -263,6 +263,23 @@ impl Rcu {
         q
     }
 
+    /// [`Rcu::queue_peek`] for the look that begins an rcuo kthread step
+    /// (its wait's): a callback found at the front is one that a
+    /// `call_rcu()` queued, and before that queueing the look would have
+    /// found the queue empty there and blocked. So the step could not have
+    /// run before the queueing, and the DPOR scheduler need not try
+    /// ([`mmsim_facade::dpor::ENABLE`]); it is a read all the same.
+    fn queue_look(&self) -> mmsim_facade::RawGuard<'_, Queue> {
+        let q = self.cbs.lock_untracked();
+        mmsim_facade::dpor::read(self.head());
+        if q.front().is_some() {
+            mmsim_facade::dpor::read_enabled(self.slot(q.popped));
+        } else {
+            mmsim_facade::dpor::read(self.slot(q.popped));
+        }
+        q
+    }
+
     fn ctr(&self, cpu: u32, c: Ctr) -> &AtomicU64 {
         let d = &self.cpus[cpu as usize];
         match c {
@@ -688,7 +705,7 @@ pub fn rcu_barrier(cpu: &Cpu) {
 pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     let rcu = &cpu.m.rcu;
     let ready = || {
-        let q = rcu.queue_peek();
+        let q = rcu.queue_look();
         q.front().is_some_and(|c| rcu.next_ready(c))
     };
     loop {
