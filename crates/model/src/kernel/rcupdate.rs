@@ -268,11 +268,14 @@ impl Rcu {
     /// `call_rcu()` queued, and before that queueing the look would have
     /// found the queue empty there and blocked. So the step could not have
     /// run before the queueing, and the DPOR scheduler need not try
-    /// ([`mmsim_facade::dpor::ENABLE`]); it is a read all the same.
+    /// ([`mmsim_facade::dpor::ENABLE`]); it is a read all the same. Only
+    /// while the queue holds no more callbacks than there are slots: past
+    /// that, a later callback shares the first one's slot and may be the
+    /// slot's last write.
     fn queue_look(&self) -> mmsim_facade::RawGuard<'_, Queue> {
         let q = self.cbs.lock_untracked();
         mmsim_facade::dpor::read(self.head());
-        if q.front().is_some() {
+        if q.front().is_some() && q.len() <= QUEUE_SLOTS {
             mmsim_facade::dpor::read_enabled(self.slot(q.popped));
         } else {
             mmsim_facade::dpor::read(self.slot(q.popped));
