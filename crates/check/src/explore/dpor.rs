@@ -45,10 +45,10 @@
 //! have run without, what `e` wrote there ([`mmsim_facade::dpor::ENABLE`]:
 //! the rcuo kthread's look finding the callback `e` queued at the front),
 //! though its task could run at the state before `e`: there it would only
-//! block, and the execution be redundant. Sleep sets: a task whose step from a state has been
-//! explored is asleep in the states after it until a step dependent on that
-//! step runs; an execution in which every task that can run is asleep is
-//! redundant and is stopped.
+//! block, and the execution be redundant. Sleep sets: a task whose step
+//! from a state has been explored is asleep in the states after it until
+//! a step dependent on that step runs; an execution in which every task
+//! that can run is asleep is redundant and is stopped.
 //!
 //! # The order of exploration
 //!
