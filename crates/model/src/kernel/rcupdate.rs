@@ -273,12 +273,10 @@ impl Rcu {
     /// that, a later callback shares the first one's slot and may be the
     /// slot's last write.
     fn queue_look(&self) -> mmsim_facade::RawGuard<'_, Queue> {
-        let q = self.cbs.lock_untracked();
-        mmsim_facade::dpor::read(self.head());
+        let q = self.queue_peek();
         if q.front().is_some() && q.len() <= QUEUE_SLOTS {
+            // The same slot again: its kinds are or-ed into one access.
             mmsim_facade::dpor::read_enabled(self.slot(q.popped));
-        } else {
-            mmsim_facade::dpor::read(self.slot(q.popped));
         }
         q
     }
