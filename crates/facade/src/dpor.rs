@@ -90,10 +90,10 @@ mod imp {
         static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Whether a DPOR exploration records this thread's steps now. The
-    /// model asks it where it can spare the DPOR scheduler a task that
-    /// would only look and block again (the rcuo kthread's wake-ups);
-    /// every other scheduler keeps the schedules it always had.
+    /// Whether a DPOR exploration records this thread's steps now. Where
+    /// the model runs differently for the DPOR scheduler (the rcuo
+    /// kthread), it asks [`dpor_like`], which a replay of a DPOR finding
+    /// also turns on.
     pub fn recording() -> bool {
         ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get())
     }
