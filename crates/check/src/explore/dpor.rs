@@ -345,8 +345,13 @@ pub struct Dpor {
     /// brute-force enumeration the tests compare DPOR with).
     brute: bool,
     /// The trace of the last complete execution: a hash of every step's
-    /// task, index and vector clock, which equivalent executions share.
+    /// task, index and vector clock, which equivalent executions share
+    /// (kept only [`Dpor::with_traces`]).
     pub last_trace: Option<u64>,
+    /// Whether to hash each complete execution's trace (the puzzles
+    /// compare them with brute force's; an exploration has no use for
+    /// them).
+    traces: bool,
     /// The tree, shared with the exploration's other workers.
     shared: Arc<Shared>,
     /// The current path: the state before step `i` is `nodes[path[i]]`,
@@ -647,6 +652,7 @@ impl Dpor {
             shard,
             brute: false,
             last_trace: None,
+            traces: false,
             shared,
             path: Vec::new(),
             taken: Vec::new(),
@@ -722,6 +728,12 @@ impl Dpor {
     /// The number of the execution in flight, over all workers (0-based).
     pub fn execution(&self) -> u64 {
         self.execution
+    }
+
+    /// Hashes each complete execution's trace into [`Dpor::last_trace`].
+    pub fn with_traces(mut self) -> Self {
+        self.traces = true;
+        self
     }
 
     /// Every interleaving of steps, with no reduction (shard 0 of 1).
@@ -1517,7 +1529,7 @@ fn join(a: &mut Vec<u32>, b: &[u32]) {
 impl Scheduler for Dpor {
     fn new_execution(&mut self) -> Option<Schedule> {
         self.end_step();
-        self.last_trace = (self.running && !self.blocked).then(|| self.trace_hash());
+        self.last_trace = (self.traces && self.running && !self.blocked).then(|| self.trace_hash());
         let shared = self.shared.clone();
         let mut t = shared.lock();
         self.leave(&mut t);

@@ -1288,12 +1288,15 @@ fn explore_fn_on(
 ) -> FnOutcome {
     let result = Arc::new(RawLock::new(None));
     let d = Rc::new(RefCell::new(FnDriver {
-        inner: Inner::Dpor(Box::new(match (mode, tree) {
-            (_, Some(t)) => dpor::Dpor::worker((0, 1), t),
-            (FnMode::BruteForce, None) => dpor::Dpor::brute_force(),
-            (FnMode::DporTreeCap(n), None) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
-            (_, None) => dpor::Dpor::new((0, 1)),
-        })),
+        inner: Inner::Dpor(Box::new(
+            match (mode, tree) {
+                (_, Some(t)) => dpor::Dpor::worker((0, 1), t),
+                (FnMode::BruteForce, None) => dpor::Dpor::brute_force(),
+                (FnMode::DporTreeCap(n), None) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
+                (_, None) => dpor::Dpor::new((0, 1)),
+            }
+            .with_traces(),
+        )),
         limit,
         out: FnOutcome::default(),
         result: result.clone(),
