@@ -337,6 +337,10 @@ struct Ev {
     stutter: bool,
 }
 
+/// [`Dpor::end_step`]'s buffers: a step's objects by slot and by stable
+/// number (with where each was born), its candidate races and its races.
+type Scratch = (Vec<(u32, u8)>, Vec<(u32, u8, u32)>, Vec<u32>, Vec<usize>);
+
 /// The DPOR scheduler (see the module doc).
 #[derive(Debug)]
 pub struct Dpor {
@@ -442,6 +446,10 @@ pub struct Dpor {
     log: Vec<(usize, u8)>,
     woken: Vec<usize>,
     evacc: Vec<Arc<Acc>>,
+    /// [`Dpor::end_step`]'s buffers, kept to spare an allocation each per
+    /// step: the step's objects by slot, by stable number, the candidate
+    /// races and the races.
+    scratch: Scratch,
     /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
     debug: Option<HashMap<(String, String), u64>>,
     /// `MMSIM_DPOR_DEBUG`: the branch the execution in flight took, and
@@ -696,6 +704,7 @@ impl Dpor {
             log: Vec::new(),
             woken: Vec::new(),
             evacc: Vec::new(),
+            scratch: Default::default(),
             debug: std::env::var_os("MMSIM_DPOR_DEBUG").map(|_| HashMap::new()),
             branch: String::new(),
             debug_blocked: HashMap::new(),
@@ -983,9 +992,11 @@ impl Dpor {
         let replay = pos < self.replayed;
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
-        let mut objs: Vec<(u32, u8)> = Vec::with_capacity(self.log.len());
-        let mut stable: Vec<(u32, u8, u32)> =
-            Vec::with_capacity(if replay { 0 } else { self.log.len() });
+        let (mut objs, mut stable, mut cands, mut races) = std::mem::take(&mut self.scratch);
+        objs.clear();
+        stable.clear();
+        cands.clear();
+        races.clear();
         let stamp = self.steps;
         let log = std::mem::take(&mut self.log);
         let stutter = log.iter().all(|&(a, k)| {
@@ -1039,12 +1050,6 @@ impl Dpor {
                 st.1 = o.1;
             }
         }
-        let here = Acc {
-            objs,
-            known: node_known,
-            pos: pos as u32,
-            born: Vec::new(),
-        };
         // Happens-before and races.
         let s = slot(task);
         if self.last_of_task.len() <= s {
@@ -1057,8 +1062,7 @@ impl Dpor {
             }
             None => (Vec::new(), 0),
         };
-        let mut cands: Vec<u32> = Vec::new();
-        for &(o, k) in &here.objs {
+        for &(o, k) in &objs {
             let h = &self.objs[o as usize];
             if let Some(lw) = h.last_write {
                 cands.push(lw);
@@ -1073,7 +1077,6 @@ impl Dpor {
         cands.retain(|&c| self.events[c as usize].task != task);
         cands.sort_unstable_by(|a, b| b.cmp(a));
         cands.dedup();
-        let mut races = Vec::new();
         for &c in &cands {
             let e = &self.events[c as usize];
             let es = slot(e.task);
@@ -1091,7 +1094,7 @@ impl Dpor {
             clock.resize(s + 1, 0);
         }
         clock[s] = local + 1;
-        for &(o, k) in &here.objs {
+        for &(o, k) in &objs {
             let h = &mut self.objs[o as usize];
             match k {
                 READ => h.reads.push(pos as u32),
@@ -1106,7 +1109,12 @@ impl Dpor {
         self.last_of_task[s] = Some(pos as u32);
         let at = mmsim_facade::dpor::last_point();
         if self.debug.is_some() {
-            self.evacc.push(Arc::new(here));
+            self.evacc.push(Arc::new(Acc {
+                objs: objs.clone(),
+                known: node_known,
+                pos: pos as u32,
+                born: Vec::new(),
+            }));
         }
         self.events.push(Ev {
             task,
@@ -1118,6 +1126,7 @@ impl Dpor {
         });
         if replay {
             self.next_sleep.clear();
+            self.scratch = (objs, stable, cands, races);
             return;
         }
         // Sorted by number, for the sleep sets' merge.
@@ -1138,7 +1147,7 @@ impl Dpor {
         if !t.nodes[id].explored.iter().any(|(t, _)| *t == task) {
             t.nodes[id].explored.push((task, acc.clone()));
         }
-        for c in races {
+        for &c in &races {
             self.races += 1;
             self.reverse(&mut t, c, pos);
         }
@@ -1164,6 +1173,7 @@ impl Dpor {
             next.clear();
         }
         self.next_sleep = next;
+        self.scratch = (objs, stable, cands, races);
     }
 
     /// Reverses the race between step `c` and step `e` (the last one).
