@@ -408,6 +408,26 @@ pub fn run(a: &CheckArgs) -> u8 {
     report(a, &sc, &plan, strategy, iterations, shard, &out)
 }
 
+/// The text of a `dpor` run that did not exhaust its tree: how much of the
+/// tree is left, and why the run ended.
+fn not_exhausted(a: &CheckArgs, iterations: u64, out: &Outcome) -> String {
+    let left = match out.frontier {
+        Some(n) => format!(
+            ": {n} branch{} of the tree left to explore",
+            if n == 1 { "" } else { "es" }
+        ),
+        None => String::new(),
+    };
+    let why = if out.first.is_some() && !a.keep_going {
+        " (stopped at the first violation)"
+    } else if out.schedules >= iterations {
+        " (raise --iterations)"
+    } else {
+        ""
+    };
+    format!(", NOT exhausted{left}{why}")
+}
+
 fn report(
     a: &CheckArgs,
     sc: &Scenario,
@@ -500,6 +520,7 @@ fn report(
             "elapsed_s": out.elapsed.as_secs_f64(),
             "schedules_per_s": out.rate(),
             "exhausted": out.exhausted,
+            "frontier": out.frontier,
             "redundant_schedules": out.redundant,
             "failing_schedules": out.failing,
             "violations": out.violations.iter().map(|f| {
@@ -565,10 +586,11 @@ fn report(
         out.elapsed.as_secs_f64(),
         out.rate(),
         match (strategy, out.exhausted) {
-            (Strategy::Dpor, true) => ", every interleaving (up to the order of independent steps)",
-            (Strategy::Dpor, false) => ", NOT exhausted: raise --iterations",
-            (_, true) => ", every schedule within the bound",
-            _ => "",
+            (Strategy::Dpor, true) =>
+                ", every interleaving (up to the order of independent steps)".to_string(),
+            (Strategy::Dpor, false) => not_exhausted(a, iterations, out),
+            (_, true) => ", every schedule within the bound".to_string(),
+            _ => String::new(),
         }
     );
     if let Some(e) = &out.error {

@@ -268,6 +268,8 @@ fn two_workers_exhaust_what_one_exhausts() {
         for o in [&one, &two] {
             assert!(o.error.is_none(), "{name} {sg:?}: {:?}", o.error);
             assert!(o.exhausted, "{name} {sg:?}: {} schedules", o.schedules);
+            // Nothing is left of an exhausted tree.
+            assert_eq!(o.frontier, Some(0), "{name} {sg:?}");
         }
         assert_eq!(two.jobs, 2);
         assert_eq!(signatures(&one), signatures(&two), "{name} {sg:?}");
@@ -295,6 +297,23 @@ fn two_workers_share_the_limit_and_the_stop() {
     assert!(o.error.is_none(), "{:?}", o.error);
     assert!(!o.exhausted);
     assert_eq!(o.schedules, 1000);
+    // What is left is told: the tree still holds branches to explore (each
+    // at least one more execution), on one worker as on two.
+    assert!(o.frontier.is_some_and(|n| n > 0), "{:?}", o.frontier);
+    let one = run_jobs(
+        plan("usage-vs-pfn-valid", &[]),
+        Strategy::Dpor,
+        1000,
+        true,
+        1,
+    );
+    assert!(!one.exhausted);
+    assert!(one.frontier.is_some_and(|n| n > 0), "{:?}", one.frontier);
+    // Other strategies have no tree.
+    assert_eq!(
+        run_n(plan("usage-vs-pfn-valid", &[]), Strategy::Random, 10).frontier,
+        None
+    );
     let o = run_jobs(
         plan("hot-remove-vs-gup-fast", &[]),
         Strategy::Dpor,

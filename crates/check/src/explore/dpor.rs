@@ -555,6 +555,25 @@ impl Shared {
         let t = self.lock();
         t.nodes.len() - t.free.len()
     }
+
+    /// Branches still to explore: each a task to run from a state of the
+    /// tree, where no execution has run it and it is not asleep (0 once
+    /// the tree is exhausted). Each is at least one more execution.
+    pub fn frontier(&self) -> u64 {
+        let t = self.lock();
+        let mut live: Vec<(u32, usize)> = t
+            .pending
+            .iter()
+            .filter(|p| {
+                let n = &t.nodes[p.node as usize];
+                n.stamp == p.stamp && n.pending(p.task)
+            })
+            .map(|p| (p.node, p.task))
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        live.len() as u64
+    }
 }
 
 impl Tree {

@@ -219,6 +219,9 @@ pub struct Outcome {
     pub teardown: Duration,
     /// The threads that explored (`dpor` with `--jobs`; 1 otherwise).
     pub jobs: usize,
+    /// `dpor`: the branches of the tree still to explore when the
+    /// exploration ended ([`dpor::Shared::frontier`]; 0 when exhausted).
+    pub frontier: Option<u64>,
 }
 
 impl Outcome {
@@ -875,6 +878,8 @@ pub fn explore(plan: Arc<Plan>, mut opts: Options) -> Outcome {
     });
     out.elapsed = start.elapsed();
     out.jobs = jobs;
+    // Every worker has left the tree: what is pending now is all that is.
+    out.frontier = Some(tree.frontier());
     out
 }
 
@@ -982,6 +987,8 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         // However this worker ended, the others end too (a violation, an
         // error, the time limit or the tree's own end).
         d.retire(true);
+        let f = d.shared().frontier();
+        e.out.frontier = Some(f);
     }
     let nondeterministic = match &e.inner {
         Inner::Dfs(d) => d.nondeterministic,
