@@ -73,11 +73,40 @@ mod imp {
     /// Threads of this process that record.
     static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
-    thread_local! {
-        static ON: Cell<bool> = const { Cell::new(false) };
-        static LOG: RefCell<Vec<(usize, u8)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's recording: whether it is on, and its log.
+    ///
+    /// Every field is a `Cell` of a `Copy` type, so the thread-local has no
+    /// destructor and reaching it is one address relative to the thread
+    /// pointer (one with a destructor is reached through a call that
+    /// checks its registration, on every recorded access). The log is a
+    /// `Vec` kept as its raw parts, rebuilt only to grow it, cut it or
+    /// hand it over ([`with_log`]), and freed when recording ends
+    /// ([`Recording`]'s drop).
+    struct Rec {
+        on: Cell<bool>,
+        /// The log, (address, kinds of access) per entry: the raw parts of
+        /// a `Vec` this thread owns (null and 0 before its first push).
+        ptr: Cell<*mut (usize, u8)>,
+        len: Cell<usize>,
+        cap: Cell<usize>,
         /// The log's length at the last [`mark`].
-        static FLOOR: Cell<usize> = const { Cell::new(0) };
+        floor: Cell<usize>,
+        /// The log is out of its cells ([`with_log`]): an allocation now is
+        /// the log's own, not the model's.
+        busy: Cell<bool>,
+    }
+
+    thread_local! {
+        static REC: Rec = const {
+            Rec {
+                on: Cell::new(false),
+                ptr: Cell::new(std::ptr::null_mut()),
+                len: Cell::new(0),
+                cap: Cell::new(0),
+                floor: Cell::new(0),
+                busy: Cell::new(false),
+            }
+        };
         /// Storage named since the last [`take_names`].
         static NAMES: RefCell<Vec<Named>> = const { RefCell::new(Vec::new()) };
         /// Heap blocks allocated (size > 0) and freed (size 0) while
@@ -95,7 +124,45 @@ mod imp {
     /// kthread), it asks [`dpor_like`], which a replay of a DPOR finding
     /// also turns on.
     pub fn recording() -> bool {
-        ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && ON.with(|on| on.get())
+        ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && rec().on.get()
+    }
+
+    /// This thread's [`Rec`].
+    #[inline(always)]
+    fn rec() -> &'static Rec {
+        // SAFETY: the thread-local has no destructor, so its storage is
+        // valid for as long as the thread runs, which outlasts every use
+        // (each within one call on this thread); `&Rec` is not `Send`
+        // (its cells are not `Sync`), so it cannot leave the thread.
+        unsafe { &*REC.with(|r| r as *const Rec) }
+    }
+
+    /// Runs `f` on this thread's log as a `Vec` (to grow it, cut it or
+    /// hand it over), then puts it back in its cells.
+    fn with_log<R>(f: impl FnOnce(&mut Vec<(usize, u8)>) -> R) -> R {
+        let r = rec();
+        r.busy.set(true);
+        let ptr = r.ptr.get();
+        let mut v = if ptr.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: the cells hold the raw parts of a `Vec` that this
+            // thread allocated and owns: they are set only below, from
+            // one. Nothing reads them while it is out (`busy` keeps the
+            // allocation hook out; `f` does not record).
+            unsafe { Vec::from_raw_parts(ptr, r.len.get(), r.cap.get()) }
+        };
+        let out = f(&mut v);
+        let mut v = std::mem::ManuallyDrop::new(v);
+        r.ptr.set(if v.capacity() == 0 {
+            std::ptr::null_mut()
+        } else {
+            v.as_mut_ptr()
+        });
+        r.len.set(v.len());
+        r.cap.set(v.capacity());
+        r.busy.set(false);
+        out
     }
 
     thread_local! {
@@ -150,17 +217,16 @@ mod imp {
     fn note_alloc_slow(addr: usize, size: usize) {
         // try_with: the allocator runs during thread teardown too.
         let _ = IN_HOOK.try_with(|h| {
-            if h.get() || !ON.try_with(|on| on.get()).unwrap_or(false) {
+            let r = rec();
+            // The log's own buffer growing (it is out of its cells then)
+            // is the recorder's allocation, not the model's.
+            if h.get() || !r.on.get() || r.busy.get() {
                 return;
             }
-            // The log's own buffer growing (it is borrowed then) is the
-            // recorder's allocation, not the model's.
-            let Ok(at) = LOG.with(|l| l.try_borrow().map(|l| l.len())) else {
-                return;
-            };
             h.set(true);
+            let at = r.len.get();
             // No access after this one merges into an entry before it.
-            FLOOR.with(|f| f.set(at));
+            r.floor.set(at);
             ALLOCS.with(|a| a.borrow_mut().push((at, addr, size)));
             h.set(false);
         });
@@ -203,19 +269,30 @@ mod imp {
     #[cold]
     #[inline(never)]
     fn access_slow(addr: usize, kind: u8) {
-        if ON.with(|on| on.get()) {
-            LOG.with(|l| {
-                let mut l = l.borrow_mut();
-                // A step often touches one object several times in a row
-                // (a load then a store of a counter): one entry, every kind.
-                // Never into an entry before a mark: a false wait forgets
-                // exactly what it logged.
-                let n = l.len();
-                match l.last_mut() {
-                    Some(e) if e.0 == addr && n > FLOOR.with(|f| f.get()) => e.1 |= kind,
-                    _ => l.push((addr, kind)),
-                }
-            });
+        let r = rec();
+        if !r.on.get() {
+            return;
+        }
+        let (ptr, n) = (r.ptr.get(), r.len.get());
+        // A step often touches one object several times in a row (a load
+        // then a store of a counter): one entry, every kind. Never into an
+        // entry before a mark: a false wait forgets exactly what it logged.
+        if n > r.floor.get() {
+            // SAFETY: entry `n - 1` is below the log's length, so it is
+            // initialized, and only this thread reaches the log.
+            let last = unsafe { &mut *ptr.add(n - 1) };
+            if last.0 == addr {
+                last.1 |= kind;
+                return;
+            }
+        }
+        if n < r.cap.get() {
+            // SAFETY: `n` is below the capacity of the log's allocation,
+            // which only this thread reaches.
+            unsafe { ptr.add(n).write((addr, kind)) };
+            r.len.set(n + 1);
+        } else {
+            with_log(|l| l.push((addr, kind)));
         }
     }
 
@@ -227,16 +304,19 @@ mod imp {
         /// Starts recording on this thread.
         pub fn start() -> Recording {
             ACTIVE.fetch_add(1, Ordering::Relaxed);
-            ON.with(|on| on.set(true));
-            LOG.with(|l| l.borrow_mut().clear());
+            rec().on.set(true);
+            with_log(|l| l.clear());
             Recording(())
         }
     }
 
     impl Drop for Recording {
         fn drop(&mut self) {
-            ON.with(|on| on.set(false));
-            LOG.with(|l| l.borrow_mut().clear());
+            let r = rec();
+            r.on.set(false);
+            r.floor.set(0);
+            // Frees the log (the thread-local has no destructor).
+            with_log(|l| *l = Vec::new());
             ACTIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -244,7 +324,7 @@ mod imp {
     /// Pauses (`false`) or resumes (`true`) recording on this thread (the
     /// explorer pauses it while its main task runs set-up and teardown).
     pub fn set_on(on: bool) {
-        ON.with(|c| c.set(on));
+        rec().on.set(on);
     }
 
     thread_local! {
@@ -270,8 +350,9 @@ mod imp {
         if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return 0;
         }
-        let n = LOG.with(|l| l.borrow().len());
-        FLOOR.with(|f| f.set(n));
+        let r = rec();
+        let n = r.len.get();
+        r.floor.set(n);
         n
     }
 
@@ -283,8 +364,7 @@ mod imp {
         if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return;
         }
-        LOG.with(|l| {
-            let mut l = l.borrow_mut();
+        with_log(|l| {
             if mark <= l.len()
                 && l[mark..]
                     .iter()
@@ -312,8 +392,7 @@ mod imp {
         if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let begins = LOG.with(|l| {
-            let l = l.borrow();
+        let begins = with_log(|l| {
             l[..mark.min(l.len())].iter().all(|&(a, k)| {
                 (a == super::STOP && k == super::READ) || (a == super::TASKS && k == super::ADD)
             })
@@ -325,9 +404,9 @@ mod imp {
 
     /// Moves this thread's log into `out` (cleared first) and empties it.
     pub fn take(out: &mut Vec<(usize, u8)>) {
-        FLOOR.with(|f| f.set(0));
         out.clear();
-        LOG.with(|l| std::mem::swap(&mut *l.borrow_mut(), out));
+        rec().floor.set(0);
+        with_log(|l| std::mem::swap(l, out));
     }
 }
 
