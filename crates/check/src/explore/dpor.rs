@@ -446,9 +446,7 @@ pub struct Dpor {
     log: Vec<(usize, u8)>,
     woken: Vec<usize>,
     evacc: Vec<Arc<Acc>>,
-    /// [`Dpor::end_step`]'s buffers, kept to spare an allocation each per
-    /// step: the step's objects by slot, by stable number, the candidate
-    /// races and the races.
+    /// Kept between steps: four allocations fewer per step.
     scratch: Scratch,
     /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
     debug: Option<HashMap<(String, String), u64>>,
