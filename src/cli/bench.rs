@@ -970,6 +970,8 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                     json!({
                         "schedules": o.schedules,
                         "exhausted": o.exhausted,
+                        // dpor: the branches left (null for dfs).
+                        "frontier": o.frontier,
                         "elapsed_s": round3(o.elapsed.as_secs_f64()),
                         "schedules_per_s": o.rate().round(),
                         "violations": o.violations.len(),
