@@ -920,6 +920,9 @@ impl Outcome {
 /// Explores `plan` on this thread; for `dpor`, as a worker of `tree` if
 /// given.
 fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -> Outcome {
+    // The only worker of its tree (else `explore` counts what is left once
+    // every worker is done).
+    let alone = tree.is_none();
     let shard = (opts.shard.0, opts.shard.1.max(1));
     let iterations = opts.iterations;
     let single = plan.scenario.cpus.len() == 1;
@@ -987,8 +990,10 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         // However this worker ended, the others end too (a violation, an
         // error, the time limit or the tree's own end).
         d.retire(true);
-        let f = d.shared().frontier();
-        e.out.frontier = Some(f);
+        if alone {
+            let f = d.shared().frontier();
+            e.out.frontier = Some(f);
+        }
     }
     let nondeterministic = match &e.inner {
         Inner::Dfs(d) => d.nondeterministic,
