@@ -261,10 +261,7 @@ mod imp {
     /// object at `addr`.
     #[inline(always)]
     pub fn access(addr: usize, kind: u8) {
-        // The flag is looked at here, not in the call: while a recording
-        // thread runs set-up's teardown or the explorer's own work, the
-        // model makes thousands of accesses an execution with it off.
-        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 && rec().on.get() {
+        if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
             access_slow(addr, kind);
         }
     }
@@ -273,6 +270,9 @@ mod imp {
     #[inline(never)]
     fn access_slow(addr: usize, kind: u8) {
         let r = rec();
+        if !r.on.get() {
+            return;
+        }
         let (ptr, n) = (r.ptr.get(), r.len.get());
         // A step often touches one object several times in a row (a load
         // then a store of a counter): one entry, every kind. Never into an
