@@ -91,6 +91,8 @@ fn bad_options_exit_2() {
             "nope=on",
         ],
         &["check", "munmap-reuse-vs-gup-fast", "--scheduler", "bfs"],
+        &["check", "munmap-reuse-vs-gup-fast", "--duration", "0"],
+        &["check", "munmap-reuse-vs-gup-fast", "--duration", "1d"],
         &["replay", "mmsim1:munmap-reuse-vs-gup-fast:ipi:-:a?"],
         &["replay", "nonsense"],
     ] {
@@ -113,6 +115,34 @@ fn a_file_scenario_runs_and_exits_0() {
     assert_eq!(j["schedules"], 500);
     assert_eq!(j["as_expected"], true);
     assert_eq!(j["violations"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_duration_ends_the_run_and_says_so() {
+    let p = scratch("duration.toml", SCENARIO);
+    // A budget no run reaches in a second: the duration ends it, and what
+    // ran is reported.
+    let o = mmsim(&[
+        "check",
+        &p,
+        "--scheduler",
+        "random",
+        "--iterations",
+        "1000000000",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let j = json(&o);
+    assert_eq!(j["duration_s"], 1);
+    let n = j["schedules"].as_u64().unwrap();
+    assert!(n > 0 && n < 1_000_000_000, "{n}");
+    assert!(j["elapsed_s"].as_f64().unwrap() >= 1.0);
+    assert_eq!(j["as_expected"], true);
+    // Without it, the field is null.
+    let o = mmsim(&["check", &p, "--iterations", "10", "--json"]);
+    assert_eq!(json(&o)["duration_s"], serde_json::Value::Null);
 }
 
 #[test]

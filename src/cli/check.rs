@@ -62,6 +62,11 @@ pub struct CheckArgs {
     /// stop earlier when the tree is exhausted.
     #[arg(long)]
     pub iterations: Option<u64>,
+    /// Stop exploring after this long (`90s`, `10m`, `2h`, or seconds) and
+    /// report what was explored; a `dpor` run says how much of its tree is
+    /// left. For long exhaustive runs whose length is not known in advance.
+    #[arg(long, value_name = "TIME")]
+    pub duration: Option<String>,
     /// Base seed; the same seed gives the same run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -325,6 +330,15 @@ pub fn run(a: &CheckArgs) -> u8 {
     if a.iterations == Some(0) {
         return bad_input(a.json, &"--iterations must be at least 1");
     }
+    let duration = match a
+        .duration
+        .as_deref()
+        .map(crate::cli::hunt::parse_duration)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => return bad_input(a.json, &e),
+    };
     let strategy = match (a.scheduler.as_str(), a.depth) {
         ("random", Some(_)) => {
             return bad_input(
@@ -400,7 +414,7 @@ pub fn run(a: &CheckArgs) -> u8 {
             seed: a.seed,
             shard,
             keep_going: a.keep_going,
-            time_limit: None,
+            time_limit: duration,
             progress: progress(),
             jobs,
         },
@@ -422,6 +436,8 @@ fn not_exhausted(a: &CheckArgs, iterations: u64, out: &Outcome) -> String {
         " (stopped at the first violation)"
     } else if out.schedules >= iterations {
         " (raise --iterations)"
+    } else if a.duration.is_some() {
+        " (its --duration ran out)"
     } else {
         ""
     };
@@ -516,6 +532,11 @@ fn report(
             "shard": format!("{}/{}", shard.0, shard.1),
             "jobs": out.jobs,
             "iterations": iterations,
+            "duration_s": a
+                .duration
+                .as_deref()
+                .and_then(|d| crate::cli::hunt::parse_duration(d).ok())
+                .map(|d| d.as_secs()),
             "schedules": out.schedules,
             "elapsed_s": out.elapsed.as_secs_f64(),
             "schedules_per_s": out.rate(),
@@ -1145,4 +1166,60 @@ pub fn merge(runs: &[Value]) -> Value {
     }
     out["schedules_per_s"] = json!(sum("schedules") as f64 / max("elapsed_s").max(1e-9));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use mmsim_check::explore::Failure;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        a: CheckArgs,
+    }
+
+    fn args(extra: &[&str]) -> CheckArgs {
+        let mut v = vec!["mmsim", "usage-vs-pfn-valid", "--scheduler", "dpor"];
+        v.extend_from_slice(extra);
+        Cmd::parse_from(v).a
+    }
+
+    /// A `dpor` run that ended before its tree says how much is left and
+    /// which of its limits ended it.
+    #[test]
+    fn not_exhausted_says_what_is_left_and_why() {
+        let out = Outcome {
+            schedules: 40,
+            frontier: Some(7),
+            ..Outcome::default()
+        };
+        let a = args(&["--iterations", "40"]);
+        assert_eq!(
+            not_exhausted(&a, 40, &out),
+            ", NOT exhausted: 7 branches of the tree left to explore (raise --iterations)"
+        );
+        let a = args(&["--duration", "2m"]);
+        assert_eq!(
+            not_exhausted(&a, 1_000_000, &out),
+            ", NOT exhausted: 7 branches of the tree left to explore (its --duration ran out)"
+        );
+        let one = Outcome {
+            frontier: Some(1),
+            first: Some(Failure {
+                execution: 3,
+                decisions: Vec::new(),
+                violations: Vec::new(),
+                trace: Vec::new(),
+                after: Duration::ZERO,
+            }),
+            ..out
+        };
+        assert_eq!(
+            not_exhausted(&a, 1_000_000, &one),
+            ", NOT exhausted: 1 branch of the tree left to explore (stopped at the first violation)"
+        );
+    }
 }
