@@ -144,17 +144,17 @@ use mmsim_facade::dpor::{ADD, ENABLE, READ, WRITE, conflict};
 /// from.
 #[derive(Debug)]
 struct Acc {
-    objs: Vec<(u32, u8)>,
+    /// Per object: its number, the kinds, and the position of the step
+    /// that allocated the heap block the object is in, if a step of this
+    /// execution did (`UNBORN` otherwise: set-up's, static, or not
+    /// tracked). One allocation for the three.
+    objs: Vec<(u32, u8, u32)>,
     known: u32,
     /// The state it was recorded at (its position in the execution).
     pos: u32,
-    /// Per entry of `objs`: the position of the step that allocated the
-    /// heap block the object is in, if a step of this execution did
-    /// (`UNBORN` otherwise: set-up's, static, or not tracked).
-    born: Vec<u32>,
 }
 
-/// No step of the execution allocated it (see [`Acc::born`]).
+/// No step of the execution allocated it (see [`Acc::objs`]).
 const UNBORN: u32 = u32::MAX;
 
 impl Acc {
@@ -198,17 +198,15 @@ impl Acc {
         let p = self.pos;
         let fa = a
             .iter()
-            .zip(&self.born)
-            .filter(|&(&(o, _), &born)| !known(o) && born != p)
-            .fold(0, |m, (&(_, w), _)| m | w);
+            .filter(|&&(o, _, born)| !known(o) && born != p)
+            .fold(0, |m, &(_, w, _)| m | w);
         if fa == 0 {
             return false;
         }
         let fb = bb
             .iter()
-            .zip(&b.born)
-            .filter(|&(&(o, _), &born)| !known(o) && (born == UNBORN || born < p))
-            .fold(0, |m, (&(_, w), _)| m | w);
+            .filter(|&&(o, _, born)| !known(o) && (born == UNBORN || born < p))
+            .fold(0, |m, &(_, w, _)| m | w);
         conflict(fa, fb)
     }
 }
@@ -448,6 +446,9 @@ pub struct Dpor {
     evacc: Vec<Arc<Acc>>,
     /// Kept between steps: four allocations fewer per step.
     scratch: Scratch,
+    /// The clocks of the last execution's steps, emptied, for this one's:
+    /// an allocation fewer per step.
+    clocks: Vec<Vec<u32>>,
     /// `MMSIM_DPOR_DEBUG`: races counted by the points their steps start at.
     debug: Option<HashMap<(String, String), u64>>,
     /// `MMSIM_DPOR_DEBUG`: the branch the execution in flight took, and
@@ -722,6 +723,7 @@ impl Dpor {
             woken: Vec::new(),
             evacc: Vec::new(),
             scratch: Default::default(),
+            clocks: Vec::new(),
             debug: std::env::var_os("MMSIM_DPOR_DEBUG").map(|_| HashMap::new()),
             branch: String::new(),
             debug_blocked: HashMap::new(),
@@ -1086,12 +1088,14 @@ impl Dpor {
         if self.last_of_task.len() <= s {
             self.last_of_task.resize(s + 1, None);
         }
-        let (mut clock, local) = match self.last_of_task[s] {
+        let mut clock = self.clocks.pop().unwrap_or_default();
+        let local = match self.last_of_task[s] {
             Some(p) => {
                 let e = &self.events[p as usize];
-                (e.clock.clone(), e.local + 1)
+                clock.extend_from_slice(&e.clock);
+                e.local + 1
             }
-            None => (Vec::new(), 0),
+            None => 0,
         };
         for &(o, k) in &objs {
             let h = &self.objs[o as usize];
@@ -1141,10 +1145,9 @@ impl Dpor {
         let at = mmsim_facade::dpor::last_point();
         if self.debug.is_some() {
             self.evacc.push(Arc::new(Acc {
-                objs: objs.clone(),
+                objs: objs.iter().map(|&(o, k)| (o, k, UNBORN)).collect(),
                 known: node_known,
                 pos: pos as u32,
-                born: Vec::new(),
             }));
         }
         self.events.push(Ev {
@@ -1163,10 +1166,9 @@ impl Dpor {
         // Sorted by number, for the sleep sets' merge.
         stable.sort_unstable();
         let acc = Arc::new(Acc {
-            objs: stable.iter().map(|&(o, w, _)| (o, w)).collect(),
+            objs: stable.clone(),
             known: node_known,
             pos: pos as u32,
-            born: stable.iter().map(|&(_, _, b)| b).collect(),
         });
         let shared = self.shared.clone();
         let mut t = shared.lock();
@@ -1223,7 +1225,7 @@ impl Dpor {
             let objs: Vec<String> = self.evacc[c]
                 .objs
                 .iter()
-                .filter_map(|&(o, k)| {
+                .filter_map(|&(o, k, _)| {
                     let k2 = self.evacc[e].objs.iter().find(|x| x.0 == o)?.1;
                     conflict(k, k2).then(|| {
                         let a = self.addrs[o as usize];
@@ -1647,7 +1649,11 @@ impl Scheduler for Dpor {
         self.execution = t.begun;
         t.begun += 1;
         drop(t);
-        self.events.clear();
+        for e in self.events.drain(..) {
+            let mut c = e.clock;
+            c.clear();
+            self.clocks.push(c);
+        }
         self.evacc.clear();
         self.ids.clear();
         // Storage named outside this execution (teardown of the last) is
