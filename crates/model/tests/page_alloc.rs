@@ -413,6 +413,36 @@ fn large_folios_have_head_and_tails() {
     no_violations(&m);
 }
 
+/// The leak check walks the pfns once, each against the zone its page is
+/// in: a page kept in each of two zones is one leak each, and a free page
+/// of either zone is none.
+#[test]
+fn a_leak_is_found_in_each_zone() {
+    let m = machine(16, 512 << 10, 256 << 10);
+    let cpu = m.cpu(0);
+    online_dimm(&m);
+    let normal = alloc_pages(&cpu, Gfp::KERNEL, 0).unwrap();
+    let movable = alloc_pages(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    assert_eq!(normal.zonenum(&cpu), ZoneType::Normal as usize);
+    assert_eq!(movable.zonenum(&cpu), ZoneType::Movable as usize);
+    let freed = alloc_pages(&cpu, Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    __free_pages(&cpu, freed, 0);
+    let want = [normal.pfn(), movable.pfn()];
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 2);
+    let mut leaked: Vec<_> = m
+        .detect
+        .violations()
+        .iter()
+        .filter(|v| v.kind == Kind::Leak)
+        .map(|v| v.pfn)
+        .collect();
+    leaked.sort();
+    let mut want: Vec<_> = want.into_iter().map(Some).collect();
+    want.sort();
+    assert_eq!(leaked, want);
+}
+
 #[test]
 fn highuser_movable_prefers_zone_movable() {
     let m = machine(16, 512 << 10, 256 << 10);
