@@ -491,9 +491,10 @@ fn report(
     if let Some(t) = &out.too_long {
         return bad_input(a.json, &too_long(sc, t));
     }
-    if out.schedules == 0 && out.error.is_none() {
-        // Only a DFS or DPOR shard can own nothing: its first decision has
-        // fewer choices than the shard index.
+    if out.schedules == 0 && out.error.is_none() && strategy != Strategy::Dpor {
+        // Only a DFS shard can own nothing: its first decision has fewer
+        // choices than the shard index. (A DPOR shard whose share of the
+        // states the shards divide is empty has explored all of it.)
         return bad_input(
             a.json,
             &format!(

@@ -53,6 +53,38 @@ fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutco
         dpor.executions,
         brute.executions
     );
+    // Shards: together the same outcomes and traces (the shards divide the
+    // states below `split` forks, each explored with the sleep set it has
+    // in every shard), and no more complete executions than brute force
+    // (in the two message-passing lock puzzles, below three forks, the
+    // shards together run a trace twice; elsewhere each once).
+    for n in [2, 3] {
+        for split in [1, 2, 3] {
+            let mut outcomes = BTreeSet::new();
+            let mut traces = BTreeSet::new();
+            let mut complete = 0;
+            for k in 0..n {
+                let o = run(FnMode::DporShard { k, n, split }, body.clone());
+                outcomes.extend(o.outcomes.into_keys());
+                complete += o.complete;
+                traces.extend(o.traces);
+            }
+            let bo: BTreeSet<_> = brute.outcomes.keys().cloned().collect();
+            assert_eq!(
+                outcomes, bo,
+                "{n} shards below {split} forks: outcomes differ"
+            );
+            assert_eq!(
+                traces, brute.traces,
+                "{n} shards below {split} forks: traces differ"
+            );
+            assert!(
+                complete <= brute.complete,
+                "{n} shards below {split} forks ran {complete} complete executions, brute force {}",
+                brute.complete
+            );
+        }
+    }
     // Two workers on one tree: the same outcomes and traces (a trace may
     // be run twice, when siblings run at the same time).
     let two = run(FnMode::DporWorkers(2), body);

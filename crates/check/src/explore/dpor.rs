@@ -110,9 +110,21 @@
 //!
 //! # Shards
 //!
-//! `--shard K/N`: the first state explores every task that can run, and
-//! shard K takes the choices K, K + N, ...; each shard reduces its own
-//! subtrees.
+//! `--shard K/N`: the shards divide among themselves the states below the
+//! first [`Dpor::split`] *forks* (states where the path can go more than one
+//! way): `ceil(log2 N)` of them, or `MMSIM_DPOR_SPLIT`. Above them every
+//! shard explores every task that is awake (`full`), the siblings of each
+//! state one after another in one fixed order (the task that ran last,
+//! then the others by id), each beginning once the sibling before it has
+//! recorded its step there (`canonical`): each sibling's sleep set then
+//! holds exactly the siblings before it, in every shard alike. A state just
+//! below the split belongs to the shard that a hash of the tasks on its
+//! path names; the other shards cut their execution there (uncounted). A
+//! race reversal that reaches above the split has nothing to add (every
+//! task awake there is explored), and below it each shard runs DPOR from
+//! its states with the sleep sets they have in all: together the shards
+//! explore every trace, each in one shard (but for the slack of sleep sets,
+//! which alone prune less than DPOR's backtracking does above the split).
 //!
 //! # Workers
 //!
@@ -235,8 +247,17 @@ struct Node {
     explored: Vec<(usize, Arc<Acc>)>,
     /// Objects numbered when the execution reached this state.
     known: u32,
-    /// Every enabled task is (to be) explored here: a sharded root.
+    /// Every enabled task is (to be) explored here: brute force's states,
+    /// and a sharded exploration's states above its [`Dpor::split`] forks.
     full: bool,
+    /// Its siblings begin in `backtrack`'s order, each once the one before
+    /// has recorded its step here, so that each one's sleep set holds
+    /// exactly those before it, in every shard alike (see the module doc on
+    /// shards).
+    canonical: bool,
+    /// Canonical states before it where the path could have gone more than
+    /// one way (a sharded exploration splits below [`Dpor::split`] of them).
+    forks: u32,
     /// The state before (`NONE` at the first state) and the task whose step
     /// led here (0 at the first state).
     parent: u32,
@@ -266,6 +287,8 @@ impl Node {
             explored: Vec::new(),
             known: 0,
             full: false,
+            canonical: false,
+            forks: 0,
             parent: NONE,
             last: 0,
             depth: 0,
@@ -381,9 +404,12 @@ pub struct Dpor {
     /// The steps of the execution in flight before this one replay a
     /// prefix that an earlier execution ran (see [`Dpor::end_step`]).
     replayed: usize,
-    /// The shard has no subtree (its index is past the first state's
-    /// choices).
+    /// The execution in flight reached a state just below [`Dpor::split`]
+    /// forks that another shard explores: it is cut there, and not counted.
     pub foreign: bool,
+    /// `--shard K/N`: the shards divide among themselves the states below
+    /// this many forks (0 unsharded; see the module doc on shards).
+    split: usize,
     /// Replaying a prefix did not offer the recorded choice or numbered
     /// other objects: the model is not deterministic under a fixed schedule.
     pub nondeterministic: bool,
@@ -663,6 +689,21 @@ fn slot(task: usize) -> usize {
     task - 1
 }
 
+/// The forks above the states `n` shards divide among themselves: enough
+/// for every shard to have one, and no more, since every shard explores
+/// the states above in full, which costs executions (docs/EXPLORER.md has
+/// the figures). `MMSIM_DPOR_SPLIT` sets it.
+fn split_depth(n: usize) -> usize {
+    if let Some(d) = std::env::var("MMSIM_DPOR_SPLIT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&d| d > 0)
+    {
+        return d;
+    }
+    ((usize::BITS - (n - 1).leading_zeros()) as usize).max(1)
+}
+
 impl Dpor {
     /// A DPOR exploration for shard `k` of `n` (0-based), with one
     /// worker. Recording of accesses is on for this thread while it lives.
@@ -690,6 +731,7 @@ impl Dpor {
             branch_at: None,
             replayed: 0,
             foreign: false,
+            split: if shard.1 > 1 { split_depth(shard.1) } else { 0 },
             nondeterministic: false,
             sleep_blocked: 0,
             races: 0,
@@ -739,6 +781,15 @@ impl Dpor {
     /// that look among the CPUs' steps.
     pub fn set_service(&mut self, task: usize) {
         self.service = Some(task);
+    }
+
+    /// A sharded exploration's shards divide the states below `forks`
+    /// forks instead of [`split_depth`]'s (for the tests).
+    pub fn with_split(mut self, forks: usize) -> Self {
+        if self.shard.1 > 1 {
+            self.split = forks.max(1);
+        }
+        self
     }
 
     /// Goes deepest first once the tree holds more than `n` states (the
@@ -832,6 +883,21 @@ impl Dpor {
     /// Whether the execution in flight was stopped as redundant.
     pub fn blocked(&self) -> bool {
         self.blocked
+    }
+
+    /// Whether this shard explores the state the execution in flight has
+    /// reached (before step `pos`, below [`Dpor::split`] forks): a hash of
+    /// the tasks that took the steps before it (FNV-1a: the same in every
+    /// shard and every run), modulo the number of shards.
+    fn owns_prefix(&self, pos: usize) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for e in &self.events[..pos] {
+            for b in (e.task as u64).to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h % self.shard.1 as u64 == self.shard.0 as u64
     }
 
     /// A fresh object history, reusing a previous execution's.
@@ -1179,6 +1245,14 @@ impl Dpor {
         );
         if !t.nodes[id].explored.iter().any(|(t, _)| *t == task) {
             t.nodes[id].explored.push((task, acc.clone()));
+            // A canonical state's next sibling begins now that this one's
+            // step, which is asleep in that sibling's subtree, is known.
+            let n = &t.nodes[id];
+            if n.canonical
+                && let Some(&u) = n.backtrack.get(n.explored.len())
+            {
+                t.push_pending(id as u32, u);
+            }
         }
         for &c in &races {
             self.races += 1;
@@ -1386,6 +1460,17 @@ impl Dpor {
         }
         let sleep = std::mem::take(&mut self.next_sleep);
         let asleep = |t: usize| sleep.iter().any(|z| z.task == t);
+        // A sharded exploration's place relative to its split (the first
+        // state below `split` forks is the one the shards divide).
+        let (forks, above) = match self.path.last() {
+            Some(&p) if self.split > 0 => {
+                let t = self.shared.lock();
+                let n = &t.nodes[p as usize];
+                let f = n.forks + u32::from(n.canonical && n.backtrack.len() > 1);
+                (f as usize, n.canonical)
+            }
+            _ => (0, self.split > 0),
+        };
         let mut node = Node {
             enabled: enabled.clone(),
             backtrack: Vec::new(),
@@ -1393,6 +1478,7 @@ impl Dpor {
             sleep: Vec::new(),
             explored: Vec::new(),
             known: self.nids,
+            forks: forks as u32,
             ..Node::empty()
         };
         if self.brute {
@@ -1406,17 +1492,31 @@ impl Dpor {
             node.backtrack.push(t);
             node.backtrack
                 .extend(enabled.iter().copied().filter(|&u| u != t));
-        } else if pos == 0 && self.shard.1 > 1 {
+        } else if self.split > 0 && above && forks == self.split && !self.owns_prefix(pos) {
+            // Another shard's state: cut the execution here.
+            self.foreign = true;
+            self.blocked = true;
+            return Some(TaskId::from(enabled[0]));
+        } else if above && forks < self.split {
+            // Above the split every task that is awake is explored, the
+            // one that ran last first (fewest preemptions), the rest in
+            // the order of their ids; one after another (`canonical`).
             node.full = true;
-            node.backtrack = enabled
-                .iter()
-                .copied()
-                .skip(self.shard.0)
-                .step_by(self.shard.1)
+            node.canonical = true;
+            let last = self.events.last().map(|e| e.task);
+            node.backtrack = last
+                .filter(|t| enabled.contains(t) && !asleep(*t))
+                .into_iter()
+                .chain(
+                    enabled
+                        .iter()
+                        .copied()
+                        .filter(|&t| Some(t) != last && !asleep(t)),
+                )
                 .collect();
             if node.backtrack.is_empty() {
-                self.foreign = true;
                 self.blocked = true;
+                self.sleep_blocked += 1;
                 return Some(TaskId::from(enabled[0]));
             }
         } else {
@@ -1441,7 +1541,12 @@ impl Dpor {
         node.sleep = sleep;
         let t = node.backtrack[0];
         node.done.push(t);
-        let rest: Vec<usize> = node.backtrack[1..].to_vec();
+        // A canonical state's siblings begin one at a time (`end_step`).
+        let rest: Vec<usize> = if node.canonical {
+            Vec::new()
+        } else {
+            node.backtrack[1..].to_vec()
+        };
         let parent = self
             .path
             .last()
@@ -1578,12 +1683,6 @@ impl Scheduler for Dpor {
         self.leave(&mut t);
         if self.nondeterministic {
             t.stop = true;
-        }
-        if self.foreign {
-            // No subtree for this shard: nothing for any worker.
-            t.stop = true;
-        }
-        if self.foreign || self.nondeterministic {
             drop(t);
             shared.more.notify_all();
             return None;
@@ -1671,6 +1770,7 @@ impl Scheduler for Dpor {
         self.in_flight = None;
         self.next_sleep.clear();
         self.blocked = false;
+        self.foreign = false;
         mmsim_facade::dpor::set_on(true);
         Some(Schedule::new(self.data.reinitialize()))
     }

@@ -1179,6 +1179,16 @@ pub enum FnMode {
     /// `--scheduler dpor --jobs N`: N workers on N threads explore one
     /// tree (this thread is the first).
     DporWorkers(usize),
+    /// `--scheduler dpor --shard K/N`, the shards dividing the states below
+    /// `split` forks (see [`dpor`]'s module doc on shards).
+    DporShard {
+        /// The shard (0-based).
+        k: usize,
+        /// Shards.
+        n: usize,
+        /// Forks above the states the shards divide.
+        split: usize,
+    },
 }
 
 /// What [`explore_fn`] saw.
@@ -1305,6 +1315,9 @@ fn explore_fn_on(
                 (_, Some(t)) => dpor::Dpor::worker((0, 1), t),
                 (FnMode::BruteForce, None) => dpor::Dpor::brute_force(),
                 (FnMode::DporTreeCap(n), None) => dpor::Dpor::new((0, 1)).with_tree_cap(n),
+                (FnMode::DporShard { k, n, split }, None) => {
+                    dpor::Dpor::new((k, n)).with_split(split)
+                }
                 (_, None) => dpor::Dpor::new((0, 1)),
             }
             .with_traces(),

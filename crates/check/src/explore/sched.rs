@@ -107,7 +107,8 @@ impl<D: Driver> Scheduler for Recorder<D> {
                 // DPOR sees every step, decisions or not.
                 let was = dp.blocked();
                 let t = dp.next(runnable, main)?;
-                let stop = !was && dp.blocked() && !dp.foreign && !dp.nondeterministic;
+                // Redundant, or another shard's (cut where it begins).
+                let stop = !was && dp.blocked() && !dp.nondeterministic;
                 if t != main && runnable.len() > 1 {
                     d.decided(cpu_of(t));
                 }
