@@ -118,13 +118,17 @@
 //! then the others by id), each beginning once the sibling before it has
 //! recorded its step there (`canonical`): each sibling's sleep set then
 //! holds exactly the siblings before it, in every shard alike. A state just
-//! below the split belongs to the shard that a hash of the tasks on its
-//! path names; the other shards cut their execution there (uncounted). A
+//! below the split belongs to shard `b mod N`, where `b` reads the branch
+//! its path took at each fork (0 for the first sibling, 1 for the second,
+//! ...) as the digits of a binary number, the first fork the highest; the
+//! other shards cut their execution there (uncounted). A
 //! race reversal that reaches above the split has nothing to add (every
 //! task awake there is explored), and below it each shard runs DPOR from
 //! its states with the sleep sets they have in all: together the shards
-//! explore every trace, each in one shard (but for the slack of sleep sets,
-//! which alone prune less than DPOR's backtracking does above the split).
+//! explore every trace, and a trace through a state below the split in one
+//! shard only (but for the slack of sleep sets, which alone prune less than
+//! DPOR's backtracking does above the split). An execution that ends, or is
+//! found redundant, above the split runs in every shard.
 //!
 //! # Workers
 //!
@@ -597,7 +601,15 @@ impl Shared {
             .collect();
         live.sort_unstable();
         live.dedup();
-        live.len() as u64
+        // A canonical state's siblings after the next are not pending yet
+        // (each waits for the one before it).
+        let waiting: usize = t
+            .nodes
+            .iter()
+            .filter(|n| n.canonical)
+            .map(|n| n.backtrack.len().saturating_sub(n.explored.len() + 1))
+            .sum();
+        (live.len() + waiting) as u64
     }
 }
 
@@ -690,9 +702,11 @@ fn slot(task: usize) -> usize {
 }
 
 /// The forks above the states `n` shards divide among themselves: enough
-/// for every shard to have one, and no more, since every shard explores
-/// the states above in full, which costs executions (docs/EXPLORER.md has
-/// the figures). `MMSIM_DPOR_SPLIT` sets it.
+/// that every shard has a state (at least `n` of them below that many
+/// forks of two ways; see [`Dpor::owns_prefix`]),
+/// and no more, since every shard explores the states above in full, which
+/// costs executions (docs/EXPLORER.md has the figures). `MMSIM_DPOR_SPLIT`
+/// sets it, and every shard of one exploration must run with the same.
 fn split_depth(n: usize) -> usize {
     if let Some(d) = std::env::var("MMSIM_DPOR_SPLIT")
         .ok()
@@ -886,18 +900,24 @@ impl Dpor {
     }
 
     /// Whether this shard explores the state the execution in flight has
-    /// reached (before step `pos`, below [`Dpor::split`] forks): a hash of
-    /// the tasks that took the steps before it (FNV-1a: the same in every
-    /// shard and every run), modulo the number of shards.
-    fn owns_prefix(&self, pos: usize) -> bool {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for e in &self.events[..pos] {
-            for b in (e.task as u64).to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
+    /// reached (below [`Dpor::split`] forks): the branch its path took at
+    /// each fork above it (its index among that state's siblings, in their
+    /// fixed order), read as the digits of a binary number, the first fork
+    /// the highest, modulo the number of shards. Below `ceil(log2 N)` forks
+    /// of two ways each, the `2^split >= N` states give every shard one at
+    /// least; below more, the deepest forks decide. The same in every shard
+    /// and every run.
+    fn owns_prefix(&self) -> bool {
+        let t = self.shared.lock();
+        let mut v: u64 = 0;
+        for (&id, &task) in self.path.iter().zip(&self.taken) {
+            let n = &t.nodes[id as usize];
+            if n.canonical && n.backtrack.len() > 1 {
+                let i = n.backtrack.iter().position(|&u| u == task).unwrap_or(0) as u64;
+                v = v.wrapping_mul(2).wrapping_add(i);
             }
         }
-        h % self.shard.1 as u64 == self.shard.0 as u64
+        v % self.shard.1 as u64 == self.shard.0 as u64
     }
 
     /// A fresh object history, reusing a previous execution's.
@@ -1492,7 +1512,7 @@ impl Dpor {
             node.backtrack.push(t);
             node.backtrack
                 .extend(enabled.iter().copied().filter(|&u| u != t));
-        } else if self.split > 0 && above && forks == self.split && !self.owns_prefix(pos) {
+        } else if self.split > 0 && above && forks == self.split && !self.owns_prefix() {
             // Another shard's state: cut the execution here.
             self.foreign = true;
             self.blocked = true;

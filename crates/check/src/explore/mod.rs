@@ -1216,8 +1216,10 @@ struct FnDriver {
 }
 
 impl FnDriver {
-    fn finish(&mut self) {
-        if !std::mem::take(&mut self.running) {
+    /// Counts the last execution, unless `foreign`: another shard's, cut
+    /// (its body ran on, its outcome no part of this shard's).
+    fn finish(&mut self, foreign: bool) {
+        if !std::mem::take(&mut self.running) || foreign {
             return;
         }
         self.out.executions += 1;
@@ -1246,9 +1248,11 @@ impl Driver for FnDriver {
     fn decided(&mut self, _cpu: u8) {}
 
     fn new_execution(&mut self) -> Option<Schedule> {
-        // The scheduler closes the last execution (its trace) first.
+        // The scheduler closes the last execution (its trace) first, and
+        // forgets whether it was another shard's.
+        let foreign = matches!(&self.inner, Inner::Dpor(d) if d.foreign);
         let s = self.inner.as_scheduler().new_execution();
-        self.finish();
+        self.finish(foreign);
         if s.is_none() {
             if let Inner::Dpor(d) = &self.inner {
                 // Or another worker stopped the exploration.
@@ -1333,7 +1337,8 @@ fn explore_fn_on(
         *result.lock() = Some(o);
     });
     let mut d = d.borrow_mut();
-    d.finish();
+    let foreign = matches!(&d.inner, Inner::Dpor(dp) if dp.foreign);
+    d.finish(foreign);
     if let Inner::Dpor(dp) = &mut d.inner {
         dp.retire(true);
     }
