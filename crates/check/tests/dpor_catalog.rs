@@ -42,13 +42,25 @@ fn run_jobs(
     keep_going: bool,
     jobs: usize,
 ) -> Outcome {
+    run_shard(plan, strategy, iterations, keep_going, jobs, (0, 1))
+}
+
+/// [`run_jobs`] as shard `shard.0` of `shard.1`.
+fn run_shard(
+    plan: Arc<Plan>,
+    strategy: Strategy,
+    iterations: u64,
+    keep_going: bool,
+    jobs: usize,
+    shard: (u64, u64),
+) -> Outcome {
     explore(
         plan,
         Options {
             strategy,
             iterations,
             seed: 0,
-            shard: (0, 1),
+            shard,
             keep_going,
             time_limit: None,
             jobs,
@@ -306,19 +318,7 @@ fn shards_divide_the_tree() {
         let mut sigs = BTreeSet::new();
         let mut sum = 0;
         for k in 0..2 {
-            let o = explore(
-                p.clone(),
-                Options {
-                    strategy: Strategy::Dpor,
-                    iterations: 2_000_000,
-                    seed: 0,
-                    shard: (k, 2),
-                    keep_going: true,
-                    time_limit: None,
-                    jobs: 1,
-                    progress: None,
-                },
-            );
+            let o = run_shard(p.clone(), Strategy::Dpor, 2_000_000, true, 1, (k, 2));
             assert!(o.error.is_none(), "{name} {sg:?} shard {k}: {:?}", o.error);
             assert!(
                 o.exhausted,

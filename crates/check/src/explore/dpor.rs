@@ -703,10 +703,10 @@ fn slot(task: usize) -> usize {
 
 /// The forks above the states `n` shards divide among themselves: enough
 /// that every shard has a state (at least `n` of them below that many
-/// forks of two ways; see [`Dpor::owns_prefix`]),
-/// and no more, since every shard explores the states above in full, which
-/// costs executions (docs/EXPLORER.md has the figures). `MMSIM_DPOR_SPLIT`
-/// sets it, and every shard of one exploration must run with the same.
+/// forks of two ways; see [`Dpor::owns_prefix`]), and no more, since every
+/// shard explores the states above in full, which costs executions
+/// (docs/EXPLORER.md has the figures). `MMSIM_DPOR_SPLIT` sets it, and
+/// every shard of one exploration must run with the same.
 fn split_depth(n: usize) -> usize {
     if let Some(d) = std::env::var("MMSIM_DPOR_SPLIT")
         .ok()
