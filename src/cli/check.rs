@@ -330,12 +330,7 @@ pub fn run(a: &CheckArgs) -> u8 {
     if a.iterations == Some(0) {
         return bad_input(a.json, &"--iterations must be at least 1");
     }
-    let duration = match a
-        .duration
-        .as_deref()
-        .map(crate::cli::hunt::parse_duration)
-        .transpose()
-    {
+    let duration = match a.duration() {
         Ok(d) => d,
         Err(e) => return bad_input(a.json, &e),
     };
@@ -420,6 +415,16 @@ pub fn run(a: &CheckArgs) -> u8 {
         },
     );
     report(a, &sc, &plan, strategy, iterations, shard, &out)
+}
+
+impl CheckArgs {
+    /// `--duration`, parsed (`hunt`'s syntax).
+    fn duration(&self) -> Result<Option<std::time::Duration>, String> {
+        self.duration
+            .as_deref()
+            .map(crate::cli::hunt::parse_duration)
+            .transpose()
+    }
 }
 
 /// The text of a `dpor` run that did not exhaust its tree: how much of the
@@ -533,11 +538,7 @@ fn report(
             "shard": format!("{}/{}", shard.0, shard.1),
             "jobs": out.jobs,
             "iterations": iterations,
-            "duration_s": a
-                .duration
-                .as_deref()
-                .and_then(|d| crate::cli::hunt::parse_duration(d).ok())
-                .map(|d| d.as_secs()),
+            "duration_s": a.duration().ok().flatten().map(|d| d.as_secs()),
             "schedules": out.schedules,
             "elapsed_s": out.elapsed.as_secs_f64(),
             "schedules_per_s": out.rate(),
