@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, mmsim, scratch};
+use common::{json, mmsim, scratch, stderr};
 
 const SCENARIO: &str = r#"name = "mini"
 section_size = "64K"
@@ -387,5 +387,89 @@ fn ablate_json_has_stable_keys_and_a_replayable_cell() {
             .status
             .code(),
         Some(2)
+    );
+}
+
+/// `check --checkpoint FILE`: a `dpor` tree explored in runs of a few
+/// hundred executions each, saved and resumed, runs what one run does; a
+/// file of other settings, a run that finds a violation and a scheduler
+/// without a tree are told apart.
+#[test]
+fn a_checkpoint_explores_a_tree_in_pieces() {
+    let file = scratch("pieces.tree", "");
+    std::fs::remove_file(&file).unwrap();
+    let base = [
+        "check",
+        "split-vs-gup-fast",
+        "--scheduler",
+        "dpor",
+        "--jobs",
+        "1",
+    ];
+    let with = |extra: &[&str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        v.push("--json");
+        mmsim(&v)
+    };
+    if !mmsim_facade::dpor::ENABLED {
+        // This build of mmsim has no `dpor`: refused, as without the flag.
+        let o = with(&["--checkpoint", &file]);
+        assert_eq!(o.status.code(), Some(2));
+        return;
+    }
+    let whole = json(&with(&[]));
+    assert_eq!(whole["exhausted"], true);
+    assert_eq!(whole["checkpoint"], serde_json::Value::Null);
+    // Three runs or so.
+    let piece = (whole["schedules"].as_u64().unwrap() / 3 + 1).to_string();
+    let mut sum = 0;
+    for run in 0.. {
+        let o = with(&["--iterations", &piece, "--checkpoint", &file]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let j = json(&o);
+        let c = &j["checkpoint"];
+        assert_eq!(c["resumed"], run > 0, "{c}");
+        assert_eq!(c["earlier_runs"], run, "{c}");
+        assert_eq!(c["earlier_schedules"], sum, "{c}");
+        sum += j["schedules"].as_u64().unwrap();
+        assert_eq!(c["saved"], true, "{c}");
+        assert_eq!(c["total_schedules"], sum, "{c}");
+        if j["exhausted"] == true {
+            assert_eq!(j["frontier"], 0);
+            break;
+        }
+        assert!(j["frontier"].as_u64().unwrap() > 0);
+        assert!(run < 10, "not exhausted after {sum}");
+    }
+    assert_eq!(sum, whole["schedules"].as_u64().unwrap());
+    // Another exploration's tree is refused.
+    let o = with(&["--arch", "ipi", "--checkpoint", &file]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = json(&o)["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("this run explores") && e.contains("arch ipi"),
+        "{e}"
+    );
+    // A violation is the verdict: no tree is saved.
+    let other = file.replace("pieces.tree", "violation.tree");
+    let o = with(&[
+        "--safeguard",
+        "gup_fast.folio_recheck=off",
+        "--checkpoint",
+        &other,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let c = &json(&o)["checkpoint"];
+    assert_eq!(c["saved"], false, "{c}");
+    assert_eq!(c["not_saved"], "a violation was found", "{c}");
+    assert!(!std::path::Path::new(&other).exists());
+    // Only dpor keeps a tree.
+    let o = mmsim(&["check", "split-vs-gup-fast", "--checkpoint", &file]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("only --scheduler dpor"),
+        "{}",
+        stderr(&o)
     );
 }

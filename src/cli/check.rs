@@ -8,6 +8,7 @@
 //! outputs of `check --shard K/N` runs into one.
 
 use clap::Args;
+use mmsim_check::explore::dpor::checkpoint::{self, Identity, Totals};
 use mmsim_check::explore::{self, Options, Outcome, Strategy};
 use mmsim_check::scenario::Scenario;
 use mmsim_check::setup::{Overrides, Plan};
@@ -82,6 +83,14 @@ pub struct CheckArgs {
     /// exhaust it can differ slightly from run to run above 1.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// dpor: keep the tree in FILE between runs. A run resumes the tree
+    /// FILE holds (if it exists, and was saved by this build for the same
+    /// scenario and settings) and, unless it finds a violation, saves what
+    /// is left of it there when it ends, with the totals of every run.
+    /// For trees that take longer than one run: `--duration` and
+    /// `--checkpoint` together explore one in pieces.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<String>,
     /// Also draw the first failing schedule as per-CPU swimlanes in an
     /// SVG file.
     #[arg(long, value_name = "FILE")]
@@ -401,7 +410,20 @@ pub fn run(a: &CheckArgs) -> u8 {
         }
         (_, None) => 1,
     };
-    let out = explore::explore(
+    let mut ck = match a.checkpoint.as_deref() {
+        None => None,
+        Some(_) if strategy != Strategy::Dpor => {
+            return bad_input(
+                a.json,
+                &"--checkpoint: only --scheduler dpor keeps a tree to resume",
+            );
+        }
+        Some(f) => match Checkpoint::open(f, &sc, &plan, shard, iterations) {
+            Ok(c) => Some(c),
+            Err(e) => return bad_input(a.json, &e),
+        },
+    };
+    let out = explore::explore_tree(
         plan.clone(),
         Options {
             strategy,
@@ -413,8 +435,141 @@ pub fn run(a: &CheckArgs) -> u8 {
             progress: progress(),
             jobs,
         },
+        ck.as_ref().map(|c| c.tree.clone()),
     );
-    report(a, &sc, &plan, strategy, iterations, shard, &out)
+    if let Some(c) = ck.as_mut() {
+        c.save(&out);
+    }
+    let how = How {
+        strategy,
+        iterations,
+        shard,
+    };
+    let code = report(a, &sc, &plan, how, &out, ck.as_ref());
+    match ck.as_ref().and_then(|c| c.error.as_ref()) {
+        // The report is out (nothing computed is lost); the tree is not.
+        Some(e) if code != crate::cli::EXIT_INTERNAL => {
+            if !a.json {
+                eprintln!("mmsim: {e}");
+            }
+            2
+        }
+        _ => code,
+    }
+}
+
+/// `--checkpoint FILE`: the tree a `dpor` run resumes and saves.
+struct Checkpoint {
+    file: String,
+    id: Identity,
+    tree: Arc<explore::dpor::Shared>,
+    /// What the runs that saved the tree explored (`None`: a new tree).
+    earlier: Option<Totals>,
+    /// Every run's totals, this one's included, once saved.
+    saved: Option<Totals>,
+    /// Why the tree was not saved: a violation (not an error), or a
+    /// failure to write it (an error).
+    not_saved: Option<&'static str>,
+    error: Option<String>,
+}
+
+impl Checkpoint {
+    /// The tree `file` holds for this exploration, or a new one if there
+    /// is no such file (which must then be writable: found out now, not
+    /// after hours of exploring).
+    fn open(
+        file: &str,
+        sc: &Scenario,
+        plan: &Plan,
+        shard: (u64, u64),
+        limit: u64,
+    ) -> Result<Checkpoint, String> {
+        let o = plan.safeguard_overrides();
+        let on: Vec<&str> = plan
+            .config
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(i, _)| i.name)
+            .collect();
+        let describe = format!(
+            "`{}` (arch {}, safeguards {}, config {}, shard {}/{})",
+            sc.name,
+            plan.arch.name(),
+            if o.is_empty() {
+                "as Linux v6.18".to_string()
+            } else {
+                format!("as Linux v6.18 except {}", o.join(", "))
+            },
+            if on.is_empty() {
+                "all off".to_string()
+            } else {
+                format!("{} on", on.join(", "))
+            },
+            shard.0,
+            shard.1
+        );
+        let id = Identity::of(plan, shard, describe);
+        let path = std::path::Path::new(file);
+        let (tree, earlier) = if path.exists() {
+            let l = checkpoint::load(path, &id, limit)?;
+            (l.tree, Some(l.totals))
+        } else {
+            checkpoint::probe(path)?;
+            (explore::dpor::Shared::new(limit), None)
+        };
+        Ok(Checkpoint {
+            file: file.to_string(),
+            id,
+            tree,
+            earlier,
+            saved: None,
+            not_saved: None,
+            error: None,
+        })
+    }
+
+    /// Saves the tree after a run that found nothing: with a violation the
+    /// verdict is that violation, and the file keeps the earlier runs'
+    /// tree (a saved tree is a "none" in progress).
+    fn save(&mut self, out: &Outcome) {
+        if out.error.is_some() || out.too_long.is_some() {
+            self.not_saved = Some("the run failed");
+            return;
+        }
+        if !out.violations.is_empty() {
+            self.not_saved = Some("a violation was found");
+            return;
+        }
+        let e = self.earlier.unwrap_or_default();
+        let totals = Totals {
+            runs: e.runs + 1,
+            schedules: e.schedules + out.schedules,
+            redundant: e.redundant + out.redundant,
+            elapsed: e.elapsed + out.elapsed,
+        };
+        let path = std::path::Path::new(&self.file);
+        match checkpoint::save(path, &self.id, &self.tree, totals, out.exhausted) {
+            Ok(()) => self.saved = Some(totals),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let e = self.earlier.unwrap_or_default();
+        json!({
+            "file": self.file,
+            "resumed": self.earlier.is_some(),
+            "earlier_runs": e.runs,
+            "earlier_schedules": e.schedules,
+            "earlier_redundant_schedules": e.redundant,
+            "earlier_elapsed_s": e.elapsed.as_secs_f64(),
+            "saved": self.saved.is_some(),
+            "not_saved": self.not_saved,
+            "error": self.error,
+            "total_runs": self.saved.map(|t| t.runs),
+            "total_schedules": self.saved.map(|t| t.schedules),
+        })
+    }
 }
 
 impl CheckArgs {
@@ -449,15 +604,27 @@ fn not_exhausted(a: &CheckArgs, iterations: u64, out: &Outcome) -> String {
     format!(", NOT exhausted{left}{why}")
 }
 
+/// How a run explored: the strategy, its budget and its shard.
+#[derive(Clone, Copy)]
+struct How {
+    strategy: Strategy,
+    iterations: u64,
+    shard: (u64, u64),
+}
+
 fn report(
     a: &CheckArgs,
     sc: &Scenario,
     plan: &Plan,
-    strategy: Strategy,
-    iterations: u64,
-    shard: (u64, u64),
+    how: How,
     out: &Outcome,
+    ck: Option<&Checkpoint>,
 ) -> u8 {
+    let How {
+        strategy,
+        iterations,
+        shard,
+    } = how;
     let kinds: Vec<&str> = out
         .violations
         .iter()
@@ -544,6 +711,7 @@ fn report(
             "schedules_per_s": out.rate(),
             "exhausted": out.exhausted,
             "frontier": out.frontier,
+            "checkpoint": ck.map(Checkpoint::json),
             "redundant_schedules": out.redundant,
             "failing_schedules": out.failing,
             "violations": out.violations.iter().map(|f| {
@@ -616,6 +784,21 @@ fn report(
             _ => String::new(),
         }
     );
+    if let Some(c) = ck
+        && let Some(e) = c.earlier
+    {
+        println!(
+            "  resumed the tree in {}: {} schedule{} in {} earlier run{} ({:.1} s){}",
+            c.file,
+            e.schedules,
+            if e.schedules == 1 { "" } else { "s" },
+            e.runs,
+            if e.runs == 1 { "" } else { "s" },
+            e.elapsed.as_secs_f64(),
+            c.saved
+                .map_or(String::new(), |t| format!(", {} in all", t.schedules))
+        );
+    }
     if let Some(e) = &out.error {
         // No "no violation found" after a crash: the run was cut short.
         crate::cli::internal_error(false, e, replay_str.as_deref());
@@ -644,6 +827,21 @@ fn report(
             println!("  {l}");
         }
         println!("\nReplay: mmsim replay '{r}'");
+    }
+    if let Some(c) = ck {
+        match (&c.saved, c.not_saved, &c.error) {
+            (Some(_), _, _) if out.exhausted => {
+                println!("  tree saved to {} (exhausted: nothing left)", c.file)
+            }
+            (Some(_), _, _) => println!(
+                "  tree saved to {}: run again with --checkpoint {} to go on",
+                c.file, c.file
+            ),
+            (None, Some(why), _) => {
+                println!("  tree not saved ({why}): {} is as it was", c.file)
+            }
+            _ => {}
+        }
     }
     match (&expected, as_exp, &expected_from) {
         _ if out.error.is_some() => {}

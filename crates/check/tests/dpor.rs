@@ -10,7 +10,9 @@
 //! once, and never reach an outcome the litmus test's header says LKMM
 //! forbids ("Result: Never").
 
-use mmsim_check::explore::{FnMode, FnOutcome, explore_fn};
+use mmsim_check::explore::dpor::Shared;
+use mmsim_check::explore::dpor::checkpoint::{self, Identity, Totals};
+use mmsim_check::explore::{FnMode, FnOutcome, explore_fn, explore_fn_tree};
 use mmsim_facade::sched::{Ctx, Mode, Sched};
 use mmsim_facade::{AtomicU32, Mutex, Ordering, point};
 use std::collections::BTreeSet;
@@ -85,6 +87,18 @@ fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutco
             );
         }
     }
+    // In pieces, the tree saved to a file and loaded between them: the
+    // same executions as one uninterrupted exploration, to the count.
+    for piece in [1, 2, 5] {
+        let o = in_pieces(piece, body.clone());
+        assert_eq!(
+            o.executions, dpor.executions,
+            "pieces of {piece}: a resumed tree ran other executions"
+        );
+        assert_eq!(o.traces, brute.traces, "pieces of {piece}: traces differ");
+        let po: BTreeSet<_> = o.outcomes.keys().collect();
+        assert_eq!(po, bo, "pieces of {piece}: outcomes differ");
+    }
     // Two workers on one tree: the same outcomes and traces (a trace may
     // be run twice, when siblings run at the same time).
     let two = run(FnMode::DporWorkers(2), body);
@@ -95,6 +109,99 @@ fn compare(body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutco
         "two workers' traces differ from brute force's"
     );
     dpor
+}
+
+/// Explores `body` with DPOR in runs of at most `piece` executions each,
+/// saving the tree to a file after each and loading it for the next (as
+/// `mmsim check --checkpoint` does), until it is exhausted; the runs'
+/// outcomes together.
+fn in_pieces(piece: u64, body: impl Fn() -> String + Send + Sync + Clone + 'static) -> FnOutcome {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "mmsim-dpor-test-{}-{}.tree",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let id = Identity::named("a puzzle");
+    let mut all = FnOutcome::default();
+    let mut totals = Totals::default();
+    for _ in 0..LIMIT {
+        let tree = if totals.runs == 0 {
+            Shared::new(piece)
+        } else {
+            let l = checkpoint::load(&file, &id, piece).expect("loading the saved tree");
+            assert_eq!(l.totals, totals, "the file's totals");
+            l.tree
+        };
+        let o = explore_fn_tree(tree.clone(), body.clone());
+        totals.runs += 1;
+        totals.schedules += o.executions;
+        checkpoint::save(&file, &id, &tree, totals, o.exhausted).expect("saving the tree");
+        for (k, v) in o.outcomes {
+            *all.outcomes.entry(k).or_default() += v;
+        }
+        all.executions += o.executions;
+        all.complete += o.complete;
+        all.traces.extend(o.traces);
+        if o.exhausted {
+            let _ = std::fs::remove_file(&file);
+            all.exhausted = true;
+            return all;
+        }
+        assert!(o.executions <= piece, "a run went past its limit");
+    }
+    panic!("pieces of {piece} did not exhaust the tree");
+}
+
+#[test]
+fn a_saved_tree_that_does_not_match_is_refused() {
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("mmsim-dpor-refuse-{}.tree", std::process::id()));
+    let id = Identity::named("three lockers");
+    let tree = Shared::new(2);
+    let o = explore_fn_tree(tree.clone(), three_lockers);
+    assert!(!o.exhausted);
+    let totals = Totals {
+        runs: 1,
+        schedules: o.executions,
+        ..Totals::default()
+    };
+    checkpoint::save(&file, &id, &tree, totals, false).unwrap();
+    let err = |f: &std::path::Path, id: &Identity| match checkpoint::load(f, id, 10) {
+        Ok(_) => panic!("{} was loaded", f.display()),
+        Err(e) => e,
+    };
+    // Another exploration's tree.
+    let e = err(&file, &Identity::named("lock handoff"));
+    assert!(e.contains("this run explores lock handoff"), "{e}");
+    let bytes = std::fs::read(&file).unwrap();
+    let other = dir.join(format!("mmsim-dpor-refuse-{}.bad", std::process::id()));
+    // A byte changed in the middle.
+    let mut b = bytes.clone();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(&other, &b).unwrap();
+    let e = err(&other, &id);
+    assert!(e.contains("corrupt"), "{e}");
+    // Cut short.
+    std::fs::write(&other, &bytes[..bytes.len() - 9]).unwrap();
+    let e = err(&other, &id);
+    assert!(e.contains("truncated") || e.contains("corrupt"), "{e}");
+    // Not a tree at all.
+    std::fs::write(&other, b"[memory]\n").unwrap();
+    let e = err(&other, &id);
+    assert!(e.contains("not a dpor tree"), "{e}");
+    // Another format.
+    let mut b = bytes.clone();
+    b[16] = 99;
+    std::fs::write(&other, &b).unwrap();
+    let e = err(&other, &id);
+    assert!(e.contains("format 99"), "{e}");
+    // The file itself still loads, with its totals.
+    let l = checkpoint::load(&file, &id, 10).unwrap();
+    assert_eq!(l.totals, totals);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&other);
 }
 
 fn ctx() -> Arc<Ctx> {

@@ -54,19 +54,27 @@ fn run_shard(
     jobs: usize,
     shard: (u64, u64),
 ) -> Outcome {
-    explore(
-        plan,
-        Options {
-            strategy,
-            iterations,
-            seed: 0,
-            shard,
-            keep_going,
-            time_limit: None,
-            jobs,
-            progress: None,
-        },
-    )
+    explore(plan, options(strategy, iterations, keep_going, jobs, shard))
+}
+
+/// The options of [`run_shard`].
+fn options(
+    strategy: Strategy,
+    iterations: u64,
+    keep_going: bool,
+    jobs: usize,
+    shard: (u64, u64),
+) -> Options {
+    Options {
+        strategy,
+        iterations,
+        seed: 0,
+        shard,
+        keep_going,
+        time_limit: None,
+        jobs,
+        progress: None,
+    }
 }
 
 /// The plan of catalog scenario `name` with safeguards `sg` switched.
@@ -390,4 +398,71 @@ fn two_workers_share_the_limit_and_the_stop() {
     );
     // Stopped soon after the first violation, not at the limit.
     assert!(o.schedules < 10_000, "{}", o.schedules);
+}
+
+/// `--checkpoint`: a tree saved to a file when a run ends and loaded by the
+/// next runs exactly what one uninterrupted run does (one worker), on
+/// scenarios whose steps touch named storage (page tables; the memmap of a
+/// section hot-removed) and whose rcuo kthread invokes callbacks: the
+/// object numbers a saved step carries must mean the same objects in the
+/// executions of a later run. With a violation too (going on past it): the
+/// same violations.
+#[test]
+fn a_tree_resumed_from_a_file_runs_what_one_run_runs() {
+    use mmsim_check::explore::dpor::{Shared, checkpoint};
+    use mmsim_check::explore::explore_tree;
+    for (name, sg, piece) in [
+        ("fork-vs-gup-fast-pin", vec![], 400),
+        (
+            "fork-vs-gup-fast-pin",
+            vec![("gup_fast.write_protect_seq", false)],
+            300,
+        ),
+        (
+            "pagecache-lookup-vs-hot-remove",
+            vec![("hotplug.synchronize_rcu", true)],
+            1_000,
+        ),
+    ] {
+        let p = plan(name, &sg);
+        let whole = run(p.clone(), Strategy::Dpor);
+        assert!(whole.exhausted, "{name} {sg:?}");
+        let file = std::env::temp_dir().join(format!(
+            "mmsim-catalog-{}-{name}-{}.tree",
+            std::process::id(),
+            sg.len()
+        ));
+        let id = checkpoint::Identity::of(&p, (0, 1), name.to_string());
+        let (mut sum, mut runs, mut sigs) = (0, 0, BTreeSet::new());
+        loop {
+            let tree = if runs == 0 {
+                Shared::new(piece)
+            } else {
+                checkpoint::load(&file, &id, piece).unwrap().tree
+            };
+            let o = explore_tree(
+                p.clone(),
+                options(Strategy::Dpor, piece, true, 1, (0, 1)),
+                Some(tree.clone()),
+            );
+            assert!(o.error.is_none(), "{name} {sg:?}: {:?}", o.error);
+            runs += 1;
+            sum += o.schedules;
+            sigs.extend(signatures(&o));
+            let totals = checkpoint::Totals {
+                runs,
+                schedules: sum,
+                ..Default::default()
+            };
+            checkpoint::save(&file, &id, &tree, totals, o.exhausted).unwrap();
+            if o.exhausted {
+                break;
+            }
+            assert!(runs < 100, "{name} {sg:?}: not exhausted in {sum}");
+        }
+        let _ = std::fs::remove_file(&file);
+        assert!(runs > 1, "{name} {sg:?}: one piece was the whole tree");
+        assert_eq!(sum, whole.schedules, "{name} {sg:?}: {runs} pieces");
+        assert_eq!(sigs, signatures(&whole), "{name} {sg:?}");
+    }
 }

@@ -155,6 +155,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use mmsim_facade::dpor::{ADD, ENABLE, READ, WRITE, conflict};
 
+pub mod checkpoint;
+
 /// What one step touched: object numbers (sorted) and how (the kinds of
 /// access, or-ed), with the number of objects known at the state it ran
 /// from.

@@ -823,13 +823,29 @@ pub fn shard_share(iterations: u64, (k, n): (u64, u64)) -> u64 {
 /// With `dpor` and `opts.jobs` above one, that many workers explore one
 /// tree, each on a thread of its own with its own machines (this thread is
 /// the first): see "Workers" in the module doc of [`dpor`].
-pub fn explore(plan: Arc<Plan>, mut opts: Options) -> Outcome {
+pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
+    explore_tree(plan, opts, None)
+}
+
+/// [`explore`], for `dpor` on `tree` if given: a tree an earlier run left
+/// ([`dpor::checkpoint`]), whose limit is the executions this run may add.
+/// The tree is explored unless the scenario has one CPU (one execution,
+/// run without a tree).
+pub fn explore_tree(
+    plan: Arc<Plan>,
+    mut opts: Options,
+    tree: Option<Arc<dpor::Shared>>,
+) -> Outcome {
     ensure_hooks();
     let single = plan.scenario.cpus.len() == 1;
-    if opts.strategy != Strategy::Dpor || opts.jobs <= 1 || single || !mmsim_facade::dpor::ENABLED {
+    if opts.strategy != Strategy::Dpor
+        || (opts.jobs <= 1 && tree.is_none())
+        || single
+        || !mmsim_facade::dpor::ENABLED
+    {
         return explore_on(plan, opts, None);
     }
-    let tree = dpor::Shared::new(opts.iterations);
+    let tree = tree.unwrap_or_else(|| dpor::Shared::new(opts.iterations));
     let jobs = opts.jobs;
     let start = Instant::now();
     // The other workers' options: the same, but for the progress callback
@@ -1303,6 +1319,17 @@ pub fn explore_fn(
         }
         out
     })
+}
+
+/// [`explore_fn`] with `dpor`, as the one worker of `tree` (new, or loaded
+/// from a checkpoint), whose limit bounds the executions: the tests explore
+/// a puzzle in pieces, saving and loading its tree between them.
+pub fn explore_fn_tree(
+    tree: Arc<dpor::Shared>,
+    body: impl Fn() -> String + Send + Sync + 'static,
+) -> FnOutcome {
+    ensure_hooks();
+    explore_fn_on(FnMode::Dpor, Some(tree), u64::MAX, Arc::new(body))
 }
 
 /// [`explore_fn`] on this thread, as a worker of `tree` if given.
