@@ -473,3 +473,67 @@ fn a_checkpoint_explores_a_tree_in_pieces() {
         stderr(&o)
     );
 }
+
+/// SIGINT ends a `check` between two schedules, as `--duration` does: the
+/// run reports what it explored (exit 0 when nothing was found) and a
+/// `dpor` run saves its `--checkpoint`, which the next run resumes.
+#[test]
+fn sigint_ends_a_run_and_it_still_reports_and_saves() {
+    let mini = scratch("interrupt.toml", SCENARIO);
+    let file = scratch("interrupt.tree", "");
+    std::fs::remove_file(&file).unwrap();
+    let dpor = mmsim_facade::dpor::ENABLED;
+    let args: Vec<&str> = if dpor {
+        vec![
+            "check",
+            "hot-remove-vs-gup-fast",
+            "--safeguard",
+            "hotplug.synchronize_rcu=on",
+            "--scheduler",
+            "dpor",
+            "--jobs",
+            "1",
+            "--checkpoint",
+            &file,
+            "--json",
+        ]
+    } else {
+        vec![
+            "check",
+            &mini,
+            "--scheduler",
+            "random",
+            "--iterations",
+            "1000000000",
+            "--json",
+        ]
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mmsim"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let k = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["interrupted"], true, "{j}");
+    assert_eq!(j["exhausted"], false, "{j}");
+    assert!(j["schedules"].as_u64().unwrap() > 0, "{j}");
+    if dpor {
+        assert_eq!(j["checkpoint"]["saved"], true, "{j}");
+        let mut again = args.clone();
+        again.extend(["--iterations", "1"]);
+        let o = mmsim(&again);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let c = json(&o)["checkpoint"].clone();
+        assert_eq!(c["resumed"], true, "{c}");
+        assert_eq!(c["earlier_schedules"], j["schedules"], "{c}");
+    }
+}

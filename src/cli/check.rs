@@ -423,6 +423,14 @@ pub fn run(a: &CheckArgs) -> u8 {
             Err(e) => return bad_input(a.json, &e),
         },
     };
+    // SIGINT or SIGTERM ends the run between executions, as --duration
+    // does: what ran is reported and the tree saved. A second one exits at
+    // once (130).
+    let _ = ctrlc::set_handler(|| {
+        if explore::interrupt() {
+            std::process::exit(130);
+        }
+    });
     let out = explore::explore_tree(
         plan.clone(),
         Options {
@@ -594,6 +602,8 @@ fn not_exhausted(a: &CheckArgs, iterations: u64, out: &Outcome) -> String {
     };
     let why = if out.first.is_some() && !a.keep_going {
         " (stopped at the first violation)"
+    } else if out.interrupted {
+        " (interrupted)"
     } else if out.schedules >= iterations {
         " (raise --iterations)"
     } else if a.duration.is_some() {
@@ -711,6 +721,7 @@ fn report(
             "schedules_per_s": out.rate(),
             "exhausted": out.exhausted,
             "frontier": out.frontier,
+            "interrupted": out.interrupted,
             "checkpoint": ck.map(Checkpoint::json),
             "redundant_schedules": out.redundant,
             "failing_schedules": out.failing,
@@ -781,6 +792,7 @@ fn report(
                 ", every interleaving (up to the order of independent steps)".to_string(),
             (Strategy::Dpor, false) => not_exhausted(a, iterations, out),
             (_, true) => ", every schedule within the bound".to_string(),
+            _ if out.interrupted => ", interrupted".to_string(),
             _ => String::new(),
         }
     );

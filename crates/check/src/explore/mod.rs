@@ -222,6 +222,25 @@ pub struct Outcome {
     /// `dpor`: the branches of the tree still to explore when the
     /// exploration ended ([`dpor::Shared::frontier`]; 0 when exhausted).
     pub frontier: Option<u64>,
+    /// The run was stopped from outside ([`interrupt`]) between two
+    /// executions.
+    pub interrupted: bool,
+}
+
+/// Set by [`interrupt`].
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops every exploration of this process after the executions in
+/// flight, as a time limit would (`mmsim check` calls it on SIGINT and
+/// SIGTERM, so that a long run killed from outside still reports, and saves
+/// its `--checkpoint`). Returns whether it had been called already.
+pub fn interrupt() -> bool {
+    INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 impl Outcome {
@@ -714,6 +733,10 @@ impl Driver for Explorer {
             || (self.out.first.is_some() && !self.keep_going)
             || (self.single && self.next > 0)
             || self.time_limit.is_some_and(|t| self.start.elapsed() >= t);
+        if interrupted() {
+            self.out.interrupted = true;
+            return None;
+        }
         if stop {
             return None;
         }
@@ -930,6 +953,7 @@ impl Outcome {
         }
         self.boot += o.boot;
         self.teardown += o.teardown;
+        self.interrupted |= o.interrupted;
     }
 }
 
