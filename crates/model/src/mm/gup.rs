@@ -340,7 +340,7 @@ fn gup_fast_folio_allowed(cpu: &Cpu, head: CheckedPage<'_>, flags: u32) -> bool 
         return true;
     }
     // secretmem_mapping(): the model has no memfd_secret(), so it is false.
-    !reject_file_backed || shmem_mapping(cpu, head)
+    !reject_file_backed || shmem_mapping(cpu, head, mapping)
 }
 
 /// Kernel: `mm/shmem.c shmem_mapping()`: whether a file folio belongs to
@@ -351,15 +351,15 @@ fn gup_fast_folio_allowed(cpu: &Cpu, head: CheckedPage<'_>, flags: u32) -> bool 
 /// ([`crate::mm::memremap::device_fault`]), whose ids share one counter;
 /// only the last live in `ZONE_DEVICE`, and the files are registered with
 /// the machine (the walker reads `mapping->a_ops`: the inode is freed by
-/// RCU, and IRQs are off).
+/// RCU, and IRQs are off). `mapping` is the value the caller read once:
+/// re-read, a truncation in between would find no file and take the folio
+/// for shmem.
 #[inline(always)]
-fn shmem_mapping(cpu: &Cpu, head: CheckedPage<'_>) -> bool {
+fn shmem_mapping(cpu: &Cpu, head: CheckedPage<'_>, mapping: u64) -> bool {
     if head.zonenum() == ZoneType::Device as usize {
         return false;
     }
-    cpu.m
-        .address_space(head.mapping() >> 1)
-        .is_none_or(|a| a.shmem)
+    cpu.m.address_space(mapping >> 1).is_none_or(|a| a.shmem)
 }
 
 /// Kernel: `mm/internal.h gup_must_unshare()`: whether a read-only pin of
