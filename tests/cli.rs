@@ -474,6 +474,36 @@ fn a_checkpoint_explores_a_tree_in_pieces() {
     );
 }
 
+/// `check` of the seed's fix on `broadcast` (a tree of millions of
+/// executions) with `dpor`, one worker, and `--checkpoint file`, in JSON.
+fn seed_fix_checkpointed(file: &str) -> Vec<&str> {
+    vec![
+        "check",
+        "hot-remove-vs-gup-fast",
+        "--safeguard",
+        "hotplug.synchronize_rcu=on",
+        "--scheduler",
+        "dpor",
+        "--jobs",
+        "1",
+        "--checkpoint",
+        file,
+        "--json",
+    ]
+}
+
+/// Runs `args` (a `check --checkpoint`) for one more execution, which
+/// must resume the saved tree; its JSON's `checkpoint`.
+fn resume_once(args: &[&str]) -> serde_json::Value {
+    let mut again = args.to_vec();
+    again.extend(["--iterations", "1"]);
+    let o = mmsim(&again);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let c = json(&o)["checkpoint"].clone();
+    assert_eq!(c["resumed"], true, "{c}");
+    c
+}
+
 /// SIGINT ends a `check` between two schedules, as `--duration` does: the
 /// run reports what it explored (exit 0 when nothing was found) and a
 /// `dpor` run saves its `--checkpoint`, which the next run resumes.
@@ -484,19 +514,7 @@ fn sigint_ends_a_run_and_it_still_reports_and_saves() {
     std::fs::remove_file(&file).unwrap();
     let dpor = mmsim_facade::dpor::ENABLED;
     let args: Vec<&str> = if dpor {
-        vec![
-            "check",
-            "hot-remove-vs-gup-fast",
-            "--safeguard",
-            "hotplug.synchronize_rcu=on",
-            "--scheduler",
-            "dpor",
-            "--jobs",
-            "1",
-            "--checkpoint",
-            &file,
-            "--json",
-        ]
+        seed_fix_checkpointed(&file)
     } else {
         vec![
             "check",
@@ -528,12 +546,39 @@ fn sigint_ends_a_run_and_it_still_reports_and_saves() {
     assert!(j["schedules"].as_u64().unwrap() > 0, "{j}");
     if dpor {
         assert_eq!(j["checkpoint"]["saved"], true, "{j}");
-        let mut again = args.clone();
-        again.extend(["--iterations", "1"]);
-        let o = mmsim(&again);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let c = json(&o)["checkpoint"].clone();
-        assert_eq!(c["resumed"], true, "{c}");
+        let c = resume_once(&args);
         assert_eq!(c["earlier_schedules"], j["schedules"], "{c}");
     }
+}
+
+/// `--checkpoint-every`: the tree is saved while the run goes on, so that
+/// a run killed outright (SIGKILL, which no handler sees) leaves the last
+/// save, which the next run resumes.
+#[test]
+fn a_run_killed_outright_leaves_its_last_periodic_checkpoint() {
+    let file = scratch("killed.tree", "");
+    std::fs::remove_file(&file).unwrap();
+    let args = seed_fix_checkpointed(&file);
+    if !mmsim_facade::dpor::ENABLED {
+        assert_eq!(mmsim(&args).status.code(), Some(2));
+        return;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mmsim"))
+        .args(&args)
+        .args(["--checkpoint-every", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = std::path::Path::new(&file);
+    let start = std::time::Instant::now();
+    while !path.exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(path.exists(), "no checkpoint within a minute");
+    let c = resume_once(&args);
+    assert_eq!(c["earlier_runs"], 1, "{c}");
+    assert!(c["earlier_schedules"].as_u64().unwrap() > 0, "{c}");
 }

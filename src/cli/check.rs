@@ -91,6 +91,11 @@ pub struct CheckArgs {
     /// `--checkpoint` together explore one in pieces.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<String>,
+    /// --checkpoint: also save the tree this often while the run goes on
+    /// (`10m`, `90s`; the workers pause for it between executions), so
+    /// that a run killed outright loses at most that much.
+    #[arg(long, value_name = "TIME", default_value = "10m")]
+    pub checkpoint_every: String,
     /// Also draw the first failing schedule as per-CPU swimlanes in an
     /// SVG file.
     #[arg(long, value_name = "FILE")]
@@ -423,6 +428,13 @@ pub fn run(a: &CheckArgs) -> u8 {
             Err(e) => return bad_input(a.json, &e),
         },
     };
+    // `hunt`'s syntax (which refuses 0), its message naming this flag.
+    let every = match crate::cli::hunt::parse_duration(&a.checkpoint_every) {
+        Ok(d) => d,
+        Err(e) => {
+            return bad_input(a.json, &e.replacen("--duration", "--checkpoint-every", 1));
+        }
+    };
     // SIGINT or SIGTERM ends the run between executions, as --duration
     // does: what ran is reported and the tree saved. A second one exits at
     // once (130).
@@ -431,20 +443,28 @@ pub fn run(a: &CheckArgs) -> u8 {
             std::process::exit(130);
         }
     });
-    let out = explore::explore_tree(
-        plan.clone(),
-        Options {
-            strategy,
-            iterations,
-            seed: a.seed,
-            shard,
-            keep_going: a.keep_going,
-            time_limit: duration,
-            progress: progress(),
-            jobs,
-        },
-        ck.as_ref().map(|c| c.tree.clone()),
-    );
+    let out = std::thread::scope(|s| {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        if let Some(c) = ck.as_ref() {
+            s.spawn(move || c.save_every(every, &wait));
+        }
+        let out = explore::explore_tree(
+            plan.clone(),
+            Options {
+                strategy,
+                iterations,
+                seed: a.seed,
+                shard,
+                keep_going: a.keep_going,
+                time_limit: duration,
+                progress: progress(),
+                jobs,
+            },
+            ck.as_ref().map(|c| c.tree.clone()),
+        );
+        drop(done);
+        out
+    });
     if let Some(c) = ck.as_mut() {
         c.save(&out);
     }
@@ -534,6 +554,35 @@ impl Checkpoint {
             not_saved: None,
             error: None,
         })
+    }
+
+    /// Saves the tree every `every` while the run goes on (until `done`
+    /// hangs up), with the totals so far; the workers pause between
+    /// executions for it. A run that has found a violation by then is not
+    /// saved (see [`Checkpoint::save`]); a failure to write is said on
+    /// stderr and the run goes on (the save at its end says it again).
+    fn save_every(&self, every: std::time::Duration, done: &std::sync::mpsc::Receiver<()>) {
+        let start = Instant::now();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every) {
+            let r = self.tree.quiesce(|| {
+                let (finished, redundant) = self.tree.progress();
+                if self.tree.violated() {
+                    return Ok(());
+                }
+                let e = self.earlier.unwrap_or_default();
+                let totals = Totals {
+                    runs: e.runs + 1,
+                    schedules: e.schedules + finished,
+                    redundant: e.redundant + redundant,
+                    elapsed: e.elapsed + start.elapsed(),
+                };
+                let path = std::path::Path::new(&self.file);
+                checkpoint::save(path, &self.id, &self.tree, totals, false)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!("mmsim: {e} (the run goes on)");
+            }
+        }
     }
 
     /// Saves the tree after a run that found nothing: with a violation the

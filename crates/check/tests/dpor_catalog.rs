@@ -466,3 +466,84 @@ fn a_tree_resumed_from_a_file_runs_what_one_run_runs() {
         assert_eq!(sigs, signatures(&whole), "{name} {sg:?}");
     }
 }
+
+/// `--checkpoint-every`: a tree saved while its run goes on (the workers
+/// paused between executions, `Shared::quiesce`) is a point a later run
+/// resumes from: the executions finished before the save and the resumed
+/// run's add up to one uninterrupted run's (one worker), with the same
+/// violations; and the explorer notes on the tree that a violation was
+/// found (a tree with one is not saved).
+#[test]
+fn a_tree_saved_while_its_run_goes_on_is_a_point_to_resume_from() {
+    use mmsim_check::explore::dpor::{Shared, checkpoint};
+    use mmsim_check::explore::explore_tree;
+    for (name, sg) in [
+        (
+            "pagecache-lookup-vs-hot-remove",
+            vec![("hotplug.synchronize_rcu", true)],
+        ),
+        (
+            "fork-vs-gup-fast-pin",
+            vec![("gup_fast.write_protect_seq", false)],
+        ),
+    ] {
+        let p = plan(name, &sg);
+        let whole = run(p.clone(), Strategy::Dpor);
+        let file =
+            std::env::temp_dir().join(format!("mmsim-quiesce-{}-{name}.tree", std::process::id()));
+        let id = checkpoint::Identity::of(&p, (0, 1), name.to_string());
+        let tree = Shared::new(2_000_000);
+        let (saved_at, first) = std::thread::scope(|s| {
+            let (p2, t2) = (p.clone(), tree.clone());
+            let h = s.spawn(move || {
+                explore_tree(
+                    p2,
+                    options(Strategy::Dpor, 2_000_000, true, 1, (0, 1)),
+                    Some(t2),
+                )
+            });
+            while tree.progress().0 < 100 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let saved_at = tree
+                .quiesce(|| {
+                    let (finished, _) = tree.progress();
+                    let totals = checkpoint::Totals {
+                        runs: 1,
+                        schedules: finished,
+                        ..Default::default()
+                    };
+                    checkpoint::save(&file, &id, &tree, totals, false).unwrap();
+                    finished
+                })
+                .expect("the run ended before the save");
+            (saved_at, h.join().unwrap())
+        });
+        assert!(first.exhausted, "{name} {sg:?}");
+        assert_eq!(
+            tree.violated(),
+            !whole.violations.is_empty(),
+            "{name} {sg:?}"
+        );
+        let l = checkpoint::load(&file, &id, 2_000_000).unwrap();
+        assert_eq!(l.totals.schedules, saved_at);
+        let rest = explore_tree(
+            p.clone(),
+            options(Strategy::Dpor, 2_000_000, true, 1, (0, 1)),
+            Some(l.tree),
+        );
+        let _ = std::fs::remove_file(&file);
+        assert!(rest.exhausted, "{name} {sg:?}");
+        assert!(saved_at > 0 && rest.schedules > 0, "{name} {sg:?}");
+        assert_eq!(
+            saved_at + rest.schedules,
+            whole.schedules,
+            "{name} {sg:?}: {saved_at} before the save"
+        );
+        let mut sigs = signatures(&rest);
+        // Those found before the save are found again only if their
+        // executions came after it.
+        sigs.extend(signatures(&first));
+        assert_eq!(sigs, signatures(&whole), "{name} {sg:?}");
+    }
+}

@@ -527,6 +527,15 @@ struct Tree {
     stop: bool,
     /// Every state of the tree was explored.
     exhausted: bool,
+    /// No worker is to begin an execution until it is cleared
+    /// ([`Shared::quiesce`]).
+    paused: bool,
+    /// Executions finished, over all workers, leaving out another shard's
+    /// (cut), and of those the redundant ones: [`Shared::progress`].
+    finished: u64,
+    redundant: u64,
+    /// An execution found a violation ([`Shared::note_violation`]).
+    violated: bool,
 }
 
 /// What the workers of one exploration share: the tree, and a condition
@@ -559,6 +568,10 @@ impl Shared {
                 limit,
                 stop: false,
                 exhausted: false,
+                paused: false,
+                finished: 0,
+                redundant: 0,
+                violated: false,
             }),
             more: Condvar::new(),
         })
@@ -574,6 +587,50 @@ impl Shared {
     /// Every state was explored.
     pub fn exhausted(&self) -> bool {
         self.lock().exhausted
+    }
+
+    /// Runs `f` while no execution is in flight: the workers finish the
+    /// ones they run and wait before beginning another, so that the tree
+    /// is one a later run can start from ([`checkpoint::save`], which `f`
+    /// may call: the lock is not held). `None`, without running `f`, if
+    /// the exploration ends meanwhile.
+    pub fn quiesce<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        let mut t = self.lock();
+        t.paused = true;
+        while t.running > 0 && !t.stop && !t.exhausted {
+            t = self.more.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        let r = if t.stop || t.exhausted {
+            None
+        } else {
+            drop(t);
+            let r = f();
+            t = self.lock();
+            Some(r)
+        };
+        t.paused = false;
+        drop(t);
+        self.more.notify_all();
+        r
+    }
+
+    /// Notes that an execution found a violation (the explorer's loop
+    /// does, which sees what the detectors report).
+    pub fn note_violation(&self) {
+        self.lock().violated = true;
+    }
+
+    /// Whether an execution found a violation: its tree is then not saved
+    /// (see [`checkpoint`]).
+    pub fn violated(&self) -> bool {
+        self.lock().violated
+    }
+
+    /// Executions finished so far, over all workers (another shard's left
+    /// out), and how many of them were redundant.
+    pub fn progress(&self) -> (u64, u64) {
+        let t = self.lock();
+        (t.finished, t.redundant)
     }
 
     /// Executions begun so far, over all workers.
@@ -871,6 +928,10 @@ impl Dpor {
     fn leave(&mut self, t: &mut Tree) {
         if !std::mem::take(&mut self.running) {
             return;
+        }
+        if !self.foreign {
+            t.finished += 1;
+            t.redundant += u64::from(self.blocked && !self.nondeterministic);
         }
         if let Some(b) = self.pinned.take() {
             t.nodes[b as usize].children -= 1;
@@ -1703,6 +1764,10 @@ impl Scheduler for Dpor {
         let shared = self.shared.clone();
         let mut t = shared.lock();
         self.leave(&mut t);
+        if t.paused && t.running == 0 {
+            // The last execution in flight: [`Shared::quiesce`] may go on.
+            shared.more.notify_all();
+        }
         if self.nondeterministic {
             t.stop = true;
             drop(t);
@@ -1718,6 +1783,12 @@ impl Scheduler for Dpor {
                 drop(t);
                 shared.more.notify_all();
                 return None;
+            }
+            if t.paused {
+                t.idle += 1;
+                t = shared.more.wait(t).unwrap_or_else(|e| e.into_inner());
+                t.idle -= 1;
+                continue;
             }
             if !t.started {
                 // The first execution: from the first state, which it adds.

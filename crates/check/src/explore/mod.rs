@@ -629,6 +629,9 @@ impl Explorer {
             return;
         }
         if !r.violations.is_empty() {
+            if let Inner::Dpor(d) = &self.inner {
+                d.shared().note_violation();
+            }
             self.count(&r.violations);
             if self.out.first.is_none() {
                 self.out.first = Some(Failure {
