@@ -571,7 +571,7 @@ impl Checkpoint {
                 }
                 let e = self.earlier.unwrap_or_default();
                 let totals = Totals {
-                    runs: e.runs + 1,
+                    runs: e.runs.saturating_add(1),
                     schedules: e.schedules + finished,
                     redundant: e.redundant + redundant,
                     elapsed: e.elapsed + start.elapsed(),
@@ -586,8 +586,9 @@ impl Checkpoint {
     }
 
     /// Saves the tree after a run that found nothing: with a violation the
-    /// verdict is that violation, and the file keeps the earlier runs'
-    /// tree (a saved tree is a "none" in progress).
+    /// verdict is that violation, and the file keeps its last save from
+    /// before it (the earlier runs' tree, or this run's last periodic
+    /// save): a saved tree is a "none" in progress.
     fn save(&mut self, out: &Outcome) {
         if out.error.is_some() || out.too_long.is_some() {
             self.not_saved = Some("the run failed");
@@ -599,7 +600,7 @@ impl Checkpoint {
         }
         let e = self.earlier.unwrap_or_default();
         let totals = Totals {
-            runs: e.runs + 1,
+            runs: e.runs.saturating_add(1),
             schedules: e.schedules + out.schedules,
             redundant: e.redundant + out.redundant,
             elapsed: e.elapsed + out.elapsed,
@@ -899,7 +900,10 @@ fn report(
                 c.file, c.file
             ),
             (None, Some(why), _) => {
-                println!("  tree not saved ({why}): {} is as it was", c.file)
+                println!(
+                    "  tree not saved ({why}): {} holds its last save from before it",
+                    c.file
+                )
             }
             _ => {}
         }

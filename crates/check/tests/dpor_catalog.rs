@@ -470,27 +470,42 @@ fn a_tree_resumed_from_a_file_runs_what_one_run_runs() {
 /// `--checkpoint-every`: a tree saved while its run goes on (the workers
 /// paused between executions, `Shared::quiesce`) is a point a later run
 /// resumes from: the executions finished before the save and the resumed
-/// run's add up to one uninterrupted run's (one worker), with the same
-/// violations; and the explorer notes on the tree that a violation was
+/// run's add up to one uninterrupted run's (one worker; with two, within
+/// a few executions, as two workers' counts move from run to run), with
+/// the same violations; and the explorer notes on the tree that a violation was
 /// found (a tree with one is not saved).
 #[test]
 fn a_tree_saved_while_its_run_goes_on_is_a_point_to_resume_from() {
     use mmsim_check::explore::dpor::{Shared, checkpoint};
     use mmsim_check::explore::explore_tree;
-    for (name, sg) in [
+    for (jobs, name, sg) in [
         (
+            1,
             "pagecache-lookup-vs-hot-remove",
             vec![("hotplug.synchronize_rcu", true)],
         ),
         (
+            1,
+            "fork-vs-gup-fast-pin",
+            vec![("gup_fast.write_protect_seq", false)],
+        ),
+        (
+            2,
+            "pagecache-lookup-vs-hot-remove",
+            vec![("hotplug.synchronize_rcu", true)],
+        ),
+        (
+            2,
             "fork-vs-gup-fast-pin",
             vec![("gup_fast.write_protect_seq", false)],
         ),
     ] {
         let p = plan(name, &sg);
         let whole = run(p.clone(), Strategy::Dpor);
-        let file =
-            std::env::temp_dir().join(format!("mmsim-quiesce-{}-{name}.tree", std::process::id()));
+        let file = std::env::temp_dir().join(format!(
+            "mmsim-quiesce-{}-{name}-{jobs}.tree",
+            std::process::id()
+        ));
         let id = checkpoint::Identity::of(&p, (0, 1), name.to_string());
         let tree = Shared::new(2_000_000);
         let (saved_at, first) = std::thread::scope(|s| {
@@ -498,7 +513,7 @@ fn a_tree_saved_while_its_run_goes_on_is_a_point_to_resume_from() {
             let h = s.spawn(move || {
                 explore_tree(
                     p2,
-                    options(Strategy::Dpor, 2_000_000, true, 1, (0, 1)),
+                    options(Strategy::Dpor, 2_000_000, true, jobs, (0, 1)),
                     Some(t2),
                 )
             });
@@ -529,17 +544,21 @@ fn a_tree_saved_while_its_run_goes_on_is_a_point_to_resume_from() {
         assert_eq!(l.totals.schedules, saved_at);
         let rest = explore_tree(
             p.clone(),
-            options(Strategy::Dpor, 2_000_000, true, 1, (0, 1)),
+            options(Strategy::Dpor, 2_000_000, true, jobs, (0, 1)),
             Some(l.tree),
         );
         let _ = std::fs::remove_file(&file);
         assert!(rest.exhausted, "{name} {sg:?}");
         assert!(saved_at > 0 && rest.schedules > 0, "{name} {sg:?}");
-        assert_eq!(
-            saved_at + rest.schedules,
-            whole.schedules,
-            "{name} {sg:?}: {saved_at} before the save"
-        );
+        let (sum, one) = (saved_at + rest.schedules, whole.schedules);
+        if jobs == 1 {
+            assert_eq!(sum, one, "{name} {sg:?}: {saved_at} before the save");
+        } else {
+            assert!(
+                sum.abs_diff(one) * 50 <= one,
+                "{name} {sg:?}, two workers: {sum} against {one}"
+            );
+        }
         let mut sigs = signatures(&rest);
         // Those found before the save are found again only if their
         // executions came after it.

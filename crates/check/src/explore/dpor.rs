@@ -614,6 +614,13 @@ impl Shared {
         r
     }
 
+    /// Stops the exploration: no worker begins another execution, and
+    /// whoever waits is told (a worker that unwinds with a defect).
+    pub fn abort(&self) {
+        self.lock().stop = true;
+        self.more.notify_all();
+    }
+
     /// Notes that an execution found a violation (the explorer's loop
     /// does, which sees what the detectors report).
     pub fn note_violation(&self) {
@@ -1782,6 +1789,11 @@ impl Scheduler for Dpor {
                 t.stop = true;
                 drop(t);
                 shared.more.notify_all();
+                return None;
+            }
+            if super::interrupted() {
+                // Not one more execution after a SIGINT (a worker may have
+                // waited here through a pause).
                 return None;
             }
             if t.paused {

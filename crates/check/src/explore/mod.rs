@@ -629,9 +629,6 @@ impl Explorer {
             return;
         }
         if !r.violations.is_empty() {
-            if let Inner::Dpor(d) = &self.inner {
-                d.shared().note_violation();
-            }
             self.count(&r.violations);
             if self.out.first.is_none() {
                 self.out.first = Some(Failure {
@@ -657,8 +654,13 @@ impl Explorer {
         }
     }
 
-    /// Counts a failing execution and its distinct violations.
+    /// Counts a failing execution and its distinct violations, and notes
+    /// on a `dpor` tree that it has one (a tree with a violation is not
+    /// saved: [`dpor::checkpoint`]).
     fn count(&mut self, vs: &[Violation]) {
+        if let Inner::Dpor(d) = &self.inner {
+            d.shared().note_violation();
+        }
         self.out.failing += 1;
         for v in vs {
             match self.out.violations.iter_mut().find(|f| {
@@ -770,6 +772,9 @@ impl Driver for Explorer {
                     }
                     None => {
                         self.out.exhausted = d.shared().exhausted();
+                        // A worker that waited in the tree (paused, or for
+                        // work) sees the interrupt there.
+                        self.out.interrupted |= interrupted();
                         return None;
                     }
                 }
@@ -1004,6 +1009,13 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     if opts.strategy.exhaustive() {
         ex.inner = ex.fresh_inner(0);
     }
+    // A defect of the explorer that unwinds out of this worker stops the
+    // others (and a save waiting for them), rather than leaving them to
+    // wait for it forever.
+    let _stop = StopOnUnwind(match &ex.inner {
+        Inner::Dpor(d) => Some(d.shared().clone()),
+        _ => None,
+    });
     let ex = Rc::new(RefCell::new(ex));
     loop {
         let body_plan = plan.clone();
@@ -1083,6 +1095,19 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     }
     e.out.jobs = 1;
     std::mem::take(&mut e.out)
+}
+
+/// Stops a `dpor` tree's exploration when dropped by a panic.
+struct StopOnUnwind(Option<Arc<dpor::Shared>>);
+
+impl Drop for StopOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(t) = &self.0
+        {
+            t.abort();
+        }
+    }
 }
 
 /// What a replay saw.

@@ -21,12 +21,14 @@
 //! exploration: the file records a hash of this executable (another build
 //! of the model takes other steps) and of the plan (scenario, arch,
 //! configuration, safeguards), the shard and the environment settings
-//! that shape the tree (`MMSIM_DPOR_SPLIT`, `MMSIM_DPOR_ORDER`), and a
-//! checksum of its contents; a file that does not match is refused with a
-//! message, never explored. A run that finds a violation does not save its
-//! tree (the file keeps the earlier runs' state): a saved tree is a "none"
-//! in progress, and the totals it carries (runs, executions, redundant
-//! executions, time) are all violation-free.
+//! that shape the tree (`MMSIM_DPOR_SPLIT`, `MMSIM_DPOR_ORDER`,
+//! `MMSIM_NOSETUP`), and a checksum of its contents; a file that does not
+//! match, or whose tree does not hold together ([`validate`]: a checksum
+//! is no signature), is refused with a message, never explored. No tree
+//! with a violation is saved (the file keeps its last save from before the
+//! execution that found it): a saved tree is a "none" in progress, and the
+//! totals it carries (runs, executions, redundant executions, time) are
+//! all violation-free.
 //!
 //! The format (little-endian): a magic line and a version, the two hashes,
 //! a description of the exploration (for the messages), the totals, whether
@@ -38,7 +40,7 @@
 use super::{Acc, Node, Pending, Shared, Sleeper, Tree};
 use crate::setup::Plan;
 use std::hash::Hasher;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -79,11 +81,12 @@ impl Identity {
         h.write(format!("{plan:?}").as_bytes());
         h.write(
             format!(
-                "shard {}/{} split {} order {}",
+                "shard {}/{} split {} order {} nosetup {}",
                 shard.0,
                 shard.1,
                 env("MMSIM_DPOR_SPLIT"),
-                env("MMSIM_DPOR_ORDER")
+                env("MMSIM_DPOR_ORDER"),
+                env("MMSIM_NOSETUP")
             )
             .as_bytes(),
         );
@@ -157,41 +160,31 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// A reader that hashes what it reads, and says what was wrong with a
-/// file rather than panicking on it.
-struct In<R: Read> {
-    r: R,
-    h: std::hash::DefaultHasher,
+/// A reader of a file's bytes (all in memory, its checksum already
+/// checked) that says what was wrong with them rather than panicking.
+struct In<'a> {
+    r: &'a [u8],
 }
 
 type Res<T> = Result<T, String>;
 
-impl<R: Read> In<R> {
-    fn bytes(&mut self, b: &mut [u8]) -> Res<()> {
-        self.r.read_exact(b).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "the file ends too early (truncated?)".to_string()
-            } else {
-                format!("cannot read it: {e}")
-            }
-        })?;
-        self.h.write(b);
-        Ok(())
+impl In<'_> {
+    fn take<const N: usize>(&mut self) -> Res<[u8; N]> {
+        let (a, rest) = self
+            .r
+            .split_first_chunk::<N>()
+            .ok_or_else(|| "the file ends too early (truncated?)".to_string())?;
+        self.r = rest;
+        Ok(*a)
     }
     fn u8(&mut self) -> Res<u8> {
-        let mut b = [0; 1];
-        self.bytes(&mut b)?;
-        Ok(b[0])
+        Ok(self.take::<1>()?[0])
     }
     fn u32(&mut self) -> Res<u32> {
-        let mut b = [0; 4];
-        self.bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
+        Ok(u32::from_le_bytes(self.take()?))
     }
     fn u64(&mut self) -> Res<u64> {
-        let mut b = [0; 8];
-        self.bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
+        Ok(u64::from_le_bytes(self.take()?))
     }
     fn bool(&mut self) -> Res<bool> {
         match self.u8()? {
@@ -200,11 +193,12 @@ impl<R: Read> In<R> {
             v => Err(format!("corrupt: {v} where a flag was expected")),
         }
     }
-    /// A count of things of at least `each` bytes: no more than the file
-    /// could hold (a corrupt count must not allocate the machine away).
-    fn count(&mut self, each: u64) -> Res<usize> {
+    /// A count of things of at least `each` bytes, which the rest of the
+    /// file must be able to hold (a corrupt count must not allocate the
+    /// machine away).
+    fn count(&mut self, each: usize) -> Res<usize> {
         let n = self.u64()?;
-        if n.saturating_mul(each.max(1)) > 1 << 40 {
+        if n.saturating_mul(each as u64) > self.r.len() as u64 {
             return Err(format!("corrupt: a count of {n}"));
         }
         Ok(n as usize)
@@ -218,19 +212,19 @@ impl<R: Read> In<R> {
     }
     fn tasks(&mut self) -> Res<Vec<usize>> {
         let n = self.u32()? as usize;
-        if n > u16::MAX as usize {
+        if n > u16::MAX as usize || n * 4 > self.r.len() {
             return Err(format!("corrupt: {n} tasks at one state"));
         }
         (0..n).map(|_| self.task()).collect()
     }
     fn str(&mut self) -> Res<String> {
         let n = self.u32()? as usize;
-        if n > 1 << 16 {
+        if n > self.r.len() {
             return Err(format!("corrupt: a text of {n} bytes"));
         }
-        let mut b = vec![0; n];
-        self.bytes(&mut b)?;
-        String::from_utf8(b).map_err(|_| "corrupt: a text that is not UTF-8".to_string())
+        let (b, rest) = self.r.split_at(n);
+        self.r = rest;
+        String::from_utf8(b.to_vec()).map_err(|_| "corrupt: a text that is not UTF-8".to_string())
     }
 }
 
@@ -277,11 +271,14 @@ pub fn save(
         h: std::hash::DefaultHasher::new(),
     };
     let t = tree.lock();
+    // On the disk before the rename: a crash of the machine leaves the old
+    // file or the new one, whole.
     let r = write_all(&mut o, program, id, &t, totals, exhausted)
         .and_then(|()| {
             let sum = o.h.finish();
             o.w.write_all(&sum.to_le_bytes())?;
-            o.w.flush()
+            o.w.flush()?;
+            o.w.get_ref().sync_all()
         })
         .map_err(|e| format!("{}: cannot write: {e}", tmp.display()));
     drop(t);
@@ -411,31 +408,38 @@ pub struct Loaded {
 
 /// Loads the tree `path` holds for the exploration `id`, to run at most
 /// `limit` more executions. Refuses a file of another program, another
-/// exploration, another format, or whose contents do not add up.
+/// exploration, another format, whose checksum does not match (checked
+/// before anything else of it is read), or whose tree does not hold
+/// together ([`validate`]).
 pub fn load(path: &Path, id: &Identity, limit: u64) -> Result<Loaded, String> {
     let at = |e: String| format!("{}: {e}", path.display());
-    let f = std::fs::File::open(path).map_err(|e| at(format!("cannot read: {e}")))?;
-    let mut i = In {
-        r: std::io::BufReader::with_capacity(1 << 20, f),
-        h: std::hash::DefaultHasher::new(),
-    };
-    let mut magic = [0; 16];
-    match i.r.read_exact(&mut magic) {
-        Ok(()) => i.h.write(&magic),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(at("not a dpor tree saved by mmsim".into()));
-        }
-        Err(e) => return Err(at(format!("cannot read: {e}"))),
-    }
-    if &magic != MAGIC {
+    let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(at("not a dpor tree saved by mmsim".into()));
     }
+    let mut i = In {
+        r: &bytes[MAGIC.len()..],
+    };
     let version = i.u32().map_err(at)?;
     if version != VERSION {
         return Err(at(format!(
             "a tree of format {version}; this mmsim reads format {VERSION}"
         )));
     }
+    let (body, sum) = bytes
+        .split_last_chunk::<8>()
+        .filter(|(b, _)| b.len() >= MAGIC.len() + 4)
+        .ok_or_else(|| at("the file ends too early (truncated?)".into()))?;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(body);
+    if h.finish() != u64::from_le_bytes(*sum) {
+        return Err(at(
+            "its checksum does not match its contents (corrupt or truncated)".into(),
+        ));
+    }
+    let mut i = In {
+        r: &body[MAGIC.len() + 4..],
+    };
     let program = i.u64().map_err(at)?;
     let hash = i.u64().map_err(at)?;
     let describe = i.str().map_err(at)?;
@@ -451,27 +455,105 @@ pub fn load(path: &Path, id: &Identity, limit: u64) -> Result<Loaded, String> {
         )));
     }
     let tree = Shared::new(limit);
-    let totals = read_tree(&mut i, &mut tree.lock()).map_err(at)?;
-    let sum = i.h.finish();
-    let mut b = [0; 8];
-    i.r.read_exact(&mut b)
-        .map_err(|_| at("the file ends too early (truncated?)".into()))?;
-    if u64::from_le_bytes(b) != sum {
-        return Err(at(
-            "its checksum does not match its contents (corrupt)".into()
-        ));
-    }
-    if i.r
-        .read(&mut b)
-        .map_err(|e| at(format!("cannot read: {e}")))?
-        != 0
-    {
-        return Err(at("it goes on past its checksum (corrupt)".into()));
+    let totals = {
+        let mut t = tree.lock();
+        let totals = read_tree(&mut i, &mut t).map_err(at)?;
+        validate(&t).map_err(|e| at(format!("corrupt: {e}")))?;
+        totals
+    };
+    if !i.r.is_empty() {
+        return Err(at("corrupt: it goes on past its tree".into()));
     }
     Ok(Loaded { tree, totals })
 }
 
-fn read_tree<R: Read>(i: &mut In<R>, t: &mut Tree) -> Res<Totals> {
+/// Checks that a loaded tree holds together, so that a file that passed
+/// its checksum but was made by hand (the checksum is no signature) cannot
+/// make the explorer loop, panic or explore another tree's states: free
+/// slots are empty and listed once; every state's parent is a state one
+/// step shallower (so no cycles), whose enabled tasks include the step
+/// taken; each state counts its children; a state's tasks to explore and
+/// explored are among its enabled ones; pending branches name a state of
+/// the tree (or a stale one, skipped) and one of its enabled tasks;
+/// stamps and sequence numbers are below the tree's next one.
+fn validate(t: &Tree) -> Res<()> {
+    let n = t.nodes.len();
+    let live = |i: u32| (i as usize) < n && t.nodes[i as usize].stamp != u64::MAX;
+    let mut free = vec![false; n];
+    for &f in &t.free {
+        if free[f as usize] || live(f) {
+            return Err(format!("free state {f}"));
+        }
+        free[f as usize] = true;
+    }
+    let mut children = vec![0u32; n];
+    let mut roots = 0;
+    for (i, x) in t.nodes.iter().enumerate() {
+        if x.stamp == u64::MAX {
+            if !free[i] {
+                return Err(format!("state {i} is neither a state nor free"));
+            }
+            continue;
+        }
+        if free[i] || x.stamp > t.seq {
+            return Err(format!("state {i}"));
+        }
+        if x.depth as usize > super::super::MAX_STEPS || x.pre > x.depth {
+            return Err(format!("state {i}: depth {}", x.depth));
+        }
+        let within = |v: &[usize]| v.iter().all(|u| x.enabled.contains(u));
+        if !within(&x.backtrack)
+            || !within(&x.done)
+            || x.explored.iter().any(|e| !x.enabled.contains(&e.0))
+        {
+            return Err(format!("state {i}: a task that cannot run there"));
+        }
+        if x.parent == super::NONE {
+            roots += 1;
+            if x.depth != 0 {
+                return Err(format!("state {i}: a first state at depth {}", x.depth));
+            }
+            continue;
+        }
+        if !live(x.parent) {
+            return Err(format!("state {i}: parent {}", x.parent));
+        }
+        let p = &t.nodes[x.parent as usize];
+        if x.depth != p.depth + 1 || !p.enabled.contains(&x.last) {
+            return Err(format!(
+                "state {i}: not a step after its parent {}",
+                x.parent
+            ));
+        }
+        children[x.parent as usize] += 1;
+    }
+    if roots > 1 || (!t.started && n > 0) {
+        return Err(format!("{roots} first states"));
+    }
+    for (i, x) in t.nodes.iter().enumerate() {
+        if x.stamp != u64::MAX && x.children != children[i] {
+            return Err(format!(
+                "state {i}: {} children, not {}",
+                children[i], x.children
+            ));
+        }
+    }
+    for p in t.pending.iter() {
+        if p.node as usize >= n || p.seq.0 > t.seq || p.stamp == u64::MAX {
+            return Err(format!("pending branch at state {}", p.node));
+        }
+        let x = &t.nodes[p.node as usize];
+        if x.stamp == p.stamp && !x.enabled.contains(&p.task) {
+            return Err(format!("pending task {} at state {}", p.task, p.node));
+        }
+    }
+    if t.named.values().any(|&v| v >= super::NAMED_BASE) {
+        return Err("a named object's number".into());
+    }
+    Ok(())
+}
+
+fn read_tree(i: &mut In<'_>, t: &mut Tree) -> Res<Totals> {
     let totals = Totals {
         runs: i.u32()?,
         schedules: i.u64()?,
@@ -508,7 +590,7 @@ fn read_tree<R: Read>(i: &mut In<R>, t: &mut Tree) -> Res<Totals> {
             .cloned()
             .ok_or_else(|| format!("corrupt: step {x} of {}", accs.len()))
     };
-    let n = i.count(64)?;
+    let n = i.count(58)?;
     let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {
         let enabled = i.tasks()?;
@@ -581,4 +663,97 @@ fn read_tree<R: Read>(i: &mut In<R>, t: &mut Tree) -> Res<Totals> {
     t.free = free;
     t.pending = pending.into();
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first state with tasks 1 and 2 enabled, a state after task 1,
+    /// and a pending branch: task 2 at the first state.
+    fn tree() -> Tree {
+        let shared = Arc::try_unwrap(Shared::new(1)).unwrap();
+        let mut t = shared.tree.into_inner().unwrap();
+        t.started = true;
+        let root = Node {
+            enabled: vec![1, 2],
+            backtrack: vec![1, 2],
+            done: vec![1],
+            children: 1,
+            stamp: 1,
+            ..Node::empty()
+        };
+        let child = Node {
+            enabled: vec![1, 2],
+            parent: 0,
+            last: 1,
+            depth: 1,
+            stamp: 2,
+            ..Node::empty()
+        };
+        t.nodes = vec![root, child];
+        t.seq = 3;
+        t.pending.push(Pending {
+            pre: std::cmp::Reverse(0),
+            depth: 0,
+            seq: std::cmp::Reverse(3),
+            node: 0,
+            stamp: 1,
+            task: 2,
+        });
+        t
+    }
+
+    #[test]
+    fn a_tree_that_holds_together_is_valid() {
+        validate(&tree()).unwrap();
+    }
+
+    /// A way to spoil a tree.
+    type Spoil = fn(&mut Tree);
+
+    #[test]
+    fn a_tree_that_does_not_hold_together_is_refused() {
+        let cases: Vec<(&str, Spoil)> = vec![
+            ("a state its own parent", |t| t.nodes[1].parent = 1),
+            ("a cycle through the first state", |t| t.nodes[0].parent = 1),
+            ("a live state listed free", |t| t.free.push(1)),
+            ("an empty slot not listed free", |t| {
+                t.nodes.push(Node::empty())
+            }),
+            ("a wrong count of children", |t| t.nodes[0].children = 0),
+            ("a pending task that cannot run", |t| {
+                t.pending.push(Pending {
+                    pre: std::cmp::Reverse(0),
+                    depth: 0,
+                    seq: std::cmp::Reverse(2),
+                    node: 0,
+                    stamp: 1,
+                    task: 7,
+                })
+            }),
+            ("a pending branch past the tree", |t| {
+                t.pending.push(Pending {
+                    pre: std::cmp::Reverse(0),
+                    depth: 0,
+                    seq: std::cmp::Reverse(2),
+                    node: 9,
+                    stamp: 1,
+                    task: 1,
+                })
+            }),
+            ("a step its parent could not take", |t| t.nodes[1].last = 5),
+            ("two first states", |t| {
+                t.nodes[1].parent = super::super::NONE;
+                t.nodes[1].depth = 0;
+                t.nodes[0].children = 0;
+            }),
+            ("a stamp past the sequence", |t| t.seq = 1),
+        ];
+        for (what, spoil) in cases {
+            let mut t = tree();
+            spoil(&mut t);
+            assert!(validate(&t).is_err(), "{what} was taken as valid");
+        }
+    }
 }
