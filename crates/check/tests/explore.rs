@@ -26,8 +26,20 @@ fn run(
     shard: (u64, u64),
     keep_going: bool,
 ) -> Outcome {
+    run_plan(racy(), strategy, iterations, seed, shard, keep_going)
+}
+
+/// [`run`] on `plan`.
+fn run_plan(
+    plan: Arc<Plan>,
+    strategy: Strategy,
+    iterations: u64,
+    seed: u64,
+    shard: (u64, u64),
+    keep_going: bool,
+) -> Outcome {
     explore(
-        racy(),
+        plan,
         Options {
             strategy,
             iterations,
@@ -184,4 +196,39 @@ fn the_ipi_flush_waits_for_the_walker_and_the_timeline_says_so() {
         "{}",
         t.join("\n")
     );
+}
+
+/// A scenario with one CPU is explored like any other: the rcuo kthread is
+/// a task of its own, and where the CPU queues RCU callbacks (here
+/// `memunmap_pages()`: the `percpu_ref` kill's `call_rcu()` and the
+/// `kfree_rcu()` of `ms->usage`) their invocation interleaves with the
+/// CPU's steps. Until session 12 a one-CPU scenario ran one schedule
+/// whatever the strategy (a shortcut older than the kthread), so `dfs`
+/// never exhausted its bound and `dpor` never its tree.
+#[test]
+fn one_cpu_and_the_rcuo_kthread_are_two_tasks_to_interleave() {
+    // `usage-vs-pfn-valid` without its pfn_valid() CPU: one CPU tears the
+    // device range down.
+    let mut sc = catalog::find("usage-vs-pfn-valid")
+        .unwrap()
+        .scenario()
+        .unwrap();
+    sc.cpus.remove(0);
+    let plan = Arc::new(Plan::new(sc, &Overrides::default()).unwrap());
+    let dfs = run_plan(
+        plan.clone(),
+        Strategy::Dfs { preemptions: 2 },
+        100_000,
+        0,
+        (0, 1),
+        true,
+    );
+    assert!(dfs.exhausted, "dfs: {} schedules", dfs.schedules);
+    assert!(dfs.schedules > 1, "dfs ran one schedule");
+    assert!(dfs.violations.is_empty(), "{:?}", dfs.violations);
+    if mmsim_facade::dpor::ENABLED {
+        let dpor = run_plan(plan, Strategy::Dpor, 100_000, 0, (0, 1), true);
+        assert!(dpor.exhausted, "dpor: {} schedules", dpor.schedules);
+        assert!(dpor.violations.is_empty(), "{:?}", dpor.violations);
+    }
 }

@@ -558,7 +558,6 @@ struct Explorer {
     start: Instant,
     /// This shard's share of the executions.
     planned: u64,
-    single: bool,
     /// The scenario's CPUs (tasks 1..=cpus; the rcuo kthread is next).
     cpus: usize,
     /// `dpor`: the tree this worker explores with the others.
@@ -736,7 +735,6 @@ impl Driver for Explorer {
         let stop = self.out.error.is_some()
             || self.out.too_long.is_some()
             || (self.out.first.is_some() && !self.keep_going)
-            || (self.single && self.next > 0)
             || self.time_limit.is_some_and(|t| self.start.elapsed() >= t);
         if interrupted() {
             self.out.interrupted = true;
@@ -868,10 +866,8 @@ pub fn explore_tree(
     tree: Option<Arc<dpor::Shared>>,
 ) -> Outcome {
     ensure_hooks();
-    let single = plan.scenario.cpus.len() == 1;
     if opts.strategy != Strategy::Dpor
         || (opts.jobs <= 1 && tree.is_none())
-        || single
         || !mmsim_facade::dpor::ENABLED
     {
         return explore_on(plan, opts, None);
@@ -973,7 +969,6 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     let alone = tree.is_none();
     let shard = (opts.shard.0, opts.shard.1.max(1));
     let iterations = opts.iterations;
-    let single = plan.scenario.cpus.len() == 1;
     let planned = match opts.strategy {
         Strategy::Dfs { .. } | Strategy::Dpor => iterations,
         _ => shard_share(iterations, shard),
@@ -996,8 +991,7 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         slot: slot.clone(),
         out: Outcome::default(),
         start: Instant::now(),
-        planned: if single { planned.min(1) } else { planned },
-        single,
+        planned,
         tree,
     };
     if opts.strategy == Strategy::Dpor && !mmsim_facade::dpor::ENABLED {
