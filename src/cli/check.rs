@@ -890,6 +890,14 @@ fn report(
         }
         println!("\nReplay: mmsim replay '{r}'");
     }
+    if ck.is_none()
+        && strategy == Strategy::Dpor
+        && !out.exhausted
+        && out.violations.is_empty()
+        && out.error.is_none()
+    {
+        println!("  (with --checkpoint FILE a later run goes on where this one stopped)");
+    }
     if let Some(c) = ck {
         match (&c.saved, c.not_saved, &c.error) {
             (Some(_), _, _) if out.exhausted => {
