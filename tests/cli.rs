@@ -582,3 +582,65 @@ fn a_run_killed_outright_leaves_its_last_periodic_checkpoint() {
     assert_eq!(c["earlier_runs"], 1, "{c}");
     assert!(c["earlier_schedules"].as_u64().unwrap() > 0, "{c}");
 }
+
+/// The build a checkpoint belongs to is the one that ran, even when a
+/// rebuild replaces the executable's file during the run (the hash is
+/// taken from the running image, before the run): the tree is resumed by
+/// that build and refused by the new file.
+#[test]
+fn a_checkpoint_belongs_to_the_build_that_ran_not_to_its_path() {
+    let file = scratch("rebuilt.tree", "");
+    std::fs::remove_file(&file).unwrap();
+    let args = seed_fix_checkpointed(&file);
+    if !mmsim_facade::dpor::ENABLED {
+        return;
+    }
+    let dir = std::path::Path::new(&file).parent().unwrap().to_path_buf();
+    let (exe, copy) = (dir.join("mmsim-a"), dir.join("mmsim-run"));
+    std::fs::copy(env!("CARGO_BIN_EXE_mmsim"), &exe).unwrap();
+    std::fs::copy(&exe, &copy).unwrap();
+    let child = std::process::Command::new(&copy)
+        .args(&args)
+        .args(["--duration", "3s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A "rebuild": another program renamed over the path that runs.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let tmp = dir.join("mmsim-new");
+    std::fs::copy(&exe, &tmp).unwrap();
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new().append(true).open(&tmp).unwrap(),
+        b"another build",
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["checkpoint"]["saved"], true);
+    let mut again = args.clone();
+    again.extend(["--iterations", "1"]);
+    let run = |exe: &std::path::Path| {
+        std::process::Command::new(exe)
+            .args(&again)
+            .output()
+            .unwrap()
+    };
+    let o = run(&exe);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the build that ran: {}",
+        stderr(&o)
+    );
+    assert_eq!(json(&o)["checkpoint"]["resumed"], true);
+    let o = run(&copy);
+    assert_eq!(o.status.code(), Some(2), "the rebuilt file: {}", stderr(&o));
+    assert!(
+        json(&o)["error"]
+            .as_str()
+            .unwrap()
+            .contains("another build")
+    );
+}

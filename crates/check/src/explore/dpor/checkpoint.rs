@@ -73,6 +73,9 @@ impl Identity {
     /// The exploration of `plan` as shard `shard`, under this process's
     /// `MMSIM_DPOR_SPLIT` and `MMSIM_DPOR_ORDER`; `describe` names it.
     pub fn of(plan: &Plan, shard: (u64, u64), describe: String) -> Identity {
+        // Now, while this program's image is the one running (a failure is
+        // said when the tree is loaded or saved).
+        let _ = program_hash();
         let env = |k: &str| std::env::var(k).unwrap_or_default();
         let mut h = std::hash::DefaultHasher::new();
         // The plan's Debug form is every setting that shapes the machine
@@ -108,17 +111,23 @@ impl Identity {
 }
 
 /// A hash of this program's executable: a tree's paths and object numbers
-/// are the steps of one build of the model.
-fn program_hash() -> Result<u64, String> {
+/// are the steps of one build of the model. Read once, from the running
+/// image (`/proc/self/exe` opens it even after a rebuild has replaced the
+/// file at its path), and first when an exploration's identity is taken
+/// ([`Identity::of`]), before the run: read at the end of a long run from
+/// the path, it would be the rebuilt program's.
+pub fn program_hash() -> Result<u64, String> {
     static HASH: OnceLock<Result<u64, String>> = OnceLock::new();
     HASH.get_or_init(|| {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's executable: {e}"))?;
-        let bytes = std::fs::read(&exe).map_err(|e| {
-            format!(
-                "cannot read this program's executable {}: {e}",
-                exe.display()
-            )
+        let bytes = std::fs::read("/proc/self/exe").or_else(|_| {
+            let exe = std::env::current_exe()
+                .map_err(|e| format!("cannot find this program's executable: {e}"))?;
+            std::fs::read(&exe).map_err(|e| {
+                format!(
+                    "cannot read this program's executable {}: {e}",
+                    exe.display()
+                )
+            })
         })?;
         let mut h = std::hash::DefaultHasher::new();
         h.write(&bytes);
