@@ -858,8 +858,6 @@ pub fn explore(plan: Arc<Plan>, opts: Options) -> Outcome {
 
 /// [`explore`], for `dpor` on `tree` if given: a tree an earlier run left
 /// ([`dpor::checkpoint`]), whose limit is the executions this run may add.
-/// The tree is explored unless the scenario has one CPU (one execution,
-/// run without a tree).
 pub fn explore_tree(
     plan: Arc<Plan>,
     mut opts: Options,
