@@ -57,9 +57,12 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
 }
 
-/// With `--scheduler dpor` compiled in, the explorer learns which heap
-/// blocks each step allocates (fewer executions to exhaust a scenario).
-#[cfg(feature = "dpor")]
+/// The explorer's allocator: it serves each exploring thread's snapshot
+/// arena (the booted machine restored for each execution instead of booted
+/// again), and with `--scheduler dpor` compiled in it tells the explorer
+/// which heap blocks each step allocates (fewer executions to exhaust a
+/// scenario). Elsewhere it is the system allocator behind one load of a
+/// global counter.
 #[global_allocator]
 static ALLOC: mmsim_facade::dpor::TrackingAlloc = mmsim_facade::dpor::TrackingAlloc;
 

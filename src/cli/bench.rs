@@ -961,6 +961,7 @@ fn bench_explore(f: &mut Figures, cap: u64, secs: u64, all: bool) -> Result<(), 
                         } else {
                             1
                         },
+                        boot: Default::default(),
                     },
                 );
                 // Boot and teardown are summed over the threads.

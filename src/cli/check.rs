@@ -96,6 +96,11 @@ pub struct CheckArgs {
     /// that a run killed outright loses at most that much.
     #[arg(long, value_name = "TIME", default_value = "10m")]
     pub checkpoint_every: String,
+    /// Boot a fresh machine for each execution instead of restoring a
+    /// snapshot of the booted one (the same executions, more slowly: for
+    /// comparison).
+    #[arg(long)]
+    pub fresh_boot: bool,
     /// Also draw the first failing schedule as per-CPU swimlanes in an
     /// SVG file.
     #[arg(long, value_name = "FILE")]
@@ -459,6 +464,11 @@ pub fn run(a: &CheckArgs) -> u8 {
                 time_limit: duration,
                 progress: progress(),
                 jobs,
+                boot: if a.fresh_boot {
+                    explore::Boot::Fresh
+                } else {
+                    explore::Boot::Snapshot
+                },
             },
             ck.as_ref().map(|c| c.tree.clone()),
         );
@@ -769,6 +779,10 @@ fn report(
             "schedules": out.schedules,
             "elapsed_s": out.elapsed.as_secs_f64(),
             "schedules_per_s": out.rate(),
+            // How each execution got its machine: "snapshot" (restored,
+            // `snapshot_bytes` copied each time) or "fresh" (booted).
+            "boot": if out.snapshot.is_some() { "snapshot" } else { "fresh" },
+            "snapshot_bytes": out.snapshot,
             "exhausted": out.exhausted,
             "frontier": out.frontier,
             "interrupted": out.interrupted,

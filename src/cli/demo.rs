@@ -51,6 +51,7 @@ fn run_one(name: &str, ov: Overrides, iterations: u64, seed: u64) -> Result<Outc
             time_limit: None,
             jobs: 1,
             progress: None,
+            boot: Default::default(),
         },
     ))
 }

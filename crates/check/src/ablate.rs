@@ -224,6 +224,7 @@ fn run_one(
             keep_going: false,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     );

@@ -1497,6 +1497,7 @@ pub fn exercise(bytes: &[u8], file: &str, schedules: u64, seed: u64) -> Verdict 
                 keep_going: false,
                 time_limit: None,
                 jobs: 1,
+                boot: Default::default(),
                 progress: None,
             },
         );

@@ -484,6 +484,7 @@ fn run_plan(plan: Arc<Plan>, budget: u64, schedules: &mut u64) -> Explored {
             keep_going: false,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     );

@@ -34,6 +34,7 @@ fn run_k(
             keep_going,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     )

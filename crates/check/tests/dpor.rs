@@ -885,6 +885,7 @@ fn dpor_finds_what_bounded_dfs_finds_on_a_small_catalog_scenario() {
                 keep_going: true,
                 time_limit: None,
                 jobs: 1,
+                boot: Default::default(),
                 progress: None,
             },
         )

@@ -73,6 +73,7 @@ fn options(
         keep_going,
         time_limit: None,
         jobs,
+        boot: Default::default(),
         progress: None,
     }
 }

@@ -48,6 +48,7 @@ fn run_plan(
             keep_going,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     )

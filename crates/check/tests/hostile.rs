@@ -30,6 +30,7 @@ fn run(text: &str, iterations: u64) -> (Arc<Plan>, Outcome) {
             keep_going: false,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     );

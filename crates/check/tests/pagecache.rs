@@ -29,6 +29,7 @@ fn evict_against_find_get_page_is_ordered_by_the_freeze_on_both_architectures() 
                     keep_going: false,
                     time_limit: None,
                     jobs: 1,
+                    boot: Default::default(),
                     progress: None,
                 },
             );

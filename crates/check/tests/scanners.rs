@@ -27,6 +27,7 @@ fn run(
             keep_going,
             time_limit: None,
             jobs: 1,
+            boot: Default::default(),
             progress: None,
         },
     )

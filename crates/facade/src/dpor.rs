@@ -140,6 +140,8 @@ mod imp {
     /// Runs `f` on this thread's log as a `Vec` (to grow it, cut it or
     /// hand it over), then puts it back in its cells.
     fn with_log<R>(f: impl FnOnce(&mut Vec<(usize, u8)>) -> R) -> R {
+        // The recorder's buffer, not the model's: never in a snapshot arena.
+        let _off = crate::snapshot::pause();
         let r = rec();
         r.busy.set(true);
         let ptr = r.ptr.get();
@@ -190,6 +192,7 @@ mod imp {
     /// blocked task runnable again (see `reverse` in its `dpor` module).
     pub fn note_woken(task: usize) {
         if recording() {
+            let _off = crate::snapshot::pause();
             WOKEN.with(|w| w.borrow_mut().push(task));
         }
     }
@@ -224,6 +227,7 @@ mod imp {
                 return;
             }
             h.set(true);
+            let _off = crate::snapshot::pause();
             let at = r.len.get();
             // No access after this one merges into an entry before it.
             r.floor.set(at);
@@ -248,7 +252,25 @@ mod imp {
     /// and its offset instead of by the order of first touches.
     pub fn name_range(addr: usize, len: usize, key: u64) {
         if ENABLED && ACTIVE.load(Ordering::Relaxed) != 0 {
+            let _off = crate::snapshot::pause();
             NAMES.with(|n| n.borrow_mut().push(Named { addr, len, key }));
+        }
+    }
+
+    /// Replays what a set-up did for the recorder, on a machine restored
+    /// from a snapshot ([`crate::snapshot`]) instead of booted: its log of
+    /// accesses, appended to this thread's if it records now, and the
+    /// storage it named. The snapshot's boot took both ([`take`],
+    /// [`take_names`]) from a run of the same set-up, at the same
+    /// addresses.
+    pub fn replay_setup(log: &[(usize, u8)], names: &[Named]) {
+        if !ENABLED || ACTIVE.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let _off = crate::snapshot::pause();
+        NAMES.with(|n| n.borrow_mut().extend_from_slice(names));
+        if rec().on.get() {
+            with_log(|l| l.extend_from_slice(log));
         }
     }
 
@@ -421,40 +443,61 @@ pub struct Named {
     pub key: u64,
 }
 
-/// The system allocator, telling [`note_alloc`] of every block while a
-/// DPOR exploration records on the thread. A binary that runs DPOR
-/// explorations installs it as its `#[global_allocator]`; without it the
-/// explorer counts every object first touched after a state as possibly
-/// any other (conservative: more executions, never fewer).
+/// The process's allocator for the explorer: the system allocator, except
+/// on a thread whose snapshot arena is on ([`crate::snapshot`]), where the
+/// model's blocks come from the arena; and telling [`note_alloc`] of every
+/// block while a DPOR exploration records on the thread. A binary that
+/// explores installs it as its `#[global_allocator]`. Without it the
+/// explorer boots a fresh machine for each execution (no arena serves), and
+/// DPOR counts every object first touched after a state as possibly any
+/// other (conservative: more executions, never fewer).
 #[derive(Debug, Default)]
 pub struct TrackingAlloc;
 
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// hook only reads the returned or given pointer's address.
+// SAFETY: a block comes either from the system allocator or from this
+// thread's arena, which hands out each of its blocks once until it is
+// freed, aligned as asked (`snapshot::alloc`); a block goes back to
+// whichever it came from, told by its address (`snapshot::free`). The hook
+// only reads addresses.
 unsafe impl std::alloc::GlobalAlloc for TrackingAlloc {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         // SAFETY: the caller's contract, forwarded.
-        let p = unsafe { std::alloc::System.alloc(l) };
+        let p = crate::snapshot::alloc(l).unwrap_or_else(|| unsafe { std::alloc::System.alloc(l) });
         note_alloc(p as usize, l.size().max(1));
         p
     }
 
     unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, forwarded.
-        let p = unsafe { std::alloc::System.alloc_zeroed(l) };
+        let p = match crate::snapshot::alloc(l) {
+            Some(p) => {
+                // SAFETY: a block of at least `l.size()` bytes, just taken;
+                // an arena's blocks are reused, so zeroed here.
+                unsafe { std::ptr::write_bytes(p, 0, l.size()) };
+                p
+            }
+            // SAFETY: the caller's contract, forwarded.
+            None => unsafe { std::alloc::System.alloc_zeroed(l) },
+        };
         note_alloc(p as usize, l.size().max(1));
         p
     }
 
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
         note_alloc(p as usize, 0);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { std::alloc::System.dealloc(p, l) }
+        // SAFETY: the caller's contract, forwarded to whichever allocator
+        // the block came from.
+        unsafe {
+            if !crate::snapshot::free(p, l) {
+                std::alloc::System.dealloc(p, l)
+            }
+        }
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
         // SAFETY: the caller's contract, forwarded.
-        let q = unsafe { std::alloc::System.realloc(p, l, n) };
+        let q = unsafe {
+            crate::snapshot::realloc(p, l, n).unwrap_or_else(|| std::alloc::System.realloc(p, l, n))
+        };
         if !q.is_null() {
             note_alloc(p as usize, 0);
             note_alloc(q as usize, n.max(1));

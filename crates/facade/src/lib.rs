@@ -35,6 +35,7 @@ mod atomic;
 pub mod dpor;
 pub mod membarrier;
 pub mod sched;
+pub mod snapshot;
 
 #[cfg(not(loom))]
 pub use atomic::{

@@ -761,24 +761,30 @@ pub fn chan<T>(v: &T) -> usize {
 
 #[cfg(not(loom))]
 mod explore {
-    //! The few shuttle engine calls the explorer needs.
+    //! The few shuttle engine calls the explorer needs. Each turns the
+    //! snapshot arena off while shuttle runs: shuttle allocates for itself
+    //! (and a switch runs the scheduler), never for the model.
     use shuttle::scheduler::TaskId;
     use shuttle_engine::runtime::execution::ExecutionState;
 
     pub(super) fn switch() {
+        let _off = crate::snapshot::pause();
         shuttle_engine::runtime::thread::switch();
     }
 
     pub(super) fn me() -> TaskId {
+        let _off = crate::snapshot::pause();
         ExecutionState::me()
     }
 
     pub(super) fn block_and_switch() {
+        let _off = crate::snapshot::pause();
         ExecutionState::with(|s| s.current_mut().block(false));
         shuttle_engine::runtime::thread::switch();
     }
 
     pub(super) fn unblock(t: TaskId) {
+        let _off = crate::snapshot::pause();
         ExecutionState::with(|s| {
             if let Some(task) = s.try_get_mut(t)
                 && !task.finished()
@@ -792,6 +798,7 @@ mod explore {
     }
 
     pub(super) fn stopping() -> bool {
+        let _off = crate::snapshot::pause();
         ExecutionState::should_stop()
     }
 
@@ -802,6 +809,7 @@ mod explore {
     /// states; one that does not only leads to a block, which the last
     /// task to block then checks.
     pub(super) fn nobody_else_can_run() -> bool {
+        let _off = crate::snapshot::pause();
         let r = ExecutionState::with(|s| {
             let me = s.current().id();
             (0usize..)

@@ -25,6 +25,10 @@
 
 pub mod dpor;
 pub mod sched;
+#[allow(unsafe_code)]
+pub mod snapshot;
+
+pub use snapshot::Boot;
 
 use crate::ops::{Env, TEARDOWN, run_cpu};
 use crate::scenario::Loc;
@@ -158,6 +162,9 @@ pub struct Options {
     /// `dpor`: worker threads exploring the one tree together (1: this
     /// thread alone). Other strategies run on this thread.
     pub jobs: usize,
+    /// How each execution gets its machine: restored from a snapshot of
+    /// the booted machine (the default), or booted afresh.
+    pub boot: Boot,
 }
 
 /// A violation found, with how many executions found it.
@@ -210,13 +217,16 @@ pub struct Outcome {
     pub error_decisions: Option<Vec<u8>>,
     /// An execution was longer than the explorer's bound.
     pub too_long: Option<TooLong>,
-    /// Of `elapsed`: booting a fresh machine for each execution (set-up).
+    /// Of `elapsed`: giving each execution its machine: booting it
+    /// (set-up), or restoring it from the snapshot ([`Boot`]).
     pub boot: Duration,
-    /// Of `elapsed`: tearing each down (teardown, the leak check, dropping
-    /// the machine). What a snapshot of the booted machine, restored for
-    /// each execution, could save at most is `boot` and part of this.
-    /// Both are summed over the workers of a `dpor` exploration.
+    /// Of `elapsed`: tearing each down (teardown, the leak check, and for
+    /// a fresh boot dropping the machine). Both are summed over the
+    /// workers of a `dpor` exploration.
     pub teardown: Duration,
+    /// The bytes each restore copied, when the executions' machines came
+    /// from a snapshot (`None`: booted afresh).
+    pub snapshot: Option<usize>,
     /// The threads that explored (`dpor` with `--jobs`; 1 otherwise).
     pub jobs: usize,
     /// `dpor`: the branches of the tree still to explore when the
@@ -354,7 +364,9 @@ fn shuttle_config() -> Config {
 fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let want = slot.lock().want_trace;
     let t0 = Instant::now();
-    let world = match plan.boot(Mode::Explore) {
+    let restored = snapshot::restore(slot);
+    let from_snapshot = restored.is_some();
+    let world = match restored.map_or_else(|| plan.boot(Mode::Explore), Ok) {
         Ok(w) => {
             let mut s = slot.lock();
             s.boot += t0.elapsed();
@@ -384,13 +396,18 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let cpu = world.cpu(plan, i);
+            let cpu = {
+                let _on = mmsim_facade::snapshot::resume();
+                world.cpu(plan, i)
+            };
             let plan = plan.clone();
             let mms = world.mms.clone();
             let children = world.children.clone();
             let vmas = world.vmas.clone();
             let finished = finished.clone();
             shuttle::thread::spawn(move || {
+                // The model's blocks go to the snapshot arena, if any.
+                let _on = mmsim_facade::snapshot::resume();
                 let env = Env {
                     plan: &plan,
                     mms: &mms,
@@ -411,6 +428,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         let cpu = world.m.rcuo_cpu();
         let finished = finished.clone();
         shuttle::thread::spawn(move || {
+            let _on = mmsim_facade::snapshot::resume();
             cpu.sched.note(
                 crate::ops::OP_START,
                 mmsim_facade::sched::Event::Step,
@@ -439,8 +457,12 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         std::panic::resume_unwind(p);
     }
     let t2 = Instant::now();
+    // What a task's unwinding left the switch at: the main task's own
+    // work (the copies below) is no model state.
+    mmsim_facade::snapshot::off();
     let m = &world.m;
     if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
+        let _on = mmsim_facade::snapshot::resume();
         teardown(&world);
     }
     let violations = if m.detect.count() > 0 {
@@ -462,7 +484,13 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
         TraceWanted::OnViolation if !violations.is_empty() => Some(m.ctx.trace()),
         _ => None,
     };
-    drop(world);
+    if from_snapshot {
+        if let Err(e) = snapshot::finish(world, slot) {
+            panic!("{e}");
+        }
+    } else {
+        drop(world);
+    }
     let mut s = slot.lock();
     s.teardown += t2.elapsed();
     s.result = Some(ExecResult {
@@ -875,13 +903,14 @@ pub fn explore_tree(
     let start = Instant::now();
     // The other workers' options: the same, but for the progress callback
     // (this thread's).
-    let (strategy, iterations, seed, shard, keep_going, time_limit) = (
+    let (strategy, iterations, seed, shard, keep_going, time_limit, boot) = (
         opts.strategy,
         opts.iterations,
         opts.seed,
         opts.shard,
         opts.keep_going,
         opts.time_limit,
+        opts.boot,
     );
     opts.jobs = 1;
     let mut out = std::thread::scope(|s| {
@@ -902,6 +931,7 @@ pub fn explore_tree(
                             progress: None,
                             time_limit,
                             jobs: 1,
+                            boot,
                         };
                         explore_on(plan, o, Some(tree))
                     })
@@ -955,6 +985,7 @@ impl Outcome {
         }
         self.boot += o.boot;
         self.teardown += o.teardown;
+        self.snapshot = self.snapshot.max(o.snapshot);
         self.interrupted |= o.interrupted;
     }
 }
@@ -998,6 +1029,13 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         ex.out.error = Some(DPOR_DISABLED.into());
         return ex.out;
     }
+    // Set-up once, before the exploration records anything (see
+    // `snapshot`); a machine the arena cannot hold is booted afresh.
+    let snap = match opts.boot {
+        Boot::Fresh => None,
+        b => snapshot::install(&plan, b).ok(),
+    };
+    ex.out.snapshot = snap.as_ref().map(|s| s.bytes());
     if opts.strategy.exhaustive() {
         ex.inner = ex.fresh_inner(0);
     }
@@ -1016,6 +1054,7 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         let r = catch_unwind(AssertUnwindSafe(|| {
             runner.run(move || execute(&body_plan, &body_slot))
         }));
+        mmsim_facade::snapshot::off();
         let mut e = ex.borrow_mut();
         match r {
             Ok(_) => {
@@ -1031,6 +1070,10 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
             }
         }
     }
+    // The last machine's context is the last reference into the snapshot
+    // arena from outside: it goes while the arena is there.
+    drop(slot.lock().ctx.take());
+    drop(snap);
     let mut e = ex.borrow_mut();
     e.retire_inner();
     if let Inner::Dpor(d) = &mut e.inner {
