@@ -27,6 +27,10 @@
 //! `smp_load_acquire`/`smp_store_release` are `Acquire`/`Release`. The
 //! asymmetric fences of liburcu's "memb" flavour, which keep the RCU read side
 //! nearly free, are in [`membarrier`].
+//!
+//! The explorer restores a snapshot of the booted machine for each execution
+//! instead of booting it again: the model's heap blocks come from a
+//! per-thread arena copied after set-up and copied back ([`snapshot`]).
 
 #![allow(clippy::disallowed_types)] // This crate is where the disallowed types are wrapped.
 

@@ -1,7 +1,9 @@
 //! The explorer: many executions of one scenario under shuttle, each with a
-//! fresh machine, each schedule recorded.
+//! machine as set-up leaves it, each schedule recorded.
 //!
-//! One execution: set-up on the boot CPU ([`Plan::boot`]), one shuttle task
+//! One execution: set-up on the boot CPU ([`Plan::boot`]), or the machine
+//! restored from a snapshot taken after set-up ([`snapshot`]; the default
+//! where the process's allocator serves one), one shuttle task
 //! per model CPU running its operations ([`crate::ops`]), the main task
 //! joining them, then teardown (every process unmapped, the leak check)
 //! unless a CPU died. What the detectors found, and the trace when it is
@@ -364,7 +366,7 @@ fn shuttle_config() -> Config {
 fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let want = slot.lock().want_trace;
     let t0 = Instant::now();
-    let restored = snapshot::restore(slot);
+    let restored = snapshot::restore(plan, slot);
     let from_snapshot = restored.is_some();
     let world = match restored.map_or_else(|| plan.boot(Mode::Explore), Ok) {
         Ok(w) => {

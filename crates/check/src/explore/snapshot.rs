@@ -51,6 +51,8 @@ pub enum Boot {
 
 /// A worker's booted machine (see the module doc).
 pub(super) struct Snapshot {
+    /// The plan booted (an execution of another plan boots afresh).
+    plan: Arc<Plan>,
     arena: Arena,
     world: ManuallyDrop<World>,
     /// What set-up logged for the DPOR recorder, and named.
@@ -156,6 +158,7 @@ fn take(plan: &Arc<Plan>, checked: bool) -> Result<Snapshot, Unavailable> {
     // the save; `world` is the saved state's own.
     unsafe { arena.restore() };
     Ok(Snapshot {
+        plan: plan.clone(),
         arena,
         world: ManuallyDrop::new(world),
         log,
@@ -174,12 +177,12 @@ fn world_copy(w: &World) -> World {
     unsafe { std::ptr::read(w) }
 }
 
-/// The machine for the execution beginning on this thread: restored from
-/// its snapshot, if it has one.
-pub(super) fn restore(slot: &RawLock<Slot>) -> Option<World> {
+/// The machine for the execution of `plan` beginning on this thread:
+/// restored from its snapshot, if it has one of that plan.
+pub(super) fn restore(plan: &Arc<Plan>, slot: &RawLock<Slot>) -> Option<World> {
     CURRENT.with(|c| {
         let c = c.borrow();
-        let s = c.as_ref()?;
+        let s = c.as_ref().filter(|s| Arc::ptr_eq(&s.plan, plan))?;
         // The last execution's reference into the arena goes first.
         drop(slot.lock().ctx.take());
         mmsim_facade::snapshot::off();
