@@ -97,9 +97,13 @@ const REGIONS: usize = 64;
 static REGION: [(AtomicUsize, AtomicUsize); REGIONS] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; REGIONS];
 
+/// Slots of [`REGION`] ever used (a prefix): what [`in_any`] scans.
+static REGIONS_USED: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether `a` is inside some thread's arena.
 fn in_any(a: usize) -> bool {
-    REGION.iter().any(|(b, s)| {
+    let n = REGIONS_USED.load(Ordering::Acquire);
+    REGION[..n].iter().any(|(b, s)| {
         let b = b.load(Ordering::Acquire);
         b != 0 && a >= b && a < b + s.load(Ordering::Acquire)
     })
@@ -139,7 +143,7 @@ impl Arena {
             return None;
         }
         let base = p as *mut u8;
-        let Some(slot) = REGION.iter().find(|(_, s)| {
+        let Some(i) = REGION.iter().position(|(_, s)| {
             s.compare_exchange(0, size, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         }) else {
@@ -147,7 +151,8 @@ impl Arena {
             unsafe { libc::munmap(p, size) };
             return None;
         };
-        slot.0.store(base as usize, Ordering::Release);
+        REGION[i].0.store(base as usize, Ordering::Release);
+        REGIONS_USED.fetch_max(i + 1, Ordering::AcqRel);
         // SAFETY: the mapping is fresh, zeroed, and large enough for a
         // header, which needs no alignment beyond a page's.
         unsafe {
