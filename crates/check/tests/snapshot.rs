@@ -46,11 +46,17 @@ fn seen(o: &Outcome) -> Seen {
         .collect()
 }
 
-/// Runs `strategy` on `plan` from snapshots (checked) and from fresh boots,
-/// and compares.
+/// Runs `strategy` on `plan` from snapshots, checked and as `mmsim`
+/// runs them (each machine abandoned), and from fresh boots, and compares.
 fn same(plan: &Arc<Plan>, strategy: Strategy, iterations: u64, what: &str) {
-    let snap = run(plan.clone(), strategy, iterations, Boot::Checked);
     let fresh = run(plan.clone(), strategy, iterations, Boot::Fresh);
+    for boot in [Boot::Checked, Boot::Snapshot] {
+        let snap = run(plan.clone(), strategy, iterations, boot);
+        compare(&snap, &fresh, &format!("{what} {boot:?}"), strategy);
+    }
+}
+
+fn compare(snap: &Outcome, fresh: &Outcome, what: &str, strategy: Strategy) {
     let s = strategy.name();
     assert!(snap.error.is_none(), "{what} {s}: {:?}", snap.error);
     assert!(fresh.error.is_none(), "{what} {s}: {:?}", fresh.error);
@@ -62,7 +68,7 @@ fn same(plan: &Arc<Plan>, strategy: Strategy, iterations: u64, what: &str) {
     assert_eq!(snap.schedules, fresh.schedules, "{what} {s}: schedules");
     assert_eq!(snap.exhausted, fresh.exhausted, "{what} {s}: exhausted");
     assert_eq!(snap.failing, fresh.failing, "{what} {s}: failing schedules");
-    assert_eq!(seen(&snap), seen(&fresh), "{what} {s}: violations");
+    assert_eq!(seen(snap), seen(fresh), "{what} {s}: violations");
     assert_eq!(
         snap.first.as_ref().map(|f| (&f.decisions, f.trace.len())),
         fresh.first.as_ref().map(|f| (&f.decisions, f.trace.len())),
@@ -128,19 +134,22 @@ fn dpor_explores_the_same_tree_from_a_snapshot() {
             safeguards: sg,
         };
         let plan = Arc::new(Plan::new(sc, &ov).unwrap());
-        let snap = run(plan.clone(), Strategy::Dpor, 1_000_000, Boot::Checked);
-        let fresh = run(plan, Strategy::Dpor, 1_000_000, Boot::Fresh);
-        assert!(snap.exhausted && fresh.exhausted, "{name}");
-        assert!(snap.snapshot.is_some(), "{name}");
-        assert_eq!(
-            (snap.schedules, snap.redundant, snap.failing, seen(&snap)),
-            (
-                fresh.schedules,
-                fresh.redundant,
-                fresh.failing,
-                seen(&fresh)
-            ),
-            "{name}"
-        );
+        let fresh = run(plan.clone(), Strategy::Dpor, 1_000_000, Boot::Fresh);
+        assert!(fresh.exhausted, "{name}");
+        for boot in [Boot::Checked, Boot::Snapshot] {
+            let snap = run(plan.clone(), Strategy::Dpor, 1_000_000, boot);
+            assert!(snap.exhausted, "{name} {boot:?}");
+            assert!(snap.snapshot.is_some(), "{name} {boot:?}");
+            assert_eq!(
+                (snap.schedules, snap.redundant, snap.failing, seen(&snap)),
+                (
+                    fresh.schedules,
+                    fresh.redundant,
+                    fresh.failing,
+                    seen(&fresh)
+                ),
+                "{name} {boot:?}"
+            );
+        }
     }
 }

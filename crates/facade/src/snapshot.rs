@@ -321,6 +321,10 @@ pub(crate) fn alloc(l: Layout) -> Option<*mut u8> {
 #[cold]
 fn alloc_slow(l: Layout) -> Option<*mut u8> {
     let base = BASE.with(|b| b.get());
+    if base.is_null() {
+        // A switch turned on again after its arena went.
+        return None;
+    }
     let size = SIZE.with(|s| s.get());
     let got = class_of(l).and_then(|c| {
         // SAFETY: the header is at the base of this thread's live mapping,
@@ -400,7 +404,8 @@ pub(crate) unsafe fn realloc(p: *mut u8, l: Layout, n: usize) -> Option<*mut u8>
         })
         .unwrap_or(false);
     let on = ON.try_with(|o| o.get()).unwrap_or(false);
-    if !mine && !on {
+    let foreign = !mine && in_any(p as usize);
+    if !mine && !on && !foreign {
         return None;
     }
     // SAFETY: the caller's contract: `l.align()` is a power of two and `n`
@@ -411,7 +416,8 @@ pub(crate) unsafe fn realloc(p: *mut u8, l: Layout, n: usize) -> Option<*mut u8>
     if q.is_null() {
         return Some(q);
     }
-    // SAFETY: both blocks are live and hold at least the smaller size.
+    // SAFETY: both blocks are live and hold at least the smaller size. A
+    // block of another thread's arena is copied and left there (`free`).
     unsafe {
         std::ptr::copy_nonoverlapping(p, q, l.size().min(n));
         if !free(p, l) {

@@ -334,6 +334,9 @@ fn ensure_hooks() {
         mmsim_model::detect::install_panic_filter();
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            // What the hooks allocate (std's backtrace cache, say) outlives
+            // the execution: never in a snapshot arena.
+            let _off = mmsim_facade::snapshot::pause();
             let p = info.payload();
             if p.is::<mmsim_model::detect::Oops>()
                 || p.is::<mmsim_facade::sched::Stopped>()
@@ -1035,7 +1038,7 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     // `snapshot`); a machine the arena cannot hold is booted afresh.
     let snap = match opts.boot {
         Boot::Fresh => None,
-        b => snapshot::install(&plan, b).ok(),
+        b => snapshot::install(&plan, b, &slot, opts.strategy == Strategy::Dpor).ok(),
     };
     ex.out.snapshot = snap.as_ref().map(|s| s.bytes());
     if opts.strategy.exhaustive() {
@@ -1072,9 +1075,8 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
             }
         }
     }
-    // The last machine's context is the last reference into the snapshot
-    // arena from outside: it goes while the arena is there.
-    drop(slot.lock().ctx.take());
+    // The last machine's context goes while the arena is there (see
+    // `snapshot::Installed`).
     drop(snap);
     let mut e = ex.borrow_mut();
     e.retire_inner();

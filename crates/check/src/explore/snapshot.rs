@@ -76,19 +76,28 @@ pub enum Unavailable {
     NoArena,
     /// Set-up allocated a block the arena could not hold.
     Spilled,
-    /// Set-up failed (each execution reports it).
-    Setup(SetupError),
+    /// Set-up failed (each execution boots afresh and reports it).
+    Setup,
+    /// Set-up panicked (each execution boots afresh and reports it).
+    Panicked,
 }
 
-/// The snapshot of `plan`'s machine on this thread until the guard drops.
-pub(super) fn install(plan: &Arc<Plan>, boot: Boot) -> Result<Installed, Unavailable> {
-    let s = take(plan, boot == Boot::Checked)?;
+/// The snapshot of `plan`'s machine on this thread until the guard drops,
+/// for the executions whose results go through `slot`; `dpor`: for a DPOR
+/// exploration (set-up's accesses are recorded for it).
+pub(super) fn install(
+    plan: &Arc<Plan>,
+    boot: Boot,
+    slot: &Arc<RawLock<Slot>>,
+    dpor: bool,
+) -> Result<Installed, Unavailable> {
+    let s = take(plan, boot == Boot::Checked, dpor)?;
     CURRENT.with(|c| *c.borrow_mut() = Some(s));
-    Ok(Installed(()))
+    Ok(Installed(slot.clone()))
 }
 
 /// This thread's snapshot, while it lives.
-pub(super) struct Installed(());
+pub(super) struct Installed(Arc<RawLock<Slot>>);
 
 impl Installed {
     /// Bytes a restore copies.
@@ -99,20 +108,27 @@ impl Installed {
 
 impl Drop for Installed {
     fn drop(&mut self) {
+        // The loop's reference to the last machine's context is the last
+        // reference into the arena from outside: it goes first, however
+        // the exploration ends (an unwinding one too).
+        drop(self.0.lock_untracked().ctx.take());
         // Forgetting the last execution's machine: its blocks go with the
         // arena's region.
         let _ = CURRENT.try_with(|c| c.borrow_mut().take());
     }
 }
 
-fn take(plan: &Arc<Plan>, checked: bool) -> Result<Snapshot, Unavailable> {
+fn take(plan: &Arc<Plan>, checked: bool, dpor: bool) -> Result<Snapshot, Unavailable> {
     let mut arena = Arena::new(DEFAULT_SIZE).ok_or(Unavailable::NoArena)?;
     if !arena.serves() {
         return Err(Unavailable::NoArena);
     }
     let _ = arena.spilled();
-    // Set-up's accesses and names, as the DPOR recorder would see them.
-    let recording = mmsim_facade::dpor::ENABLED.then(mmsim_facade::dpor::Recording::start);
+    // Set-up's accesses and names, as the DPOR recorder would see them
+    // (for a DPOR exploration only: recording makes the model run
+    // `dpor_like`).
+    let recording =
+        (dpor && mmsim_facade::dpor::ENABLED).then(mmsim_facade::dpor::Recording::start);
     let out: Arc<RawLock<Option<Result<World, SetupError>>>> = Arc::new(RawLock::new(None));
     let body_out = out.clone();
     let body_plan = plan.clone();
@@ -120,13 +136,26 @@ fn take(plan: &Arc<Plan>, checked: bool) -> Result<Snapshot, Unavailable> {
         shuttle::scheduler::RoundRobinScheduler::new(1),
         super::shuttle_config(),
     );
-    runner.run(move || {
-        let w = {
-            let _on = mmsim_facade::snapshot::resume();
-            body_plan.boot(Mode::Explore)
-        };
-        *body_out.lock() = Some(w);
-    });
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runner.run(move || {
+            let w = {
+                let _on = mmsim_facade::snapshot::resume();
+                body_plan.boot(Mode::Explore)
+            };
+            // Untracked: the explorer's mailbox, not set-up's (a tracked
+            // lock would number one more object than a fresh set-up).
+            *body_out.lock_untracked() = Some(w);
+        })
+    }));
+    mmsim_facade::snapshot::off();
+    if let Err(p) = ran {
+        // A set-up that panics (a defect, a schedule past the step
+        // bound): the payload may be in the arena, which goes now, so it
+        // is forgotten, not dropped; each execution boots afresh and
+        // reports the panic as the explorer does.
+        std::mem::forget(p);
+        return Err(Unavailable::Panicked);
+    }
     let mut log = Vec::new();
     let mut names = Vec::new();
     if recording.is_some() {
@@ -148,10 +177,15 @@ fn take(plan: &Arc<Plan>, checked: bool) -> Result<Snapshot, Unavailable> {
         mmsim_facade::dpor::take_woken(&mut woken);
     }
     drop(recording);
-    let world = match out.lock().take() {
+    let world = match out.lock_untracked().take() {
         Some(Ok(w)) => w,
-        Some(Err(e)) => return Err(Unavailable::Setup(e)),
-        None => return Err(Unavailable::NoArena),
+        Some(Err(e)) => {
+            // Made in the arena: dropped while it is there. Each
+            // execution boots afresh and reports it.
+            drop(e);
+            return Err(Unavailable::Setup);
+        }
+        None => return Err(Unavailable::Panicked),
     };
     if arena.spilled() {
         // Blocks of the machine outside the arena: a restore would not
@@ -162,11 +196,14 @@ fn take(plan: &Arc<Plan>, checked: bool) -> Result<Snapshot, Unavailable> {
     arena.save();
     // The blocks that dropping a machine leaves (none, unless the model
     // leaks): the checked mode's measure.
-    drop(world_copy(&world));
-    let baseline = arena.live();
-    // SAFETY: the copy dropped above was the only user of the arena since
-    // the save; `world` is the saved state's own.
-    unsafe { arena.restore() };
+    let mut baseline = 0;
+    if checked {
+        drop(world_copy(&world));
+        baseline = arena.live();
+        // SAFETY: the copy dropped above was the only user of the arena
+        // since the save; `world` is the saved state's own.
+        unsafe { arena.restore() };
+    }
     Ok(Snapshot {
         plan: plan.clone(),
         arena,
@@ -194,7 +231,7 @@ pub(super) fn restore(plan: &Arc<Plan>, slot: &RawLock<Slot>) -> Option<World> {
         let c = c.borrow();
         let s = c.as_ref().filter(|s| Arc::ptr_eq(&s.plan, plan))?;
         // The last execution's reference into the arena goes first.
-        drop(slot.lock().ctx.take());
+        drop(slot.lock_untracked().ctx.take());
         mmsim_facade::snapshot::off();
         // SAFETY: the last execution's machine is abandoned or dropped
         // (`finish`), its tasks are gone with shuttle's execution, and
@@ -218,7 +255,7 @@ pub(super) fn finish(world: World, slot: &RawLock<Slot>) -> Result<(), String> {
         }
         // The loop's reference to the machine's context is the one
         // reference from outside that an execution may keep: it goes too.
-        drop(slot.lock().ctx.take());
+        drop(slot.lock_untracked().ctx.take());
         drop(world);
         let live = s.arena.live();
         if live == s.baseline {
