@@ -293,6 +293,9 @@ pub struct Slot {
     /// Wall time spent tearing them down (teardown, the leak check,
     /// dropping the machine).
     pub teardown: Duration,
+    /// The leak check also walks every pfn when the allocator's counts say
+    /// nothing leaked, and a disagreement is a defect ([`Boot::Checked`]).
+    pub cross_check_leaks: bool,
 }
 
 /// Fault injection for the tests of the internal-error path:
@@ -367,7 +370,10 @@ fn shuttle_config() -> Config {
 
 /// One execution: see the module doc.
 fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
-    let want = slot.lock().want_trace;
+    let (want, cross_check) = {
+        let s = slot.lock();
+        (s.want_trace, s.cross_check_leaks)
+    };
     let t0 = Instant::now();
     let restored = snapshot::restore(plan, slot);
     let from_snapshot = restored.is_some();
@@ -468,7 +474,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
     let m = &world.m;
     if !died && m.detect.count() == 0 && plan.scenario.check_leaks() {
         let _on = mmsim_facade::snapshot::resume();
-        teardown(&world);
+        teardown(&world, cross_check);
     }
     let violations = if m.detect.count() > 0 {
         let boot = m.boot_cpu().id();
@@ -513,7 +519,7 @@ fn execute(plan: &Arc<Plan>, slot: &RawLock<Slot>) {
 /// timeline ends with them.
 ///
 /// [`Cpu::run`]: mmsim_model::Cpu::run
-fn teardown(world: &crate::setup::World) {
+fn teardown(world: &crate::setup::World, cross_check_leaks: bool) {
     let m = &world.m;
     let boot = m.boot_cpu();
     let id = boot.id();
@@ -549,7 +555,11 @@ fn teardown(world: &crate::setup::World) {
     // A teardown that found something left the machine half torn down: a
     // leak check would only count the debris.
     if m.detect.count() == before {
-        m.check_leaks();
+        if cross_check_leaks {
+            m.check_leaks_cross_checked();
+        } else {
+            m.check_leaks();
+        }
     }
     for v in m.detect.violations().into_iter().skip(before) {
         m.ctx.record(TraceEntry {
@@ -1036,6 +1046,7 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     }
     // Set-up once, before the exploration records anything (see
     // `snapshot`); a machine the arena cannot hold is booted afresh.
+    slot.lock().cross_check_leaks = opts.boot == Boot::Checked;
     let snap = match opts.boot {
         Boot::Fresh => None,
         b => snapshot::install(&plan, b, &slot, opts.strategy == Strategy::Dpor).ok(),

@@ -1175,6 +1175,36 @@ fn unmap_page_range(
     drop(ptl);
 }
 
+/// Kernel: `free_pgtables()`: frees the page tables of `vmas` (which are
+/// gone), a `free_pgd_range()` per run of VMAs less than a PMD apart, each
+/// up to the next run's start (or `ceiling`). The walk covers the VMAs'
+/// spans, not the whole address space: exit_mmap()'s cost is that of what
+/// the process mapped.
+pub fn free_pgtables(
+    cpu: &Cpu,
+    tlb: &mut MmuGather<'_>,
+    mm: &MmStruct,
+    vmas: &[Vma],
+    floor: VirtAddr,
+    ceiling: VirtAddr,
+) {
+    let mut spans: Vec<(VirtAddr, VirtAddr)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+    spans.sort_unstable();
+    let mut i = 0;
+    while i < spans.len() {
+        let start = spans[i].0;
+        let mut end = spans[i].1;
+        i += 1;
+        // "Optimization: gather nearby vmas into one call down."
+        while i < spans.len() && spans[i].0.as_u64() <= end.as_u64() + PMD_SIZE {
+            end = end.max(spans[i].1);
+            i += 1;
+        }
+        let next = spans.get(i).map_or(ceiling, |s| s.0);
+        free_pgd_range(cpu, tlb, mm, start, end, floor, next);
+    }
+}
+
 /// Kernel: `free_pgd_range()`: frees the PTE, PMD and PUD tables that map
 /// only `[start, end)` within `[floor, ceiling)`, through the mmu_gather.
 pub fn free_pgd_range(

@@ -28,7 +28,7 @@
 use crate::errno::Errno;
 use crate::kernel::cpu::Cpu;
 use crate::mm::memory::{
-    ZapDetails, free_pgd_range, zap_page_range, zap_page_range_single_batched,
+    ZapDetails, free_pgd_range, free_pgtables, zap_page_range, zap_page_range_single_batched,
 };
 use crate::mm::mm_types::pgty;
 use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
@@ -580,12 +580,11 @@ pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
     unlink_file_vmas(cpu, mm, &vmas);
-    free_pgd_range(
+    free_pgtables(
         cpu,
         &mut tlb,
         mm,
-        VirtAddr::new(0),
-        VirtAddr::new(TASK_SIZE_MAX),
+        &vmas,
         VirtAddr::new(0),
         VirtAddr::new(TASK_SIZE_MAX),
     );
