@@ -38,6 +38,7 @@
 mod atomic;
 pub mod dpor;
 pub mod membarrier;
+mod owned;
 pub mod sched;
 pub mod snapshot;
 

@@ -32,6 +32,7 @@
 
 #![allow(clippy::disallowed_types)] // The facade itself uses std's locks for bookkeeping.
 
+use crate::owned::ThreadOwned;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Mutex as StdMutex;
@@ -142,9 +143,14 @@ pub struct Ctx {
     hooks: bool,
     tracing: bool,
     stop: AtomicBool,
+    /// The trace: natively behind a mutex (the CPUs are OS threads), under
+    /// the explorer owned by the one OS thread that runs every CPU, which
+    /// touches it at every step without a locked instruction.
     trace: StdMutex<Vec<TraceEntry>>,
+    trace_explore: ThreadOwned<Vec<TraceEntry>>,
+    /// Who waits on which channel (explorer only).
     #[cfg(not(loom))]
-    waiters: StdMutex<Vec<(usize, shuttle::scheduler::TaskId)>>,
+    waiters: ThreadOwned<Vec<(usize, shuttle::scheduler::TaskId)>>,
     holds: StdMutex<Vec<Hold>>,
     /// Which CPUs are waiting, and where.
     waiting: StdMutex<Vec<(u32, &'static Point)>>,
@@ -176,8 +182,9 @@ impl Ctx {
             tracing: mode == Mode::Explore,
             stop: AtomicBool::new(false),
             trace: StdMutex::new(Vec::new()),
+            trace_explore: ThreadOwned::new(Vec::new()),
             #[cfg(not(loom))]
-            waiters: StdMutex::new(Vec::new()),
+            waiters: ThreadOwned::new(Vec::new()),
             holds: StdMutex::new(Vec::new()),
             waiting: StdMutex::new(Vec::new()),
             jitter_every: AtomicU64::new(64),
@@ -219,12 +226,19 @@ impl Ctx {
 
     /// A copy of the trace so far.
     pub fn trace(&self) -> Vec<TraceEntry> {
-        lock_ignoring_poison(&self.trace).clone()
+        if self.mode == Mode::Explore {
+            self.trace_explore.with(|t| t.clone())
+        } else {
+            lock_ignoring_poison(&self.trace).clone()
+        }
     }
 
     /// Appends a line to the trace (detectors use it for their reports).
     pub fn record(&self, e: TraceEntry) {
-        if self.tracing {
+        if !self.tracing {
+        } else if self.mode == Mode::Explore {
+            self.trace_explore.with(|t| t.push(e));
+        } else {
             lock_ignoring_poison(&self.trace).push(e);
         }
     }
@@ -598,7 +612,8 @@ impl Sched {
                 }
                 crate::dpor::add(crate::dpor::TASKS);
                 crate::dpor::note_point(p);
-                lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
+                let me = explore::me();
+                self.ctx.waiters.with(|w| w.push((chan, me)));
                 explore::block_and_switch();
             }
         }
@@ -651,7 +666,8 @@ impl Sched {
             }
             crate::dpor::add(crate::dpor::TASKS);
             crate::dpor::note_point(p);
-            lock_ignoring_poison(&self.ctx.waiters).push((chan, explore::me()));
+            let me = explore::me();
+            self.ctx.waiters.with(|w| w.push((chan, me)));
             explore::block_and_switch();
         }
     }
@@ -681,16 +697,17 @@ impl Sched {
 
     #[cfg(not(loom))]
     fn wake_unrecorded(&self, chan: usize) {
-        let mut w = lock_ignoring_poison(&self.ctx.waiters);
-        w.retain(|&(c, t)| {
-            if c == chan {
-                // Who can run changed (the deadlock checks see it).
-                crate::dpor::add(crate::dpor::TASKS);
-                explore::unblock(t);
-                false
-            } else {
-                true
-            }
+        self.ctx.waiters.with(|w| {
+            w.retain(|&(c, t)| {
+                if c == chan {
+                    // Who can run changed (the deadlock checks see it).
+                    crate::dpor::add(crate::dpor::TASKS);
+                    explore::unblock(t);
+                    false
+                } else {
+                    true
+                }
+            })
         });
     }
 
@@ -712,13 +729,14 @@ impl Sched {
         #[cfg(not(loom))]
         if self.ctx.mode == Mode::Explore && !explore::stopping() {
             crate::dpor::add(crate::dpor::TASKS);
-            let mut w = lock_ignoring_poison(&self.ctx.waiters);
-            w.retain(|&(c, t)| {
-                if Some(c) == chan {
-                    return true;
-                }
-                explore::unblock(t);
-                false
+            self.ctx.waiters.with(|w| {
+                w.retain(|&(c, t)| {
+                    if Some(c) == chan {
+                        return true;
+                    }
+                    explore::unblock(t);
+                    false
+                })
             });
         }
         #[cfg(loom)]
