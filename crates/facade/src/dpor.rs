@@ -349,6 +349,26 @@ mod imp {
         rec().on.set(on);
     }
 
+    /// Runs `f` without recording its accesses: for the model's own
+    /// checks, which are no access of the kernel's and so no dependency
+    /// between steps (a look at a page table the kernel frees without
+    /// looking at it).
+    pub fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
+        if !ENABLED {
+            return f();
+        }
+        let r = rec();
+        let was = r.on.replace(false);
+        struct Back(&'static Rec, bool);
+        impl Drop for Back {
+            fn drop(&mut self) {
+                self.0.on.set(self.1);
+            }
+        }
+        let _back = Back(r, was);
+        f()
+    }
+
     thread_local! {
         static AT: Cell<Option<&'static crate::sched::Point>> = const { Cell::new(None) };
     }
@@ -560,6 +580,11 @@ mod imp {
 
     /// Nothing runs as under DPOR under loom.
     pub fn set_dpor_like(_on: bool) {}
+
+    /// Nothing is recorded under loom.
+    pub fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
 
 pub use imp::*;
