@@ -350,9 +350,10 @@ mod imp {
     }
 
     /// Runs `f` without recording its accesses: for the model's own
-    /// checks, which are no access of the kernel's and so no dependency
-    /// between steps (a look at a page table the kernel frees without
-    /// looking at it).
+    /// checks whose accesses some recorded access of the same step already
+    /// orders against every conflicting one (a look at a page table under
+    /// the lock its writers take). `f` must pass no scheduling point and
+    /// decide nothing that a concurrent step could change unordered.
     pub fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
         if !ENABLED {
             return f();

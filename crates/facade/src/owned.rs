@@ -85,12 +85,13 @@ impl<T> ThreadOwned<T> {
 
     #[cold]
     fn claim(&self, o: u64, me: u64) {
-        // Acquire: what the making thread wrote into the value before
-        // publishing it (by an `Arc` handed over with its own ordering).
+        // Relaxed: what the making thread wrote into the value reaches this
+        // one by however the value itself was handed over (an `Arc` sent
+        // to it, a thread spawned with it), not through `owner`.
         let claimed = o == 0
             && self
                 .owner
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
         assert!(claimed, "ThreadOwned: reached from a second OS thread");
     }

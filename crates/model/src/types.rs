@@ -24,6 +24,11 @@ pub const PHYS_BITS: u32 = 46;
 /// User virtual addresses are below 2^47 (`TASK_SIZE_MAX`).
 pub const TASK_SIZE_MAX: u64 = (1 << 47) - PAGE_SIZE;
 
+/// The ceiling page-table freeing works up to when nothing maps above
+/// (x86-64's `USER_PGTABLES_CEILING` is 0, "no ceiling": the top of the
+/// user half, where the last PGD entry's span ends).
+pub const USER_PGTABLES_CEILING: u64 = 1 << 47;
+
 /// A page frame number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pfn(u64);

@@ -9,7 +9,7 @@ use mmsim_model::mm::mm_types::page_folio;
 use mmsim_model::mm::mmap::*;
 use mmsim_model::mm::page_ref::folio_ref_count;
 use mmsim_model::safeguards::{Safeguards, Sg};
-use mmsim_model::types::{PAGE_SIZE, PMD_SIZE};
+use mmsim_model::types::{PAGE_SIZE, PMD_SIZE, TASK_SIZE_MAX};
 use mmsim_model::{Arch, Cpu, Machine, MachineConfig, Pfn, RangeConfig, RangeKind, VirtAddr};
 use std::sync::Arc;
 
@@ -56,6 +56,46 @@ fn mapped_pfn(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> Option<Pfn> {
         Mapped::Pmd(_, p) => Some(p),
         _ => None,
     }
+}
+
+/// GUP-fast walks a mapping at the very top of the user address space
+/// (pgd_addr_end(), pud_addr_end() and pmd_addr_end() end there at 2^47,
+/// which is no user address), and exit_mmap() frees its page tables:
+/// free_pgtables() works up to USER_PGTABLES_CEILING (the end of the last
+/// PGD entry's span); a ceiling of TASK_SIZE_MAX kept the PTE, PMD and PUD
+/// tables whose spans end there, and the PGD that points at them (four
+/// leaked pages).
+#[test]
+fn exit_frees_the_tables_of_the_topmost_page() {
+    let m = machine(64);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    use_mm(&cpu, &mm);
+    let top = VirtAddr::new(TASK_SIZE_MAX - PAGE_SIZE);
+    let a = do_mmap(
+        &cpu,
+        &mm,
+        &MmapArgs {
+            addr: Some(top),
+            len: PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::Anon,
+            thp: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(a, top);
+    access_user(&cpu, &mm, a, Some(1)).unwrap();
+    // GUP-fast's walk ends its PUD and PMD spans at 2^47 here.
+    let mut pages = Vec::new();
+    assert_eq!(
+        pin_user_pages_fast(&cpu, &mm, a, 1, FOLL_WRITE, &mut pages),
+        Ok(1)
+    );
+    unpin_user_pages(&cpu, &pages);
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
 }
 
 #[test]

@@ -615,7 +615,7 @@ fn gup_fast_pmd_range(
             addr.as_u64(),
         );
         let pmd = pmdt.map_or(Entry(0), |t| t.get_lockless(cpu, pmdp.index));
-        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+        let next = pgtable::pmd_addr_end(addr, end);
         if !pmd.present() {
             return false;
         }
@@ -648,7 +648,7 @@ fn gup_fast_pud_range(
             addr.as_u64(),
         );
         let pud = pgtable::get_lockless(cpu, pudp);
-        let next = VirtAddr::new(((addr.as_u64() >> PUD_SHIFT) + 1) << PUD_SHIFT).min(end);
+        let next = pgtable::pud_addr_end(addr, end);
         if !pud.present() {
             return false;
         }
@@ -676,9 +676,7 @@ fn gup_fast_pgd_range(
             addr.as_u64(),
         );
         let pgd = pgtable::get_lockless(cpu, pgdp);
-        let next =
-            VirtAddr::new(((addr.as_u64() >> pgtable::PGDIR_SHIFT) + 1) << pgtable::PGDIR_SHIFT)
-                .min(end);
+        let next = pgtable::pgd_addr_end(addr, end);
         if pgd.none() {
             return;
         }

@@ -843,7 +843,7 @@ fn copy_pte_ranges(
 ) -> Result<(), Errno> {
     let mut addr = vma.start;
     while addr < vma.end {
-        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(vma.end);
+        let next = pgtable::pmd_addr_end(addr, vma.end);
         let _dst_ptl = dst_mm.page_table_lock.lock(&cpu.sched);
         let src_ptl = src_mm.page_table_lock.lock(&cpu.sched);
         let Some(src_pmdp) = pmd_lookup(cpu, src_mm, addr) else {
@@ -1084,7 +1084,7 @@ fn unmap_page_range(
     let ptl = mm.page_table_lock.lock(&cpu.sched);
     let mut addr = start;
     while addr < end {
-        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+        let next = pgtable::pmd_addr_end(addr, end);
         let Some(pmdp) = pmd_lookup(cpu, mm, addr) else {
             addr = next;
             continue;
@@ -1177,7 +1177,9 @@ fn unmap_page_range(
 
 /// Kernel: `free_pgtables()`: frees the page tables of `vmas` (which are
 /// gone), a `free_pgd_range()` per run of VMAs less than a PMD apart, each
-/// up to the next run's start (or `ceiling`). The walk covers the VMAs'
+/// up to the next run's start (or `ceiling`). `floor` and `ceiling` are
+/// plain addresses: the ceiling may be the top of the user half (2^47,
+/// [`crate::types::USER_PGTABLES_CEILING`]), which no user address is. The walk covers the VMAs'
 /// spans, not the whole address space: exit_mmap()'s cost is that of what
 /// the process mapped.
 pub fn free_pgtables(
@@ -1185,8 +1187,8 @@ pub fn free_pgtables(
     tlb: &mut MmuGather<'_>,
     mm: &MmStruct,
     vmas: &[Vma],
-    floor: VirtAddr,
-    ceiling: VirtAddr,
+    floor: u64,
+    ceiling: u64,
 ) {
     let mut spans: Vec<(VirtAddr, VirtAddr)> = vmas.iter().map(|v| (v.start, v.end)).collect();
     spans.sort_unstable();
@@ -1200,7 +1202,7 @@ pub fn free_pgtables(
             end = end.max(spans[i].1);
             i += 1;
         }
-        let next = spans.get(i).map_or(ceiling, |s| s.0);
+        let next = spans.get(i).map_or(ceiling, |s| s.0.as_u64());
         free_pgd_range(cpu, tlb, mm, start, end, floor, next);
     }
 }
@@ -1213,8 +1215,8 @@ pub fn free_pgd_range(
     mm: &MmStruct,
     start: VirtAddr,
     end: VirtAddr,
-    floor: VirtAddr,
-    ceiling: VirtAddr,
+    floor: u64,
+    ceiling: u64,
 ) {
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     free_level(
@@ -1244,15 +1246,14 @@ fn free_level(
     levels_below: u32,
     start: VirtAddr,
     end: VirtAddr,
-    floor: VirtAddr,
-    ceiling: VirtAddr,
+    floor: u64,
+    ceiling: u64,
 ) {
     let level = 3 - levels_below as usize;
     let shift = SHIFTS[level];
     // As free_pmd_range() and friends: a table goes if the whole span it
     // maps lies within [floor, ceiling), the gap no other VMA uses.
-    let lo = floor.as_u64();
-    let hi = ceiling.as_u64();
+    let (lo, hi) = (floor, ceiling);
     let Some(t) = pgtable::TableRef::new(cpu, table) else {
         return;
     };
@@ -1285,9 +1286,11 @@ fn free_level(
         // it. The kernel frees it without looking (the range is unmapped,
         // under mmap_lock); the model looks, and keeps a table that is not
         // empty (a defect of the model then leaks it, and the leak check
-        // says so). The look is no access of the kernel's, so not one of
-        // the step's for DPOR: 512 reads a table, each a false dependency
-        // with every write to the table's slots.
+        // says so). DPOR need not record the look: it runs under the
+        // page-table lock, which every writer of a slot takes (and which
+        // is recorded), so the lock already orders it against any such
+        // write, and its 512 reads a table were most of a munmap's
+        // bookkeeping for nothing.
         if span_lo >= lo
             && span_hi <= hi
             && mmsim_facade::dpor::unrecorded(|| pgtable::table_empty(cpu, e.pfn()))
@@ -1304,7 +1307,7 @@ pub fn change_protection(cpu: &Cpu, tlb: &mut MmuGather<'_>, mm: &MmStruct, vma:
     let _ptl = mm.page_table_lock.lock(&cpu.sched);
     let mut addr = vma.start;
     while addr < vma.end {
-        let next = VirtAddr::new(((addr.as_u64() >> PMD_SHIFT) + 1) << PMD_SHIFT).min(vma.end);
+        let next = pgtable::pmd_addr_end(addr, vma.end);
         let Some(pmdp) = pmd_lookup(cpu, mm, addr) else {
             addr = next;
             continue;

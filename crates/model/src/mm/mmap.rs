@@ -34,7 +34,7 @@ use crate::mm::mm_types::pgty;
 use crate::mm::mmu_gather::{tlb_finish_mmu, tlb_gather_mmu};
 use crate::mm::page_alloc::{Gfp, alloc_pages};
 use crate::mm::pgtable::{self, Entry};
-use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, VirtAddr};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, TASK_SIZE_MAX, USER_PGTABLES_CEILING, VirtAddr};
 use mmsim_facade::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawLock, RwLock, point};
 // Handles on address spaces are not protocol steps: std's Arc in every mode.
 use std::sync::Arc;
@@ -433,12 +433,12 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
         .iter()
         .rev()
         .find(|v| v.end <= start)
-        .map_or(VirtAddr::new(0), |v| v.end);
+        .map_or(0, |v| v.end.as_u64());
     let ceiling = g
         .vmas
         .iter()
         .find(|v| v.start >= end)
-        .map_or(VirtAddr::new(TASK_SIZE_MAX), |v| v.start);
+        .map_or(USER_PGTABLES_CEILING, |v| v.start.as_u64());
     free_pgd_range(cpu, &mut tlb, mm, start, end, floor, ceiling);
     tlb_finish_mmu(cpu, tlb);
     drop(g);
@@ -580,14 +580,7 @@ pub fn exit_mmap(cpu: &Cpu, mm: &MmStruct) {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
     unlink_file_vmas(cpu, mm, &vmas);
-    free_pgtables(
-        cpu,
-        &mut tlb,
-        mm,
-        &vmas,
-        VirtAddr::new(0),
-        VirtAddr::new(TASK_SIZE_MAX),
-    );
+    free_pgtables(cpu, &mut tlb, mm, &vmas, 0, USER_PGTABLES_CEILING);
     tlb_finish_mmu(cpu, tlb);
     drop(g);
     for v in vmas {

@@ -193,6 +193,28 @@ pub struct EntryPtr {
     pub index: usize,
 }
 
+/// Kernel: `pmd_addr_end()`: where the PMD span of `addr` ends, or `end`
+/// if that comes first. Computed as a plain address: the topmost span ends
+/// at 2^47, which is no user address.
+pub fn pmd_addr_end(addr: VirtAddr, end: VirtAddr) -> VirtAddr {
+    addr_end(addr, end, PMD_SHIFT)
+}
+
+/// Kernel: `pgd_addr_end()`, as [`pmd_addr_end`] at the top level.
+pub fn pgd_addr_end(addr: VirtAddr, end: VirtAddr) -> VirtAddr {
+    addr_end(addr, end, PGDIR_SHIFT)
+}
+
+/// Kernel: `pud_addr_end()`, as [`pmd_addr_end`] a level up.
+pub fn pud_addr_end(addr: VirtAddr, end: VirtAddr) -> VirtAddr {
+    addr_end(addr, end, PUD_SHIFT)
+}
+
+fn addr_end(addr: VirtAddr, end: VirtAddr, shift: u32) -> VirtAddr {
+    let boundary = ((addr.as_u64() >> shift) + 1) << shift;
+    VirtAddr::new(boundary.min(end.as_u64()))
+}
+
 /// Index of `addr` at the level with `shift`.
 #[inline]
 pub fn index(addr: VirtAddr, shift: u32) -> usize {
