@@ -98,6 +98,45 @@ fn exit_frees_the_tables_of_the_topmost_page() {
     assert_eq!(m.check_leaks(), 0);
 }
 
+/// A pfnmap whose remap_pfn_range() runs out of memory for its PTE table
+/// leaves no page table behind: remap_pfn_range_notrack() zaps what it
+/// mapped and __mmap_region()'s error path unmap_region()s the VMA, which
+/// frees the PUD and PMD tables pmd_alloc() made for it.
+#[test]
+fn a_pfnmap_that_fails_for_memory_leaves_no_page_table() {
+    use mmsim_model::mm::page_alloc::{__free_pages, Gfp, alloc_pages};
+    let m = machine(8);
+    let cpu = m.cpu(0);
+    let mm = mm_alloc(&cpu).unwrap();
+    use_mm(&cpu, &mm);
+    // Every free page taken but the two pmd_alloc() needs.
+    let mut hog = Vec::new();
+    while let Some(p) = alloc_pages(&cpu, Gfp::KERNEL, 0) {
+        hog.push(p.pfn());
+    }
+    for p in hog.split_off(hog.len() - 2) {
+        __free_pages(&cpu, m.sparse.pfn_to_page(p), 0);
+    }
+    let r = do_mmap(
+        &cpu,
+        &mm,
+        &MmapArgs {
+            addr: None,
+            len: PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing: BackingKind::PfnMap(Pfn::new(0x10)),
+            thp: false,
+        },
+    );
+    assert_eq!(r, Err(mmsim_model::Errno::ENOMEM));
+    for p in hog {
+        __free_pages(&cpu, m.sparse.pfn_to_page(p), 0);
+    }
+    exit_mmap(&cpu, &mm);
+    drop(cpu);
+    assert_eq!(m.check_leaks(), 0);
+}
+
 #[test]
 fn fast_and_slow_return_the_mapped_pages() {
     let m = machine(64);

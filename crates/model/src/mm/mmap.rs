@@ -365,8 +365,14 @@ pub fn do_mmap(cpu: &Cpu, mm: &MmStruct, a: &MmapArgs) -> Result<VirtAddr, Errno
         backing,
         pgoff: 0,
     };
-    if let Backing::PfnMap { base } = vma.backing {
-        crate::mm::memory::remap_pfn_range(cpu, mm, &vma, base)?;
+    if let Backing::PfnMap { base } = vma.backing
+        && let Err(e) = crate::mm::memory::remap_pfn_range(cpu, mm, &vma, base)
+    {
+        // remap_pfn_range_notrack() zaps what it mapped, and
+        // __mmap_region()'s error path unmap_region()s the VMA: the page
+        // tables it allocated go too.
+        unmap_region(cpu, mm, &g, std::slice::from_ref(&vma), start, end);
+        return Err(e);
     }
     if let Backing::File(a) = &vma.backing {
         // vma_link_file(): under i_mmap_rwsem, after mmap_lock.
@@ -422,12 +428,30 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
         return Ok(());
     }
     cpu.point_arg(point!("do_munmap", "unmap_region"), start.as_u64());
+    unmap_region(cpu, mm, &g, &gone, start, end);
+    drop(g);
+    for v in gone {
+        release_backing(cpu, v);
+    }
+    Ok(())
+}
+
+/// Kernel: `unmap_region()`: zaps `gone` (VMAs no longer in `g`, covering
+/// `[start, end)`), flushes, and frees the page tables that no remaining
+/// VMA can use (`free_pgtables()` between the neighbours in `g`).
+fn unmap_region(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    g: &MmVmas,
+    gone: &[Vma],
+    start: VirtAddr,
+    end: VirtAddr,
+) {
     let mut tlb = tlb_gather_mmu(cpu, mm);
-    for v in &gone {
+    for v in gone {
         zap_page_range(cpu, &mut tlb, mm, v, v.start, v.end);
     }
-    unlink_file_vmas(cpu, mm, &gone);
-    // free_pgtables(): tables that no remaining VMA can use.
+    unlink_file_vmas(cpu, mm, gone);
     let floor = g
         .vmas
         .iter()
@@ -441,11 +465,6 @@ pub fn do_munmap(cpu: &Cpu, mm: &MmStruct, start: VirtAddr, len: u64) -> Result<
         .map_or(USER_PGTABLES_CEILING, |v| v.start.as_u64());
     free_pgd_range(cpu, &mut tlb, mm, start, end, floor, ceiling);
     tlb_finish_mmu(cpu, tlb);
-    drop(g);
-    for v in gone {
-        release_backing(cpu, v);
-    }
-    Ok(())
 }
 
 /// `unlink_file_vma_batch_process()` (from `free_pgtables()`): file VMAs
