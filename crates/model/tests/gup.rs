@@ -50,6 +50,26 @@ fn map(
     .unwrap()
 }
 
+/// One read-write page of `backing`, at `addr` if given.
+fn mmap_page(
+    cpu: &Cpu,
+    mm: &MmStruct,
+    addr: Option<VirtAddr>,
+    backing: BackingKind,
+) -> Result<VirtAddr, mmsim_model::Errno> {
+    do_mmap(
+        cpu,
+        mm,
+        &MmapArgs {
+            addr,
+            len: PAGE_SIZE,
+            prot: Prot::ReadWrite,
+            backing,
+            thp: false,
+        },
+    )
+}
+
 fn mapped_pfn(cpu: &Cpu, mm: &MmStruct, a: VirtAddr) -> Option<Pfn> {
     match lookup(cpu, mm, a) {
         Mapped::Pte(e) if e.present() => Some(e.pfn()),
@@ -72,18 +92,7 @@ fn exit_frees_the_tables_of_the_topmost_page() {
     let mm = mm_alloc(&cpu).unwrap();
     use_mm(&cpu, &mm);
     let top = VirtAddr::new(TASK_SIZE_MAX - PAGE_SIZE);
-    let a = do_mmap(
-        &cpu,
-        &mm,
-        &MmapArgs {
-            addr: Some(top),
-            len: PAGE_SIZE,
-            prot: Prot::ReadWrite,
-            backing: BackingKind::Anon,
-            thp: false,
-        },
-    )
-    .unwrap();
+    let a = mmap_page(&cpu, &mm, Some(top), BackingKind::Anon).unwrap();
     assert_eq!(a, top);
     access_user(&cpu, &mm, a, Some(1)).unwrap();
     // GUP-fast's walk ends its PUD and PMD spans at 2^47 here.
@@ -117,17 +126,7 @@ fn a_pfnmap_that_fails_for_memory_leaves_no_page_table() {
     for p in hog.split_off(hog.len() - 2) {
         __free_pages(&cpu, m.sparse.pfn_to_page(p), 0);
     }
-    let r = do_mmap(
-        &cpu,
-        &mm,
-        &MmapArgs {
-            addr: None,
-            len: PAGE_SIZE,
-            prot: Prot::ReadWrite,
-            backing: BackingKind::PfnMap(Pfn::new(0x10)),
-            thp: false,
-        },
-    );
+    let r = mmap_page(&cpu, &mm, None, BackingKind::PfnMap(Pfn::new(0x10)));
     assert_eq!(r, Err(mmsim_model::Errno::ENOMEM));
     for p in hog {
         __free_pages(&cpu, m.sparse.pfn_to_page(p), 0);
