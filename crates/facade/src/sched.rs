@@ -236,7 +236,9 @@ impl Ctx {
     /// Appends a line to the trace (detectors use it for their reports).
     pub fn record(&self, e: TraceEntry) {
         if !self.tracing {
-        } else if self.mode == Mode::Explore {
+            return;
+        }
+        if self.mode == Mode::Explore {
             self.trace_explore.with(|t| t.push(e));
         } else {
             lock_ignoring_poison(&self.trace).push(e);
