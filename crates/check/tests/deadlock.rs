@@ -35,7 +35,7 @@ fn two_cpus_waiting_for_each_other_are_a_deadlock() {
     ))));
     let mut cfg = shuttle::Config::new();
     cfg.failure_persistence = shuttle::FailurePersistence::None;
-    shuttle::Runner::new(Recorder { driver }, cfg).run(move || {
+    shuttle::Runner::new(Recorder::new(driver), cfg).run(move || {
         let m = Machine::new(MachineConfig {
             nr_cpus: 2,
             section_shift: 16,

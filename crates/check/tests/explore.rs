@@ -72,6 +72,59 @@ fn the_same_seed_gives_the_same_run() {
     }
 }
 
+/// The explorer decides most points without entering shuttle
+/// (`mmsim_facade::sched::decider`); the decisions must be those shuttle's
+/// path takes, so every strategy explores the same executions either way.
+#[test]
+fn points_decided_without_shuttle_are_the_same_executions() {
+    use mmsim_facade::sched::decider;
+    for s in [
+        Strategy::Pct { depth: 3 },
+        Strategy::Random,
+        Strategy::Dfs { preemptions: 2 },
+        Strategy::Dpor,
+    ] {
+        let before = decider::answered();
+        let a = run(s, 300, 5, (0, 1), true);
+        let answered = decider::answered() - before;
+        decider::set_bypassed(true);
+        let b = run(s, 300, 5, (0, 1), true);
+        decider::set_bypassed(false);
+        assert_eq!(decider::answered() - before, answered, "bypassed");
+        assert!(
+            answered > a.schedules * 10,
+            "{}: {answered} points answered directly in {} executions",
+            s.name(),
+            a.schedules
+        );
+        assert_eq!(a.schedules, b.schedules, "{}", s.name());
+        assert_eq!(a.failing, b.failing, "{}", s.name());
+        assert_eq!(a.exhausted, b.exhausted, "{}", s.name());
+        let first = |o: &Outcome| {
+            o.first.as_ref().map(|f| {
+                (
+                    f.execution,
+                    f.decisions.clone(),
+                    trace::timeline(&f.trace, false),
+                )
+            })
+        };
+        assert_eq!(first(&a), first(&b), "{}", s.name());
+        let kinds = |o: &Outcome| {
+            o.violations
+                .iter()
+                .map(|f| (f.violation.kind, f.executions))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&a), kinds(&b), "{}", s.name());
+        assert_eq!(a.redundant, b.redundant, "{}", s.name());
+        assert_eq!(a.frontier, b.frontier, "{}", s.name());
+        if s == (Strategy::Pct { depth: 3 }) {
+            assert!(a.failing > 0, "300 PCT schedules find the race");
+        }
+    }
+}
+
 #[test]
 fn different_seeds_explore_different_schedules() {
     let firsts: std::collections::HashSet<Vec<u8>> = (0..8)

@@ -789,6 +789,9 @@ mod explore {
 
     pub(super) fn switch() {
         let _off = crate::snapshot::pause();
+        if super::decider::goes_on() {
+            return;
+        }
         shuttle_engine::runtime::thread::switch();
     }
 
@@ -841,6 +844,111 @@ mod explore {
             crate::dpor::read(crate::dpor::TASKS);
         }
         r
+    }
+}
+
+#[cfg(not(loom))]
+pub mod decider {
+    //! The explorer's scheduler, asked at a scheduling point without
+    //! shuttle's context-switch path in between.
+    //!
+    //! At every point of an explored execution the strategy decides which
+    //! task runs next, and most of the time it is the task that is running
+    //! (a preemption is the exception). Shuttle's path to that decision
+    //! (`thread::switch`: its scheduler loop, its step accounting and
+    //! schedule record, the explorer's scheduler behind a metrics wrapper)
+    //! was a third of an explored execution's instructions, more than the
+    //! model's own work (`hot-remove-vs-gup-fast`, callgrind). So the
+    //! explorer installs a [`Decider`] on its thread: at a point, the facade
+    //! hands it the runnable tasks, computed from shuttle's state as
+    //! shuttle's scheduler computes them, and the decider makes the very
+    //! decision shuttle's scheduler would have asked of it (the same calls
+    //! of the strategy, in the same order: the explored executions do not
+    //! change). If the running task goes on, shuttle is not entered at all;
+    //! otherwise the decider keeps its decision and shuttle, entered to
+    //! switch, is given that decision when it asks.
+
+    use shuttle::scheduler::{Task, TaskId};
+    use shuttle_engine::runtime::execution::ExecutionState;
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    /// A scheduler that can be asked directly (see the module doc).
+    pub trait Decider {
+        /// The decision at a scheduling point of `current`, with
+        /// `runnable` as shuttle's scheduler would see it: `Some(true)`
+        /// when `current` goes on, `Some(false)` when another task (or
+        /// none: the execution stops) is to run, which the decider hands
+        /// shuttle's next question; `None` to let shuttle decide the usual
+        /// way.
+        fn step(&self, runnable: &[&Task], current: TaskId) -> Option<bool>;
+    }
+
+    thread_local! {
+        static DECIDER: RefCell<Option<Rc<dyn Decider>>> = const { RefCell::new(None) };
+        /// Points this thread's decider has answered.
+        static ANSWERED: Cell<u64> = const { Cell::new(0) };
+        /// Whether this thread leaves every point to shuttle (tests).
+        static BYPASSED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Points the deciders of this thread have answered so far.
+    pub fn answered() -> u64 {
+        ANSWERED.get()
+    }
+
+    /// Leaves every point of this thread to shuttle's path (`true`), as
+    /// before there were deciders, or not: for the tests that compare the
+    /// two.
+    pub fn set_bypassed(on: bool) {
+        BYPASSED.set(on);
+    }
+
+    /// Installs `d` as this thread's decider (`None` removes it); returns
+    /// the one it replaces.
+    pub fn set(d: Option<Rc<dyn Decider>>) -> Option<Rc<dyn Decider>> {
+        DECIDER.with_borrow_mut(|x| std::mem::replace(x, d))
+    }
+
+    /// Asks the decider, if any, at a scheduling point: true when the
+    /// running task goes on and shuttle need not be entered.
+    pub(super) fn goes_on() -> bool {
+        if BYPASSED.get() {
+            return false;
+        }
+        DECIDER.with_borrow(|d| {
+            let Some(d) = d else {
+                return false;
+            };
+            ExecutionState::try_with(|s| {
+                if s.in_cleanup() {
+                    return false;
+                }
+                let cur = s.current();
+                // Shuttle's scheduler's view: the unfinished tasks, in
+                // order, that can run or can wake up spuriously.
+                let mut refs: [&Task; 16] = [cur; 16];
+                let mut n = 0;
+                for i in 0.. {
+                    let Some(t) = s.try_get(TaskId::from(i)) else {
+                        break;
+                    };
+                    if !t.finished() && (t.runnable() || t.can_spuriously_wakeup()) {
+                        if n == refs.len() {
+                            return false;
+                        }
+                        refs[n] = t;
+                        n += 1;
+                    }
+                }
+                let r = d.step(&refs[..n], cur.id());
+                if r.is_some() {
+                    ANSWERED.set(ANSWERED.get() + 1);
+                }
+                r == Some(true)
+            })
+            .unwrap_or(false)
+        })
     }
 }
 

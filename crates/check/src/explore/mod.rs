@@ -1066,7 +1066,7 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
     loop {
         let body_plan = plan.clone();
         let body_slot = slot.clone();
-        let runner = Runner::new(Recorder { driver: ex.clone() }, shuttle_config());
+        let runner = Runner::new(Recorder::new(ex.clone()), shuttle_config());
         let r = catch_unwind(AssertUnwindSafe(|| {
             runner.run(move || execute(&body_plan, &body_slot))
         }));
@@ -1241,7 +1241,7 @@ fn replay_once(plan: Arc<Plan>, decisions: Vec<u8>) -> Replayed {
     }));
     let body_slot = slot.clone();
     let body_plan = plan.clone();
-    let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
+    let runner = Runner::new(Recorder::new(d.clone()), shuttle_config());
     let r = catch_unwind(AssertUnwindSafe(|| {
         runner.run(move || execute(&body_plan, &body_slot))
     }));
@@ -1460,7 +1460,7 @@ fn explore_fn_on(
         result: result.clone(),
         running: false,
     }));
-    let runner = Runner::new(Recorder { driver: d.clone() }, shuttle_config());
+    let runner = Runner::new(Recorder::new(d.clone()), shuttle_config());
     runner.run(move || {
         let o = body();
         *result.lock() = Some(o);

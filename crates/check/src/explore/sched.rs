@@ -22,10 +22,12 @@
 //! * replay: [`ReplayDecisions`], which follows recorded decisions and says
 //!   where the run stopped matching them.
 
+use mmsim_facade::sched::decider::{self, Decider};
 use shuttle::scheduler::{
     DataSource, PctScheduler, RandomDataSource, RandomScheduler, Schedule, Scheduler, Task, TaskId,
 };
-use std::cell::RefCell;
+use smallvec::SmallVec;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// The main task: it spawns the CPU tasks, so it is task 0.
@@ -84,14 +86,114 @@ pub trait Driver {
 }
 
 /// The shuttle scheduler of every explored run: see the module doc.
-pub struct Recorder<D: Driver> {
-    /// The exploration loop's state, shared with it.
-    pub driver: Rc<RefCell<D>>,
+///
+/// While it lives it is also its thread's
+/// [`mmsim_facade::sched::decider::Decider`]: the facade asks it at each
+/// scheduling point directly, and enters shuttle only to switch tasks.
+pub struct Recorder<D: Driver + 'static> {
+    fast: Rc<Fast<D>>,
+    /// The decider it replaced (restored when it goes).
+    before: Option<Rc<dyn Decider>>,
 }
 
-impl<D: Driver> Scheduler for Recorder<D> {
+/// What a [`Recorder`] shares with the facade.
+struct Fast<D: Driver> {
+    /// The exploration loop's state, shared with it.
+    driver: Rc<RefCell<D>>,
+    /// A decision taken at a point, for shuttle's scheduler's next question.
+    forced: Cell<Option<Option<TaskId>>>,
+    /// Points decided directly in this execution.
+    steps: Cell<usize>,
+}
+
+/// Points one execution decides without shuttle: past them every point
+/// goes through shuttle again, whose step bound
+/// ([`super::MAX_STEPS`]) counts only what it sees and then stops a task
+/// that loops.
+const FAST_STEPS: usize = super::MAX_STEPS;
+
+impl<D: Driver + 'static> Recorder<D> {
+    /// The scheduler for a run driven by `driver`, installed as this
+    /// thread's decider until it is dropped.
+    pub fn new(driver: Rc<RefCell<D>>) -> Self {
+        let fast = Rc::new(Fast {
+            driver,
+            forced: Cell::new(None),
+            steps: Cell::new(0),
+        });
+        let before = decider::set(Some(fast.clone()));
+        Recorder { fast, before }
+    }
+}
+
+impl<D: Driver + 'static> Drop for Recorder<D> {
+    fn drop(&mut self) {
+        decider::set(self.before.take());
+    }
+}
+
+impl<D: Driver> Decider for Fast<D> {
+    fn step(&self, runnable: &[&Task], current: TaskId) -> Option<bool> {
+        let n = self.steps.get();
+        if n >= FAST_STEPS {
+            return None;
+        }
+        self.steps.set(n + 1);
+        let t = decide(&self.driver, runnable, Some(current), false);
+        if t == Some(current) {
+            return Some(true);
+        }
+        self.forced.set(Some(t));
+        Some(false)
+    }
+}
+
+/// The decision at a scheduling step (shuttle's question, or the facade's:
+/// see [`Recorder`]).
+fn decide<D: Driver>(
+    driver: &RefCell<D>,
+    runnable: &[&Task],
+    current: Option<TaskId>,
+    is_yielding: bool,
+) -> Option<TaskId> {
+    let main = TaskId::from(MAIN_TASK);
+    {
+        let mut d = driver.borrow_mut();
+        if let Inner::Dpor(dp) = d.inner() {
+            // DPOR sees every step, decisions or not.
+            let was = dp.blocked();
+            let t = dp.next(runnable, main)?;
+            // Redundant, or another shard's (cut where it begins).
+            let stop = !was && dp.blocked() && !dp.nondeterministic;
+            if t != main && runnable.len() > 1 {
+                d.decided(cpu_of(t));
+            }
+            if stop {
+                d.stop_execution();
+            }
+            return Some(t);
+        }
+    }
+    if runnable.iter().any(|t| t.id() == main) {
+        return Some(main);
+    }
+    if runnable.len() == 1 {
+        return Some(runnable[0].id());
+    }
+    let mut d = driver.borrow_mut();
+    let t = d
+        .inner()
+        .as_scheduler()
+        .next_task(runnable, current, is_yielding)?;
+    d.decided(cpu_of(t));
+    Some(t)
+}
+
+impl<D: Driver + 'static> Scheduler for Recorder<D> {
     fn new_execution(&mut self) -> Option<Schedule> {
-        self.driver.borrow_mut().new_execution()
+        self.fast.forced.set(None);
+        self.fast.steps.set(0);
+        self.fast.driver.borrow_mut().new_execution()
     }
 
     fn next_task(
@@ -100,41 +202,20 @@ impl<D: Driver> Scheduler for Recorder<D> {
         current: Option<TaskId>,
         is_yielding: bool,
     ) -> Option<TaskId> {
-        let main = TaskId::from(MAIN_TASK);
-        {
-            let mut d = self.driver.borrow_mut();
-            if let Inner::Dpor(dp) = d.inner() {
-                // DPOR sees every step, decisions or not.
-                let was = dp.blocked();
-                let t = dp.next(runnable, main)?;
-                // Redundant, or another shard's (cut where it begins).
-                let stop = !was && dp.blocked() && !dp.nondeterministic;
-                if t != main && runnable.len() > 1 {
-                    d.decided(cpu_of(t));
-                }
-                if stop {
-                    d.stop_execution();
-                }
-                return Some(t);
-            }
+        if let Some(t) = self.fast.forced.take() {
+            // Decided at the point that entered shuttle to switch.
+            return t;
         }
-        if runnable.iter().any(|t| t.id() == main) {
-            return Some(main);
-        }
-        if runnable.len() == 1 {
-            return Some(runnable[0].id());
-        }
-        let mut d = self.driver.borrow_mut();
-        let t = d
-            .inner()
-            .as_scheduler()
-            .next_task(runnable, current, is_yielding)?;
-        d.decided(cpu_of(t));
-        Some(t)
+        decide(&self.fast.driver, runnable, current, is_yielding)
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.driver.borrow_mut().inner().as_scheduler().next_u64()
+        self.fast
+            .driver
+            .borrow_mut()
+            .inner()
+            .as_scheduler()
+            .next_u64()
     }
 }
 
@@ -142,7 +223,7 @@ impl<D: Driver> Scheduler for Recorder<D> {
 #[derive(Debug)]
 struct Level {
     /// The choices, the running CPU first when it could go on.
-    order: Vec<TaskId>,
+    order: SmallVec<[TaskId; 4]>,
     /// Whether `order[0]` is the CPU that was running (so every other
     /// choice is a preemption).
     current_first: bool,
@@ -246,7 +327,7 @@ impl Scheduler for BoundedDfs {
             self.nondeterministic = true;
             return Some(runnable[0].id());
         }
-        let mut order: Vec<TaskId> = runnable.iter().map(|t| t.id()).collect();
+        let mut order: SmallVec<[TaskId; 4]> = runnable.iter().map(|t| t.id()).collect();
         order.sort();
         let current_first = match current.and_then(|c| order.iter().position(|&t| t == c)) {
             Some(i) => {
