@@ -474,12 +474,17 @@ fn run(t: &Table, budget: u64, schedules: &mut u64) -> Explored {
 }
 
 fn run_plan(plan: Arc<Plan>, budget: u64, schedules: &mut u64) -> Explored {
+    run_plan_seed(plan, budget, 0, schedules)
+}
+
+/// [`run_plan`] from PCT seed `seed`.
+fn run_plan_seed(plan: Arc<Plan>, budget: u64, seed: u64, schedules: &mut u64) -> Explored {
     let out = explore(
         plan,
         Options {
             strategy: Strategy::Pct { depth: 3 },
             iterations: budget,
-            seed: 0,
+            seed,
             shard: (0, 1),
             keep_going: false,
             time_limit: None,
@@ -811,10 +816,21 @@ fn attempt(
             return Some((Box::new(f), false));
         }
     }
-    match run_plan(plan, budget, schedules) {
-        Explored::Failed(f, s, _) if sig.kept_by(&s) => Some((f, true)),
-        _ => None,
+    // The first failing schedule PCT finds can be the same race caught one
+    // step later or earlier (GUP-fast's reference in `try_get_folio()` or
+    // in the `page_ref_add_unless()` under it), or none within the budget,
+    // where another seed's first catches it as the finding did: a candidate
+    // gets three seeds.
+    for seed in 0..3 {
+        match run_plan_seed(plan.clone(), budget, seed, schedules) {
+            // Verified as `mmsim check` runs the file (seed 0), or kept
+            // for the verification at the end.
+            Explored::Failed(f, s, _) if sig.kept_by(&s) => return Some((f, true)),
+            Explored::Failed(..) | Explored::Clean => {}
+            _ => return None,
+        }
     }
+    None
 }
 
 /// The decisions of a schedule after CPU `r` is removed from the
@@ -887,19 +903,29 @@ pub fn minimize(t: &Table, sig: &Signature, budget: u64, schedules: &mut u64) ->
     if best.2 {
         return Some(verified);
     }
+    let Some(plan) = plan_of(&best.0) else {
+        return Some(verified);
+    };
     for iterations in [budget, budget * 4, budget * 16] {
-        match run(&best.0, iterations, schedules) {
-            Explored::Failed(f, s, op) if sig.kept_by(&s) => {
-                return Some(Minimized {
-                    table: best.0,
-                    iterations,
-                    failure: f,
-                    signature: s,
-                    op,
-                });
+        // Three seeds, as a candidate gets (see `attempt`).
+        let mut other = false;
+        for seed in 0..3 {
+            match run_plan_seed(plan.clone(), iterations, seed, schedules) {
+                Explored::Failed(f, s, op) if sig.kept_by(&s) => {
+                    return Some(Minimized {
+                        table: best.0,
+                        iterations,
+                        failure: f,
+                        signature: s,
+                        op,
+                    });
+                }
+                Explored::Failed(..) => other = true,
+                _ => {}
             }
-            Explored::Failed(..) => break,
-            _ => {}
+        }
+        if other {
+            break;
         }
     }
     Some(verified)
@@ -1014,10 +1040,24 @@ pub fn catalog_signatures(schedules: &mut u64) -> Vec<CatalogEntry> {
             let Ok(plan) = Plan::new(sc.clone(), &ov) else {
                 continue;
             };
-            if let Explored::Failed(_, signature, _) =
-                run_plan(Arc::new(plan), iterations, schedules)
-            {
-                out.push(CatalogEntry { what, signature });
+            // One race can be caught at more than one step (GUP-fast's
+            // reference in `try_get_folio()` or in the
+            // `page_ref_add_unless()` under it): the first failures of the
+            // three seeds a minimization tries (see `attempt`), each
+            // signature once, seed 0's first.
+            let plan = Arc::new(plan);
+            let mut seen: Vec<Signature> = Vec::new();
+            for seed in 0..3 {
+                if let Explored::Failed(_, signature, _) =
+                    run_plan_seed(plan.clone(), iterations, seed, schedules)
+                    && !seen.contains(&signature)
+                {
+                    seen.push(signature.clone());
+                    out.push(CatalogEntry {
+                        what: what.clone(),
+                        signature,
+                    });
+                }
             }
         }
     }
@@ -1044,11 +1084,12 @@ fn classify(
     schedules: &mut u64,
 ) -> (Class, Vec<Table>) {
     let mut variants = Vec::new();
-    let catalog = catalog
+    let mut catalog: Vec<String> = catalog
         .iter()
         .filter(|c| same_race(&c.signature, sig))
         .map(|c| c.what.clone())
         .collect();
+    catalog.dedup();
     // The fix: every fix safeguard on, on top of the file's.
     let mut fixed = t.clone();
     let mut sg = t
