@@ -422,7 +422,7 @@ fn a_tree_resumed_from_a_file_runs_what_one_run_runs() {
         (
             "pagecache-lookup-vs-hot-remove",
             vec![("hotplug.synchronize_rcu", true)],
-            1_000,
+            100,
         ),
     ] {
         let p = plan(name, &sg);

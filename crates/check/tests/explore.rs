@@ -286,3 +286,137 @@ fn one_cpu_and_the_rcuo_kthread_are_two_tasks_to_interleave() {
         assert!(dpor.violations.is_empty(), "{:?}", dpor.violations);
     }
 }
+
+/// `hot-remove-vs-gup-fast`'s machine, with cpu0's operations `ops`.
+fn offline_beside(ops: &str) -> Arc<Plan> {
+    let text = format!(
+        r#"
+name = "busy-offline"
+summary = "an offline beside a pin"
+arch = "ipi"
+section_size = "64K"
+
+[[memory]]
+name = "boot"
+kind = "boot"
+size = "1M"
+
+[[memory]]
+name = "dimm"
+kind = "hotplug"
+size = "64K"
+state = "online"
+zone = "movable"
+
+[[process]]
+name = "app"
+
+[[process.vma]]
+name = "buf"
+pages = 1
+prot = "rw"
+backing = "anon"
+memory = "dimm"
+populate = true
+
+[[cpu]]
+ops = [{ops}]
+
+[[cpu]]
+ops = [{{ op = "offline_and_remove_memory", memory = "dimm" }}]
+"#
+    );
+    let sc = mmsim_check::scenario::parse(&text, "busy-offline.toml").unwrap();
+    Arc::new(Plan::new(sc, &Overrides::default()).unwrap())
+}
+
+/// The first replay, letting cpu0 run `k` decisions and then cpu1 wherever
+/// it can, whose timeline has a line containing `wanted`.
+fn replay_until(plan: &Arc<Plan>, wanted: &str) -> Vec<String> {
+    for k in 1..200 {
+        let mut d = vec![0u8; k];
+        d.extend([1u8; 400]);
+        let r = replay(plan.clone(), d);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let t = trace::timeline(&r.trace, true);
+        if t.iter().any(|l| l.contains(wanted)) {
+            return t;
+        }
+    }
+    panic!("no replay shows {wanted}");
+}
+
+/// Under the explorer a pass of `offline_pages()` that failed while no
+/// other CPU moved is retried only after one has (the retry at once would
+/// fail the same way: `Sched::retry_after_others`), and not at all once no
+/// other CPU can run: natively the model makes `OFFLINE_RETRIES` passes.
+#[test]
+fn a_busy_offline_retries_only_after_another_cpu_moves() {
+    let busy = "cpu1 offline_pages: cond_resched (pages still busy): waiting";
+    let pin =
+        r#"{ op = "pin_user_pages_fast", vma = "buf", pages = 1, flags = ["write"], as = "p" }"#;
+    // The pin is held while the offline's first pass fails; the unpin lets
+    // the next one through.
+    let trim = |t: Vec<String>| {
+        t.into_iter()
+            .map(|l| l.trim_start().to_string())
+            .collect::<Vec<_>>()
+    };
+    let t = trim(replay_until(
+        &offline_beside(&format!(
+            r#"{pin}, {{ op = "unpin_user_pages", ref = "p" }}"#
+        )),
+        busy,
+    ));
+    let wait = t.iter().position(|l| l.contains(busy)).unwrap();
+    let resumed = t
+        .iter()
+        .position(|l| l.starts_with("cpu1 offline_pages: cond_resched (pages still busy): resumed"))
+        .unwrap_or_else(|| panic!("the offline goes on: {t:#?}"));
+    assert!(
+        t[wait..resumed].iter().any(|l| l.starts_with("cpu0 ")),
+        "resumed before cpu0 moved: {t:#?}"
+    );
+    assert!(
+        t[wait..].iter().any(|l| l.contains("unpin_user_pages")),
+        "{t:#?}"
+    );
+    assert!(
+        t.iter()
+            .any(|l| l == "cpu1 << offline_and_remove_memory -> ok"),
+        "{t:#?}"
+    );
+    let passes = |t: &[String]| {
+        t.iter()
+            .filter(|l| l.starts_with("cpu1 offline_pages: test_pages_isolated"))
+            .count()
+    };
+    assert!(passes(&t) >= 2, "{t:#?}");
+    // A pin never released: once cpu0 is done nobody can release it, and
+    // the offline gives up at the first pass that fails with nobody else
+    // to run, not after OFFLINE_RETRIES (32) of them.
+    let held = offline_beside(pin);
+    let r = replay(held, vec![0; 200]);
+    let t = trim(trace::timeline(&r.trace, true));
+    // The pin is never released: the leak check says so, and nothing else
+    // (no deadlock of the offline waiting for a CPU that is gone).
+    assert!(
+        r.violations
+            .iter()
+            .all(|v| v.kind == mmsim_model::detect::Kind::Leak),
+        "{:?}",
+        r.violations
+    );
+    // One pass, or two when the rcuo kthread moved during the first (as it
+    // does here: `rcu_sync_enter()`'s grace period ended under it).
+    assert!(
+        (1..=2).contains(&passes(&t)),
+        "{} passes: {t:#?}",
+        passes(&t)
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("cpu1 << offline_and_remove_memory -> ") && l.contains("EINTR")),
+        "{t:#?}"
+    );
+}

@@ -154,6 +154,11 @@ pub struct Ctx {
     holds: StdMutex<Vec<Hold>>,
     /// Which CPUs are waiting, and where.
     waiting: StdMutex<Vec<(u32, &'static Point)>>,
+    /// Explored steps taken so far, by every task: each point passed and
+    /// each block (see [`Sched::others_moved_since`]).
+    steps: AtomicU64,
+    /// Tasks blocked in [`Sched::retry_after_others`] (explorer only).
+    retriers: AtomicU64,
     /// Jitter: one pause in `jitter_every` points on average.
     jitter_every: AtomicU64,
     /// Jitter: the longest IRQs-off stall, in microseconds.
@@ -187,6 +192,8 @@ impl Ctx {
             waiters: ThreadOwned::new(Vec::new()),
             holds: StdMutex::new(Vec::new()),
             waiting: StdMutex::new(Vec::new()),
+            steps: AtomicU64::new(0),
+            retriers: AtomicU64::new(0),
             jitter_every: AtomicU64::new(64),
             jitter_stall_us: AtomicU64::new(3000),
             stuck_after: Duration::from_secs(20),
@@ -340,6 +347,15 @@ pub struct Sched {
     ctx: std::sync::Arc<Ctx>,
     cur: Cell<&'static Point>,
     irqs_off: Cell<bool>,
+    /// This task's share of [`Ctx`]'s explored steps.
+    own_steps: Cell<u64>,
+}
+
+/// Where a retry loop's pass began: see [`Sched::pass_mark`].
+#[derive(Clone, Copy, Debug)]
+pub struct PassMark {
+    all: u64,
+    own: u64,
 }
 
 impl fmt::Debug for Sched {
@@ -361,6 +377,7 @@ impl Sched {
             ctx,
             cur: Cell::new(&IDLE),
             irqs_off: Cell::new(false),
+            own_steps: Cell::new(0),
         }
     }
 
@@ -439,6 +456,7 @@ impl Sched {
             Mode::Jitter => self.jitter(),
             Mode::Explore => {
                 self.check_stop();
+                self.stepped();
                 #[cfg(not(loom))]
                 crate::dpor::note_point(p);
                 explore::switch();
@@ -609,6 +627,9 @@ impl Sched {
                 }
                 crate::dpor::forget_false_look(m);
                 self.check_stop();
+                // Blocking is a step: a task retrying after others may run
+                // now, and so nobody else can run only if it cannot.
+                self.stepped();
                 if explore::nobody_else_can_run() {
                     return false;
                 }
@@ -654,6 +675,8 @@ impl Sched {
                 noted = true;
             }
             self.check_stop();
+            // Blocking is a step (see `wait_unless_all_blocked`).
+            self.stepped();
             if explore::nobody_else_can_run() {
                 // Every other task is blocked or finished, so nothing can
                 // ever wake this CPU: a deadlock. Unwind as a native wait
@@ -672,6 +695,97 @@ impl Sched {
             self.ctx.waiters.with(|w| w.push((chan, me)));
             explore::block_and_switch();
         }
+    }
+
+    /// Counts an explored step of this task (a point passed, a block), and
+    /// wakes the tasks that wait in [`Sched::retry_after_others`] for
+    /// another task to move.
+    #[inline]
+    fn stepped(&self) {
+        let c = &self.ctx;
+        c.steps
+            .store(c.steps.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.own_steps.set(self.own_steps.get() + 1);
+        if c.retriers.load(Ordering::Relaxed) != 0 {
+            c.retriers.store(0, Ordering::Relaxed);
+            #[cfg(not(loom))]
+            self.wake_unrecorded(self.retry_chan());
+        }
+    }
+
+    /// The channel [`Sched::retry_after_others`] waits on.
+    fn retry_chan(&self) -> usize {
+        &self.ctx.retriers as *const AtomicU64 as usize
+    }
+
+    /// Where a pass of a retry loop begins, for
+    /// [`Sched::retry_after_others`] at its end.
+    pub fn pass_mark(&self) -> PassMark {
+        PassMark {
+            all: self.ctx.steps.load(Ordering::Relaxed),
+            own: self.own_steps.get(),
+        }
+    }
+
+    /// Whether another task has taken an explored step since `mark`.
+    pub fn others_moved_since(&self, mark: PassMark) -> bool {
+        let all = self.ctx.steps.load(Ordering::Relaxed) - mark.all;
+        let own = self.own_steps.get() - mark.own;
+        all > own
+    }
+
+    /// `cond_resched()` at the end of a failed pass of a loop that retries
+    /// until another CPU lets go of something (`offline_pages()` while a
+    /// page is still in use), the pass having begun at `mark`. Passes `p`
+    /// (a scheduling point, as before). Returns whether to retry; `false`
+    /// when the retry could never succeed (the caller gives up as a
+    /// signal would make it).
+    ///
+    /// Natively: sleeps a millisecond (the holder runs meanwhile) and
+    /// retries. Under the explorer a pass that failed while no other task
+    /// moved would only fail again: the model is deterministic, and a
+    /// failed pass puts back what it took, so a retry at once runs the
+    /// same pass from the same state, and every interleaving of the other
+    /// tasks with it is one they already had with the pass before. So the
+    /// task waits until another task has taken a step (each step and each
+    /// block wakes it), and when no other task can run, none ever will
+    /// again: it returns `false`. A pass during which another task moved
+    /// is retried at once. This keeps the explorer from spending an
+    /// execution, and DPOR a branch, on every place among a busy loop's
+    /// identical passes where the holder could let go.
+    pub fn retry_after_others(&self, p: &'static Point, mark: PassMark) -> bool {
+        self.point(p);
+        if self.ctx.mode != Mode::Explore {
+            std::thread::sleep(Duration::from_millis(1));
+            return true;
+        }
+        #[cfg(not(loom))]
+        {
+            if self.others_moved_since(mark) || std::thread::panicking() {
+                return true;
+            }
+            if explore::nobody_else_can_run() {
+                return false;
+            }
+            self.note(p, Event::Wait, None, None);
+            let _waiting = WaitingMark::new(self, p);
+            self.stepped();
+            crate::dpor::add(crate::dpor::TASKS);
+            crate::dpor::note_point(p);
+            let me = explore::me();
+            let chan = self.retry_chan();
+            self.ctx.waiters.with(|w| w.push((chan, me)));
+            self.ctx.retriers.store(
+                self.ctx.retriers.load(Ordering::Relaxed) + 1,
+                Ordering::Relaxed,
+            );
+            explore::block_and_switch();
+            self.note(p, Event::Resume, None, None);
+            self.check_stop();
+        }
+        #[cfg(loom)]
+        let _ = mark;
+        true
     }
 
     /// Wakes every CPU waiting on `chan` (explorer only; native waits poll).

@@ -40,7 +40,8 @@
 //!   `test_pages_isolated()` fails until compaction migrates it or puts it
 //!   back (offlining retries; in the model
 //!   [`OFFLINE_RETRIES`](crate::mm::memory_hotplug::OFFLINE_RETRIES)
-//!   passes, then `-EINTR` as a signal would end it);
+//!   passes, under the explorer each after another CPU moved, then
+//!   `-EINTR` as a signal would end it);
 //! * `kcompactd_stop()` (`kthread_stop()`, which waits for the node's
 //!   kcompactd to finish its current run) happens in `offline_pages()` only
 //!   when the block is the node's last memory, and stops only that node's

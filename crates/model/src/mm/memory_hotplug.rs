@@ -408,7 +408,10 @@ pub fn memory_block_online(cpu: &Cpu, start: Pfn, zone: ZoneType) -> Result<(), 
 
 /// How many passes of `offline_pages()`'s migrate-and-test loop the model
 /// makes before giving up as a user's signal would (`-EINTR`, "signal
-/// backoff"); the kernel loops until a signal arrives.
+/// backoff"); the kernel loops until a signal arrives. Under the explorer
+/// a pass that failed while no other CPU moved is retried only once one
+/// has, and the offline gives up at once when none can run again
+/// (`Sched::retry_after_others`, docs/EXPLORER.md "Busy retries").
 pub const OFFLINE_RETRIES: u32 = 32;
 
 /// Kernel: `offline_pages()`, called by `memory_block_offline()` under
@@ -449,6 +452,7 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
     };
     let mut passes = 0;
     loop {
+        let pass = cpu.sched.pass_mark();
         let mut pfn = start;
         loop {
             cpu.point_arg(point!("offline_pages", "scan_movable_pages"), pfn.as_u64());
@@ -471,15 +475,19 @@ pub fn offline_pages(cpu: &Cpu, start: Pfn, nr_pages: u64) -> Result<(), Errno> 
             break;
         }
         passes += 1;
-        if passes >= OFFLINE_RETRIES {
+        // cond_resched(): let whoever holds the pages go on. Under the
+        // explorer a pass that failed while no other CPU moved is retried
+        // only once one has (it would fail the same way), and never when
+        // none can run again (`Sched::retry_after_others`).
+        if passes >= OFFLINE_RETRIES
+            || !cpu.sched.retry_after_others(
+                point!("offline_pages", "cond_resched (pages still busy)"),
+                pass,
+            )
+        {
             // "signal backoff"
             cancel(cpu);
             return Err(Errno::EINTR);
-        }
-        // cond_resched(): let whoever holds the pages go on.
-        cpu.point(point!("offline_pages", "cond_resched (pages still busy)"));
-        if !cpu.sched.exploring() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
     if cpu.m.sg.on(Sg::HOTPLUG_OFFLINE_SYNCHRONIZE_RCU) {
