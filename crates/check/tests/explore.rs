@@ -287,47 +287,21 @@ fn one_cpu_and_the_rcuo_kthread_are_two_tasks_to_interleave() {
     }
 }
 
-/// `hot-remove-vs-gup-fast`'s machine, with cpu0's operations `ops`.
-fn offline_beside(ops: &str) -> Arc<Plan> {
-    let text = format!(
-        r#"
-name = "busy-offline"
-summary = "an offline beside a pin"
-arch = "ipi"
-section_size = "64K"
-
-[[memory]]
-name = "boot"
-kind = "boot"
-size = "1M"
-
-[[memory]]
-name = "dimm"
-kind = "hotplug"
-size = "64K"
-state = "online"
-zone = "movable"
-
-[[process]]
-name = "app"
-
-[[process.vma]]
-name = "buf"
-pages = 1
-prot = "rw"
-backing = "anon"
-memory = "dimm"
-populate = true
-
-[[cpu]]
-ops = [{ops}]
-
-[[cpu]]
-ops = [{{ op = "offline_and_remove_memory", memory = "dimm" }}]
-"#
-    );
-    let sc = mmsim_check::scenario::parse(&text, "busy-offline.toml").unwrap();
-    Arc::new(Plan::new(sc, &Overrides::default()).unwrap())
+/// `hot-remove-vs-gup-fast` on `ipi` (where GUP-fast holds off the
+/// migration's flush, so no race ends the run), cpu0 keeping its first
+/// `ops` operations (the pin, and the unpin).
+fn offline_beside(ops: usize) -> Arc<Plan> {
+    let mut sc = catalog::find("hot-remove-vs-gup-fast")
+        .unwrap()
+        .scenario()
+        .unwrap();
+    sc.cpus[0].ops.truncate(ops);
+    let ov = Overrides {
+        arch: Some(mmsim_model::Arch::Ipi),
+        config: vec![],
+        safeguards: vec![],
+    };
+    Arc::new(Plan::new(sc, &ov).unwrap())
 }
 
 /// The first replay, letting cpu0 run `k` decisions and then cpu1 wherever
@@ -353,8 +327,6 @@ fn replay_until(plan: &Arc<Plan>, wanted: &str) -> Vec<String> {
 #[test]
 fn a_busy_offline_retries_only_after_another_cpu_moves() {
     let busy = "cpu1 offline_pages: cond_resched (pages still busy): waiting";
-    let pin =
-        r#"{ op = "pin_user_pages_fast", vma = "buf", pages = 1, flags = ["write"], as = "p" }"#;
     // The pin is held while the offline's first pass fails; the unpin lets
     // the next one through.
     let trim = |t: Vec<String>| {
@@ -362,12 +334,7 @@ fn a_busy_offline_retries_only_after_another_cpu_moves() {
             .map(|l| l.trim_start().to_string())
             .collect::<Vec<_>>()
     };
-    let t = trim(replay_until(
-        &offline_beside(&format!(
-            r#"{pin}, {{ op = "unpin_user_pages", ref = "p" }}"#
-        )),
-        busy,
-    ));
+    let t = trim(replay_until(&offline_beside(2), busy));
     let wait = t.iter().position(|l| l.contains(busy)).unwrap();
     let resumed = t
         .iter()
@@ -395,7 +362,7 @@ fn a_busy_offline_retries_only_after_another_cpu_moves() {
     // A pin never released: once cpu0 is done nobody can release it, and
     // the offline gives up at the first pass that fails with nobody else
     // to run, not after OFFLINE_RETRIES (32) of them.
-    let held = offline_beside(pin);
+    let held = offline_beside(1);
     let r = replay(held, vec![0; 200]);
     let t = trim(trace::timeline(&r.trace, true));
     // The pin is never released: the leak check says so, and nothing else
