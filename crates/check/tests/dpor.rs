@@ -1012,3 +1012,145 @@ fn call_rcu_against_the_rcuo_kthread() {
         o.outcomes
     );
 }
+
+/// RCU+sync+free with a reader that runs `k` read-side sections one after
+/// another: in each it reads `y` (0: the old object is still published)
+/// and then the old object's `x` (set to 0 when the updater frees it, after
+/// a grace period). Each section's pair of reads, in order.
+fn sections_against_a_grace_period(k: u32) -> FnOutcome {
+    use mmsim_model::kernel::rcupdate::{rcu_read_lock, synchronize_rcu};
+    compare(move || {
+        let m = rcu_machine(2);
+        let (x, y) = (var_init(1), var());
+        let (x0, y0) = (x.clone(), y.clone());
+        let reader = spawn_cpu(&m, 0, move |cpu| {
+            let mut seen = 0;
+            for i in 0..k {
+                cpu.point(point!("reader", "rcu_read_lock"));
+                let g = rcu_read_lock(cpu);
+                let r0 = y0.load(Ordering::Acquire);
+                let r1 = if r0 == 0 {
+                    read_once(&cpu.sched, &x0)
+                } else {
+                    1
+                };
+                drop(g);
+                seen |= (r0 * 2 + r1) << (2 * i);
+            }
+            seen
+        });
+        let updater = spawn_cpu(&m, 1, move |cpu| {
+            cpu.point(point!("updater", "rcu_assign_pointer"));
+            y.store(1, Ordering::Release);
+            synchronize_rcu(cpu);
+            write_once(&cpu.sched, &x, 0);
+            0
+        });
+        let seen = reader.join().unwrap();
+        updater.join().unwrap();
+        (0..k)
+            .map(|i| match (seen >> (2 * i)) & 3 {
+                0 => "FREED",
+                1 => "old",
+                _ => "new",
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+#[test]
+fn a_grace_period_end_commutes_with_later_sections() {
+    // The look that finds a section ended reads that section's end, not
+    // the reader's counter, so the reader's later sections do not order
+    // it. Brute force and DPOR agree on outcomes and traces (`compare`):
+    // no section finds the old object freed, and the sections see the old
+    // object up to some section and the new one from the next on. One to
+    // four sections make 4, 8, 13 and 19 traces: the placements of the
+    // updater's steps that do conflict with the reader's (its unpublishing
+    // store, its snapshot of the counter, its free).
+    // Were the look a read of the counter, the grace period's end after
+    // each later section's begin and end would be a trace of its own:
+    // (k + 1)^2 traces, 4, 9, 16 and 25 (measured so).
+    let counts: Vec<u64> = (1..=4)
+        .map(|k| {
+            let o = sections_against_a_grace_period(k);
+            let mut want = BTreeSet::new();
+            for new in 0..=k {
+                let v: Vec<&str> = (0..k)
+                    .map(|i| if i < new { "old" } else { "new" })
+                    .collect();
+                want.insert(v.join(" "));
+            }
+            let got: BTreeSet<String> = o.outcomes.keys().cloned().collect();
+            assert_eq!(got, want, "{k} sections");
+            o.complete
+        })
+        .collect();
+    assert_eq!(counts, [4, 8, 13, 19]);
+}
+
+/// `kfree_rcu()` against a reader that runs two sections, the callback
+/// invoked by the rcuo kthread: the kthread's look that finds the callback
+/// due because the reader's section ended could not have run before that
+/// end (it would have blocked), so DPOR does not reverse the two, and
+/// runs no execution where the kthread only blocks.
+#[test]
+fn a_callback_due_at_a_section_end_is_not_run_before_it() {
+    use mmsim_model::kernel::rcupdate::{call_rcu, cpu_finished, rcu_read_lock, rcuo_kthread};
+    let o = compare(|| {
+        let m = rcu_machine(2);
+        m.rcu.defer_callbacks();
+        // x: 1 while the object lives, 0 once the callback freed it.
+        let x = var_init(1);
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cpu_end = |cpu: &mmsim_model::Cpu, f: &std::sync::atomic::AtomicUsize| {
+            cpu.finish_but_rcuo();
+            let all = f.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == 2;
+            cpu_finished(cpu, all);
+        };
+        let (x0, f0) = (x.clone(), finished.clone());
+        let reader = spawn_cpu(&m, 0, move |cpu| {
+            let mut seen = 0;
+            for i in 0..2 {
+                cpu.point(point!("reader", "rcu_read_lock"));
+                let g = rcu_read_lock(cpu);
+                seen |= read_once(&cpu.sched, &x0) << i;
+                drop(g);
+            }
+            cpu_end(cpu, &f0);
+            seen
+        });
+        let (x1, f1) = (x.clone(), finished.clone());
+        let updater = spawn_cpu(&m, 1, move |cpu| {
+            cpu.point(point!("litmus", "kfree_rcu"));
+            call_rcu(cpu, "free", move |_| x1.store(0, Ordering::Relaxed));
+            cpu_end(cpu, &f1);
+            0
+        });
+        let rcuo = {
+            let cpu = m.rcuo_cpu();
+            let f = finished.clone();
+            shuttle::thread::spawn(move || {
+                rcuo_kthread(&cpu, &|| f.load(std::sync::atomic::Ordering::Relaxed) == 2)
+            })
+        };
+        let seen = reader.join().unwrap();
+        updater.join().unwrap();
+        rcuo.join().unwrap();
+        format!("seen {seen:02b}")
+    });
+    // The object may be freed before either section, between them, or
+    // after both.
+    let keys: BTreeSet<_> = o.outcomes.keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["seen 00", "seen 01", "seen 11"]),
+        "{:?}",
+        o.outcomes
+    );
+    assert_eq!(
+        o.executions, o.complete,
+        "redundant executions: the kthread was run where it only blocks"
+    );
+}

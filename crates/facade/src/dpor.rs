@@ -537,6 +537,9 @@ pub mod key {
     pub const DATA: u64 = 3 << 56;
     /// The RCU callback queue's head, tail and slots (one queue a machine).
     pub const RCU_QUEUE: u64 = 4 << 56;
+    /// The objects that stand for the ends of a CPU's read-side sections:
+    /// `RCU_ENDS | cpu`.
+    pub const RCU_ENDS: u64 = 5 << 56;
 }
 
 #[cfg(loom)]

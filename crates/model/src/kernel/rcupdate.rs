@@ -60,6 +60,38 @@ use std::collections::VecDeque;
 pub struct RcuData {
     rcu_ctr: AtomicU64,
     irq_ctr: AtomicU64,
+    /// Objects of the DPOR scheduler, one for each section's end: never
+    /// read or written, only their addresses are used (see
+    /// [`RcuData::end_obj`]), named storage so that they are the same
+    /// objects in every execution.
+    ends: Box<[u8]>,
+}
+
+/// Sections of one counter whose ends the DPOR scheduler tells apart: the
+/// `k`-th section ever is slot `k` modulo this (two sections that far
+/// apart share an object, which only orders more steps).
+const END_SLOTS: usize = 64;
+
+impl RcuData {
+    /// The end of the section that counter `c` entered with value `v`
+    /// (odd), as an object of the DPOR scheduler: the store that leaves
+    /// the section writes it, and a grace period's look at whether the
+    /// section has ended reads it, instead of the counter.
+    ///
+    /// That look asks whether the counter still holds `v`, and the
+    /// counter only grows: once the section has ended the answer is yes
+    /// whatever the CPU does next, so the look commutes with every later
+    /// section's begin and end. Recorded as a read of the counter itself,
+    /// it would be ordered against each of them, and the DPOR scheduler
+    /// would explore a grace period's end (and each callback's invocation)
+    /// after every later section of every reader: the same executions up
+    /// to the order of steps that commute. A snapshot of the counters
+    /// ([`Rcu::snapshot`]) still reads them: whether a CPU is in a section
+    /// then, and which, is what it records.
+    fn end_obj(&self, c: Ctr, v: u64) -> usize {
+        let slot = (v >> 1) as usize % END_SLOTS;
+        self.ends.as_ptr() as usize + c as usize * END_SLOTS + slot
+    }
 }
 
 type Callback = Box<dyn FnOnce(&Cpu) + Send>;
@@ -143,8 +175,8 @@ impl std::fmt::Debug for Rcu {
 /// Which counter of a CPU a cookie waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ctr {
-    Rcu,
-    Irq,
+    Rcu = 0,
+    Irq = 1,
 }
 
 /// A grace-period cookie: the read-side sections in progress when it was
@@ -163,6 +195,7 @@ impl Rcu {
                     std::sync::Arc::new(RcuData {
                         rcu_ctr: AtomicU64::new(0),
                         irq_ctr: AtomicU64::new(0),
+                        ends: vec![0; 2 * END_SLOTS].into_boxed_slice(),
                     })
                 })
                 .collect(),
@@ -211,6 +244,13 @@ impl Rcu {
             self.objs.len(),
             mmsim_facade::dpor::key::RCU_QUEUE,
         );
+        for (i, d) in self.cpus.iter().enumerate() {
+            mmsim_facade::dpor::name_range(
+                d.ends.as_ptr() as usize,
+                d.ends.len(),
+                mmsim_facade::dpor::key::RCU_ENDS | i as u64,
+            );
+        }
     }
 
     /// Whether the first queued callback's grace period has passed and it
@@ -319,10 +359,44 @@ impl Rcu {
         self.running.load(Ordering::Acquire) == 0 && self.cookie_done(&front.cookie)
     }
 
+    /// [`Rcu::next_ready`] for the look that begins an rcuo kthread step
+    /// (see [`Rcu::queue_look`]): a section's end that made the callback
+    /// due is one the step could not have run without (see
+    /// [`Rcu::section_ended`]).
+    fn next_ready_look(&self, front: &Queued) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+            && front
+                .cookie
+                .open
+                .iter()
+                .all(|&(i, w, v)| self.section_ended(i, w, v, true))
+    }
+
     fn cookie_done(&self, c: &GpCookie) -> bool {
         c.open
             .iter()
-            .all(|&(i, w, v)| self.ctr(i, w).load(Ordering::Acquire) != v)
+            .all(|&(i, w, v)| self.section_ended(i, w, v, false))
+    }
+
+    /// Whether CPU `i`'s section that counter `w` entered with value `v`
+    /// has ended: for the DPOR scheduler a read of that end, not of the
+    /// counter ([`RcuData::end_obj`]). `enabling`: the look begins a step
+    /// of a task that blocks if it finds the section still open, and
+    /// nothing else it reads can turn that around (the rcuo kthread's
+    /// look for a due callback): a section found ended is then one the
+    /// step could not have run without ([`mmsim_facade::dpor::ENABLE`]),
+    /// unless a later section of the counter shares its object and has
+    /// ended too, whose end the step does not need.
+    fn section_ended(&self, i: u32, w: Ctr, v: u64, enabling: bool) -> bool {
+        // Acquire pairs with the Release store that ended the section.
+        let now = mmsim_facade::dpor::unrecorded(|| self.ctr(i, w).load(Ordering::Acquire));
+        let end = self.cpus[i as usize].end_obj(w, v);
+        if enabling && now != v && now - v < 2 * END_SLOTS as u64 {
+            mmsim_facade::dpor::read_enabled(end);
+        } else {
+            mmsim_facade::dpor::read(end);
+        }
+        now != v
     }
 
     /// The wait channel every change of reader state wakes.
@@ -430,6 +504,7 @@ impl Drop for RcuReadGuard<'_> {
             // Release pairs with the Acquire loads of a waiting writer: the
             // section's accesses happen before whatever it frees next.
             c.store(v + 1, Ordering::Release);
+            mmsim_facade::dpor::write(cpu.rcu_data.end_obj(Ctr::Rcu, v));
             cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
@@ -510,6 +585,7 @@ impl Drop for IrqGuard<'_> {
             light();
             let v = c.load(Ordering::Relaxed);
             c.store(v + 1, Ordering::Release);
+            mmsim_facade::dpor::write(cpu.rcu_data.end_obj(Ctr::Irq, v));
             cpu.m.rcu.wake_readers_changed(cpu);
         }
     }
@@ -532,7 +608,7 @@ fn wait_cookie(cpu: &Cpu, cookie: &GpCookie, what: &'static mmsim_facade::sched:
     let rcu = &cpu.m.rcu;
     for &(i, w, v) in &cookie.open {
         cpu.sched.wait(what, rcu.chan(), Some(i as u64), || {
-            rcu.ctr(i, w).load(Ordering::Acquire) != v
+            rcu.section_ended(i, w, v, false)
         });
     }
 }
@@ -707,7 +783,7 @@ pub fn rcuo_kthread(cpu: &Cpu, done: &dyn Fn() -> bool) {
     let rcu = &cpu.m.rcu;
     let ready = || {
         let q = rcu.queue_look();
-        q.front().is_some_and(|c| rcu.next_ready(c))
+        q.front().is_some_and(|c| rcu.next_ready_look(c))
     };
     loop {
         let woken = cpu.sched.wait_unless_all_blocked(
