@@ -46,13 +46,27 @@ pub const WRITE: u8 = 4;
 /// block it again (an execution its sleep set makes redundant). For
 /// dependence it is a read.
 pub const ENABLE: u8 = 8;
+/// An attempt to take a spinlock ([`crate::Mutex::new_spin`]), taken or
+/// not, or its release, recorded on the lock. Two such accesses to one
+/// spinlock conflict for sleep sets only: a task asleep at a spinlock's
+/// attempt wakes when another task takes or releases the lock (its
+/// attempt would then block, or succeed, where it did not). For
+/// happens-before and races they are nothing: critical sections of one
+/// spinlock are ordered by the data they touch, and the explorer, which
+/// notes each taking and release ([`note_lock`]), reverses a race whose
+/// reversal would need a lock held there at the holder's taking of it
+/// instead.
+pub const LOCK: u8 = 16;
 
 /// Whether two accesses to one object, of kinds `a` and `b` (or sets of
 /// kinds, or-ed), fail to commute.
 pub fn conflict(a: u8, b: u8) -> bool {
+    let (la, lb) = (a & LOCK, b & LOCK);
+    let (a, b) = (a & !LOCK, b & !LOCK);
     a != 0 && b != 0 && (a | b) & WRITE != 0
         || (a & READ != 0 && b & ADD != 0)
         || (a & ADD != 0 && b & READ != 0)
+        || la != 0 && lb != 0
 }
 
 /// The pseudo-object of the explorer's stop request.
@@ -117,6 +131,9 @@ mod imp {
         static IN_HOOK: Cell<bool> = const { Cell::new(false) };
         /// Tasks unblocked since the last [`take_woken`] (shuttle task ids).
         static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+        /// Spinlocks taken (`true`) and released since the last
+        /// [`take_locks`], in order.
+        static LOCKS: RefCell<Vec<(usize, bool)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Whether a DPOR exploration records this thread's steps now. Where
@@ -202,6 +219,22 @@ mod imp {
     pub fn take_woken(out: &mut Vec<usize>) {
         out.clear();
         WOKEN.with(|w| std::mem::swap(&mut *w.borrow_mut(), out));
+    }
+
+    /// Notes that the step in flight took (`acquire`) or released the
+    /// spinlock at `addr` (see [`super::LOCK`]).
+    pub fn note_lock(addr: usize, acquire: bool) {
+        if recording() {
+            let _off = crate::snapshot::pause();
+            LOCKS.with(|l| l.borrow_mut().push((addr, acquire)));
+        }
+    }
+
+    /// Moves the spinlock takings and releases noted by [`note_lock`]
+    /// since the last call into `out` (cleared first).
+    pub fn take_locks(out: &mut Vec<(usize, bool)>) {
+        out.clear();
+        LOCKS.with(|l| std::mem::swap(&mut *l.borrow_mut(), out));
     }
 
     /// Notes a heap allocation (`size > 0`) or free (`size == 0`) at
@@ -540,6 +573,8 @@ pub mod key {
     /// The objects that stand for the ends of a CPU's read-side sections:
     /// `RCU_ENDS | cpu`.
     pub const RCU_ENDS: u64 = 5 << 56;
+    /// Which entries of a table page are in use: `TABLE_FILL | pfn`.
+    pub const TABLE_FILL: u64 = 6 << 56;
 }
 
 #[cfg(loom)]
@@ -571,6 +606,9 @@ mod imp {
 
     /// Notes nothing under loom.
     pub fn note_woken(_task: usize) {}
+
+    /// Notes nothing under loom.
+    pub fn note_lock(_addr: usize, _acquire: bool) {}
 
     /// Nothing records under loom.
     pub fn recording() -> bool {

@@ -31,6 +31,8 @@ use loom::sync::{
 /// A mutex whose acquisition is the scheduling point `point`.
 pub struct Mutex<T> {
     point: &'static Point,
+    /// A spinlock ([`Mutex::new_spin`]).
+    spin: bool,
     inner: Inner<T>,
 }
 
@@ -44,6 +46,7 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Mutex<T> {
 pub struct MutexGuard<'a, T> {
     sched: &'a Sched,
     chan: usize,
+    spin: bool,
     inner: InnerGuard<'a, T>,
 }
 
@@ -52,16 +55,33 @@ impl<T> Mutex<T> {
     pub fn new(point: &'static Point, v: T) -> Self {
         Mutex {
             point,
+            spin: false,
             inner: Inner::new(v),
         }
     }
 
-    /// Kernel: `mutex_lock()`.
+    /// A spinlock named by `point`: a lock whose holder never waits for
+    /// anything but another spinlock, and whose nesting has a fixed order
+    /// (the kernel's rule for spinlocks, which lockdep checks), so that
+    /// it takes part in no deadlock. For the DPOR scheduler its
+    /// acquisitions and releases order nothing: two critical sections are
+    /// ordered by the data they touch, not by the lock
+    /// ([`crate::dpor::LOCK`]). Otherwise it is a [`Mutex`].
+    pub fn new_spin(point: &'static Point, v: T) -> Self {
+        Mutex {
+            point,
+            spin: true,
+            inner: Inner::new(v),
+        }
+    }
+
+    /// Kernel: `mutex_lock()` (`spin_lock()` for a spinlock).
     pub fn lock<'a>(&'a self, s: &'a Sched) -> MutexGuard<'a, T> {
         s.point(self.point);
         MutexGuard {
             sched: s,
             chan: chan(self),
+            spin: self.spin,
             inner: self.acquire(s),
         }
     }
@@ -73,20 +93,35 @@ impl<T> Mutex<T> {
         }
         loop {
             // For the DPOR scheduler every attempt, taken or not, and every
-            // release is a write of the lock.
-            dpor::write(chan(self));
+            // release is a write of the lock; a spinlock's taking is noted
+            // instead (see `new_spin`).
+            if self.spin {
+                dpor::access(chan(self), dpor::LOCK);
+            } else {
+                dpor::write(chan(self));
+            }
             match self.inner.try_lock() {
-                Ok(g) => return g,
+                Ok(g) => {
+                    if self.spin {
+                        dpor::note_lock(chan(self), true);
+                        s.spin_taken(self.point);
+                    }
+                    return g;
+                }
                 Err(TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
                     // Under the explorer the holder is another task on this OS
                     // thread; it wakes the channel when it unlocks.
                     // A woken waiter can find the lock taken again by a
                     // third task: each look reads the lock.
-                    s.wait_unstable(self.point, chan(self), None, || {
-                        dpor::read(chan(self));
-                        !self.is_locked()
-                    });
+                    if self.spin {
+                        s.wait_spin(self.point, chan(self), || !self.is_locked());
+                    } else {
+                        s.wait_unstable(self.point, chan(self), None, || {
+                            dpor::read(chan(self));
+                            !self.is_locked()
+                        });
+                    }
                 }
             }
         }
@@ -120,7 +155,13 @@ impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // The woken CPU runs no sooner than this CPU's next point, by which
         // time `inner` has been dropped and the lock is free.
-        dpor::write(self.chan);
+        if self.spin {
+            dpor::access(self.chan, dpor::LOCK);
+            dpor::note_lock(self.chan, false);
+            self.sched.spin_released();
+        } else {
+            dpor::write(self.chan);
+        }
         self.sched.wake(self.chan);
     }
 }

@@ -349,6 +349,8 @@ pub struct Sched {
     irqs_off: Cell<bool>,
     /// This task's share of [`Ctx`]'s explored steps.
     own_steps: Cell<u64>,
+    /// Spinlocks this task holds ([`crate::Mutex::new_spin`]).
+    spins: Cell<u32>,
 }
 
 /// Where a retry loop's pass began: see [`Sched::pass_mark`].
@@ -378,6 +380,7 @@ impl Sched {
             cur: Cell::new(&IDLE),
             irqs_off: Cell::new(false),
             own_steps: Cell::new(0),
+            spins: Cell::new(0),
         }
     }
 
@@ -568,6 +571,7 @@ impl Sched {
         if cond() {
             return;
         }
+        self.may_wait(p);
         if stable {
             crate::dpor::forget_false_look(m);
         }
@@ -695,6 +699,58 @@ impl Sched {
             self.ctx.waiters.with(|w| w.push((chan, me)));
             explore::block_and_switch();
         }
+    }
+
+    /// A spinlock taken ([`crate::Mutex::new_spin`]). Never with IRQs
+    /// off: a holder may wait for IPI acknowledgements
+    /// ([`Sched::wait_spinning`]), so a CPU with IRQs off that waited for
+    /// a spinlock could wait for its holder, which waits for it.
+    pub(crate) fn spin_taken(&self, p: &'static Point) {
+        if self.irqs_off.get() && !std::thread::panicking() {
+            panic!("{p}: takes a spinlock with IRQs off");
+        }
+        self.spins.set(self.spins.get() + 1);
+    }
+
+    /// A spinlock released.
+    pub(crate) fn spin_released(&self) {
+        self.spins.set(self.spins.get().saturating_sub(1));
+    }
+
+    /// A wait other than for a spinlock or an IPI begins: the task must
+    /// hold no spinlock (`Mutex::new_spin`'s contract, which the DPOR
+    /// scheduler's treatment of spinlocks rests on). A model that breaks
+    /// it is defective: the exploration stops with an internal error.
+    fn may_wait(&self, p: &'static Point) {
+        if self.spins.get() != 0 && !std::thread::panicking() {
+            panic!("{p}: waits while holding a spinlock");
+        }
+    }
+
+    /// [`Sched::wait`] for what a CPU may wait for while it holds a
+    /// spinlock, spinning rather than sleeping: acknowledgements of IPIs it
+    /// sent (`smp_call_function_many()`'s `csd_lock_wait()`). Their target
+    /// acknowledges once it has IRQs on, and no CPU takes a spinlock with
+    /// IRQs off ([`Sched::spin_taken`]), so no such wait closes a cycle.
+    pub fn wait_spinning(
+        &self,
+        p: &'static Point,
+        chan: usize,
+        arg: Option<u64>,
+        cond: impl FnMut() -> bool,
+    ) {
+        let n = self.spins.replace(0);
+        self.wait_as(p, chan, arg, true, cond);
+        self.spins.set(n);
+    }
+
+    /// [`Sched::wait_unstable`] for a spinlock's acquisition: the other
+    /// wait allowed while holding a spinlock (whose nesting has a fixed
+    /// order: `Mutex::new_spin`).
+    pub(crate) fn wait_spin(&self, p: &'static Point, chan: usize, cond: impl FnMut() -> bool) {
+        let n = self.spins.replace(0);
+        self.wait_as(p, chan, None, false, cond);
+        self.spins.set(n);
     }
 
     /// Counts an explored step of this task (a point passed, a block), and

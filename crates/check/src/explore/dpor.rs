@@ -153,7 +153,7 @@ use std::collections::HashMap;
 #[allow(clippy::disallowed_types)] // The explorer's own lock between its worker threads.
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use mmsim_facade::dpor::{ADD, ENABLE, READ, WRITE, conflict};
+use mmsim_facade::dpor::{ADD, ENABLE, LOCK, READ, WRITE, conflict};
 
 pub mod checkpoint;
 
@@ -283,6 +283,11 @@ struct Node {
 /// No state.
 const NONE: u32 = u32::MAX;
 
+/// How many times a race's reversal may move to where a spinlock was
+/// taken (see `Dpor::taken_too_early`) before it adds every task that
+/// can run instead.
+const MAX_REDIRECTS: u32 = 8;
+
 impl Node {
     fn empty() -> Self {
         Node {
@@ -362,6 +367,15 @@ struct Ev {
     /// wait found its condition false), or did nothing another task can
     /// see (see [`Dpor::trace_hash`]).
     stutter: bool,
+    /// The spinlocks it took (`true`) and released, in order
+    /// ([`mmsim_facade::dpor::note_lock`]).
+    locks: Vec<(usize, bool)>,
+    /// The spinlocks held at the state before it: (lock, holder task, the
+    /// step that took it).
+    held: Vec<(usize, usize, u32)>,
+    /// For each spinlock it took: the step of another task that released
+    /// that lock last, if any (the lock's handoff).
+    handed: Vec<u32>,
 }
 
 /// [`Dpor::end_step`]'s buffers: a step's objects by slot and by stable
@@ -475,6 +489,13 @@ pub struct Dpor {
     blocked: bool,
     log: Vec<(usize, u8)>,
     woken: Vec<usize>,
+    /// The spinlock takings and releases of the step in flight.
+    locks: Vec<(usize, bool)>,
+    /// The spinlocks held now: (lock, holder task, the step that took it).
+    held: Vec<(usize, usize, u32)>,
+    /// The last release of each spinlock released so far: (lock, task,
+    /// step).
+    released: Vec<(usize, usize, u32)>,
     evacc: Vec<Arc<Acc>>,
     /// Kept between steps: four allocations fewer per step.
     scratch: Scratch,
@@ -843,6 +864,9 @@ impl Dpor {
             blocked: false,
             log: Vec::new(),
             woken: Vec::new(),
+            locks: Vec::new(),
+            held: Vec::new(),
+            released: Vec::new(),
             evacc: Vec::new(),
             scratch: Default::default(),
             clocks: Vec::new(),
@@ -1151,6 +1175,7 @@ impl Dpor {
         mmsim_facade::dpor::take(&mut self.log);
         mmsim_facade::dpor::take_allocs(&mut self.allocs);
         mmsim_facade::dpor::take_woken(&mut self.woken);
+        mmsim_facade::dpor::take_locks(&mut self.locks);
         self.take_names();
         let Some(task) = self.in_flight.take() else {
             return;
@@ -1190,8 +1215,35 @@ impl Dpor {
         let log = std::mem::take(&mut self.log);
         let stutter = log.iter().all(|&(a, k)| {
             use mmsim_facade::dpor::{STOP, TASKS};
-            (a == TASKS && k == ADD) || (a == STOP && k == READ)
+            (a == TASKS && k == ADD) || (a == STOP && k == READ) || k == LOCK
         });
+        // The spinlocks held before this step, and after it.
+        let held = if self.held.is_empty() {
+            Vec::new()
+        } else {
+            self.held.clone()
+        };
+        let locks = std::mem::take(&mut self.locks);
+        let mut handed = Vec::new();
+        for &(l, acquire) in &locks {
+            let last = self.released.iter().position(|r| r.0 == l);
+            if acquire {
+                self.held.push((l, task, pos as u32));
+                if let Some(k) = last
+                    && self.released[k].1 != task
+                {
+                    handed.push(self.released[k].2);
+                }
+            } else {
+                if let Some(i) = self.held.iter().position(|h| h.0 == l) {
+                    self.held.swap_remove(i);
+                }
+                match last {
+                    Some(k) => self.released[k] = (l, task, pos as u32),
+                    None => self.released.push((l, task, pos as u32)),
+                }
+            }
+        }
         let allocs = std::mem::take(&mut self.allocs);
         let mut ai = 0;
         for (i, &(addr, w)) in log.iter().enumerate() {
@@ -1223,6 +1275,9 @@ impl Dpor {
         // their last write (`ENABLE`): it cannot run before that write.
         let mut enabled_by: Vec<u32> = Vec::new();
         for (i, o) in objs.iter_mut().enumerate() {
+            // A spinlock's taking orders nothing here, only sleep sets.
+            let lock = o.1 & LOCK;
+            o.1 &= !LOCK;
             if o.1 & ENABLE != 0 {
                 o.1 &= !ENABLE;
                 if o.1 == READ
@@ -1236,9 +1291,10 @@ impl Dpor {
                 o.1 = WRITE;
             }
             if let Some(st) = stable.get_mut(i) {
-                st.1 = o.1;
+                st.1 = o.1 | lock;
             }
         }
+        objs.retain(|o| o.1 != 0);
         // Happens-before and races.
         let s = slot(task);
         if self.last_of_task.len() <= s {
@@ -1313,6 +1369,9 @@ impl Dpor {
             clock,
             woke: std::mem::take(&mut self.woken),
             stutter,
+            locks,
+            held,
+            handed,
         });
         if replay {
             self.next_sleep.clear();
@@ -1346,7 +1405,7 @@ impl Dpor {
         }
         for &c in &races {
             self.races += 1;
-            self.reverse(&mut t, c, pos);
+            self.reverse(&mut t, c, pos, 0);
         }
         // The sleep set after this step: the sleepers of its state and the
         // siblings explored before it, that this step does not wake.
@@ -1373,8 +1432,9 @@ impl Dpor {
         self.scratch = (objs, stable, cands, races);
     }
 
-    /// Reverses the race between step `c` and step `e` (the last one).
-    fn reverse(&mut self, t: &mut Tree, c: usize, e: usize) {
+    /// Reverses the race between step `c` and step `e` (the last one);
+    /// `redirects`: how many times a spinlock moved the reversal already.
+    fn reverse(&mut self, t: &mut Tree, c: usize, e: usize, redirects: u32) {
         let q = self.events[e].task;
         if let Some(d) = self.debug.as_mut() {
             let start = |evs: &[Ev], i: usize| {
@@ -1412,12 +1472,31 @@ impl Dpor {
             );
             *d.entry(k).or_default() += 1;
         }
+        let cs = slot(self.events[c].task);
+        let cl = self.events[c].local;
+        // A sequence that takes a spinlock its holder has not released
+        // (see `taken_too_early`) cannot run from the state before c: its
+        // taker would block until after c. Spinlocks order nothing by
+        // themselves (see `LOCK`), so the race is reversed where the
+        // holder took the lock instead, the lock free there; the execution
+        // that explores, with the two critical sections the other way
+        // round, meets the race again, to be reversed from there.
+        let spin = !self.events[c].held.is_empty()
+            || self.events[c + 1..=e].iter().any(|ev| !ev.locks.is_empty());
+        let inseq = self.sequence(c, e, spin);
+        let mut stuck = false;
+        if let Some(a) = spin.then(|| self.taken_too_early(c, e, &inseq)).flatten() {
+            if a != c && redirects < MAX_REDIRECTS {
+                self.reverse(t, a, e, redirects + 1);
+                return;
+            }
+            // Moved around in a circle: every task that can run at c.
+            stuck = true;
+        }
         let id = self.path[c];
         if t.nodes[id as usize].full {
             return;
         }
-        let cs = slot(self.events[c].task);
-        let cl = self.events[c].local;
         // The steps after c that do not happen after it, then e: their
         // initials are the tasks whose first step there has no
         // predecessor there.
@@ -1437,18 +1516,16 @@ impl Dpor {
             first.push((s, ev.local));
         };
         for j in c + 1..e {
-            let ev = &self.events[j];
-            if ev.clock.get(cs).copied().unwrap_or(0) > cl {
-                continue; // happens after c
+            if inseq[j - c - 1] {
+                consider(&self.events[j], &mut first);
             }
-            consider(ev, &mut first);
         }
         consider(&self.events[e], &mut first);
         let node = &t.nodes[id as usize];
         let covered = initials
             .iter()
             .any(|t| node.backtrack.contains(t) || node.sleep.iter().any(|z| z.task == *t));
-        if covered {
+        if covered && !stuck {
             return;
         }
         let pick = if initials.contains(&q) && node.enabled.contains(&q) {
@@ -1481,9 +1558,9 @@ impl Dpor {
             }
         }
         let add: Vec<usize> = match pick {
-            Some(t) => vec![t],
+            Some(t) if !stuck => vec![t],
             // No initial can run there: every task that can.
-            None => node
+            _ => node
                 .enabled
                 .iter()
                 .copied()
@@ -1494,6 +1571,83 @@ impl Dpor {
             t.nodes[id as usize].backtrack.push(u);
             t.push_pending(id, u);
         }
+    }
+
+    /// The steps of the sequence that reverses the race of `c` and `e`
+    /// (Algorithm 1's `notdep(c).e`: the steps after `c` that do not happen
+    /// after it, then `e`), by whether each of `c + 1..=e` is in it. With
+    /// `spin` (spinlocks are held or taken there), only those of them that
+    /// `e` needs: that happen before it, counting each spinlock's handoff
+    /// from a release to the next taking as an order. The rest need not
+    /// run for `e` to run before `c`, and with spinlocks, which order
+    /// nothing by themselves (see `LOCK`), they may not be able to (a
+    /// critical section begun there would block a task of the sequence);
+    /// and a critical section whose holder hands the lock to a step of
+    /// the sequence must end in it. Their initials are initials of the
+    /// whole sequence too (whatever happens before one of them happens
+    /// before `e`), so a reversal that picks among them picks as
+    /// Algorithm 1 may.
+    fn sequence(&self, c: usize, e: usize, spin: bool) -> Vec<bool> {
+        let (cs, cl) = (slot(self.events[c].task), self.events[c].local);
+        let after_c = |j: usize| self.events[j].clock.get(cs).copied().unwrap_or(0) > cl;
+        let mut inseq = vec![false; e - c];
+        inseq[e - c - 1] = true;
+        if !spin {
+            for j in c + 1..e {
+                inseq[j - c - 1] = !after_c(j);
+            }
+            return inseq;
+        }
+        // Walking back from e: what e needs, its clock grown by the clocks
+        // of the releases that handed a needed step its lock.
+        let mut need = self.events[e].clock.clone();
+        let needed = |need: &Vec<u32>, j: usize| {
+            let ev = &self.events[j];
+            need.get(slot(ev.task)).copied().unwrap_or(0) > ev.local
+        };
+        for j in (c + 1..=e).rev() {
+            if !needed(&need, j) {
+                continue;
+            }
+            for &r in &self.events[j].handed {
+                if (r as usize) > c {
+                    join(&mut need, &self.events[r as usize].clock);
+                }
+            }
+            if j < e {
+                inseq[j - c - 1] = !after_c(j);
+            }
+        }
+        inseq
+    }
+
+    /// For a race of steps `c` and `e`, with the sequence `inseq` that
+    /// reverses it ([`Dpor::sequence`]), run from the state before `c`:
+    /// whether a task of it takes a spinlock that another holds there,
+    /// because its holder took it before `c` and does not release it in
+    /// the sequence first, or took it in the sequence and does not release
+    /// it in the sequence first. Then the step that took it: the sequence
+    /// cannot run (its taker would block).
+    fn taken_too_early(&self, c: usize, e: usize, inseq: &[bool]) -> Option<usize> {
+        let mut held: Vec<(usize, usize, u32)> = self.events[c].held.clone();
+        for j in c + 1..=e {
+            let ev = &self.events[j];
+            if ev.locks.is_empty() || !inseq[j - c - 1] {
+                continue;
+            }
+            for &(l, acquire) in &ev.locks {
+                let at = held.iter().position(|h| h.0 == l);
+                match (acquire, at) {
+                    (true, Some(k)) if held[k].1 != ev.task => return Some(held[k].2 as usize),
+                    (true, _) => held.push((l, ev.task, j as u32)),
+                    (false, Some(k)) => {
+                        held.swap_remove(k);
+                    }
+                    (false, None) => {}
+                }
+            }
+        }
+        None
     }
 
     /// The scheduling decision before step `events.len()`; `runnable` holds
@@ -1859,6 +2013,8 @@ impl Scheduler for Dpor {
             self.clocks.push(c);
         }
         self.evacc.clear();
+        self.held.clear();
+        self.released.clear();
         self.ids.clear();
         // Storage named outside this execution (teardown of the last) is
         // not this machine's.

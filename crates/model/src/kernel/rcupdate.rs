@@ -604,12 +604,25 @@ fn might_sleep(cpu: &Cpu, what: &'static str) -> bool {
     true
 }
 
-fn wait_cookie(cpu: &Cpu, cookie: &GpCookie, what: &'static mmsim_facade::sched::Point) {
+/// Waits until each section of `cookie` has ended; `spinning`: as a CPU
+/// waits for IPI acknowledgements, which it may do holding a spinlock
+/// ([`mmsim_facade::sched::Sched::wait_spinning`]), not as a grace period
+/// sleeps.
+fn wait_cookie(
+    cpu: &Cpu,
+    cookie: &GpCookie,
+    what: &'static mmsim_facade::sched::Point,
+    spinning: bool,
+) {
     let rcu = &cpu.m.rcu;
     for &(i, w, v) in &cookie.open {
-        cpu.sched.wait(what, rcu.chan(), Some(i as u64), || {
-            rcu.section_ended(i, w, v, false)
-        });
+        let ended = || rcu.section_ended(i, w, v, false);
+        if spinning {
+            cpu.sched
+                .wait_spinning(what, rcu.chan(), Some(i as u64), ended);
+        } else {
+            cpu.sched.wait(what, rcu.chan(), Some(i as u64), ended);
+        }
     }
 }
 
@@ -658,6 +671,7 @@ pub fn synchronize_rcu(cpu: &Cpu) {
         cpu,
         &cookie,
         point!("synchronize_rcu", "wait for reader on cpu"),
+        false,
     );
     // Pairs with the readers' light() fences: their accesses happen before
     // whatever the caller does next (typically a free).
@@ -677,6 +691,7 @@ pub fn synchronize_rcu_expedited(cpu: &Cpu) {
         cpu,
         &cookie,
         point!("synchronize_rcu_expedited", "wait for reader on cpu"),
+        false,
     );
     heavy(cpu);
     cpu.point(point!("synchronize_rcu_expedited", "grace period ended"));
@@ -911,7 +926,7 @@ pub fn wait_for_irqs_enabled(
     let me = cpu.id();
     let not_me = |i: u32| i != me && target(i);
     let cookie = cpu.m.rcu.snapshot(&[Ctr::Irq], Some(&not_me));
-    wait_cookie(cpu, &cookie, what);
+    wait_cookie(cpu, &cookie, what, true);
     heavy(cpu);
 }
 

@@ -1286,15 +1286,12 @@ fn free_level(
         // it. The kernel frees it without looking (the range is unmapped,
         // under mmap_lock); the model looks, and keeps a table that is not
         // empty (a defect of the model then leaks it, and the leak check
-        // says so). DPOR need not record the look: it runs under the
-        // page-table lock, which every writer of a slot takes (and which
-        // is recorded), so the lock already orders it against any such
-        // write, and its 512 reads a table were most of a munmap's
-        // bookkeeping for nothing.
-        if span_lo >= lo
-            && span_hi <= hi
-            && mmsim_facade::dpor::unrecorded(|| pgtable::table_empty(cpu, e.pfn()))
-        {
+        // says so). For DPOR the look is one read of the table's use
+        // (`pgtable::table_empty`): its 512 reads of entries were most of
+        // a munmap's bookkeeping. (Until session 16 it was not recorded at
+        // all, the page-table lock ordering it against every writer; the
+        // lock is a spinlock now, which orders nothing by itself.)
+        if span_lo >= lo && span_hi <= hi && pgtable::table_empty(cpu, e.pfn()) {
             cpu.point_arg(point!("free_pgtables", "pmd_clear"), span_lo);
             pgtable::get_and_clear(cpu, p);
             tlb_remove_table(cpu, tlb, e.pfn());

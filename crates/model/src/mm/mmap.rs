@@ -242,7 +242,7 @@ pub fn mm_init(cpu: &Cpu, ancestors: Vec<u64>) -> Result<Arc<MmStruct>, Errno> {
         id,
         pgd,
         mmap_lock: RwLock::new(point!("down_mmap_lock", "mmap_lock"), MmVmas::default()),
-        page_table_lock: Mutex::new(point!("spin_lock", "page_table_lock"), ()),
+        page_table_lock: Mutex::new_spin(point!("spin_lock", "page_table_lock"), ()),
         write_protect_seq: AtomicU32::new(0),
         flags: AtomicU64::new(0),
         cpumask: AtomicU64::new(0),

@@ -140,13 +140,24 @@ impl Entry {
 #[derive(Debug)]
 pub struct Table {
     entries: Box<[AtomicU64; PTRS_PER_TABLE]>,
+    /// An object of the DPOR scheduler that stands for which entries are
+    /// in use: every write of an entry updates it (commuting updates, see
+    /// `mmsim_facade::dpor::ADD`), and [`table_empty`]'s look at all of
+    /// them reads it, instead of 512 entries. Never read or written, only
+    /// its address is used; named storage.
+    fill: Box<u8>,
 }
 
 impl Table {
     fn new() -> Table {
         Table {
             entries: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            fill: Box::new(0),
         }
+    }
+
+    fn fill(&self) -> usize {
+        &*self.fill as *const u8 as usize
     }
 }
 
@@ -177,6 +188,11 @@ impl PtStore {
                 t.entries.as_ptr() as usize,
                 std::mem::size_of::<[AtomicU64; PTRS_PER_TABLE]>(),
                 mmsim_facade::dpor::key::TABLE | pfn.as_u64(),
+            );
+            mmsim_facade::dpor::name_range(
+                t.fill(),
+                1,
+                mmsim_facade::dpor::key::TABLE_FILL | pfn.as_u64(),
             );
             t
         }))
@@ -315,13 +331,29 @@ pub fn get_lockless(cpu: &Cpu, p: EntryPtr) -> Entry {
 pub fn set_entry(cpu: &Cpu, p: EntryPtr, e: Entry) {
     if let Some(s) = slot(cpu, p) {
         s.store(e.0, Ordering::Release);
+        filled(cpu, p.table);
+    }
+}
+
+/// For the DPOR scheduler: an entry of `table` was written (see
+/// `Table::fill`).
+#[inline(always)]
+fn filled(cpu: &Cpu, table: Pfn) {
+    if mmsim_facade::dpor::ENABLED
+        && let Some(t) = cpu.m.pt.table(table)
+    {
+        mmsim_facade::dpor::add(t.fill());
     }
 }
 
 /// `ptep_get_and_clear()` / `pmdp_huge_get_and_clear()`.
 pub fn get_and_clear(cpu: &Cpu, p: EntryPtr) -> Entry {
     match slot(cpu, p) {
-        Some(s) => Entry(s.swap(0, Ordering::AcqRel)),
+        Some(s) => {
+            let old = Entry(s.swap(0, Ordering::AcqRel));
+            filled(cpu, p.table);
+            old
+        }
         None => Entry(0),
     }
 }
@@ -332,13 +364,16 @@ pub fn clear_table(cpu: &Cpu, table: Pfn) {
         for e in t.entries.iter() {
             e.store(0, Ordering::Relaxed);
         }
+        mmsim_facade::dpor::add(t.fill());
     }
 }
 
-/// Whether every entry of a table is empty.
+/// Whether every entry of a table is empty. For the DPOR scheduler one
+/// read of the table's use (`Table::fill`), which every write of an entry
+/// updates, instead of 512 reads of entries.
 pub fn table_empty(cpu: &Cpu, table: Pfn) -> bool {
-    cpu.m
-        .pt
-        .table(table)
-        .is_none_or(|t| t.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+    cpu.m.pt.table(table).is_none_or(|t| {
+        mmsim_facade::dpor::read(t.fill());
+        mmsim_facade::dpor::unrecorded(|| t.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+    })
 }
