@@ -1120,10 +1120,11 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps, {} accesses, {} races, {} redundant, depth {}, tree {}; \
+            "dpor: {} executions, {} steps ({} replayed), {} accesses, {} races, {} redundant, depth {}, tree {}; \
              {:.2?} in all, boot {:.2?}, teardown {:.2?}",
             e.out.schedules,
             d.steps,
+            d.replayed_steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
