@@ -256,7 +256,7 @@ mod imp {
             let r = rec();
             // The log's own buffer growing (it is out of its cells then)
             // is the recorder's allocation, not the model's.
-            if h.get() || !r.on.get() || r.busy.get() {
+            if h.get() || !r.on.get() || r.busy.get() || !crate::snapshot::models(addr, size > 0) {
                 return;
             }
             h.set(true);

@@ -285,6 +285,19 @@ pub fn pause() -> Switch {
     switch(false)
 }
 
+/// Whether a block allocated (`alloc`) or freed at `addr` on this thread
+/// now is the model's, as far as the arena can tell: with an arena, every
+/// block allocated while it is on and every block of it freed, whenever;
+/// not what the scheduler or the recorder allocate for themselves with it
+/// paused. Without one, every block.
+pub(crate) fn models(addr: usize, alloc: bool) -> bool {
+    let base = BASE.try_with(|b| b.get()).unwrap_or(null_mut()) as usize;
+    if base == 0 || ON.try_with(|o| o.get()).unwrap_or(false) {
+        return true;
+    }
+    !alloc && addr >= base && addr < base + SIZE.try_with(|s| s.get()).unwrap_or(0)
+}
+
 /// Turns this thread's arena on until the guard drops, if it has one:
 /// the model's own code (see the module doc).
 #[inline]
