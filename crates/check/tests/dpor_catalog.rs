@@ -91,6 +91,23 @@ fn plan(name: &str, sg: &[(&str, bool)]) -> Arc<Plan> {
 
 type Sig = (&'static str, &'static str, &'static str);
 
+/// Settings whose trees `dpor` exhausts in a second or so, with and without
+/// violations: catalog scenario and safeguards switched.
+fn small_trees() -> Vec<(&'static str, Vec<(&'static str, bool)>)> {
+    vec![
+        ("fork-vs-gup-fast-pin", vec![]),
+        (
+            "fork-vs-gup-fast-pin",
+            vec![("gup_fast.write_protect_seq", false)],
+        ),
+        ("split-vs-gup-fast", vec![("gup_fast.folio_recheck", false)]),
+        (
+            "munmap-table-free-vs-gup-fast",
+            vec![("mmu_gather.rcu_table_free", false)],
+        ),
+    ]
+}
+
 fn signatures(o: &Outcome) -> BTreeSet<Sig> {
     o.violations
         .iter()
@@ -271,18 +288,7 @@ fn dpor_findings_replay() {
 /// not asleep), which costs executions, never interleavings.
 #[test]
 fn two_workers_exhaust_what_one_exhausts() {
-    for (name, sg) in [
-        ("fork-vs-gup-fast-pin", vec![]),
-        (
-            "fork-vs-gup-fast-pin",
-            vec![("gup_fast.write_protect_seq", false)],
-        ),
-        ("split-vs-gup-fast", vec![("gup_fast.folio_recheck", false)]),
-        (
-            "munmap-table-free-vs-gup-fast",
-            vec![("mmu_gather.rcu_table_free", false)],
-        ),
-    ] {
+    for (name, sg) in small_trees() {
         let p = plan(name, &sg);
         let one = run_jobs(p.clone(), Strategy::Dpor, 2_000_000, true, 1);
         let two = run_jobs(p, Strategy::Dpor, 2_000_000, true, 2);
@@ -565,5 +571,43 @@ fn a_tree_saved_while_its_run_goes_on_is_a_point_to_resume_from() {
         // executions came after it.
         sigs.extend(signatures(&first));
         assert_eq!(sigs, signatures(&whole), "{name} {sg:?}");
+    }
+}
+
+/// A worker keeps its last execution's bookkeeping for the steps the next
+/// one replays the same (`Dpor::rollback`): the exploration must be the
+/// one it runs computing each execution's bookkeeping from its first step.
+/// One worker, so that both run the same executions in the same order: the
+/// counts are equal, not close. (The switch is the process's: another test
+/// exploring meanwhile only runs more slowly, the same executions.)
+#[test]
+fn kept_bookkeeping_explores_what_recomputed_bookkeeping_explores() {
+    use mmsim_check::explore::dpor::set_recompute;
+    for (name, sg) in small_trees().into_iter().chain([(
+        "memunmap-vs-gup-fast",
+        vec![
+            ("percpu_ref.kill_rcu", false),
+            ("mem_hotplug_lock.rcu_sync", false),
+        ],
+    )]) {
+        let p = plan(name, &sg);
+        set_recompute(false);
+        let kept = run(p.clone(), Strategy::Dpor);
+        set_recompute(true);
+        let fresh = run(p, Strategy::Dpor);
+        set_recompute(false);
+        for o in [&kept, &fresh] {
+            assert!(o.error.is_none(), "{name} {sg:?}: {:?}", o.error);
+            assert!(o.exhausted, "{name} {sg:?}: {} schedules", o.schedules);
+        }
+        // Steps were kept, or this compares nothing.
+        assert!(kept.kept > 0, "{name} {sg:?}: no step kept");
+        assert_eq!(fresh.kept, 0, "{name} {sg:?}");
+        assert_eq!(
+            (kept.schedules, kept.redundant, kept.failing),
+            (fresh.schedules, fresh.redundant, fresh.failing),
+            "{name} {sg:?}: schedules, redundant, failing"
+        );
+        assert_eq!(signatures(&kept), signatures(&fresh), "{name} {sg:?}");
     }
 }

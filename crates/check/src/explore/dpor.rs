@@ -283,6 +283,28 @@ struct Node {
 /// No state.
 const NONE: u32 = u32::MAX;
 
+/// [`set_recompute`]'s switch.
+static RECOMPUTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the workers created from now on compute each execution's
+/// bookkeeping from its first step (`true`), as `MMSIM_DPOR_RECOMPUTE`
+/// does, instead of keeping what the last execution's replayed prefix
+/// shares (see [`Dpor::rollback`]): the same exploration, more slowly, to
+/// compare.
+pub fn set_recompute(on: bool) {
+    RECOMPUTE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Emptied histories kept for reuse, at most.
+const POOL_CAP: usize = 4096;
+
+/// One step of the fingerprints ([`Ev::fp`]): a bijection of `h` for each
+/// `x`, and of `x` for each `h`.
+#[inline(always)]
+fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
+
 /// How many times a race's reversal may move to where a spinlock was
 /// taken (see `Dpor::taken_too_early`) before it adds every task that
 /// can run instead.
@@ -380,6 +402,36 @@ struct Ev {
     /// For each spinlock it took: the step of another task that released
     /// that lock last, if any (the lock's handoff).
     handed: Vec<u32>,
+    /// A fingerprint of what the step did, as the recorder saw it: its
+    /// task, where it stopped, and what it touched, allocated, named, woke
+    /// and locked (see [`Dpor::rollback`]).
+    fp: u64,
+    /// The objects numbered before it, the objects with a history before
+    /// it, and the length of [`Dpor::undo`] before it.
+    known: u32,
+    nobjs: u32,
+    undo: u32,
+}
+
+/// One change a step made to the bookkeeping of its execution, undone
+/// when a later execution of the worker runs another step there (see
+/// [`Dpor::rollback`]).
+#[derive(Debug)]
+enum Undo {
+    /// A read, or a commuting update, was added to the object's history.
+    Read(u32),
+    Add(u32),
+    /// A write began the object's history afresh: what it was before.
+    Write {
+        slot: u32,
+        last: Option<u32>,
+        reads: Vec<u32>,
+        adds: Vec<u32>,
+    },
+    /// A heap block was allocated or freed at an address: what was there.
+    Block(usize, Option<(usize, u32)>),
+    /// Storage was named at an address: what was named there.
+    Name(usize, Option<(usize, u64)>),
 }
 
 /// [`Dpor::end_step`]'s buffers: a step's objects by slot and by stable
@@ -419,6 +471,10 @@ pub struct Dpor {
     /// The numbers of named objects this worker has looked up (a cache of
     /// [`Tree::named`], whose numbers never change).
     named_ids: HashMap<(u64, u32), u32, foldhash::fast::FixedState>,
+    /// States of the last path not on this one ([`Dpor::new_execution`]).
+    fresh: Vec<u32>,
+    /// States pruned from the tree, dropped once its lock is released.
+    dead: Vec<Node>,
     /// The longest path so far ([`Dpor::depth`]).
     deepest: usize,
     /// The last state of the current path (the state the execution in
@@ -455,13 +511,40 @@ pub struct Dpor {
     pub accesses: u64,
     /// Of `steps`, those that replayed a prefix.
     pub replayed_steps: u64,
+    /// Of `replayed_steps`, those whose bookkeeping was kept from the
+    /// worker's last execution (see [`Dpor::rollback`]).
+    pub kept_steps: u64,
     data: RandomDataSource,
     /// The rcuo kthread's task ([`Dpor::set_service`]), and whether it has
     /// run its first step in the execution in flight.
     service: Option<usize>,
     service_ran: bool,
     // The execution in flight.
+    /// The steps whose bookkeeping this worker holds: the execution in
+    /// flight's, or while `sync`, those of its last execution (see
+    /// [`Dpor::rollback`]).
     events: Vec<Ev>,
+    /// The position of the execution in flight: the steps it ran.
+    cur: usize,
+    /// The execution in flight has run, so far, exactly the steps that
+    /// `events` begins with: its bookkeeping is still theirs, and its
+    /// replayed steps that do the same again change nothing.
+    sync: bool,
+    /// Keep one execution's bookkeeping for the next (`MMSIM_DPOR_RECOMPUTE`
+    /// turns it off, to compare).
+    incremental: bool,
+    /// What the steps of `events` changed, in order ([`Ev::undo`] says
+    /// where each step's changes begin).
+    undo: Vec<Undo>,
+    /// The length of `undo` after the last step of `events`.
+    undo_tail: usize,
+    /// Emptied histories for reuse.
+    pool: Vec<Vec<u32>>,
+    /// Set-up's named storage, and a fingerprint of set-up's numbering and
+    /// names: the bookkeeping of one execution holds for the next only if
+    /// both set-ups are the same.
+    setup_names: Vec<mmsim_facade::dpor::Named>,
+    setup_fp: u64,
     /// Objects first touched by the tasks' steps, by address: their slot
     /// in `objs` and the number steps are compared by across executions
     /// (the slot, or for named storage its name's number).
@@ -762,14 +845,18 @@ impl Tree {
     /// left to explore, from the last one up. A state stays while a state
     /// after it does (`children`), so every other worker's path stays: each
     /// worker pins the last state of its path (see [`Dpor::pinned`]).
-    fn prune(&mut self, path: &[u32]) {
+    /// (The states freed go to `dead`, to be dropped without the lock.)
+    fn prune(&mut self, path: &[u32], dead: &mut Vec<Node>) {
         for &id in path.iter().rev() {
             let n = &self.nodes[id as usize];
             if n.children > 0 || n.backtrack.iter().any(|&t| n.pending(t)) {
                 break;
             }
             let parent = n.parent;
-            self.nodes[id as usize] = Node::empty();
+            dead.push(std::mem::replace(
+                &mut self.nodes[id as usize],
+                Node::empty(),
+            ));
             self.free.push(id);
             if parent != NONE {
                 self.nodes[parent as usize].children -= 1;
@@ -844,6 +931,8 @@ impl Dpor {
             stamps: Vec::new(),
             sigs: Vec::new(),
             named_ids: HashMap::default(),
+            fresh: Vec::new(),
+            dead: Vec::new(),
             deepest: 0,
             pinned: None,
             running: false,
@@ -858,10 +947,21 @@ impl Dpor {
             steps: 0,
             accesses: 0,
             replayed_steps: 0,
+            kept_steps: 0,
             data: RandomDataSource::initialize(0),
             service: None,
             service_ran: false,
             events: Vec::new(),
+            cur: 0,
+            sync: false,
+            incremental: !RECOMPUTE.load(std::sync::atomic::Ordering::Relaxed)
+                && std::env::var_os("MMSIM_DPOR_RECOMPUTE").is_none()
+                && std::env::var_os("MMSIM_DPOR_DEBUG").is_none(),
+            undo: Vec::new(),
+            undo_tail: 0,
+            pool: Vec::new(),
+            setup_names: Vec::new(),
+            setup_fp: 0,
             ids: HashMap::default(),
             names: std::collections::BTreeMap::new(),
             blocks: std::collections::BTreeMap::new(),
@@ -987,11 +1087,9 @@ impl Dpor {
         if let Some(b) = self.pinned.take() {
             t.nodes[b as usize].children -= 1;
         }
-        t.prune(&self.path);
-        self.path.clear();
-        self.taken.clear();
-        self.stamps.clear();
-        self.sigs.clear();
+        t.prune(&self.path, &mut self.dead);
+        // The path stays, for the next one to begin with what it shares
+        // (see `new_execution`).
         t.running -= 1;
     }
 
@@ -1006,6 +1104,7 @@ impl Dpor {
         self.leave(&mut t);
         t.stop |= all;
         drop(t);
+        self.dead.clear();
         shared.more.notify_all();
     }
 
@@ -1099,11 +1198,12 @@ impl Dpor {
 
     /// Applies a heap allocation or free noted during the step at `pos`.
     fn apply_alloc(&mut self, (_, addr, size): (usize, usize, usize), pos: u32) {
-        if size == 0 {
-            self.blocks.remove(&addr);
+        let was = if size == 0 {
+            self.blocks.remove(&addr)
         } else {
-            self.blocks.insert(addr, (size, pos));
-        }
+            self.blocks.insert(addr, (size, pos))
+        };
+        self.undo.push(Undo::Block(addr, was));
     }
 
     /// Whether `addr` is in named storage.
@@ -1112,11 +1212,199 @@ impl Dpor {
             Some((&start, &(len, _))) if addr < start + len)
     }
 
-    /// Takes the storage named since the last look.
+    /// Takes the storage named since the last look: set-up's, or the next
+    /// task step's to apply (no object is numbered in between).
     fn take_names(&mut self) {
         mmsim_facade::dpor::take_names(&mut self.names_buf);
+    }
+
+    /// Applies the storage named since the last task step, for the step
+    /// ending now.
+    fn apply_names(&mut self) {
         for n in self.names_buf.drain(..) {
-            self.names.insert(n.addr, (n.len, n.key));
+            let was = self.names.insert(n.addr, (n.len, n.key));
+            self.undo.push(Undo::Name(n.addr, was));
+        }
+    }
+
+    /// What the step of `task` that ended at `at` did, as the recorder
+    /// saw it, as one number (see [`Ev::fp`]).
+    fn fingerprint(&self, task: usize, at: Option<&'static mmsim_facade::sched::Point>) -> u64 {
+        let at = at.map_or(0, |p| std::ptr::from_ref(p) as usize);
+        let mut h = mix(mix(task as u64, at as u64), self.log.len() as u64);
+        for &(a, k) in &self.log {
+            h = mix(h, a as u64 ^ u64::from(k) << 56);
+        }
+        h = mix(h, self.allocs.len() as u64);
+        for &(i, a, n) in &self.allocs {
+            h = mix(mix(mix(h, i as u64), a as u64), n as u64);
+        }
+        h = mix(h, self.names_buf.len() as u64);
+        for n in &self.names_buf {
+            h = mix(mix(mix(h, n.addr as u64), n.len as u64), n.key);
+        }
+        h = mix(h, self.woken.len() as u64);
+        for &w in &self.woken {
+            h = mix(h, w as u64);
+        }
+        h = mix(h, self.locks.len() as u64);
+        for &(l, acquire) in &self.locks {
+            h = mix(h, l as u64 ^ u64::from(acquire) << 63);
+        }
+        h
+    }
+
+    /// Set-up's numbering and names, as one number: the objects it
+    /// numbered, in order, by address, and what it named where.
+    fn setup_fingerprint(&self) -> u64 {
+        let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
+        let mut h = mix(self.cur_setup.len() as u64, self.setup_first.len() as u64);
+        for &j in &self.setup_first {
+            let a = match j as usize {
+                j if j < fixed.len() => fixed[j],
+                j => self.cur_setup[j - fixed.len()],
+            };
+            h = mix(h, a as u64);
+        }
+        h = mix(h, self.setup_names.len() as u64);
+        for n in &self.setup_names {
+            h = mix(mix(mix(h, n.addr as u64), n.len as u64), n.key);
+        }
+        h
+    }
+
+    /// Forgets the bookkeeping of every step held: the next step is an
+    /// execution's first.
+    fn reset_bookkeeping(&mut self) {
+        self.sync = false;
+        for e in self.events.drain(..) {
+            let mut c = e.clock;
+            c.clear();
+            self.clocks.push(c);
+        }
+        for u in self.undo.drain(..) {
+            if let Undo::Write { reads, adds, .. } = u {
+                for mut v in [reads, adds] {
+                    if v.capacity() > 0 && self.pool.len() < POOL_CAP {
+                        v.clear();
+                        self.pool.push(v);
+                    }
+                }
+            }
+        }
+        self.undo_tail = 0;
+        self.ids.clear();
+        self.names.clear();
+        self.blocks.clear();
+        self.nobjs = 0;
+        self.addrs.clear();
+        self.held.clear();
+        self.released.clear();
+        self.last_of_task.clear();
+    }
+
+    /// Brings the bookkeeping back to the state before step `d` of the
+    /// steps held (`events`), undoing what the steps from `d` on changed.
+    ///
+    /// A worker's next execution mostly replays a prefix of its last one
+    /// (session 18: 95% of the replayed steps of
+    /// `hot-remove-two-blocks-vs-gup-fast` with one worker, 89% with
+    /// two), and the bookkeeping after a step depends only on the steps
+    /// up to it as the recorder saw them: each step's task, where it
+    /// stopped, and what it touched, allocated, named, woke and locked, in
+    /// order (numbering is by order of first touch; set-up, which numbers
+    /// first, is checked the same, see [`Dpor::finish_setup`]). So the
+    /// worker keeps its last execution's bookkeeping, and while the next
+    /// one replays steps whose fingerprints ([`Ev::fp`]) are those held,
+    /// it has nothing to do for them; at the first step that differs, or
+    /// the first new one, it undoes the rest and goes on from there as
+    /// before. (A replayed step has no races to reverse and no sleep set
+    /// of its own to compute: see `end_step`.)
+    fn rollback(&mut self, d: usize) {
+        self.sync = false;
+        let (nobjs, nids, undo_at) = match self.events.get(d) {
+            Some(e) => (e.nobjs as usize, e.known, e.undo as usize),
+            None => (self.nobjs, self.nids, self.undo_tail),
+        };
+        while self.undo.len() > undo_at {
+            match self.undo.pop() {
+                Some(Undo::Read(o)) => {
+                    self.objs[o as usize].reads.pop();
+                }
+                Some(Undo::Add(o)) => {
+                    self.objs[o as usize].adds.pop();
+                }
+                Some(Undo::Write {
+                    slot,
+                    last,
+                    reads,
+                    adds,
+                }) => {
+                    let h = &mut self.objs[slot as usize];
+                    h.last_write = last;
+                    let r = std::mem::replace(&mut h.reads, reads);
+                    let a = std::mem::replace(&mut h.adds, adds);
+                    for mut v in [r, a] {
+                        if v.capacity() > 0 && self.pool.len() < POOL_CAP {
+                            v.clear();
+                            self.pool.push(v);
+                        }
+                    }
+                }
+                Some(Undo::Block(addr, was)) => {
+                    match was {
+                        Some(b) => self.blocks.insert(addr, b),
+                        None => self.blocks.remove(&addr),
+                    };
+                }
+                Some(Undo::Name(addr, was)) => {
+                    match was {
+                        Some(n) => self.names.insert(addr, n),
+                        None => self.names.remove(&addr),
+                    };
+                }
+                None => break,
+            }
+        }
+        for a in self.addrs.drain(nobjs..) {
+            self.ids.remove(&a);
+        }
+        self.nobjs = nobjs;
+        self.nids = nids;
+        if d < self.events.len() {
+            self.held = self.events[d].held.clone();
+            for e in self.events.drain(d..) {
+                let mut c = e.clock;
+                c.clear();
+                self.clocks.push(c);
+            }
+            self.last_of_task.clear();
+            self.released.clear();
+            for (i, e) in self.events.iter().enumerate() {
+                let s = slot(e.task);
+                if self.last_of_task.len() <= s {
+                    self.last_of_task.resize(s + 1, None);
+                }
+                self.last_of_task[s] = Some(i as u32);
+                for &(l, acquire) in &e.locks {
+                    if !acquire {
+                        match self.released.iter().position(|r| r.0 == l) {
+                            Some(k) => self.released[k] = (l, e.task, i as u32),
+                            None => self.released.push((l, e.task, i as u32)),
+                        }
+                    }
+                }
+            }
+        }
+        self.undo_tail = self.undo.len();
+    }
+
+    /// The objects numbered at the state before step `pos` of the
+    /// execution in flight (the state the execution is at).
+    fn nids_at(&self, pos: usize) -> u32 {
+        match self.events.get(pos) {
+            Some(e) if self.sync => e.known,
+            _ => self.nids,
         }
     }
 
@@ -1147,11 +1435,24 @@ impl Dpor {
     fn finish_setup(&mut self) {
         self.setup_done = true;
         let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
-        self.setup_ids.clear();
-        self.addrs.clear();
+        self.setup_names.clear();
+        self.setup_names.append(&mut self.names_buf);
         let quick = !self.setup_first.is_empty()
             && self.cur_setup.len() == self.setup_len
             && self.setup_since_full < 255;
+        // The bookkeeping kept from the last execution (see `rollback`)
+        // holds if this set-up is that one's: the same objects, first
+        // touched at the same positions, at the same addresses, and the
+        // same storage named. A set-up numbered in full starts afresh.
+        if self.sync && !(quick && self.setup_fingerprint() == self.setup_fp) {
+            self.reset_bookkeeping();
+        }
+        if !self.sync {
+            for n in &self.setup_names {
+                self.names.insert(n.addr, (n.len, n.key));
+            }
+        }
+        self.setup_ids.clear();
         let mut ok = quick;
         if quick {
             self.setup_since_full += 1;
@@ -1194,8 +1495,11 @@ impl Dpor {
             self.setup_len = self.cur_setup.len();
             self.setup_since_full = 0;
         }
+        self.setup_fp = self.setup_fingerprint();
         self.cur_setup.clear();
-        self.nids = self.setup_ids.len() as u32;
+        if !self.sync {
+            self.nids = self.setup_ids.len() as u32;
+        }
     }
 
     /// The step of the task in flight ended: number what it touched, find
@@ -1223,7 +1527,7 @@ impl Dpor {
             }
             return;
         }
-        let pos = self.events.len();
+        let pos = self.cur;
         self.steps += 1;
         self.accesses += self.log.len() as u64;
         let node_known = self.known_before;
@@ -1236,6 +1540,22 @@ impl Dpor {
         // objects, their histories, its clock.
         let replay = pos < self.replayed;
         self.replayed_steps += u64::from(replay);
+        let at = mmsim_facade::dpor::last_point();
+        let fp = self.fingerprint(task, at);
+        if self.sync {
+            if replay && self.events.get(pos).is_some_and(|e| e.fp == fp) {
+                // The step held there, again: its bookkeeping holds.
+                self.kept_steps += 1;
+                self.cur += 1;
+                self.names_buf.clear();
+                self.next_sleep.clear();
+                return;
+            }
+            self.rollback(pos);
+        }
+        debug_assert_eq!(self.events.len(), pos);
+        let (undo_at, nobjs_at) = (self.undo.len() as u32, self.nobjs as u32);
+        self.apply_names();
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
         let (mut objs, mut stable, mut cands, mut races) = std::mem::take(&mut self.scratch);
@@ -1376,17 +1696,35 @@ impl Dpor {
         for &(o, k) in &objs {
             let h = &mut self.objs[o as usize];
             match k {
-                READ => h.reads.push(pos as u32),
-                ADD => h.adds.push(pos as u32),
+                READ => {
+                    h.reads.push(pos as u32);
+                    self.undo.push(Undo::Read(o));
+                }
+                ADD => {
+                    h.adds.push(pos as u32);
+                    self.undo.push(Undo::Add(o));
+                }
                 _ => {
-                    h.last_write = Some(pos as u32);
-                    h.reads.clear();
-                    h.adds.clear();
+                    // The history before, kept to undo (see `rollback`).
+                    let mut fresh = |v: &mut Vec<u32>| {
+                        if v.is_empty() {
+                            Vec::new()
+                        } else {
+                            std::mem::replace(v, self.pool.pop().unwrap_or_default())
+                        }
+                    };
+                    let reads = fresh(&mut h.reads);
+                    let adds = fresh(&mut h.adds);
+                    self.undo.push(Undo::Write {
+                        slot: o,
+                        last: h.last_write.replace(pos as u32),
+                        reads,
+                        adds,
+                    });
                 }
             }
         }
         self.last_of_task[s] = Some(pos as u32);
-        let at = mmsim_facade::dpor::last_point();
         if self.debug.is_some() {
             self.evacc.push(Arc::new(Acc {
                 objs: objs.iter().map(|&(o, k)| (o, k, UNBORN)).collect(),
@@ -1404,7 +1742,13 @@ impl Dpor {
             locks,
             held,
             handed,
+            fp,
+            known: node_known,
+            nobjs: nobjs_at,
+            undo: undo_at,
         });
+        self.cur += 1;
+        self.undo_tail = self.undo.len();
         if replay {
             self.next_sleep.clear();
             self.scratch = (objs, stable, cands, races);
@@ -1688,7 +2032,7 @@ impl Dpor {
         if !self.setup_done {
             self.finish_setup();
         }
-        let pos = self.events.len();
+        let pos = self.cur;
         let first = runnable.iter().map(|t| usize::from(t.id())).min()?;
         if self.blocked {
             return Some(TaskId::from(first));
@@ -1699,10 +2043,11 @@ impl Dpor {
                 let t = usize::from(t.id());
                 (t < 63).then_some(m | 1 << t)
             });
+            let known = self.nids_at(pos);
             if let Some(mask) = mask
-                && (mask, self.nids) == self.sigs[pos]
+                && (mask, known) == self.sigs[pos]
             {
-                self.known_before = self.nids;
+                self.known_before = known;
                 let t = self.taken[pos];
                 self.in_flight = Some(t);
                 return Some(TaskId::from(t));
@@ -1729,15 +2074,15 @@ impl Dpor {
             self.branch = format!("t{t} {} (instead of t{orig} {})", at(t), at(orig));
             self.debug_blocked.entry(self.branch.clone()).or_default().1 += 1;
         }
-        self.known_before = self.nids;
+        self.known_before = self.nids_at(pos);
         if pos < self.path.len() {
             let t = self.shared.lock();
             let n = &t.nodes[self.path[pos] as usize];
-            if n.enabled != enabled || n.known != self.nids {
+            if n.enabled != enabled || n.known != self.known_before {
                 if std::env::var_os("MMSIM_DPOR_DEBUG").is_some() {
                     eprintln!(
                         "dpor: nondeterministic at {pos}: enabled {:?} / {:?}, known {} / {}",
-                        n.enabled, enabled, n.known, self.nids
+                        n.enabled, enabled, n.known, self.known_before
                     );
                 }
                 drop(t);
@@ -1843,6 +2188,7 @@ impl Dpor {
             .path
             .last()
             .map(|&p| (p, *self.taken.last().unwrap_or(&0)));
+        let sig = (enabled_mask(&node.enabled), node.known);
         let shared = self.shared.clone();
         let mut tree = shared.lock();
         let id = tree.add_node(node, parent);
@@ -1866,6 +2212,7 @@ impl Dpor {
         self.path.push(id);
         self.taken.push(t);
         self.stamps.push(stamp);
+        self.sigs.push(sig);
         self.deepest = self.deepest.max(self.path.len());
         self.in_flight = Some(t);
         Some(TaskId::from(t))
@@ -1881,7 +2228,7 @@ impl Dpor {
         if runnable.iter().any(|t| t.id() == main) {
             // Set-up (before the first step) is recorded for numbering
             // objects; the rest of the main task's work is not.
-            mmsim_facade::dpor::set_on(record_setup() && self.events.is_empty() && !self.blocked);
+            mmsim_facade::dpor::set_on(record_setup() && self.cur == 0 && !self.blocked);
             self.in_flight = Some(MAIN);
             return Some(main);
         }
@@ -1914,8 +2261,9 @@ impl Dpor {
     fn trace_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         // Per task slot: how many of its first k steps are not stutters.
+        let events = &self.events[..self.cur];
         let mut real: Vec<Vec<u32>> = Vec::new();
-        for e in &self.events {
+        for e in events {
             let s = slot(e.task);
             if real.len() <= s {
                 real.resize(s + 1, vec![0]);
@@ -1923,8 +2271,7 @@ impl Dpor {
             let last = *real[s].last().unwrap();
             real[s].push(last + u32::from(!e.stutter));
         }
-        let mut v: Vec<(usize, u32, Vec<u32>)> = self
-            .events
+        let mut v: Vec<(usize, u32, Vec<u32>)> = events
             .iter()
             .filter(|e| !e.stutter)
             .map(|e| {
@@ -2017,28 +2364,47 @@ impl Scheduler for Dpor {
                 // The first execution: from the first state, which it adds.
                 t.started = true;
                 self.replayed = 0;
+                self.path.clear();
+                self.taken.clear();
+                self.stamps.clear();
+                self.sigs.clear();
                 break;
             }
             if let Some((id, task)) = t.pop_pending() {
                 // The path to that state, each state taking the step to
-                // the next.
+                // the next: up to the first state the last path has at
+                // the same depth (the same state by its stamp, and so are
+                // those before it), then the last path's. Both are
+                // mostly one.
+                let mut fresh = std::mem::take(&mut self.fresh);
+                fresh.clear();
                 let mut x = id;
-                while x != NONE {
-                    self.path.push(x);
-                    x = t.nodes[x as usize].parent;
-                }
-                self.path.reverse();
-                self.stamps.clear();
-                self.sigs.clear();
-                for &x in &self.path {
+                let keep = loop {
+                    if x == NONE {
+                        break 0;
+                    }
                     let n = &t.nodes[x as usize];
+                    let d = n.depth as usize;
+                    if self.path.get(d) == Some(&x) && self.stamps[d] == n.stamp {
+                        break d + 1;
+                    }
+                    fresh.push(x);
+                    x = n.parent;
+                };
+                self.path.truncate(keep);
+                self.stamps.truncate(keep);
+                self.sigs.truncate(keep);
+                self.taken.truncate(keep.saturating_sub(1));
+                for &x in fresh.iter().rev() {
+                    let n = &t.nodes[x as usize];
+                    if !self.path.is_empty() {
+                        self.taken.push(n.last);
+                    }
+                    self.path.push(x);
                     self.stamps.push(n.stamp);
                     self.sigs.push((enabled_mask(&n.enabled), n.known));
                 }
-                self.taken.clear();
-                for i in 1..self.path.len() {
-                    self.taken.push(t.nodes[self.path[i] as usize].last);
-                }
+                self.fresh = fresh;
                 self.taken.push(task);
                 let n = &mut t.nodes[id as usize];
                 n.done.push(task);
@@ -2066,27 +2432,24 @@ impl Scheduler for Dpor {
         self.execution = t.begun;
         t.begun += 1;
         drop(t);
-        for e in self.events.drain(..) {
-            let mut c = e.clock;
-            c.clear();
-            self.clocks.push(c);
+        self.dead.clear();
+        // The last execution's bookkeeping is kept for this one while it
+        // replays the same steps (see `rollback`).
+        if self.incremental && !self.events.is_empty() {
+            self.sync = true;
+        } else {
+            self.reset_bookkeeping();
         }
+        self.cur = 0;
         self.evacc.clear();
-        self.held.clear();
-        self.released.clear();
-        self.ids.clear();
         // Storage named outside this execution (teardown of the last) is
         // not this machine's.
         mmsim_facade::dpor::take_names(&mut self.names_buf);
         self.names_buf.clear();
         mmsim_facade::dpor::take_allocs(&mut self.allocs);
-        self.names.clear();
-        self.blocks.clear();
-        self.nobjs = 0;
         self.setup_done = false;
         self.service_ran = false;
         self.cur_setup.clear();
-        self.last_of_task.clear();
         self.in_flight = None;
         self.next_sleep.clear();
         self.blocked = false;

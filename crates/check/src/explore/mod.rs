@@ -237,6 +237,9 @@ pub struct Outcome {
     /// The run was stopped from outside ([`interrupt`]) between two
     /// executions.
     pub interrupted: bool,
+    /// `dpor`: steps whose bookkeeping a worker kept from its last
+    /// execution instead of computing it again ([`dpor::set_recompute`]).
+    pub kept: u64,
 }
 
 /// Set by [`interrupt`].
@@ -975,6 +978,7 @@ impl Outcome {
         self.schedules += o.schedules;
         self.failing += o.failing;
         self.redundant += o.redundant;
+        self.kept += o.kept;
         for f in o.violations {
             let v = &f.violation;
             match self.violations.iter_mut().find(|g| {
@@ -1095,9 +1099,11 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         // However this worker ended, the others end too (a violation, an
         // error, the time limit or the tree's own end).
         d.retire(true);
-        if alone {
-            let f = d.shared().frontier();
-            e.out.frontier = Some(f);
+        let kept = d.kept_steps;
+        let frontier = alone.then(|| d.shared().frontier());
+        e.out.kept = kept;
+        if frontier.is_some() {
+            e.out.frontier = frontier;
         }
     }
     let nondeterministic = match &e.inner {
@@ -1120,11 +1126,12 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         && std::env::var_os("MMSIM_DPOR_STATS").is_some()
     {
         eprintln!(
-            "dpor: {} executions, {} steps ({} replayed), {} accesses, {} races, {} redundant, depth {}, tree {}; \
-             {:.2?} in all, boot {:.2?}, teardown {:.2?}",
+            "dpor: {} executions, {} steps ({} replayed, {} of them kept), {} accesses, {} races, {} redundant, \
+             depth {}, tree {}; {:.2?} in all, boot {:.2?}, teardown {:.2?}",
             e.out.schedules,
             d.steps,
             d.replayed_steps,
+            d.kept_steps,
             d.accesses,
             d.races,
             d.sleep_blocked,
