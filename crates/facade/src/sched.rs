@@ -705,6 +705,8 @@ impl Sched {
     /// off: a holder may wait for IPI acknowledgements
     /// ([`Sched::wait_spinning`]), so a CPU with IRQs off that waited for
     /// a spinlock could wait for its holder, which waits for it.
+    // Loom's locks and retries are its own.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn spin_taken(&self, p: &'static Point) {
         if self.irqs_off.get() && !std::thread::panicking() {
             panic!("{p}: takes a spinlock with IRQs off");
@@ -747,6 +749,8 @@ impl Sched {
     /// [`Sched::wait_unstable`] for a spinlock's acquisition: the other
     /// wait allowed while holding a spinlock (whose nesting has a fixed
     /// order: `Mutex::new_spin`).
+    // Loom's locks and retries are its own.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn wait_spin(&self, p: &'static Point, chan: usize, cond: impl FnMut() -> bool) {
         let n = self.spins.replace(0);
         self.wait_as(p, chan, None, false, cond);
@@ -770,6 +774,8 @@ impl Sched {
     }
 
     /// The channel [`Sched::retry_after_others`] waits on.
+    // Loom's locks and retries are its own.
+    #[cfg_attr(loom, allow(dead_code))]
     fn retry_chan(&self) -> usize {
         &self.ctx.retriers as *const AtomicU64 as usize
     }

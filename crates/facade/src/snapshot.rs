@@ -289,7 +289,8 @@ pub fn pause() -> Switch {
 /// now is the model's, as far as the arena can tell: with an arena, every
 /// block allocated while it is on and every block of it freed, whenever;
 /// not what the scheduler or the recorder allocate for themselves with it
-/// paused. Without one, every block.
+/// paused. Without one, every block. (Loom records nothing.)
+#[cfg(not(loom))]
 pub(crate) fn models(addr: usize, alloc: bool) -> bool {
     let base = BASE.try_with(|b| b.get()).unwrap_or(null_mut()) as usize;
     if base == 0 || ON.try_with(|o| o.get()).unwrap_or(false) {
