@@ -298,13 +298,6 @@ pub fn set_recompute(on: bool) {
 /// Emptied histories kept for reuse, at most.
 const POOL_CAP: usize = 4096;
 
-/// One step of the fingerprints ([`Ev::fp`]): a bijection of `h` for each
-/// `x`, and of `x` for each `h`.
-#[inline(always)]
-fn mix(h: u64, x: u64) -> u64 {
-    (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
-}
-
 /// How many times a race's reversal may move to where a spinlock was
 /// taken (see `Dpor::taken_too_early`) before it adds every task that
 /// can run instead.
@@ -402,10 +395,10 @@ struct Ev {
     /// For each spinlock it took: the step of another task that released
     /// that lock last, if any (the lock's handoff).
     handed: Vec<u32>,
-    /// A fingerprint of what the step did, as the recorder saw it: its
-    /// task, where it stopped, and what it touched, allocated, named, woke
-    /// and locked (see [`Dpor::rollback`]).
-    fp: u64,
+    /// Where [`Dpor::inputs`] holds what the step did, as the recorder saw
+    /// it: its task, where it stopped, and what it touched, allocated,
+    /// named, woke and locked (see [`Dpor::rollback`]).
+    inputs: (u32, u32),
     /// The objects numbered before it, the objects with a history before
     /// it, and the length of [`Dpor::undo`] before it.
     known: u32,
@@ -432,6 +425,11 @@ enum Undo {
     Block(usize, Option<(usize, u32)>),
     /// Storage was named at an address: what was named there.
     Name(usize, Option<(usize, u64)>),
+    /// A task's last step was another (by task slot).
+    Last(u32, Option<u32>),
+    /// A spinlock's last release was another (by index in
+    /// [`Dpor::released`]; `None`: the entry was added).
+    Released(u32, Option<(usize, usize, u32)>),
 }
 
 /// [`Dpor::end_step`]'s buffers: a step's objects by slot and by stable
@@ -540,11 +538,16 @@ pub struct Dpor {
     undo_tail: usize,
     /// Emptied histories for reuse.
     pool: Vec<Vec<u32>>,
-    /// Set-up's named storage, and a fingerprint of set-up's numbering and
-    /// names: the bookkeeping of one execution holds for the next only if
-    /// both set-ups are the same.
+    /// What each step of `events` did, as the recorder saw it, one after
+    /// another ([`Dpor::encode_step`]), and the step in flight's.
+    inputs: Vec<u64>,
+    step_in: Vec<u64>,
+    /// Set-up's named storage, and set-up's numbering (the addresses it
+    /// numbered, in order) and names: the bookkeeping of one execution
+    /// holds for the next only if both set-ups are the same.
     setup_names: Vec<mmsim_facade::dpor::Named>,
-    setup_fp: u64,
+    setup_key: Vec<u64>,
+    setup_in: Vec<u64>,
     /// Objects first touched by the tasks' steps, by address: their slot
     /// in `objs` and the number steps are compared by across executions
     /// (the slot, or for named storage its name's number).
@@ -961,7 +964,10 @@ impl Dpor {
             undo_tail: 0,
             pool: Vec::new(),
             setup_names: Vec::new(),
-            setup_fp: 0,
+            inputs: Vec::new(),
+            step_in: Vec::new(),
+            setup_key: Vec::new(),
+            setup_in: Vec::new(),
             ids: HashMap::default(),
             names: std::collections::BTreeMap::new(),
             blocks: std::collections::BTreeMap::new(),
@@ -1227,50 +1233,54 @@ impl Dpor {
         }
     }
 
-    /// What the step of `task` that ended at `at` did, as the recorder
-    /// saw it, as one number (see [`Ev::fp`]).
-    fn fingerprint(&self, task: usize, at: Option<&'static mmsim_facade::sched::Point>) -> u64 {
-        let at = at.map_or(0, |p| std::ptr::from_ref(p) as usize);
-        let mut h = mix(mix(task as u64, at as u64), self.log.len() as u64);
-        for &(a, k) in &self.log {
-            h = mix(h, a as u64 ^ u64::from(k) << 56);
-        }
-        h = mix(h, self.allocs.len() as u64);
+    /// Writes what the step of `task` that ended at `at` did, as the
+    /// recorder saw it, into `step_in`: every input of its bookkeeping, each
+    /// list after its length, so that two steps' words are equal exactly
+    /// when their inputs are (addresses are below 2^56, kinds fit in the
+    /// byte above).
+    fn encode_step(&mut self, task: usize, at: Option<&'static mmsim_facade::sched::Point>) {
+        let w = &mut self.step_in;
+        w.clear();
+        w.push(task as u64);
+        w.push(at.map_or(0, |p| std::ptr::from_ref(p) as usize) as u64);
+        w.push(self.log.len() as u64);
+        w.extend(self.log.iter().map(|&(a, k)| a as u64 | u64::from(k) << 56));
+        w.push(self.allocs.len() as u64);
         for &(i, a, n) in &self.allocs {
-            h = mix(mix(mix(h, i as u64), a as u64), n as u64);
+            w.extend([i as u64, a as u64, n as u64]);
         }
-        h = mix(h, self.names_buf.len() as u64);
+        w.push(self.names_buf.len() as u64);
         for n in &self.names_buf {
-            h = mix(mix(mix(h, n.addr as u64), n.len as u64), n.key);
+            w.extend([n.addr as u64, n.len as u64, n.key]);
         }
-        h = mix(h, self.woken.len() as u64);
-        for &w in &self.woken {
-            h = mix(h, w as u64);
-        }
-        h = mix(h, self.locks.len() as u64);
-        for &(l, acquire) in &self.locks {
-            h = mix(h, l as u64 ^ u64::from(acquire) << 63);
-        }
-        h
+        w.push(self.woken.len() as u64);
+        w.extend(self.woken.iter().map(|&t| t as u64));
+        w.push(self.locks.len() as u64);
+        w.extend(
+            self.locks
+                .iter()
+                .map(|&(l, acquire)| l as u64 | u64::from(acquire) << 63),
+        );
     }
 
-    /// Set-up's numbering and names, as one number: the objects it
-    /// numbered, in order, by address, and what it named where.
-    fn setup_fingerprint(&self) -> u64 {
+    /// Writes set-up's numbering (the address of each object it numbered,
+    /// in order) and names into `setup_in`.
+    fn encode_setup(&mut self) {
         let fixed = [mmsim_facade::dpor::STOP, mmsim_facade::dpor::TASKS];
-        let mut h = mix(self.cur_setup.len() as u64, self.setup_first.len() as u64);
+        let w = &mut self.setup_in;
+        w.clear();
+        w.push(self.cur_setup.len() as u64);
+        w.push(self.setup_first.len() as u64);
         for &j in &self.setup_first {
-            let a = match j as usize {
+            w.push(match j as usize {
                 j if j < fixed.len() => fixed[j],
                 j => self.cur_setup[j - fixed.len()],
-            };
-            h = mix(h, a as u64);
+            } as u64);
         }
-        h = mix(h, self.setup_names.len() as u64);
+        w.push(self.setup_names.len() as u64);
         for n in &self.setup_names {
-            h = mix(mix(mix(h, n.addr as u64), n.len as u64), n.key);
+            w.extend([n.addr as u64, n.len as u64, n.key]);
         }
-        h
     }
 
     /// Forgets the bookkeeping of every step held: the next step is an
@@ -1293,6 +1303,7 @@ impl Dpor {
             }
         }
         self.undo_tail = 0;
+        self.inputs.clear();
         self.ids.clear();
         self.names.clear();
         self.blocks.clear();
@@ -1315,8 +1326,8 @@ impl Dpor {
     /// order (numbering is by order of first touch; set-up, which numbers
     /// first, is checked the same, see [`Dpor::finish_setup`]). So the
     /// worker keeps its last execution's bookkeeping, and while the next
-    /// one replays steps whose fingerprints ([`Ev::fp`]) are those held,
-    /// it has nothing to do for them; at the first step that differs, or
+    /// one replays steps whose inputs ([`Ev::inputs`], compared word for
+    /// word) are those held, it has nothing to do for them; at the first step that differs, or
     /// the first new one, it undoes the rest and goes on from there as
     /// before. (A replayed step has no races to reverse and no sleep set
     /// of its own to compute: see `end_step`.)
@@ -1363,6 +1374,13 @@ impl Dpor {
                         None => self.names.remove(&addr),
                     };
                 }
+                Some(Undo::Last(s, was)) => self.last_of_task[s as usize] = was,
+                Some(Undo::Released(k, was)) => match was {
+                    Some(r) => self.released[k as usize] = r,
+                    None => {
+                        self.released.pop();
+                    }
+                },
                 None => break,
             }
         }
@@ -1373,27 +1391,11 @@ impl Dpor {
         self.nids = nids;
         if d < self.events.len() {
             self.held = self.events[d].held.clone();
+            self.inputs.truncate(self.events[d].inputs.0 as usize);
             for e in self.events.drain(d..) {
                 let mut c = e.clock;
                 c.clear();
                 self.clocks.push(c);
-            }
-            self.last_of_task.clear();
-            self.released.clear();
-            for (i, e) in self.events.iter().enumerate() {
-                let s = slot(e.task);
-                if self.last_of_task.len() <= s {
-                    self.last_of_task.resize(s + 1, None);
-                }
-                self.last_of_task[s] = Some(i as u32);
-                for &(l, acquire) in &e.locks {
-                    if !acquire {
-                        match self.released.iter().position(|r| r.0 == l) {
-                            Some(k) => self.released[k] = (l, e.task, i as u32),
-                            None => self.released.push((l, e.task, i as u32)),
-                        }
-                    }
-                }
             }
         }
         self.undo_tail = self.undo.len();
@@ -1444,8 +1446,14 @@ impl Dpor {
         // holds if this set-up is that one's: the same objects, first
         // touched at the same positions, at the same addresses, and the
         // same storage named. A set-up numbered in full starts afresh.
-        if self.sync && !(quick && self.setup_fingerprint() == self.setup_fp) {
+        if self.sync && !quick {
             self.reset_bookkeeping();
+        }
+        if self.sync {
+            self.encode_setup();
+            if self.setup_in != self.setup_key {
+                self.reset_bookkeeping();
+            }
         }
         if !self.sync {
             for n in &self.setup_names {
@@ -1495,7 +1503,8 @@ impl Dpor {
             self.setup_len = self.cur_setup.len();
             self.setup_since_full = 0;
         }
-        self.setup_fp = self.setup_fingerprint();
+        self.encode_setup();
+        std::mem::swap(&mut self.setup_in, &mut self.setup_key);
         self.cur_setup.clear();
         if !self.sync {
             self.nids = self.setup_ids.len() as u32;
@@ -1541,9 +1550,11 @@ impl Dpor {
         let replay = pos < self.replayed;
         self.replayed_steps += u64::from(replay);
         let at = mmsim_facade::dpor::last_point();
-        let fp = self.fingerprint(task, at);
+        self.encode_step(task, at);
         if self.sync {
-            if replay && self.events.get(pos).is_some_and(|e| e.fp == fp) {
+            let same =
+                |e: &Ev| self.inputs[e.inputs.0 as usize..e.inputs.1 as usize] == self.step_in;
+            if replay && self.events.get(pos).is_some_and(same) {
                 // The step held there, again: its bookkeeping holds.
                 self.kept_steps += 1;
                 self.cur += 1;
@@ -1555,6 +1566,9 @@ impl Dpor {
         }
         debug_assert_eq!(self.events.len(), pos);
         let (undo_at, nobjs_at) = (self.undo.len() as u32, self.nobjs as u32);
+        let start = self.inputs.len() as u32;
+        self.inputs.extend_from_slice(&self.step_in);
+        let inputs = (start, self.inputs.len() as u32);
         self.apply_names();
         // By slot (this execution's races) and by the numbers other
         // executions know them by (sleep sets).
@@ -1591,8 +1605,15 @@ impl Dpor {
                     self.held.swap_remove(i);
                 }
                 match last {
-                    Some(k) => self.released[k] = (l, task, pos as u32),
-                    None => self.released.push((l, task, pos as u32)),
+                    Some(k) => {
+                        let was = std::mem::replace(&mut self.released[k], (l, task, pos as u32));
+                        self.undo.push(Undo::Released(k as u32, Some(was)));
+                    }
+                    None => {
+                        self.undo
+                            .push(Undo::Released(self.released.len() as u32, None));
+                        self.released.push((l, task, pos as u32));
+                    }
                 }
             }
         }
@@ -1724,7 +1745,8 @@ impl Dpor {
                 }
             }
         }
-        self.last_of_task[s] = Some(pos as u32);
+        let was = self.last_of_task[s].replace(pos as u32);
+        self.undo.push(Undo::Last(s as u32, was));
         if self.debug.is_some() {
             self.evacc.push(Arc::new(Acc {
                 objs: objs.iter().map(|&(o, k)| (o, k, UNBORN)).collect(),
@@ -1742,7 +1764,7 @@ impl Dpor {
             locks,
             held,
             handed,
-            fp,
+            inputs,
             known: node_known,
             nobjs: nobjs_at,
             undo: undo_at,
