@@ -1283,23 +1283,32 @@ impl Dpor {
         }
     }
 
-    /// Forgets the bookkeeping of every step held: the next step is an
-    /// execution's first.
-    fn reset_bookkeeping(&mut self) {
-        self.sync = false;
-        for e in self.events.drain(..) {
+    /// Drops the steps held from `d` on, keeping their clocks' storage.
+    fn truncate_events(&mut self, d: usize) {
+        for e in self.events.drain(d..) {
             let mut c = e.clock;
             c.clear();
             self.clocks.push(c);
         }
+    }
+
+    /// Keeps an emptied history's storage for reuse.
+    fn recycle(pool: &mut Vec<Vec<u32>>, mut v: Vec<u32>) {
+        if v.capacity() > 0 && pool.len() < POOL_CAP {
+            v.clear();
+            pool.push(v);
+        }
+    }
+
+    /// Forgets the bookkeeping of every step held: the next step is an
+    /// execution's first.
+    fn reset_bookkeeping(&mut self) {
+        self.sync = false;
+        self.truncate_events(0);
         for u in self.undo.drain(..) {
             if let Undo::Write { reads, adds, .. } = u {
-                for mut v in [reads, adds] {
-                    if v.capacity() > 0 && self.pool.len() < POOL_CAP {
-                        v.clear();
-                        self.pool.push(v);
-                    }
-                }
+                Self::recycle(&mut self.pool, reads);
+                Self::recycle(&mut self.pool, adds);
             }
         }
         self.undo_tail = 0;
@@ -1327,9 +1336,9 @@ impl Dpor {
     /// first, is checked the same, see [`Dpor::finish_setup`]). So the
     /// worker keeps its last execution's bookkeeping, and while the next
     /// one replays steps whose inputs ([`Ev::inputs`], compared word for
-    /// word) are those held, it has nothing to do for them; at the first step that differs, or
-    /// the first new one, it undoes the rest and goes on from there as
-    /// before. (A replayed step has no races to reverse and no sleep set
+    /// word) are those held, it has nothing to do for them; at the first
+    /// step that differs, or the first new one, it undoes the rest and
+    /// goes on from there as before. (A replayed step has no races to reverse and no sleep set
     /// of its own to compute: see `end_step`.)
     fn rollback(&mut self, d: usize) {
         self.sync = false;
@@ -1355,12 +1364,8 @@ impl Dpor {
                     h.last_write = last;
                     let r = std::mem::replace(&mut h.reads, reads);
                     let a = std::mem::replace(&mut h.adds, adds);
-                    for mut v in [r, a] {
-                        if v.capacity() > 0 && self.pool.len() < POOL_CAP {
-                            v.clear();
-                            self.pool.push(v);
-                        }
-                    }
+                    Self::recycle(&mut self.pool, r);
+                    Self::recycle(&mut self.pool, a);
                 }
                 Some(Undo::Block(addr, was)) => {
                     match was {
@@ -1392,11 +1397,7 @@ impl Dpor {
         if d < self.events.len() {
             self.held = self.events[d].held.clone();
             self.inputs.truncate(self.events[d].inputs.0 as usize);
-            for e in self.events.drain(d..) {
-                let mut c = e.clock;
-                c.clear();
-                self.clocks.push(c);
-            }
+            self.truncate_events(d);
         }
         self.undo_tail = self.undo.len();
     }
@@ -1446,12 +1447,11 @@ impl Dpor {
         // holds if this set-up is that one's: the same objects, first
         // touched at the same positions, at the same addresses, and the
         // same storage named. A set-up numbered in full starts afresh.
-        if self.sync && !quick {
-            self.reset_bookkeeping();
-        }
         if self.sync {
-            self.encode_setup();
-            if self.setup_in != self.setup_key {
+            if quick {
+                self.encode_setup();
+            }
+            if !quick || self.setup_in != self.setup_key {
                 self.reset_bookkeeping();
             }
         }
@@ -1503,12 +1503,13 @@ impl Dpor {
             self.setup_len = self.cur_setup.len();
             self.setup_since_full = 0;
         }
-        self.encode_setup();
-        std::mem::swap(&mut self.setup_in, &mut self.setup_key);
-        self.cur_setup.clear();
         if !self.sync {
+            // (Kept, the set-up was the last one's: its key stands.)
+            self.encode_setup();
+            std::mem::swap(&mut self.setup_in, &mut self.setup_key);
             self.nids = self.setup_ids.len() as u32;
         }
+        self.cur_setup.clear();
     }
 
     /// The step of the task in flight ended: number what it touched, find
