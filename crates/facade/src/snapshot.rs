@@ -292,11 +292,17 @@ pub fn pause() -> Switch {
 /// paused. Without one, every block. (Loom records nothing.)
 #[cfg(not(loom))]
 pub(crate) fn models(addr: usize, alloc: bool) -> bool {
-    let base = BASE.try_with(|b| b.get()).unwrap_or(null_mut()) as usize;
-    if base == 0 || ON.try_with(|o| o.get()).unwrap_or(false) {
-        return true;
-    }
-    !alloc && addr >= base && addr < base + SIZE.try_with(|s| s.get()).unwrap_or(0)
+    let none = BASE.try_with(|b| b.get().is_null()).unwrap_or(true);
+    none || ON.try_with(|o| o.get()).unwrap_or(false) || !alloc && in_own(addr)
+}
+
+/// Whether `a` is inside this thread's arena (false without one).
+fn in_own(a: usize) -> bool {
+    BASE.try_with(|b| {
+        let b = b.get() as usize;
+        b != 0 && a >= b && a < b + SIZE.with(|s| s.get())
+    })
+    .unwrap_or(false)
 }
 
 /// Turns this thread's arena on until the guard drops, if it has one:
@@ -411,12 +417,7 @@ pub(crate) unsafe fn realloc(p: *mut u8, l: Layout, n: usize) -> Option<*mut u8>
     if ARENAS.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let mine = BASE
-        .try_with(|b| {
-            let b = b.get() as usize;
-            b != 0 && (p as usize) >= b && (p as usize) < b + SIZE.with(|s| s.get())
-        })
-        .unwrap_or(false);
+    let mine = in_own(p as usize);
     let on = ON.try_with(|o| o.get()).unwrap_or(false);
     let foreign = !mine && in_any(p as usize);
     if !mine && !on && !foreign {

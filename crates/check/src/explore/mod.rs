@@ -1100,11 +1100,11 @@ fn explore_on(plan: Arc<Plan>, opts: Options, tree: Option<Arc<dpor::Shared>>) -
         // error, the time limit or the tree's own end).
         d.retire(true);
         let kept = d.kept_steps;
-        let frontier = alone.then(|| d.shared().frontier());
-        e.out.kept = kept;
-        if frontier.is_some() {
-            e.out.frontier = frontier;
+        if alone {
+            let f = d.shared().frontier();
+            e.out.frontier = Some(f);
         }
+        e.out.kept = kept;
     }
     let nondeterministic = match &e.inner {
         Inner::Dfs(d) => d.nondeterministic,
